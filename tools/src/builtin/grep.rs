@@ -1,0 +1,365 @@
+//! `grep`: regex or literal search over a tree, with ripgrep's engine.
+
+use std::io;
+
+use grep_regex::RegexMatcherBuilder;
+use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkContextKind, SinkMatch};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::listing::{PathGlob, slash_path};
+use super::{bounded_limit, default_true, dot};
+use crate::error::{Error, Result};
+use crate::fsutil::open_nofollow;
+use crate::tool::{Context, Tool, ToolSpec};
+use crate::walk::{MAX_DEPTH, WalkOptions, walk};
+
+/// The most matching lines `grep` returns in one call.
+pub const MAX_MATCHES: usize = 200;
+/// The most bytes of one line `grep` returns.
+pub const MAX_LINE_BYTES: usize = 1024;
+/// The most context lines before or after a match.
+pub const MAX_CONTEXT: usize = 10;
+
+/// `grep`: search file contents under a folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grep;
+
+/// Input of `grep`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrepInput {
+    /// A regular expression (Rust regex syntax), or text with `literal`.
+    pub pattern: String,
+    /// The folder or file to search.
+    #[serde(default = "dot")]
+    pub path: String,
+    /// Treat `pattern` as plain text.
+    #[serde(default)]
+    pub literal: bool,
+    /// Match letters regardless of case.
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// Only search files whose name (or relative path, with `/`) matches this glob, e.g. `*.rs`.
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// Lines of context before each match (0 to 10).
+    #[serde(default)]
+    pub before_context: usize,
+    /// Lines of context after each match (0 to 10).
+    #[serde(default)]
+    pub after_context: usize,
+    /// Search names that start with a dot. Default false.
+    #[serde(default)]
+    pub hidden: bool,
+    /// Skip what `.gitignore` / `.ignore` files exclude. Default true.
+    #[serde(default = "default_true")]
+    pub respect_ignore: bool,
+    /// Skip this many matching lines (to continue a truncated result).
+    #[serde(default)]
+    pub offset: usize,
+    /// Return at most this many matching lines (1 to 200, default 200).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// One matching line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GrepMatch {
+    /// File path relative to the searched folder, `/`-separated.
+    pub path: String,
+    /// 1-based line number.
+    pub line_number: u64,
+    /// The line, without its line ending, cut at 1 KB.
+    pub line: String,
+    /// True when `line` was cut.
+    pub line_truncated: bool,
+    /// Context lines before, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Context lines after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// Output of `grep`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GrepOutput {
+    /// The searched path, in full.
+    pub path: String,
+    /// Matching lines in path order.
+    pub matches: Vec<GrepMatch>,
+    /// Files searched (text files opened).
+    pub files_searched: u64,
+    /// Files with at least one match.
+    pub files_matched: u64,
+    /// Binary files skipped (a NUL byte was found).
+    pub binary_skipped: u64,
+    /// True when more matches exist than were returned: the search stopped early.
+    pub truncated: bool,
+    /// The `offset` that continues, when truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+    /// Folders or files that could not be read.
+    pub unreadable: u64,
+}
+
+impl Tool for Grep {
+    type Input = GrepInput;
+    type Output = GrepOutput;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::read(
+            "grep",
+            "Search file contents for a regex or literal text, like ripgrep: skips binary, hidden and \
+             gitignored files by default; optional file glob and context lines. At most 200 matching \
+             lines per call (1 KB each); `next_offset` continues.",
+        )
+    }
+
+    fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
+        let limit = bounded_limit("grep", input.limit, MAX_MATCHES)?;
+        for (field, n) in [("before_context", input.before_context), ("after_context", input.after_context)] {
+            if n > MAX_CONTEXT {
+                return Err(Error::invalid_input("grep", field, format!("{n} is above the cap of {MAX_CONTEXT}")));
+            }
+        }
+        if input.pattern.is_empty() {
+            return Err(Error::invalid_input("grep", "pattern", "is empty; give text or a regex to search for"));
+        }
+        let matcher = RegexMatcherBuilder::new()
+            .case_insensitive(input.case_insensitive)
+            .fixed_strings(input.literal)
+            .line_terminator(Some(b'\n'))
+            .build(&input.pattern)
+            .map_err(|e| Error::invalid_input("grep", "pattern", format!("not a valid regex: {e}")))?;
+        let glob = input
+            .glob
+            .as_deref()
+            .map(|g| PathGlob::new("grep", "glob", g, false))
+            .transpose()?;
+        let mut searcher = SearcherBuilder::new()
+            .binary_detection(BinaryDetection::quit(0))
+            .line_number(true)
+            .before_context(input.before_context)
+            .after_context(input.after_context)
+            .build();
+
+        let base = cx.scope().resolve(&input.path)?;
+        let mut state = GrepState {
+            cx,
+            offset: input.offset,
+            limit,
+            seen: 0,
+            out: GrepOutput {
+                path: base.display(),
+                matches: Vec::new(),
+                files_searched: 0,
+                files_matched: 0,
+                binary_skipped: 0,
+                truncated: false,
+                next_offset: None,
+                unreadable: 0,
+            },
+        };
+
+        let md = crate::fsutil::lstat(&base)?.ok_or_else(|| Error::NotFound { path: base.path() })?;
+        if md.is_file() {
+            let (file, _) = crate::fsutil::open_regular(&base)?;
+            let name = base.rel().file_name().map(std::path::Path::new).unwrap_or(base.rel());
+            state.search(&mut searcher, &matcher, file, &slash_path(name))?;
+        } else {
+            let options = WalkOptions {
+                max_depth: MAX_DEPTH,
+                hidden: input.hidden,
+                respect_ignore: input.respect_ignore,
+            };
+            let stats = walk(cx, &base, &options, |entry| {
+                if !entry.file_type.is_file() || glob.as_ref().is_some_and(|g| !g.is_match(entry.rel)) {
+                    return Ok(true);
+                }
+                // A file swapped for a symlink since the listing is not followed.
+                let file = match open_nofollow(entry.parent, entry.name, &entry.location().path()) {
+                    Ok(file) => file,
+                    Err(_) => {
+                        state.out.unreadable += 1;
+                        return Ok(true);
+                    }
+                };
+                state.search(&mut searcher, &matcher, file, &slash_path(entry.rel))
+            })?;
+            state.out.unreadable += stats.unreadable;
+        }
+        let mut out = state.out;
+        if out.truncated {
+            out.next_offset = Some(input.offset + out.matches.len());
+        }
+        Ok(out)
+    }
+}
+
+struct GrepState<'a, 'b> {
+    cx: &'a Context<'b>,
+    offset: usize,
+    limit: usize,
+    /// Matching lines seen so far, including skipped ones.
+    seen: usize,
+    out: GrepOutput,
+}
+
+impl GrepState<'_, '_> {
+    /// Searches one file; `Ok(false)` once the match bound is reached.
+    fn search(
+        &mut self,
+        searcher: &mut Searcher,
+        matcher: &grep_regex::RegexMatcher,
+        file: cap_std::fs::File,
+        rel: &str,
+    ) -> Result<bool> {
+        self.cx.checkpoint()?;
+        let file = file.into_std();
+        let md = file.metadata().map_err(|e| Error::io(rel.as_ref(), e))?;
+        if !md.is_file() {
+            return Ok(true);
+        }
+        let mut sink = FileSink {
+            rel,
+            state: self,
+            found: Vec::new(),
+            counted: 0,
+            pending_before: Vec::new(),
+            binary: false,
+            stop: false,
+        };
+        if let Err(e) = searcher.search_file(matcher, &file, &mut sink) {
+            if let Some(stop) = e.get_ref().and_then(|inner| inner.downcast_ref::<StopReason>()) {
+                return Err(stop.0.clone().into_error());
+            }
+            sink.state.out.unreadable += 1;
+            return Ok(true);
+        }
+        let FileSink { found, counted, binary, stop, .. } = sink;
+        self.out.files_searched += 1;
+        if binary && !stop {
+            // Matches before the NUL byte are dropped with the file, as ripgrep does.
+            self.out.binary_skipped += 1;
+            return Ok(true);
+        }
+        if counted > 0 {
+            self.out.files_matched += 1;
+        }
+        self.seen += counted;
+        self.out.matches.extend(found);
+        Ok(!stop)
+    }
+}
+
+/// Why a search was stopped from inside the sink (cancellation or deadline).
+#[derive(Debug, Clone)]
+struct StopReason(Stop);
+
+#[derive(Debug, Clone)]
+enum Stop {
+    Cancelled,
+    Timeout,
+}
+
+impl Stop {
+    fn into_error(self) -> Error {
+        match self {
+            Stop::Cancelled => Error::Cancelled,
+            Stop::Timeout => Error::Timeout,
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "search stopped: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for StopReason {}
+
+/// Collects one file's matches so a late NUL byte can still discard them.
+struct FileSink<'s, 'a, 'b> {
+    rel: &'s str,
+    state: &'s mut GrepState<'a, 'b>,
+    found: Vec<GrepMatch>,
+    /// Matches in this file, including those skipped by the offset.
+    counted: usize,
+    pending_before: Vec<String>,
+    binary: bool,
+    stop: bool,
+}
+
+fn line_text(bytes: &[u8]) -> (String, bool) {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.len() <= MAX_LINE_BYTES {
+        return (String::from_utf8_lossy(bytes).into_owned(), false);
+    }
+    let mut cut = MAX_LINE_BYTES;
+    while cut > 0 && (bytes[cut] & 0b1100_0000) == 0b1000_0000 {
+        cut -= 1;
+    }
+    (String::from_utf8_lossy(&bytes[..cut]).into_owned(), true)
+}
+
+impl Sink for FileSink<'_, '_, '_> {
+    type Error = io::Error;
+
+    fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, io::Error> {
+        if let Err(e) = self.state.cx.checkpoint() {
+            let stop = if matches!(e, Error::Timeout) { Stop::Timeout } else { Stop::Cancelled };
+            return Err(io::Error::other(StopReason(stop)));
+        }
+        let before = std::mem::take(&mut self.pending_before);
+        // 1-based position of this match among all matches of the search.
+        let position = self.state.seen + self.counted + 1;
+        if position > self.state.offset && self.state.out.matches.len() + self.found.len() == self.state.limit {
+            // One past the bound: more exist, so the result is truncated.
+            self.state.out.truncated = true;
+            self.stop = true;
+            return Ok(false);
+        }
+        self.counted += 1;
+        if position <= self.state.offset {
+            return Ok(true);
+        }
+        let (line, line_truncated) = line_text(mat.bytes());
+        self.found.push(GrepMatch {
+            path: self.rel.to_string(),
+            line_number: mat.line_number().unwrap_or(0),
+            line,
+            line_truncated,
+            before,
+            after: Vec::new(),
+        });
+        Ok(true)
+    }
+
+    fn context(&mut self, _: &Searcher, ctx: &SinkContext<'_>) -> Result<bool, io::Error> {
+        let (text, _) = line_text(ctx.bytes());
+        match ctx.kind() {
+            SinkContextKind::Before => self.pending_before.push(text),
+            SinkContextKind::After => {
+                if let Some(last) = self.found.last_mut() {
+                    last.after.push(text);
+                }
+            }
+            SinkContextKind::Other => {}
+        }
+        Ok(true)
+    }
+
+    fn context_break(&mut self, _: &Searcher) -> Result<bool, io::Error> {
+        self.pending_before.clear();
+        Ok(true)
+    }
+
+    fn binary_data(&mut self, _: &Searcher, _: u64) -> Result<bool, io::Error> {
+        self.binary = true;
+        Ok(false)
+    }
+}

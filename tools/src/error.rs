@@ -1,0 +1,369 @@
+//! The one error type of this crate, and its stable wire codes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, snake_case error code: what a program matches on.
+///
+/// The code is part of the protocol; the message beside it is for people and
+/// may change. New codes may be added, so match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The path is outside every allowed folder, or tries to leave one.
+    OutsideScope,
+    /// Nothing exists at the path.
+    NotFound,
+    /// Something already exists where the tool would create it.
+    AlreadyExists,
+    /// The disk changed since the proposal was planned.
+    Conflict,
+    /// The input is larger than the tool accepts.
+    TooLarge,
+    /// The path names something that is not a regular file.
+    NotAFile,
+    /// The path names something that is not a directory.
+    NotADirectory,
+    /// The file is binary where text was needed.
+    BinaryFile,
+    /// The input does not match the tool's schema or rules.
+    InvalidInput,
+    /// The operating system, or a read-only root, refused the operation.
+    PermissionDenied,
+    /// No tool of that name is registered.
+    UnknownTool,
+    /// The call was cancelled.
+    Cancelled,
+    /// The call ran past its deadline.
+    Timeout,
+    /// A named program is not installed or could not be started.
+    ProgramNotFound,
+    /// A named program ran and failed.
+    ProgramFailed,
+    /// An I/O error not covered by a more specific code.
+    Io,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire, e.g. `"outside_scope"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::OutsideScope => "outside_scope",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NotAFile => "not_a_file",
+            ErrorCode::NotADirectory => "not_a_directory",
+            ErrorCode::BinaryFile => "binary_file",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::UnknownTool => "unknown_tool",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ProgramNotFound => "program_not_found",
+            ErrorCode::ProgramFailed => "program_failed",
+            ErrorCode::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that can go wrong in a tool call.
+///
+/// Every variant names the input it is about (a path, a field, a tool) and its
+/// message says what to do. [`Error::code`] gives the stable wire code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path is outside every allowed folder or tries to leave one.
+    #[error("{path} is outside the allowed folders ({reason}); use a path inside one of them")]
+    OutsideScope {
+        /// The path as the caller wrote it.
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Nothing exists at the path.
+    #[error("{} does not exist; check the spelling or list its folder first", .path.display())]
+    NotFound {
+        /// The path inside the scope.
+        path: PathBuf,
+    },
+    /// The folder a file would be created in does not exist.
+    #[error("{} does not exist; create it first, or set create_parents", .path.display())]
+    MissingParent {
+        /// The first missing folder.
+        path: PathBuf,
+    },
+    /// Something already exists where the tool would create it.
+    #[error("{} already exists; {hint}", .path.display())]
+    AlreadyExists {
+        /// The path inside the scope.
+        path: PathBuf,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// The disk changed between plan and apply.
+    #[error("{subject} changed since the proposal was made ({detail}); plan the change again")]
+    Conflict {
+        /// What changed: a path, or the tool's input.
+        subject: String,
+        /// What changed.
+        detail: String,
+    },
+    /// A size bound was exceeded.
+    #[error("{what} is too large: {size} bytes, the limit is {limit}; {hint}")]
+    TooLarge {
+        /// What was too large (a path or a field).
+        what: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// The path is not a regular file.
+    #[error("{} is {found}, not a regular file", .path.display())]
+    NotAFile {
+        /// The path inside the scope.
+        path: PathBuf,
+        /// What it is instead, e.g. "a directory".
+        found: &'static str,
+    },
+    /// The path is not a directory.
+    #[error("{} is {found}, not a directory", .path.display())]
+    NotADirectory {
+        /// The path inside the scope.
+        path: PathBuf,
+        /// What it is instead, e.g. "a regular file".
+        found: &'static str,
+    },
+    /// The file is binary where the tool needs text.
+    #[error("{} is a binary file; this tool works on UTF-8 text only", .path.display())]
+    BinaryFile {
+        /// The path inside the scope.
+        path: PathBuf,
+    },
+    /// The input does not fit the tool's schema or rules.
+    #[error("invalid input for {tool}: {field}: {message}")]
+    InvalidInput {
+        /// The tool that was called.
+        tool: String,
+        /// The input field at fault, as a dotted path (`edits[1].find`).
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The operating system or a read-only root refused the operation.
+    #[error("permission denied for {}: {reason}", .path.display())]
+    PermissionDenied {
+        /// The path inside the scope.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// No tool of that name is registered.
+    #[error("unknown tool `{tool}`; the device offers: {available}")]
+    UnknownTool {
+        /// The name that was asked for.
+        tool: String,
+        /// The registered names, comma-separated.
+        available: String,
+    },
+    /// The call was cancelled by the caller.
+    #[error("the call was cancelled")]
+    Cancelled,
+    /// The call ran past its deadline.
+    #[error("the call ran past its deadline; narrow the request (a sub-folder, a glob) or allow more time")]
+    Timeout,
+    /// A named program is not installed.
+    #[error("the program `{program}` needed by {tool} was not found on PATH; install it, or add its folder to PATH")]
+    ProgramNotFound {
+        /// The tool that needs it.
+        tool: String,
+        /// The program's name.
+        program: String,
+    },
+    /// A named program ran and failed.
+    #[error("`{program}` exited with {status}: {stderr}")]
+    ProgramFailed {
+        /// The program's name.
+        program: String,
+        /// Its exit status, as text.
+        status: String,
+        /// The last part of what it wrote to stderr.
+        stderr: String,
+    },
+    /// Any other I/O error, with the path it happened on.
+    #[error("i/o error on {}: {source}", .path.display())]
+    Io {
+        /// The path inside the scope.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The stable wire code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::OutsideScope { .. } => ErrorCode::OutsideScope,
+            Error::NotFound { .. } | Error::MissingParent { .. } => ErrorCode::NotFound,
+            Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Error::Conflict { .. } => ErrorCode::Conflict,
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::NotAFile { .. } => ErrorCode::NotAFile,
+            Error::NotADirectory { .. } => ErrorCode::NotADirectory,
+            Error::BinaryFile { .. } => ErrorCode::BinaryFile,
+            Error::InvalidInput { .. } => ErrorCode::InvalidInput,
+            Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            Error::UnknownTool { .. } => ErrorCode::UnknownTool,
+            Error::Cancelled => ErrorCode::Cancelled,
+            Error::Timeout => ErrorCode::Timeout,
+            Error::ProgramNotFound { .. } => ErrorCode::ProgramNotFound,
+            Error::ProgramFailed { .. } => ErrorCode::ProgramFailed,
+            Error::Io { .. } => ErrorCode::Io,
+        }
+    }
+
+    /// Whether the same call might succeed if simply tried again.
+    ///
+    /// Only transient conditions are retryable; a bad path or a conflict is
+    /// not, because retrying would give the same answer.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Timeout => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+
+    /// The wire form: code plus message.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+
+    /// An `invalid_input` error for `field` of `tool`.
+    pub fn invalid_input(
+        tool: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::InvalidInput {
+            tool: tool.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an I/O error that happened on `path` (already inside the scope).
+    pub fn io(path: &Path, source: io::Error) -> Error {
+        let path = path.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { path },
+            io::ErrorKind::PermissionDenied if is_escape(&source) => Error::OutsideScope {
+                path: path.display().to_string(),
+                reason: "a symbolic link or `..` leads outside the allowed folder".into(),
+            },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+                path,
+                reason: "the operating system refused access; check the file's permissions".into(),
+            },
+            io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                path,
+                hint: "choose another name, or remove it first",
+            },
+            io::ErrorKind::NotADirectory => Error::NotADirectory {
+                path,
+                found: "not a directory (or has a non-directory in its parents)",
+            },
+            io::ErrorKind::IsADirectory => Error::NotAFile {
+                path,
+                found: "a directory",
+            },
+            _ => Error::Io { path, source },
+        }
+    }
+}
+
+/// cap-std reports a resolution that would leave its directory handle as this
+/// PermissionDenied error (it maps the kernel's EXDEV from `RESOLVE_BENEATH` to
+/// it too). A raw EXDEV is *not* an escape: `rename` across filesystems gives it.
+fn is_escape(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.to_string() == "a path led outside of the filesystem")
+}
+
+/// The error as it travels on the wire: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A human-readable message that names the input and says what to do.
+    pub message: String,
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_strings_match_serde() {
+        for code in [
+            ErrorCode::OutsideScope,
+            ErrorCode::NotFound,
+            ErrorCode::AlreadyExists,
+            ErrorCode::Conflict,
+            ErrorCode::TooLarge,
+            ErrorCode::NotAFile,
+            ErrorCode::NotADirectory,
+            ErrorCode::BinaryFile,
+            ErrorCode::InvalidInput,
+            ErrorCode::PermissionDenied,
+            ErrorCode::UnknownTool,
+            ErrorCode::Cancelled,
+            ErrorCode::Timeout,
+            ErrorCode::ProgramNotFound,
+            ErrorCode::ProgramFailed,
+            ErrorCode::Io,
+        ] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+        }
+    }
+
+    #[test]
+    fn escape_errors_become_outside_scope() {
+        let e = io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a path led outside of the filesystem",
+        );
+        assert_eq!(Error::io(Path::new("x"), e).code(), ErrorCode::OutsideScope);
+        let e = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            Error::io(Path::new("x"), e).code(),
+            ErrorCode::PermissionDenied
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Filesystem helpers every tool shares: opening regular files safely,
+//! fingerprints for preconditions, streaming hashes, atomic replacement.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, File, FileType, Metadata, OpenOptions, Permissions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::scope::Location;
+use crate::tool::{Context, PathState};
+use crate::walk::{WalkOptions, walk};
+
+/// Read buffer for streaming hashes and copies: large enough to amortize
+/// syscalls, small enough to keep a call's memory flat.
+pub(crate) const BUF_SIZE: usize = 256 * 1024;
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link (not followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+impl EntryKind {
+    pub(crate) fn of(ft: FileType) -> Self {
+        if ft.is_symlink() {
+            EntryKind::Symlink
+        } else if ft.is_dir() {
+            EntryKind::Directory
+        } else if ft.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        }
+    }
+
+    /// "a directory", "a symbolic link": for error messages.
+    pub(crate) fn article(self) -> &'static str {
+        match self {
+            EntryKind::File => "a regular file",
+            EntryKind::Directory => "a directory",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Other => "a special file (FIFO, socket or device)",
+        }
+    }
+}
+
+/// Modification time as RFC 3339 (UTC, seconds), if the platform has it.
+pub(crate) fn modified(md: &Metadata) -> Option<String> {
+    let time = md.modified().ok()?.into_std();
+    Some(humantime::format_rfc3339_seconds(time).to_string())
+}
+
+/// Opens a regular file for reading, following symlinks only inside the root.
+///
+/// FIFOs, sockets and devices are refused *before* anything could block on
+/// them: the open is non-blocking and the type is checked on the opened
+/// handle, so a file swapped for a FIFO after a stat cannot hang the call.
+pub(crate) fn open_regular(loc: &Location<'_>) -> Result<(File, Metadata)> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = loc
+        .root()
+        .dir()
+        .open_with(loc.rel_or_dot(), &options)
+        .map_err(|e| loc.err(e))?;
+    let md = file.metadata().map_err(|e| loc.err(e))?;
+    if !md.is_file() {
+        return Err(Error::NotAFile {
+            path: loc.path(),
+            found: EntryKind::of(md.file_type()).article(),
+        });
+    }
+    Ok((file, md))
+}
+
+/// The metadata of a location without following a final symlink.
+pub(crate) fn lstat(loc: &Location<'_>) -> Result<Option<Metadata>> {
+    match loc.root().dir().symlink_metadata(loc.rel_or_dot()) {
+        Ok(md) => Ok(Some(md)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(loc.err(e)),
+    }
+}
+
+/// Streams `reader` through SHA-256, checking for cancellation per buffer.
+pub(crate) fn sha256_reader(cx: &Context<'_>, reader: impl Read, path: &Path) -> Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let n = stream(cx, reader, path, |chunk| hasher.update(chunk))?;
+    Ok((hex(&hasher.finalize()), n))
+}
+
+/// Feeds `reader` to `sink` in [`BUF_SIZE`] chunks; returns the byte count.
+pub(crate) fn stream(
+    cx: &Context<'_>,
+    mut reader: impl Read,
+    path: &Path,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<u64> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut total = 0u64;
+    loop {
+        cx.checkpoint()?;
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        sink(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The SHA-256 of some bytes, lowercase hex.
+pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The state of a location for a precondition. With `tree`, a directory's
+/// state covers everything below it (paths, types, sizes, mtimes).
+pub(crate) fn state_of(cx: &Context<'_>, loc: &Location<'_>, tree: bool) -> Result<PathState> {
+    let Some(md) = lstat(loc)? else {
+        return Ok(PathState::Absent);
+    };
+    Ok(match EntryKind::of(md.file_type()) {
+        EntryKind::File => {
+            let (file, _) = open_regular(loc)?;
+            let (sha256, size) = sha256_reader(cx, file, &loc.path())?;
+            PathState::File { sha256, size }
+        }
+        EntryKind::Directory => PathState::Directory {
+            tree: if tree { Some(tree_digest(cx, loc)?) } else { None },
+        },
+        EntryKind::Symlink => PathState::Symlink {
+            target: loc
+                .root()
+                .dir()
+                .read_link_contents(loc.rel_or_dot())
+                .map_err(|e| loc.err(e))?
+                .display()
+                .to_string(),
+        },
+        EntryKind::Other => PathState::Special,
+    })
+}
+
+/// SHA-256 over the sorted listing of a whole tree: one line per entry with
+/// its relative path, kind, size and modification time.
+fn tree_digest(cx: &Context<'_>, loc: &Location<'_>) -> Result<String> {
+    let mut hasher = Sha256::new();
+    walk(cx, loc, &WalkOptions::everything(), |entry| {
+        let md = entry.metadata()?;
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        hasher.update(entry.rel.as_os_str().as_encoded_bytes());
+        hasher.update(format!("\0{:?}\0{}\0{mtime}\n", EntryKind::of(entry.file_type), md.len()));
+        Ok(true)
+    })?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Replaces `name` in `dir` atomically with what `fill` writes: a temporary
+/// file in the same directory, flushed, given `permissions`, then renamed over
+/// the target. Readers see the old or the new content, never a mix; on any
+/// error the target is untouched and the temporary file is removed.
+pub(crate) fn replace_atomically(
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    permissions: Option<Permissions>,
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let io_err = |e| Error::io(path, e);
+    let mut temp = cap_tempfile::TempFile::new(dir).map_err(io_err)?;
+    fill(temp.as_file_mut())?;
+    let permissions = match permissions {
+        Some(p) => p,
+        None => default_file_permissions(temp.as_file()).map_err(io_err)?,
+    };
+    temp.as_file().set_permissions(permissions).map_err(io_err)?;
+    temp.as_file().sync_all().map_err(io_err)?;
+    temp.replace(name).map_err(io_err)
+}
+
+/// A new file gets 0644 on Unix (the temporary file starts read-only).
+#[cfg(unix)]
+fn default_file_permissions(_: &File) -> io::Result<Permissions> {
+    use cap_std::fs::PermissionsExt;
+    Ok(Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn default_file_permissions(file: &File) -> io::Result<Permissions> {
+    let mut p = file.metadata()?.permissions();
+    p.set_readonly(false);
+    Ok(p)
+}
+
+/// The current regular file at a write target, refusing what a write must
+/// never replace or follow: a final symlink, a directory, a special file.
+/// Returns its permissions (to keep them) or `None` when nothing is there.
+pub(crate) fn existing_file_for_write(dir: &Dir, name: &std::ffi::OsStr, path: &Path) -> Result<Option<Metadata>> {
+    match dir.symlink_metadata(name) {
+        Ok(md) if md.is_file() => Ok(Some(md)),
+        Ok(md) => Err(Error::NotAFile {
+            path: path.to_path_buf(),
+            found: EntryKind::of(md.file_type()).article(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Opens `name` in `dir` for reading without following a final symlink.
+pub(crate) fn open_nofollow(dir: &Dir, name: &std::ffi::OsStr, path: &Path) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).follow(FollowSymlinks::No);
+    #[cfg(unix)]
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    dir.open_with(name, &options).map_err(|e| Error::io(path, e))
+}
+
+/// A unified diff of two texts with three lines of context.
+pub(crate) fn unified_diff(old: &str, new: &str, path: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+/// Whether bytes look binary: a NUL in the first 8 KiB, as git and ripgrep decide.
+pub(crate) fn looks_binary(bytes: &[u8]) -> bool {
+    bytes[..bytes.len().min(8192)].contains(&0)
+}
+
+/// Reads a whole regular file up to `limit` bytes, refusing larger ones.
+pub(crate) fn read_limited(cx: &Context<'_>, loc: &Location<'_>, limit: u64, hint: &'static str) -> Result<Vec<u8>> {
+    let (file, md) = open_regular(loc)?;
+    if md.len() > limit {
+        return Err(Error::TooLarge {
+            what: loc.display(),
+            size: md.len(),
+            limit,
+            hint,
+        });
+    }
+    let mut bytes = Vec::with_capacity(md.len() as usize);
+    stream(cx, file.take(limit + 1), &loc.path(), |chunk| bytes.extend_from_slice(chunk))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::TooLarge {
+            what: loc.display(),
+            size: bytes.len() as u64,
+            limit,
+            hint,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The largest file the text-editing tools load: 16 MiB.
+pub(crate) const MAX_EDIT_BYTES: u64 = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+    }
+
+    #[test]
+    fn diff_has_headers_and_hunks() {
+        let d = unified_diff("a\nb\n", "a\nc\n", "x.txt");
+        assert!(d.starts_with("--- a/x.txt\n+++ b/x.txt\n"), "{d}");
+        assert!(d.contains("-b\n+c\n"), "{d}");
+    }
+
+    #[test]
+    fn binary_sniffing() {
+        assert!(looks_binary(b"ab\0cd"));
+        assert!(!looks_binary("héllo".as_bytes()));
+    }
+}

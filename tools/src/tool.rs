@@ -1,0 +1,707 @@
+//! The local-tool contract: how a tool is declared, and the toolbox that
+//! validates input, dispatches by name and produces the MCP manifest.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::protocol::{Annotations, Class, Mode, ToolDescriptor, ToolList};
+use crate::scope::Scope;
+
+/// A read or action tool: it runs on arrival.
+///
+/// `Input` is deserialized from the call's JSON (unknown fields are refused
+/// when the type says `#[serde(deny_unknown_fields)]`) and its JSON Schema is
+/// published as the tool's `inputSchema`.
+pub trait Tool: Send + Sync + 'static {
+    /// The tool's input, validated before [`Tool::run`] sees it.
+    type Input: DeserializeOwned + JsonSchema;
+    /// The tool's structured output.
+    type Output: Serialize + JsonSchema;
+
+    /// Name, description and class (`read` or `action`).
+    fn spec(&self) -> ToolSpec;
+
+    /// Runs the tool.
+    fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output>;
+}
+
+/// A mutating tool: it is planned first, and applied only after approval.
+///
+/// [`MutateTool::plan`] must not touch the disk. It returns the exact effect and
+/// a [`Precondition`] describing the state it planned against. On apply the
+/// toolbox plans again and refuses with `conflict` unless the fresh
+/// precondition equals the approved one; only then is [`MutateTool::apply`]
+/// called, with whatever the fresh plan staged.
+pub trait MutateTool: Send + Sync + 'static {
+    /// The tool's input.
+    type Input: DeserializeOwned + JsonSchema;
+    /// What apply returns.
+    type Output: Serialize + JsonSchema;
+    /// What plan hands to apply (new file content, say), so apply does not
+    /// compute it twice. Use `()` when there is nothing to hand over.
+    type Staged;
+
+    /// Name, description and hints; the class must be `mutate`.
+    fn spec(&self) -> ToolSpec;
+
+    /// Dry run: the exact effect and the precondition, without touching disk.
+    fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, Self::Staged)>;
+
+    /// Performs the planned effect.
+    fn apply(
+        &self,
+        cx: &Context<'_>,
+        input: &Self::Input,
+        staged: Self::Staged,
+    ) -> Result<Self::Output>;
+}
+
+/// What a tool says about itself.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    /// The tool's name: lowercase, `snake_case`.
+    pub name: Cow<'static, str>,
+    /// What the tool does, for a model choosing among tools.
+    pub description: Cow<'static, str>,
+    /// Read, mutate or action.
+    pub class: Class,
+    /// Whether applying may destroy or overwrite data.
+    pub destructive: bool,
+    /// Whether running it twice with the same input has no further effect.
+    pub idempotent: bool,
+}
+
+impl ToolSpec {
+    /// A read tool: runs on arrival, changes nothing.
+    pub fn read(name: impl Into<Cow<'static, str>>, description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(name, description, Class::Read, false, true)
+    }
+
+    /// An action tool: runs on arrival, has an effect outside the file tree.
+    pub fn action(name: impl Into<Cow<'static, str>>, description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(name, description, Class::Action, false, false)
+    }
+
+    /// A mutate tool: planned, approved, then applied.
+    pub fn mutate(name: impl Into<Cow<'static, str>>, description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(name, description, Class::Mutate, false, false)
+    }
+
+    /// Marks the tool as possibly destroying or overwriting data.
+    pub fn destructive(mut self, yes: bool) -> Self {
+        self.destructive = yes;
+        self
+    }
+
+    /// Marks the tool as idempotent.
+    pub fn idempotent(mut self, yes: bool) -> Self {
+        self.idempotent = yes;
+        self
+    }
+
+    fn new(
+        name: impl Into<Cow<'static, str>>,
+        description: impl Into<Cow<'static, str>>,
+        class: Class,
+        destructive: bool,
+        idempotent: bool,
+    ) -> Self {
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            class,
+            destructive,
+            idempotent,
+        }
+    }
+
+    fn descriptor(&self, input_schema: Value, output_schema: Option<Value>) -> ToolDescriptor {
+        ToolDescriptor {
+            name: self.name.to_string(),
+            description: self.description.to_string(),
+            input_schema,
+            output_schema,
+            annotations: Annotations {
+                read_only_hint: self.class == Class::Read,
+                destructive_hint: self.destructive,
+                idempotent_hint: self.idempotent,
+                open_world_hint: self.class == Class::Action,
+            },
+            class: self.class,
+        }
+    }
+}
+
+/// A cancellation flag shared between the caller and a running tool.
+///
+/// Tools check it at every bounded step (each file, each buffer); a named
+/// program is killed when it flips.
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation(Arc<AtomicBool>);
+
+impl Cancellation {
+    /// A fresh, un-cancelled flag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every holder of this flag to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Cancellation::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a tool runs with: the scope, a cancellation flag and a deadline.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    scope: &'a Scope,
+    cancel: Cancellation,
+    deadline: Option<Instant>,
+}
+
+impl<'a> Context<'a> {
+    /// A context with no deadline and a fresh cancellation flag.
+    pub fn new(scope: &'a Scope) -> Self {
+        Context {
+            scope,
+            cancel: Cancellation::new(),
+            deadline: None,
+        }
+    }
+
+    /// Uses `cancel` as this call's cancellation flag.
+    pub fn with_cancellation(mut self, cancel: Cancellation) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Stops the call with `timeout` once `deadline` has passed.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The allowed folders.
+    pub fn scope(&self) -> &'a Scope {
+        self.scope
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// `Err(cancelled)` or `Err(timeout)` when the call should stop now.
+    ///
+    /// Long loops call this once per step; it is two loads and a clock read.
+    pub fn checkpoint(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(Error::Timeout),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The exact effect of a mutate tool, as shown to the person who approves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    /// One line saying what will happen.
+    pub summary: String,
+    /// A unified diff, for text edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// What will be created, replaced, moved, copied or deleted (at most 1000
+    /// listed; `effects_total` counts them all).
+    pub effects: Vec<Effect>,
+    /// How many effects there are in all.
+    pub effects_total: u64,
+    /// Whether `effects` was cut at 1000.
+    pub truncated: bool,
+    /// The state the plan was made against; apply re-verifies it.
+    pub precondition: Precondition,
+}
+
+/// The most effects a plan lists.
+pub const MAX_PLAN_EFFECTS: usize = 1000;
+
+impl Plan {
+    /// A plan with `effects` (cut at [`MAX_PLAN_EFFECTS`]) and `precondition`.
+    pub fn new(summary: impl Into<String>, mut effects: Vec<Effect>, precondition: Precondition) -> Self {
+        let effects_total = effects.len() as u64;
+        let truncated = effects.len() > MAX_PLAN_EFFECTS;
+        effects.truncate(MAX_PLAN_EFFECTS);
+        Plan {
+            summary: summary.into(),
+            diff: None,
+            effects,
+            effects_total,
+            truncated,
+            precondition,
+        }
+    }
+
+    /// Attaches a unified diff.
+    pub fn with_diff(mut self, diff: String) -> Self {
+        self.diff = Some(diff);
+        self
+    }
+}
+
+/// One thing a plan will do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Effect {
+    /// What happens.
+    pub op: EffectOp,
+    /// The path it happens to.
+    pub path: String,
+    /// The destination, for moves and copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Bytes involved, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+impl Effect {
+    /// An effect on one path.
+    pub fn new(op: EffectOp, path: impl Into<String>) -> Self {
+        Effect {
+            op,
+            path: path.into(),
+            to: None,
+            bytes: None,
+        }
+    }
+
+    /// Sets the destination.
+    pub fn to(mut self, to: impl Into<String>) -> Self {
+        self.to = Some(to.into());
+        self
+    }
+
+    /// Sets the byte count.
+    pub fn bytes(mut self, bytes: u64) -> Self {
+        self.bytes = Some(bytes);
+        self
+    }
+}
+
+/// The kinds of effect a plan can list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EffectOp {
+    /// A new file.
+    CreateFile,
+    /// An existing file replaced whole.
+    ReplaceFile,
+    /// Bytes added at the end of a file.
+    AppendFile,
+    /// A new directory.
+    CreateDirectory,
+    /// A file, directory or link renamed or moved.
+    Move,
+    /// A file copied.
+    Copy,
+    /// A file removed.
+    DeleteFile,
+    /// A (now empty) directory removed.
+    DeleteDirectory,
+    /// A symbolic link removed (never its target).
+    DeleteSymlink,
+    /// A named program run.
+    Run,
+    /// A symbolic link that a copy leaves out.
+    SkipSymlink,
+}
+
+/// The state a plan was made against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Precondition {
+    /// What each path looked like.
+    pub expect: Vec<Expectation>,
+}
+
+impl Precondition {
+    /// A precondition over the given expectations.
+    pub fn new(expect: Vec<Expectation>) -> Self {
+        Precondition { expect }
+    }
+
+    /// The first difference from `fresh`, as (path, detail).
+    fn first_difference(&self, fresh: &Precondition) -> Option<(String, String)> {
+        for (old, new) in self.expect.iter().zip(&fresh.expect) {
+            if old != new {
+                let path = if old.path == new.path { &old.path } else { &new.path };
+                return Some((
+                    path.clone(),
+                    format!("was {}, is now {}", old.state, new.state),
+                ));
+            }
+        }
+        (self.expect.len() != fresh.expect.len()).then(|| {
+            (
+                "the planned paths".into(),
+                format!(
+                    "{} paths were planned, {} are involved now",
+                    self.expect.len(),
+                    fresh.expect.len()
+                ),
+            )
+        })
+    }
+}
+
+/// One path and the state it must still be in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Expectation {
+    /// The path.
+    pub path: String,
+    /// Its state.
+    pub state: PathState,
+}
+
+/// A path's state, precise enough to notice any change that matters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PathState {
+    /// Nothing is there.
+    Absent,
+    /// A regular file with this content.
+    File {
+        /// SHA-256 of the content, lowercase hex.
+        sha256: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A directory; with `tree`, also everything below it.
+    Directory {
+        /// SHA-256 over the sorted listing (path, type, size, mtime) of the
+        /// whole tree, when the plan depends on its content.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tree: Option<String>,
+    },
+    /// A symbolic link with this target.
+    Symlink {
+        /// The link's target, as stored.
+        target: String,
+    },
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl std::fmt::Display for PathState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathState::Absent => f.write_str("absent"),
+            PathState::File { sha256, size } => {
+                write!(f, "a {size}-byte file (sha256 {})", &sha256[..sha256.len().min(12)])
+            }
+            PathState::Directory { tree: None } => f.write_str("a directory"),
+            PathState::Directory { tree: Some(t) } => {
+                write!(f, "a directory (tree {})", &t[..t.len().min(12)])
+            }
+            PathState::Symlink { target } => write!(f, "a symbolic link to {target}"),
+            PathState::Special => f.write_str("a special file"),
+        }
+    }
+}
+
+/// What a call returns: a tool's output, or a mutate tool's plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A read or action tool's output, or a mutate tool's apply output.
+    Output(Value),
+    /// A mutate tool's plan.
+    Plan(Plan),
+}
+
+impl Outcome {
+    /// Whether the result was cut short by a bound.
+    pub fn truncated(&self) -> bool {
+        match self {
+            Outcome::Output(v) => v.get("truncated").and_then(Value::as_bool).unwrap_or(false),
+            Outcome::Plan(p) => p.truncated,
+        }
+    }
+
+    /// The result as JSON.
+    pub fn into_value(self) -> Value {
+        match self {
+            Outcome::Output(v) => v,
+            Outcome::Plan(p) => serde_json::to_value(p).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The type-erased face of a registered tool.
+trait Erased: Send + Sync {
+    fn spec(&self) -> &ToolSpec;
+    fn descriptor(&self) -> ToolDescriptor;
+    fn run(&self, cx: &Context<'_>, input: Value) -> Result<Value>;
+    fn plan(&self, cx: &Context<'_>, input: Value) -> Result<Plan>;
+    fn apply(&self, cx: &Context<'_>, input: Value, precondition: &Precondition) -> Result<Value>;
+}
+
+struct Running<T> {
+    spec: ToolSpec,
+    tool: T,
+}
+
+struct Mutating<T> {
+    spec: ToolSpec,
+    tool: T,
+}
+
+impl<T: Tool> Erased for Running<T> {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn descriptor(&self) -> ToolDescriptor {
+        self.spec
+            .descriptor(schema_of::<T::Input>(), Some(schema_of::<T::Output>()))
+    }
+
+    fn run(&self, cx: &Context<'_>, input: Value) -> Result<Value> {
+        let input = parse::<T::Input>(&self.spec.name, input)?;
+        cx.checkpoint()?;
+        to_json(self.tool.run(cx, input)?)
+    }
+
+    fn plan(&self, _: &Context<'_>, _: Value) -> Result<Plan> {
+        Err(wrong_mode(&self.spec, Mode::Plan))
+    }
+
+    fn apply(&self, _: &Context<'_>, _: Value, _: &Precondition) -> Result<Value> {
+        Err(wrong_mode(&self.spec, Mode::Apply))
+    }
+}
+
+impl<T: MutateTool> Erased for Mutating<T> {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn descriptor(&self) -> ToolDescriptor {
+        self.spec
+            .descriptor(schema_of::<T::Input>(), Some(schema_of::<T::Output>()))
+    }
+
+    fn run(&self, _: &Context<'_>, _: Value) -> Result<Value> {
+        Err(wrong_mode(&self.spec, Mode::Run))
+    }
+
+    fn plan(&self, cx: &Context<'_>, input: Value) -> Result<Plan> {
+        let input = parse::<T::Input>(&self.spec.name, input)?;
+        cx.checkpoint()?;
+        Ok(self.tool.plan(cx, &input)?.0)
+    }
+
+    fn apply(&self, cx: &Context<'_>, input: Value, approved: &Precondition) -> Result<Value> {
+        let input = parse::<T::Input>(&self.spec.name, input)?;
+        cx.checkpoint()?;
+        // Plan again against the disk as it is now: anything that made the
+        // approved plan possible and no longer holds is a conflict, not a new plan.
+        let (fresh, staged) = self.tool.plan(cx, &input).map_err(into_conflict)?;
+        if let Some((subject, detail)) = approved.first_difference(&fresh.precondition) {
+            return Err(Error::Conflict { subject, detail });
+        }
+        to_json(self.tool.apply(cx, &input, staged)?)
+    }
+}
+
+/// Errors from re-planning at apply time that mean "the disk changed".
+fn into_conflict(e: Error) -> Error {
+    match e {
+        Error::NotFound { ref path } => Error::Conflict {
+            subject: path.display().to_string(),
+            detail: "it no longer exists".into(),
+        },
+        Error::AlreadyExists { ref path, .. } => Error::Conflict {
+            subject: path.display().to_string(),
+            detail: "something was created there".into(),
+        },
+        Error::NotAFile { ref path, found } | Error::NotADirectory { ref path, found } => {
+            Error::Conflict {
+                subject: path.display().to_string(),
+                detail: format!("it is now {found}"),
+            }
+        }
+        Error::InvalidInput { tool, field, message } => Error::Conflict {
+            subject: format!("the input of {tool} ({field})"),
+            detail: message,
+        },
+        other => other,
+    }
+}
+
+fn wrong_mode(spec: &ToolSpec, mode: Mode) -> Error {
+    let hint = match spec.class {
+        Class::Mutate => "it is a mutate tool: call it with mode `plan`, then `apply` the approved plan",
+        Class::Read | Class::Action => "it runs on arrival: call it with mode `run`",
+    };
+    Error::invalid_input(
+        spec.name.to_string(),
+        "mode",
+        format!("`{}` is not a mode of this tool; {hint}", mode.as_str()),
+    )
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, input: Value) -> Result<T> {
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let field = match e.path().to_string() {
+            p if p == "." => "input".to_string(),
+            p => p,
+        };
+        Error::invalid_input(tool, field, e.into_inner().to_string())
+    })
+}
+
+fn to_json<T: Serialize>(output: T) -> Result<Value> {
+    serde_json::to_value(output).map_err(|e| Error::Io {
+        path: "<output>".into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// The JSON Schema of `T`, as MCP wants it: no `$schema` or Rust type `title`.
+pub(crate) fn schema_of<T: JsonSchema>() -> Value {
+    let mut schema = schemars::schema_for!(T).to_value();
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("$schema");
+        map.remove("title");
+    }
+    schema
+}
+
+/// The set of tools a device offers, dispatched by name.
+#[derive(Clone, Default)]
+pub struct Toolbox {
+    tools: BTreeMap<String, Arc<dyn Erased>>,
+}
+
+impl std::fmt::Debug for Toolbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tools.keys()).finish()
+    }
+}
+
+impl Toolbox {
+    /// An empty toolbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A toolbox with the sixteen built-in tools.
+    pub fn builtin() -> Self {
+        let mut toolbox = Self::new();
+        crate::builtin::register(&mut toolbox);
+        toolbox
+    }
+
+    /// Registers a read or action tool.
+    ///
+    /// # Panics
+    ///
+    /// If a tool of the same name is registered already, or the spec's class
+    /// is `mutate` (use [`Toolbox::add_mutating`]): both are programming errors.
+    pub fn add<T: Tool>(&mut self, tool: T) -> &mut Self {
+        let spec = tool.spec();
+        assert!(
+            spec.class != Class::Mutate,
+            "tool `{}` says it is a mutate tool; register it with add_mutating",
+            spec.name
+        );
+        self.insert(spec.name.to_string(), Arc::new(Running { spec, tool }))
+    }
+
+    /// Registers a mutate tool.
+    ///
+    /// # Panics
+    ///
+    /// If a tool of the same name is registered already, or the spec's class
+    /// is not `mutate`.
+    pub fn add_mutating<T: MutateTool>(&mut self, tool: T) -> &mut Self {
+        let spec = tool.spec();
+        assert!(
+            spec.class == Class::Mutate,
+            "tool `{}` is registered with add_mutating but its class is {}",
+            spec.name,
+            spec.class.as_str()
+        );
+        self.insert(spec.name.to_string(), Arc::new(Mutating { spec, tool }))
+    }
+
+    fn insert(&mut self, name: String, tool: Arc<dyn Erased>) -> &mut Self {
+        assert!(!self.tools.contains_key(&name), "tool `{name}` is registered twice");
+        self.tools.insert(name, tool);
+        self
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
+    /// The class of a registered tool.
+    pub fn class(&self, name: &str) -> Option<Class> {
+        self.tools.get(name).map(|t| t.spec().class)
+    }
+
+    /// The manifest: a valid MCP `tools/list` result.
+    pub fn manifest(&self) -> ToolList {
+        ToolList {
+            tools: self.tools.values().map(|t| t.descriptor()).collect(),
+        }
+    }
+
+    /// Calls `tool` in `mode` with JSON `input`.
+    ///
+    /// `run` is for read and action tools, `plan` and `apply` for mutate tools;
+    /// `apply` needs the `precondition` of the approved plan.
+    pub fn call(
+        &self,
+        cx: &Context<'_>,
+        tool: &str,
+        mode: Mode,
+        input: Value,
+        precondition: Option<&Precondition>,
+    ) -> Result<Outcome> {
+        let entry = self.tools.get(tool).ok_or_else(|| Error::UnknownTool {
+            tool: tool.to_string(),
+            available: self.names().collect::<Vec<_>>().join(", "),
+        })?;
+        match mode {
+            Mode::Run => entry.run(cx, input).map(Outcome::Output),
+            Mode::Plan => entry.plan(cx, input).map(Outcome::Plan),
+            Mode::Apply => {
+                let precondition = precondition.ok_or_else(|| {
+                    Error::invalid_input(
+                        tool,
+                        "precondition",
+                        "apply needs the precondition of the approved plan",
+                    )
+                })?;
+                entry.apply(cx, input, precondition).map(Outcome::Output)
+            }
+        }
+    }
+}
