@@ -363,3 +363,106 @@ impl Sink for FileSink<'_, '_, '_> {
         Ok(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testutil::{Fixture, code};
+    use crate::ErrorCode;
+
+    fn hits(out: &serde_json::Value) -> Vec<(String, u64)> {
+        out["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["path"].as_str().unwrap().to_string(), m["line_number"].as_u64().unwrap()))
+            .collect()
+    }
+
+    fn tree() -> Fixture {
+        let f = Fixture::new();
+        f.write("src/main.rs", "fn main() {\n    println!(\"Hello\");\n}\n");
+        f.write("src/lib.rs", "// hello there\npub fn f() {}\n");
+        f.write("notes.md", "say HELLO\n");
+        f.write("target/debug/out.rs", "hello from build output\n");
+        f.write(".gitignore", "target/\n");
+        f.write(".env", "hello=secret\n");
+        f.write("scan.bin", b"hello\0binary");
+        f
+    }
+
+    #[test]
+    fn regex_literal_and_case() {
+        let f = tree();
+        let out = f.run("grep", json!({ "pattern": "hello" }));
+        assert_eq!(hits(&out), [("src/lib.rs".to_string(), 1)]);
+        let out = f.run("grep", json!({ "pattern": "hello", "case_insensitive": true }));
+        assert_eq!(hits(&out), [("notes.md".into(), 1), ("src/lib.rs".into(), 1), ("src/main.rs".into(), 2)]);
+        assert_eq!(out["files_matched"], 3);
+        assert_eq!(out["binary_skipped"], 1);
+        let out = f.run("grep", json!({ "pattern": "f()", "literal": true }));
+        assert_eq!(hits(&out), [("src/lib.rs".to_string(), 2)]);
+        let out = f.run("grep", json!({ "pattern": r"fn \w+\(\)" }));
+        assert_eq!(hits(&out).len(), 2);
+    }
+
+    #[test]
+    fn ignore_hidden_and_glob_filters() {
+        let f = tree();
+        let all = json!({ "pattern": "hello", "case_insensitive": true, "hidden": true, "respect_ignore": false });
+        let out = f.run("grep", all);
+        let files: Vec<_> = hits(&out).into_iter().map(|h| h.0).collect();
+        assert_eq!(files, [".env", "notes.md", "src/lib.rs", "src/main.rs", "target/debug/out.rs"]);
+        let out = f.run("grep", json!({ "pattern": "hello", "case_insensitive": true, "glob": "*.rs" }));
+        assert_eq!(hits(&out).len(), 2);
+        let out = f.run("grep", json!({ "pattern": "hello", "path": "src/lib.rs" }));
+        assert_eq!(hits(&out), [("lib.rs".to_string(), 1)]);
+    }
+
+    #[test]
+    fn context_lines() {
+        let f = Fixture::new();
+        f.write("a.txt", "1\n2\nmatch\n4\n5\n");
+        let out = f.run("grep", json!({ "pattern": "match", "before_context": 2, "after_context": 1 }));
+        let m = &out["matches"][0];
+        assert_eq!(m["before"], json!(["1", "2"]));
+        assert_eq!(m["after"], json!(["4"]));
+        assert_eq!(m["line"], "match");
+        let e = f.run_err("grep", json!({ "pattern": "x", "after_context": 11 }));
+        assert!(e.to_string().contains("after_context"), "{e}");
+    }
+
+    #[test]
+    fn match_bound_line_bound_and_offset() {
+        let f = Fixture::new();
+        f.write("a.txt", "hit\n".repeat(150));
+        f.write("b.txt", "hit\n".repeat(150));
+        f.write("long.txt", format!("hit{}\n", "x".repeat(5000)));
+        let out = f.run("grep", json!({ "pattern": "hit" }));
+        assert_eq!(out["matches"].as_array().unwrap().len(), 200);
+        assert_eq!(out["truncated"], true);
+        assert_eq!(out["next_offset"], 200);
+        let rest = f.run("grep", json!({ "pattern": "hit", "offset": 200 }));
+        assert_eq!(hits(&rest).first(), Some(&("b.txt".to_string(), 51)));
+        assert_eq!(rest["matches"].as_array().unwrap().len(), 101);
+        assert_eq!(rest["truncated"], false);
+        let long = rest["matches"].as_array().unwrap().last().unwrap();
+        assert_eq!(long["line_truncated"], true);
+        assert_eq!(long["line"].as_str().unwrap().len(), super::MAX_LINE_BYTES);
+        let page = f.run("grep", json!({ "pattern": "hit", "limit": 1, "offset": 149 }));
+        assert_eq!(hits(&page), [("a.txt".to_string(), 150)]);
+        assert_eq!(page["truncated"], true);
+    }
+
+    #[test]
+    fn bad_patterns() {
+        let f = Fixture::new();
+        let e = f.run_err("grep", json!({ "pattern": "(unclosed" }));
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("pattern"), "{e}");
+        assert_eq!(code(&f.run_err("grep", json!({ "pattern": "" }))), ErrorCode::InvalidInput);
+        assert_eq!(code(&f.run_err("grep", json!({ "pattern": "x", "glob": "[" }))), ErrorCode::InvalidInput);
+        assert_eq!(code(&f.run_err("grep", json!({ "pattern": "x", "limit": 201 }))), ErrorCode::InvalidInput);
+    }
+}

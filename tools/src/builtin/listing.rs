@@ -415,3 +415,166 @@ fn allocated(md: &cap_std::fs::Metadata) -> u64 {
 fn allocated(_: &cap_std::fs::Metadata) -> u64 {
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testutil::{Fixture, code};
+    use crate::ErrorCode;
+
+    fn paths(v: &serde_json::Value, key: &str) -> Vec<String> {
+        v[key].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn lists_one_level_sorted_with_metadata() {
+        let f = Fixture::new();
+        f.write("b.txt", "hello");
+        f.write("a/inner.txt", "x");
+        f.write(".hidden", "");
+        let out = f.run("list_directory", json!({ "path": "." }));
+        assert_eq!(paths(&out, "entries"), [".hidden", "a", "b.txt"]);
+        let b = &out["entries"][2];
+        assert_eq!(b["kind"], "file");
+        assert_eq!(b["size"], 5);
+        assert_eq!(b["symlink"], false);
+        assert!(b["modified"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(out["truncated"], false);
+        assert_eq!(out["path"], f.root().display().to_string());
+    }
+
+    #[test]
+    fn recursive_respects_depth_and_hidden_switch() {
+        let f = Fixture::new();
+        f.write("a/b/c/deep.txt", "");
+        f.write(".git/config", "");
+        let out = f.run("list_directory", json!({ "recursive": true, "max_depth": 2, "hidden": false }));
+        assert_eq!(paths(&out, "entries"), ["a", "a/b"]);
+        let out = f.run("list_directory", json!({ "recursive": true }));
+        assert_eq!(paths(&out, "entries"), [".git", ".git/config", "a", "a/b", "a/b/c", "a/b/c/deep.txt"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_flagged_not_followed() {
+        let f = Fixture::new();
+        f.write("real/file.txt", "");
+        super::super::testutil::symlink(f.path("real"), f.path("link"));
+        let out = f.run("list_directory", json!({ "recursive": true }));
+        assert_eq!(paths(&out, "entries"), ["link", "real", "real/file.txt"]);
+        assert_eq!(out["entries"][0]["kind"], "symlink");
+        assert_eq!(out["entries"][0]["symlink"], true);
+    }
+
+    #[test]
+    fn bound_is_reported_and_offset_continues() {
+        let f = Fixture::new();
+        for i in 0..1003 {
+            f.write(&format!("f{i:04}"), "");
+        }
+        let first = f.run("list_directory", json!({}));
+        assert_eq!(first["entries"].as_array().unwrap().len(), 1000);
+        assert_eq!(first["truncated"], true);
+        assert_eq!(first["next_offset"], 1000);
+        let rest = f.run("list_directory", json!({ "offset": 1000 }));
+        assert_eq!(paths(&rest, "entries"), ["f1000", "f1001", "f1002"]);
+        assert_eq!(rest["truncated"], false);
+        assert!(rest.get("next_offset").is_none());
+
+        let page = f.run("list_directory", json!({ "limit": 2, "offset": 5 }));
+        assert_eq!(paths(&page, "entries"), ["f0005", "f0006"]);
+        assert_eq!(page["next_offset"], 7);
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field() {
+        let f = Fixture::new();
+        f.write("file.txt", "");
+        let e = f.run_err("list_directory", json!({ "limit": 0 }));
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("limit"), "{e}");
+        let e = f.run_err("list_directory", json!({ "limit": 5000 }));
+        assert!(e.to_string().contains("cap of 1000"), "{e}");
+        let e = f.run_err("list_directory", json!({ "recursive": "yes" }));
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("recursive"), "{e}");
+        let e = f.run_err("list_directory", json!({ "path": ".", "colour": true }));
+        assert!(e.to_string().contains("colour"), "{e}");
+        assert_eq!(code(&f.run_err("list_directory", json!({ "path": "file.txt" }))), ErrorCode::NotADirectory);
+        assert_eq!(code(&f.run_err("list_directory", json!({ "path": "missing" }))), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn glob_matches_names_or_paths_and_honours_gitignore() {
+        let f = Fixture::new();
+        f.write("scans/north.e57", "");
+        f.write("scans/south.E57", "");
+        f.write("scans/old/west.e57", "");
+        f.write("build/out.e57", "");
+        f.write(".cache/c.e57", "");
+        f.write(".gitignore", "build/\n");
+        f.write("scans/.ignore", "old/\n");
+        let out = f.run("glob", json!({ "pattern": "*.e57" }));
+        assert_eq!(paths(&out, "matches"), ["scans/north.e57"]);
+        let out = f.run("glob", json!({ "pattern": "*.e57", "case_insensitive": true, "respect_ignore": false, "hidden": true }));
+        assert_eq!(
+            paths(&out, "matches"),
+            [".cache/c.e57", "build/out.e57", "scans/north.e57", "scans/old/west.e57", "scans/south.E57"]
+        );
+        // With a slash the pattern is matched against the relative path; `*` does not cross `/`.
+        let out = f.run("glob", json!({ "pattern": "scans/*", "respect_ignore": false, "kind": "file" }));
+        assert_eq!(paths(&out, "matches"), ["scans/north.e57", "scans/south.E57"]);
+        let out = f.run("glob", json!({ "pattern": "**/west.e57", "respect_ignore": false }));
+        assert_eq!(paths(&out, "matches"), ["scans/old/west.e57"]);
+        // Ignore files above the searched folder still apply.
+        let out = f.run("glob", json!({ "pattern": "*", "path": "scans" }));
+        assert_eq!(paths(&out, "matches"), ["north.e57", "south.E57"]);
+    }
+
+    #[test]
+    fn glob_bound_and_bad_pattern() {
+        let f = Fixture::new();
+        for i in 0..5 {
+            f.write(&format!("{i}.las"), "");
+        }
+        let out = f.run("glob", json!({ "pattern": "*.las", "limit": 2 }));
+        assert_eq!(paths(&out, "matches"), ["0.las", "1.las"]);
+        assert_eq!(out["truncated"], true);
+        assert_eq!(out["next_offset"], 2);
+        let out = f.run("glob", json!({ "pattern": "*.las", "offset": 4 }));
+        assert_eq!(paths(&out, "matches"), ["4.las"]);
+        let e = f.run_err("glob", json!({ "pattern": "a[" }));
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("pattern"), "{e}");
+    }
+
+    #[test]
+    fn disk_usage_totals_and_budgets() {
+        let f = Fixture::new();
+        f.write("a/one.bin", vec![0u8; 1000]);
+        f.write("a/b/two.bin", vec![0u8; 24]);
+        f.write(".hidden", "12");
+        let out = f.run("disk_usage", json!({}));
+        assert_eq!(out["files"], 3);
+        assert_eq!(out["directories"], 2);
+        assert_eq!(out["complete"], true);
+        assert_eq!(out["truncated"], false);
+        let dir_sizes = out["bytes"].as_u64().unwrap() - 1026;
+        let dir_size = std::fs::metadata(f.path("a")).unwrap().len();
+        assert_eq!(dir_sizes, dir_size + std::fs::metadata(f.path("a/b")).unwrap().len());
+
+        let out = f.run("disk_usage", json!({ "max_entries": 2 }));
+        assert_eq!(out["complete"], false);
+        assert_eq!(out["truncated"], true);
+        assert_eq!(out["stopped_by"], "entry_budget");
+        assert_eq!(out["files"].as_u64().unwrap() + out["directories"].as_u64().unwrap(), 2);
+
+        // A zero time budget has always run out by the first entry.
+        let out = f.run("disk_usage", json!({ "time_budget_ms": 0 }));
+        assert_eq!(out["stopped_by"], "time_budget");
+
+        let out = f.run("disk_usage", json!({ "path": "a/one.bin" }));
+        assert_eq!((out["files"].as_u64(), out["bytes"].as_u64()), (Some(1), Some(1000)));
+    }
+}

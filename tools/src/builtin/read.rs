@@ -349,3 +349,140 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod read_tests {
+    use serde_json::json;
+
+    use super::super::testutil::{Fixture, code};
+    use crate::{ErrorCode, Fenced};
+
+    fn content(out: &serde_json::Value) -> String {
+        let fenced = out["content"].as_str().unwrap();
+        Fenced::unwrap_content(fenced, out["fence"].as_str().unwrap()).unwrap().to_string()
+    }
+
+    #[test]
+    fn reads_fenced_text_and_line_ranges() {
+        let f = Fixture::new();
+        f.write("notes.txt", "one\ntwo\nthree\nfour\n");
+        let out = f.run("read_file", json!({ "path": "notes.txt" }));
+        assert_eq!(content(&out), "one\ntwo\nthree\nfour\n");
+        assert!(out["content"].as_str().unwrap().contains("untrusted content of"));
+        assert_eq!((out["start_line"].as_u64(), out["end_line"].as_u64()), (Some(1), Some(4)));
+        assert_eq!(out["total_lines"], 4);
+        assert_eq!(out["truncated"], false);
+
+        let out = f.run("read_file", json!({ "path": "notes.txt", "start_line": 2, "end_line": 3 }));
+        assert_eq!(content(&out), "two\nthree\n");
+        assert_eq!(out["end_line"], 3);
+        assert!(out.get("total_lines").is_none());
+    }
+
+    #[test]
+    fn bound_cuts_at_lines_and_never_splits_a_character() {
+        let f = Fixture::new();
+        let line = "é".repeat(100) + "\n"; // 201 bytes
+        let lines = super::MAX_READ_BYTES / line.len() + 10;
+        f.write("big.txt", line.repeat(lines));
+        let out = f.run("read_file", json!({ "path": "big.txt" }));
+        assert_eq!(out["truncated"], true);
+        let got = content(&out);
+        assert!(got.len() <= super::MAX_READ_BYTES);
+        assert!(got.ends_with('\n'));
+        let next = out["next_start_line"].as_u64().unwrap();
+        assert_eq!(next, out["end_line"].as_u64().unwrap() + 1);
+        let rest = f.run("read_file", json!({ "path": "big.txt", "start_line": next }));
+        assert_eq!(rest["truncated"], false);
+        assert_eq!(got.len() + content(&rest).len(), line.len() * lines);
+
+        // One line over the bound: its head, cut on a character boundary.
+        f.write("one-line.txt", "€".repeat(super::MAX_READ_BYTES / 3 + 5));
+        let out = f.run("read_file", json!({ "path": "one-line.txt" }));
+        assert_eq!(out["line_cut"], true);
+        assert_eq!(out["truncated"], true);
+        assert!(content(&out).trim_end().chars().all(|c| c == '€'));
+    }
+
+    #[test]
+    fn binary_gives_metadata_only() {
+        let f = Fixture::new();
+        f.write("scan.e57", b"ASTM-E57\0\x01\x02");
+        f.write("latin1.txt", b"caf\xe9\n");
+        for path in ["scan.e57", "latin1.txt"] {
+            let out = f.run("read_file", json!({ "path": path }));
+            assert_eq!(out["binary"], true, "{path}");
+            assert!(out.get("content").is_none());
+        }
+    }
+
+    #[test]
+    fn read_errors() {
+        let f = Fixture::new();
+        f.write("a.txt", "x");
+        std::fs::create_dir(f.path("dir")).unwrap();
+        assert_eq!(code(&f.run_err("read_file", json!({ "path": "dir" }))), ErrorCode::NotAFile);
+        assert_eq!(code(&f.run_err("read_file", json!({ "path": "nope.txt" }))), ErrorCode::NotFound);
+        assert_eq!(code(&f.run_err("read_file", json!({}))), ErrorCode::InvalidInput);
+        let e = f.run_err("read_file", json!({ "path": "a.txt", "start_line": 0 }));
+        assert!(e.to_string().contains("start_line"), "{e}");
+        let e = f.run_err("read_file", json!({ "path": "a.txt", "start_line": 3, "end_line": 2 }));
+        assert!(e.to_string().contains("end_line"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_are_never_opened() {
+        let f = Fixture::new();
+        let status = std::process::Command::new("mkfifo").arg(f.path("pipe")).status().unwrap();
+        assert!(status.success());
+        // Would block forever if opened for reading.
+        assert_eq!(code(&f.run_err("read_file", json!({ "path": "pipe" }))), ErrorCode::NotAFile);
+        assert_eq!(code(&f.run_err("hash_file", json!({ "path": "pipe" }))), ErrorCode::NotAFile);
+        let out = f.run("grep", json!({ "pattern": "x" }));
+        assert_eq!(out["files_searched"], 0);
+        assert_eq!(f.run("stat", json!({ "path": "pipe" }))["kind"], "other");
+    }
+
+    #[test]
+    fn stat_describes_without_following() {
+        let f = Fixture::new();
+        f.write("a.txt", "abc");
+        let out = f.run("stat", json!({ "path": "a.txt" }));
+        assert_eq!(out["kind"], "file");
+        assert_eq!(out["size"], 3);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f.path("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert_eq!(f.run("stat", json!({ "path": "a.txt" }))["mode"], "640");
+            super::super::testutil::symlink("a.txt", f.path("link"));
+            let out = f.run("stat", json!({ "path": "link" }));
+            assert_eq!(out["kind"], "symlink");
+            assert_eq!(out["symlink_target"], "a.txt");
+            assert_eq!(out["target_kind"], "file");
+            super::super::testutil::symlink("/etc/passwd", f.path("out"));
+            let out = f.run("stat", json!({ "path": "out" }));
+            assert_eq!(out["kind"], "symlink");
+            assert!(out.get("target_kind").is_none(), "a target outside the root is not described");
+        }
+        assert_eq!(code(&f.run_err("stat", json!({ "path": "missing" }))), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn hashes_match_known_digests() {
+        let f = Fixture::new();
+        f.write("abc", "abc");
+        let out = f.run("hash_file", json!({ "path": "abc" }));
+        assert_eq!(out["digest"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(out["size"], 3);
+        let out = f.run("hash_file", json!({ "path": "abc", "algorithm": "md5" }));
+        assert_eq!(out["digest"], "900150983cd24fb0d6963f7d28e17f72");
+        // Larger than one buffer, so the streaming path is exercised.
+        f.write("big", vec![b'a'; super::BUF_SIZE * 3 + 7]);
+        let out = f.run("hash_file", json!({ "path": "big" }));
+        assert_eq!(out["size"], (super::BUF_SIZE * 3 + 7) as u64);
+        let e = f.run_err("hash_file", json!({ "path": "abc", "algorithm": "sha1" }));
+        assert!(e.to_string().contains("algorithm"), "{e}");
+    }
+}
