@@ -531,7 +531,7 @@ impl<T: MutateTool> Erased for Mutating<T> {
 /// Errors from re-planning at apply time that mean "the disk changed".
 fn into_conflict(e: Error) -> Error {
     match e {
-        Error::NotFound { ref path } => Error::Conflict {
+        Error::NotFound { ref path } | Error::MissingParent { ref path } => Error::Conflict {
             subject: path.display().to_string(),
             detail: "it no longer exists".into(),
         },

@@ -381,3 +381,186 @@ impl MutateTool for AppendFile {
 pub(crate) fn expect_now(cx: &Context<'_>, loc: &Location<'_>, tree: bool) -> Result<Expectation> {
     Ok(Expectation { path: loc.display(), state: state_of(cx, loc, tree)? })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testutil::{Fixture, code};
+    use crate::{Access, EffectOp, ErrorCode, PathState};
+
+    #[test]
+    fn write_plan_touches_nothing_and_apply_matches_it() {
+        let f = Fixture::new();
+        f.write("notes.txt", "one\ntwo\n");
+        let before = f.snapshot();
+        let input = json!({ "path": "notes.txt", "content": "one\nTWO\n" });
+        let plan = f.plan("write_file", input.clone());
+        assert_eq!(f.snapshot(), before, "plan must not touch the disk");
+        assert!(plan.diff.as_deref().unwrap().contains("-two\n+TWO\n"), "{:?}", plan.diff);
+        assert_eq!(plan.effects[0].op, EffectOp::ReplaceFile);
+        assert!(matches!(plan.precondition.expect[0].state, PathState::File { size: 8, .. }));
+        let out = f.apply("write_file", input, &plan).unwrap();
+        assert_eq!(f.read("notes.txt"), "one\nTWO\n");
+        assert_eq!(out["created"], false);
+        assert_eq!(out["size"], 8);
+    }
+
+    #[test]
+    fn write_creates_with_parents_only_when_asked() {
+        let f = Fixture::new();
+        let e = f.plan_err("write_file", json!({ "path": "new/dir/a.txt", "content": "x" }));
+        assert_eq!(code(&e), ErrorCode::NotFound);
+        assert!(e.to_string().contains("create_parents"), "{e}");
+        let input = json!({ "path": "new/dir/a.txt", "content": "x", "create_parents": true });
+        let plan = f.plan("write_file", input.clone());
+        let ops: Vec<_> = plan.effects.iter().map(|e| e.op).collect();
+        assert_eq!(ops, [EffectOp::CreateDirectory, EffectOp::CreateDirectory, EffectOp::CreateFile]);
+        assert!(!f.exists("new"));
+        let out = f.apply("write_file", input, &plan).unwrap();
+        assert_eq!(out["created"], true);
+        assert_eq!(f.read("new/dir/a.txt"), "x");
+    }
+
+    #[test]
+    fn write_conflicts_when_the_file_changed_and_leaves_it() {
+        let f = Fixture::new();
+        f.write("a.txt", "original\n");
+        let input = json!({ "path": "a.txt", "content": "from the model\n" });
+        let plan = f.plan("write_file", input.clone());
+        f.write("a.txt", "edited by a person\n");
+        let e = f.apply("write_file", input.clone(), &plan).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::Conflict);
+        assert!(e.to_string().contains("a.txt"), "{e}");
+        assert_eq!(f.read("a.txt"), "edited by a person\n");
+
+        // Created in between, where the plan expected nothing.
+        let input = json!({ "path": "b.txt", "content": "x" });
+        let plan = f.plan("write_file", input.clone());
+        f.write("b.txt", "someone else's");
+        assert_eq!(code(&f.apply("write_file", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(f.read("b.txt"), "someone else's");
+    }
+
+    #[test]
+    fn write_refusals() {
+        let f = Fixture::new();
+        f.write("a.txt", "x");
+        std::fs::create_dir(f.path("dir")).unwrap();
+        let e = f.plan_err("write_file", json!({ "path": "a.txt", "content": "y", "overwrite": false }));
+        assert_eq!(code(&e), ErrorCode::AlreadyExists);
+        assert_eq!(code(&f.plan_err("write_file", json!({ "path": "dir", "content": "y" }))), ErrorCode::NotAFile);
+        assert_eq!(code(&f.plan_err("write_file", json!({ "path": ".", "content": "y" }))), ErrorCode::PermissionDenied);
+        let e = f.plan_err("write_file", json!({ "path": "a.txt" }));
+        assert!(e.to_string().contains("content"), "{e}");
+        let e = f.call("write_file", crate::Mode::Run, json!({ "path": "a.txt", "content": "" }), None).unwrap_err();
+        assert!(e.to_string().contains("plan"), "{e}");
+
+        let ro = Fixture::with_access(Access::ReadOnly);
+        ro.write("a.txt", "x");
+        let e = ro.plan_err("write_file", json!({ "path": "a.txt", "content": "y" }));
+        assert_eq!(code(&e), ErrorCode::PermissionDenied);
+        assert!(e.to_string().contains("read-only"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn write_keeps_permissions_and_never_follows_a_final_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = Fixture::new();
+        f.write("script.txt", "a");
+        std::fs::set_permissions(f.path("script.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let input = json!({ "path": "script.txt", "content": "b" });
+        let plan = f.plan("write_file", input.clone());
+        f.apply("write_file", input, &plan).unwrap();
+        let mode = std::fs::metadata(f.path("script.txt")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        super::super::testutil::symlink("script.txt", f.path("link.txt"));
+        let e = f.plan_err("write_file", json!({ "path": "link.txt", "content": "c" }));
+        assert_eq!(code(&e), ErrorCode::NotAFile);
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(f.read("script.txt"), "b");
+    }
+
+    #[test]
+    fn edit_requires_exactly_one_match_unless_replace_all() {
+        let f = Fixture::new();
+        f.write("c.txt", "alpha beta\nbeta gamma\n");
+        let e = f.plan_err("edit_file", json!({ "path": "c.txt", "edits": [{ "find": "beta", "replace": "B" }] }));
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("edits[0].find") && e.to_string().contains("2 times"), "{e}");
+        let e = f.plan_err("edit_file", json!({ "path": "c.txt", "edits": [{ "find": "delta", "replace": "D" }] }));
+        assert!(e.to_string().contains("0 times"), "{e}");
+        let e = f.plan_err("edit_file", json!({ "path": "c.txt", "edits": [] }));
+        assert!(e.to_string().contains("edits"), "{e}");
+
+        let input = json!({ "path": "c.txt", "edits": [
+            { "find": "alpha", "replace": "ALPHA" },
+            { "find": "beta", "replace": "B", "replace_all": true },
+        ] });
+        let before = f.snapshot();
+        let plan = f.plan("edit_file", input.clone());
+        assert_eq!(f.snapshot(), before);
+        assert!(plan.diff.as_deref().unwrap().contains("+ALPHA B\n+B gamma\n"), "{:?}", plan.diff);
+        let out = f.apply("edit_file", input, &plan).unwrap();
+        assert_eq!(out["replacements"], 3);
+        assert_eq!(f.read("c.txt"), "ALPHA B\nB gamma\n");
+    }
+
+    #[test]
+    fn edit_apply_rechecks_the_find_text() {
+        let f = Fixture::new();
+        f.write("c.txt", "x = 1\n");
+        let input = json!({ "path": "c.txt", "edits": [{ "find": "x = 1", "replace": "x = 2" }] });
+        let plan = f.plan("edit_file", input.clone());
+        f.write("c.txt", "x = 1\nx = 1\n");
+        let e = f.apply("edit_file", input.clone(), &plan).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::Conflict);
+        assert!(e.to_string().contains("2 times"), "{e}");
+        assert_eq!(f.read("c.txt"), "x = 1\nx = 1\n");
+        // Same find count but other content: the hash catches it.
+        f.write("c.txt", "x = 1\ny\n");
+        assert_eq!(code(&f.apply("edit_file", input, &plan).unwrap_err()), ErrorCode::Conflict);
+    }
+
+    #[test]
+    fn edit_refuses_binary_and_missing() {
+        let f = Fixture::new();
+        f.write("b.bin", b"a\0b");
+        let edit = json!([{ "find": "a", "replace": "c" }]);
+        assert_eq!(code(&f.plan_err("edit_file", json!({ "path": "b.bin", "edits": edit }))), ErrorCode::BinaryFile);
+        assert_eq!(code(&f.plan_err("edit_file", json!({ "path": "no.txt", "edits": edit }))), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn append_shows_added_lines_and_conflicts_on_change() {
+        let f = Fixture::new();
+        f.write("log.txt", "first\n");
+        let input = json!({ "path": "log.txt", "content": "second\n" });
+        let plan = f.plan("append_file", input.clone());
+        assert!(plan.diff.as_deref().unwrap().contains(" first\n+second\n"), "{:?}", plan.diff);
+        assert_eq!(f.read("log.txt"), "first\n");
+        f.apply("append_file", input.clone(), &plan).unwrap();
+        assert_eq!(f.read("log.txt"), "first\nsecond\n");
+        // The old plan is stale now.
+        assert_eq!(code(&f.apply("append_file", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(f.read("log.txt"), "first\nsecond\n");
+
+        let e = f.plan_err("append_file", json!({ "path": "new.txt", "content": "x", "create": false }));
+        assert_eq!(code(&e), ErrorCode::NotFound);
+        let input = json!({ "path": "new.txt", "content": "x" });
+        let plan = f.plan("append_file", input.clone());
+        assert_eq!(plan.effects[0].op, EffectOp::CreateFile);
+        assert_eq!(f.apply("append_file", input, &plan).unwrap()["created"], true);
+    }
+
+    #[test]
+    fn content_bound_is_enforced() {
+        let f = Fixture::new();
+        let big = "x".repeat(super::MAX_EDIT_BYTES as usize + 1);
+        let e = f.plan_err("write_file", json!({ "path": "a.txt", "content": big }));
+        assert_eq!(code(&e), ErrorCode::TooLarge);
+        assert!(e.to_string().contains("write_file.content"), "{e}");
+    }
+}
