@@ -342,3 +342,95 @@ fn capture(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<
         (String::from_utf8_lossy(&kept).into_owned(), cut)
     })
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    use super::*;
+    use crate::builtin::testutil::{Fixture, code};
+    use crate::{ErrorCode, Mode, Outcome, Toolbox};
+
+    #[derive(Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct CopyInput {
+        source: String,
+        target: String,
+    }
+
+    #[derive(Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct EchoInput {
+        word: String,
+    }
+
+    fn toolbox() -> Toolbox {
+        let mut toolbox = Toolbox::new();
+        toolbox
+            .add_mutating(NamedCommand::<CopyInput>::new("cp_file", "Copy with cp.", "cp").input_arg("source").output_arg("target"))
+            .add(NamedCommand::<EchoInput>::new("echo", "Echo a word.", "echo").arg("said:").value_arg("word").read_only())
+            .add(NamedCommand::<EchoInput>::new("missing", "Not installed.", "fusion-not-installed-program").value_arg("word"))
+            .add(NamedCommand::<EchoInput>::new("fails", "Always fails.", "sh").arg("-c").arg("echo broken >&2; exit 3"));
+        toolbox
+    }
+
+    fn call(f: &Fixture, tool: &str, mode: Mode, input: serde_json::Value, pre: Option<&Precondition>) -> Result<Outcome> {
+        toolbox().call(&Context::new(&f.scope), tool, mode, input, pre)
+    }
+
+    #[test]
+    fn values_become_single_argv_elements_never_shell() {
+        let f = Fixture::new();
+        let out = call(&f, "echo", Mode::Run, json!({ "word": "a b; rm -rf / $(x)" }), None).unwrap().into_value();
+        assert_eq!(out["stdout"], "said: a b; rm -rf / $(x)\n");
+        assert_eq!(out["args"], json!(["said:", "a b; rm -rf / $(x)"]));
+        let e = call(&f, "echo", Mode::Run, json!({ "word": "--help" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("word"), "{e}");
+    }
+
+    #[test]
+    fn output_paths_make_a_mutate_tool_with_a_plan() {
+        let f = Fixture::new();
+        f.write("model.ifc", "ISO-10303-21;");
+        let input = json!({ "source": "model.ifc", "target": "model.copy" });
+        let Outcome::Plan(plan) = call(&f, "cp_file", Mode::Plan, input.clone(), None).unwrap() else { panic!() };
+        assert!(!f.exists("model.copy"));
+        assert_eq!(plan.effects.len(), 2);
+        call(&f, "cp_file", Mode::Apply, input.clone(), Some(&plan.precondition)).unwrap();
+        assert_eq!(f.read("model.copy"), "ISO-10303-21;");
+        // The output exists now: a second run is refused, not overwritten.
+        let e = call(&f, "cp_file", Mode::Plan, input, None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::AlreadyExists);
+        let e = call(&f, "cp_file", Mode::Plan, json!({ "source": "/etc/passwd", "target": "x" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::OutsideScope);
+        let e = call(&f, "cp_file", Mode::Plan, json!({ "source": "model.ifc", "target": "../x" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::OutsideScope);
+    }
+
+    #[test]
+    fn missing_and_failing_programs_are_named() {
+        let f = Fixture::new();
+        let e = call(&f, "missing", Mode::Run, json!({ "word": "x" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::ProgramNotFound);
+        assert!(e.to_string().contains("fusion-not-installed-program") && e.to_string().contains("PATH"), "{e}");
+        let e = call(&f, "fails", Mode::Run, json!({ "word": "x" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::ProgramFailed);
+        assert!(e.to_string().contains("broken"), "{e}");
+    }
+
+    #[test]
+    fn cancellation_kills_the_program() {
+        let f = Fixture::new();
+        let cancel = crate::Cancellation::new();
+        let cx = Context::new(&f.scope).with_cancellation(cancel.clone());
+        cancel.cancel();
+        let e = run_program(&cx, "sleep", "sleep", &["30".into()], DEFAULT_PROGRAM_TIMEOUT).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::Cancelled);
+        let cx = Context::new(&f.scope);
+        let e = run_program(&cx, "sleep", "sleep", &["30".into()], Duration::ZERO).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::Timeout);
+    }
+}

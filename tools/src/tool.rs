@@ -705,3 +705,113 @@ impl Toolbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::builtin::testutil::{Fixture, code};
+    use crate::ErrorCode;
+
+    #[test]
+    fn manifest_is_a_valid_mcp_tools_list() {
+        let manifest = serde_json::to_value(Toolbox::builtin().manifest()).unwrap();
+        let tools = manifest["tools"].as_array().unwrap();
+        let names: Vec<_> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "append_file", "copy", "create_directory", "delete", "disk_usage", "edit_file", "glob", "grep",
+                "hash_file", "list_directory", "move", "open_path", "read_file", "reveal_in_os", "stat", "write_file",
+            ]
+        );
+        for tool in tools {
+            let name = tool["name"].as_str().unwrap();
+            assert!(tool["description"].as_str().unwrap().len() > 20, "{name}");
+            assert_eq!(tool["inputSchema"]["type"], "object", "{name}");
+            assert!(tool["inputSchema"].get("$schema").is_none(), "{name}");
+            assert_eq!(tool["outputSchema"]["type"], "object", "{name}");
+            assert_eq!(tool["inputSchema"]["additionalProperties"], false, "{name} refuses unknown fields");
+            let class = tool["_meta"]["fusion-host/class"].as_str().unwrap();
+            let a = &tool["annotations"];
+            assert_eq!(a["readOnlyHint"], class == "read", "{name}");
+            assert_eq!(a["openWorldHint"], class == "action", "{name}");
+            for hint in ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"] {
+                assert!(a[hint].is_boolean(), "{name}.{hint}");
+            }
+        }
+        let by_name = |n: &str| tools.iter().find(|t| t["name"] == n).unwrap();
+        assert_eq!(by_name("delete")["annotations"]["destructiveHint"], true);
+        assert_eq!(by_name("create_directory")["annotations"]["idempotentHint"], true);
+        assert_eq!(by_name("append_file")["annotations"]["destructiveHint"], false);
+        // Field docs travel into the schema, for the model.
+        let path = &by_name("grep")["inputSchema"]["properties"]["pattern"]["description"];
+        assert!(path.as_str().unwrap().contains("regular expression"));
+        // Round-trips through the wire type.
+        let back: ToolList = serde_json::from_value(manifest.clone()).unwrap();
+        assert_eq!(serde_json::to_value(back).unwrap(), manifest);
+    }
+
+    #[test]
+    fn dispatch_errors_are_clear() {
+        let f = Fixture::new();
+        let e = f.call("rm_rf", Mode::Run, json!({}), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::UnknownTool);
+        assert!(e.to_string().contains("list_directory"), "lists what exists: {e}");
+        let e = f.call("read_file", Mode::Plan, json!({ "path": "x" }), None).unwrap_err();
+        assert!(e.to_string().contains("mode `run`"), "{e}");
+        let e = f.call("write_file", Mode::Apply, json!({ "path": "x", "content": "" }), None).unwrap_err();
+        assert!(e.to_string().contains("precondition"), "{e}");
+        let e = f.call("read_file", Mode::Run, json!("notes.txt"), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::InvalidInput);
+        let e = f.call("edit_file", Mode::Plan, json!({ "path": "x", "edits": [{ "find": 1 }] }), None).unwrap_err();
+        assert!(e.to_string().contains("edits[0].find"), "names the nested field: {e}");
+    }
+
+    #[test]
+    fn cancellation_and_deadline_stop_a_call() {
+        let f = Fixture::new();
+        f.write("a.txt", "x");
+        let cancel = Cancellation::new();
+        cancel.cancel();
+        let cx = Context::new(&f.scope).with_cancellation(cancel);
+        let e = Toolbox::builtin().call(&cx, "grep", Mode::Run, json!({ "pattern": "x" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::Cancelled);
+        let cx = Context::new(&f.scope).with_deadline(Instant::now());
+        let e = Toolbox::builtin().call(&cx, "list_directory", Mode::Run, json!({}), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::Timeout);
+        assert!(e.is_retryable());
+    }
+
+    struct Dummy(Class);
+
+    impl Tool for Dummy {
+        type Input = Value;
+        type Output = Value;
+        fn spec(&self) -> ToolSpec {
+            ToolSpec { class: self.0, ..ToolSpec::read("list_directory", "a second list_directory") }
+        }
+        fn run(&self, _: &Context<'_>, input: Value) -> Result<Value> {
+            Ok(input)
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "registered twice")]
+    fn duplicate_names_panic_at_registration() {
+        Toolbox::builtin().add(Dummy(Class::Read));
+    }
+
+    #[test]
+    #[should_panic(expected = "add_mutating")]
+    fn a_mutate_spec_needs_add_mutating() {
+        Toolbox::new().add(Dummy(Class::Mutate));
+    }
+
+    #[test]
+    fn outcome_reports_truncation() {
+        assert!(Outcome::Output(json!({ "truncated": true })).truncated());
+        assert!(!Outcome::Output(json!({ "entries": [] })).truncated());
+    }
+}

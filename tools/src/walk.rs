@@ -88,20 +88,17 @@ pub(crate) fn walk(
     options: &WalkOptions,
     mut visit: impl FnMut(&WalkEntry<'_>) -> Result<bool>,
 ) -> Result<WalkStats> {
-    let dir = base
-        .root()
-        .dir()
-        .open_dir_nofollow(base.rel_or_dot())
-        .map_err(|e| match e.kind() {
-            // ENOTDIR or ELOOP: the base is a file or a symlink.
-            _ if base.root().dir().symlink_metadata(base.rel_or_dot()).is_ok_and(|m| !m.is_dir()) => {
-                Error::NotADirectory {
-                    path: base.path(),
-                    found: "not a directory",
-                }
-            }
+    // The base may be a symlink that stays inside the root (cap-std resolves it
+    // beneath the handle and refuses one that leaves); entries below are never followed.
+    let dir = base.root().dir().open_dir(base.rel_or_dot()).map_err(|e| {
+        match base.root().dir().metadata(base.rel_or_dot()) {
+            Ok(md) if !md.is_dir() => Error::NotADirectory {
+                path: base.path(),
+                found: crate::fsutil::EntryKind::of(md.file_type()).article(),
+            },
             _ => base.err(e),
-        })?;
+        }
+    })?;
     let mut walker = Walker {
         cx,
         base,

@@ -146,3 +146,67 @@ impl Tool for RevealInOs {
         Ok(OpenOutput { path: loc.display(), program: out.program })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testutil::{Fixture, code};
+    use super::{OpenPath, RevealInOs};
+    use crate::{Context, ErrorCode, Mode, Toolbox};
+
+    /// A toolbox whose opener is `true`: it "opens" anything and exits 0.
+    fn with_opener(f: &Fixture, program: &str) -> Toolbox {
+        let mut toolbox = Toolbox::new();
+        toolbox.add(OpenPath::with_program(program)).add(RevealInOs::with_program(program));
+        let _ = f;
+        toolbox
+    }
+
+    #[test]
+    fn opens_documents_and_folders() {
+        let f = Fixture::new();
+        f.write("plan.pdf", "%PDF");
+        let toolbox = with_opener(&f, "true");
+        let cx = Context::new(&f.scope);
+        for (tool, path) in [("open_path", "plan.pdf"), ("open_path", "."), ("reveal_in_os", "plan.pdf")] {
+            let out = toolbox.call(&cx, tool, Mode::Run, json!({ "path": path }), None).unwrap().into_value();
+            assert!(out["program"].as_str().unwrap().ends_with("true"), "{out}");
+        }
+    }
+
+    #[test]
+    fn refuses_executables_and_names_a_missing_opener() {
+        let f = Fixture::new();
+        f.write("setup.exe", "MZ");
+        f.write("run.sh", "echo hi");
+        f.write("doc.txt", "x");
+        let toolbox = with_opener(&f, "true");
+        let cx = Context::new(&f.scope);
+        for path in ["setup.exe", "run.sh"] {
+            let e = toolbox.call(&cx, "open_path", Mode::Run, json!({ "path": path }), None).unwrap_err();
+            assert_eq!(code(&e), ErrorCode::PermissionDenied, "{path}");
+            assert!(e.to_string().contains("would run it"), "{e}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.write("tool", "#!/bin/sh");
+            std::fs::set_permissions(f.path("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let e = toolbox.call(&cx, "open_path", Mode::Run, json!({ "path": "tool" }), None).unwrap_err();
+            assert_eq!(code(&e), ErrorCode::PermissionDenied);
+        }
+        let missing = with_opener(&f, "fusion-no-such-opener");
+        let e = missing.call(&cx, "open_path", Mode::Run, json!({ "path": "doc.txt" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::ProgramNotFound);
+        assert!(e.to_string().contains("fusion-no-such-opener"), "{e}");
+        let e = toolbox.call(&cx, "open_path", Mode::Run, json!({ "path": "/etc/passwd" }), None).unwrap_err();
+        assert_eq!(code(&e), ErrorCode::OutsideScope);
+    }
+
+    #[test]
+    fn the_builtin_opener_is_an_action() {
+        let spec = crate::Tool::spec(&OpenPath::default());
+        assert_eq!(spec.class, crate::Class::Action);
+    }
+}
