@@ -187,7 +187,9 @@ pub enum Error {
     #[error("the call ran past its deadline; narrow the request (a sub-folder, a glob) or allow more time")]
     Timeout,
     /// A named program is not installed.
-    #[error("the program `{program}` needed by {tool} was not found on PATH; install it, or add its folder to PATH")]
+    #[error(
+        "the program `{program}` needed by {tool} was not found on PATH; install it, or add its folder to PATH"
+    )]
     ProgramNotFound {
         /// The tool that needs it.
         tool: String,
@@ -361,9 +363,6 @@ mod tests {
         );
         assert_eq!(Error::io(Path::new("x"), e).code(), ErrorCode::OutsideScope);
         let e = io::Error::from(io::ErrorKind::PermissionDenied);
-        assert_eq!(
-            Error::io(Path::new("x"), e).code(),
-            ErrorCode::PermissionDenied
-        );
+        assert_eq!(Error::io(Path::new("x"), e).code(), ErrorCode::PermissionDenied);
     }
 }

@@ -180,7 +180,11 @@ fn tree_digest(cx: &Context<'_>, loc: &Location<'_>) -> Result<String> {
             .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
         hasher.update(entry.rel.as_os_str().as_encoded_bytes());
-        hasher.update(format!("\0{:?}\0{}\0{mtime}\n", EntryKind::of(entry.file_type), md.len()));
+        hasher.update(format!(
+            "\0{:?}\0{}\0{mtime}\n",
+            EntryKind::of(entry.file_type),
+            md.len()
+        ));
         Ok(true)
     })?;
     Ok(hex(&hasher.finalize()))
@@ -226,7 +230,11 @@ fn default_file_permissions(file: &File) -> io::Result<Permissions> {
 /// The current regular file at a write target, refusing what a write must
 /// never replace or follow: a final symlink, a directory, a special file.
 /// Returns its permissions (to keep them) or `None` when nothing is there.
-pub(crate) fn existing_file_for_write(dir: &Dir, name: &std::ffi::OsStr, path: &Path) -> Result<Option<Metadata>> {
+pub(crate) fn existing_file_for_write(
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    path: &Path,
+) -> Result<Option<Metadata>> {
     match dir.symlink_metadata(name) {
         Ok(md) if md.is_file() => Ok(Some(md)),
         Ok(md) => Err(Error::NotAFile {
@@ -262,7 +270,12 @@ pub(crate) fn looks_binary(bytes: &[u8]) -> bool {
 }
 
 /// Reads a whole regular file up to `limit` bytes, refusing larger ones.
-pub(crate) fn read_limited(cx: &Context<'_>, loc: &Location<'_>, limit: u64, hint: &'static str) -> Result<Vec<u8>> {
+pub(crate) fn read_limited(
+    cx: &Context<'_>,
+    loc: &Location<'_>,
+    limit: u64,
+    hint: &'static str,
+) -> Result<Vec<u8>> {
     let (file, md) = open_regular(loc)?;
     if md.len() > limit {
         return Err(Error::TooLarge {
@@ -273,7 +286,9 @@ pub(crate) fn read_limited(cx: &Context<'_>, loc: &Location<'_>, limit: u64, hin
         });
     }
     let mut bytes = Vec::with_capacity(md.len() as usize);
-    stream(cx, file.take(limit + 1), &loc.path(), |chunk| bytes.extend_from_slice(chunk))?;
+    stream(cx, file.take(limit + 1), &loc.path(), |chunk| {
+        bytes.extend_from_slice(chunk);
+    })?;
     if bytes.len() as u64 > limit {
         return Err(Error::TooLarge {
             what: loc.display(),

@@ -112,6 +112,6 @@ pub use protocol::{Annotations, Class, Mode, ToolDescriptor, ToolList};
 pub use scope::{Access, Location, Root, RootInfo, Scope};
 pub use shell::{CommandOutput, DEFAULT_PROGRAM_TIMEOUT, MAX_CAPTURE_BYTES, NamedCommand, run_program};
 pub use tool::{
-    Cancellation, Context, Effect, EffectOp, Expectation, MAX_PLAN_EFFECTS, MutateTool, Outcome, PathState, Plan,
-    Precondition, Tool, ToolSpec, Toolbox,
+    Cancellation, Context, Effect, EffectOp, Expectation, MAX_PLAN_EFFECTS, MutateTool, Outcome, PathState,
+    Plan, Precondition, Tool, ToolSpec, Toolbox,
 };

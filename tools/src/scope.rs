@@ -162,8 +162,7 @@ impl Scope {
             }
             return Err(refuse("it is not under any allowed folder"));
         }
-        let rel = normalize_relative(path)
-            .ok_or_else(|| refuse("`..` leads above the allowed folder"))?;
+        let rel = normalize_relative(path).ok_or_else(|| refuse("`..` leads above the allowed folder"))?;
         Ok(Location {
             root: &self.roots[0],
             rel,
@@ -381,12 +380,19 @@ pub(crate) fn windows_hazard(path: &str) -> Option<&'static str> {
         if component != "." && component != ".." && (component.ends_with('.') || component.ends_with(' ')) {
             return Some("names ending in a dot or a space are rewritten by Windows and are not accepted");
         }
-        let stem = component.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
-        let is_device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
-            || (stem.len() == 4
-                && (stem.starts_with("COM") || stem.starts_with("LPT"))
-                && stem.as_bytes()[3].is_ascii_digit()
-                && stem.as_bytes()[3] != b'0');
+        let stem = component
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .trim_end()
+            .to_ascii_uppercase();
+        let is_device = matches!(
+            stem.as_str(),
+            "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+        ) || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0');
         if is_device {
             return Some("Windows device names (CON, NUL, COM1, LPT1, ...) are not accepted");
         }
@@ -400,7 +406,10 @@ mod tests {
 
     #[test]
     fn relative_normalization() {
-        assert_eq!(normalize_relative(Path::new("a/./b/../c")), Some(PathBuf::from("a/c")));
+        assert_eq!(
+            normalize_relative(Path::new("a/./b/../c")),
+            Some(PathBuf::from("a/c"))
+        );
         assert_eq!(normalize_relative(Path::new(".")), Some(PathBuf::new()));
         assert_eq!(normalize_relative(Path::new("a/../..")), None);
         assert_eq!(normalize_relative(Path::new("../x")), None);

@@ -17,7 +17,9 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::fsutil::{EntryKind, lstat, state_of};
 use crate::protocol::Class;
-use crate::tool::{Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, Tool, ToolSpec};
+use crate::tool::{
+    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, Tool, ToolSpec,
+};
 
 /// How much of a program's stdout and stderr a result keeps: 64 KiB each.
 pub const MAX_CAPTURE_BYTES: usize = 64 * 1024;
@@ -173,25 +175,43 @@ impl<I: Serialize> NamedCommand<I> {
                 Some(Value::Number(n)) => Ok(n.to_string()),
                 Some(Value::Bool(b)) => Ok(b.to_string()),
                 Some(Value::Null) | None => Err(Error::invalid_input(name, f, "is required by this tool")),
-                Some(_) => Err(Error::invalid_input(name, f, "must be a string, number or boolean")),
+                Some(_) => Err(Error::invalid_input(
+                    name,
+                    f,
+                    "must be a string, number or boolean",
+                )),
             }
         };
-        let mut prepared = Prepared { args: Vec::new(), expect: Vec::new(), outputs: Vec::new() };
+        let mut prepared = Prepared {
+            args: Vec::new(),
+            expect: Vec::new(),
+            outputs: Vec::new(),
+        };
         for arg in &self.args {
             let value = match arg {
                 Arg::Literal(s) => s.clone(),
                 Arg::Value(f) => {
                     let v = field(f)?;
                     if v.starts_with('-') {
-                        return Err(Error::invalid_input(name, f, "must not start with '-' (it would be read as an option)"));
+                        return Err(Error::invalid_input(
+                            name,
+                            f,
+                            "must not start with '-' (it would be read as an option)",
+                        ));
                     }
                     v
                 }
                 Arg::Input(f) => {
                     let loc = cx.scope().resolve(&field(f)?)?;
                     // Resolved through the handle: refuses a symlink that leaves the root.
-                    loc.root().dir().metadata(loc.rel_or_dot()).map_err(|e| loc.err(e))?;
-                    prepared.expect.push(Expectation { path: loc.display(), state: state_of(cx, &loc, false)? });
+                    loc.root()
+                        .dir()
+                        .metadata(loc.rel_or_dot())
+                        .map_err(|e| loc.err(e))?;
+                    prepared.expect.push(Expectation {
+                        path: loc.display(),
+                        state: state_of(cx, &loc, false)?,
+                    });
                     loc.display()
                 }
                 Arg::Output(f) => {
@@ -208,7 +228,10 @@ impl<I: Serialize> NamedCommand<I> {
                             },
                         });
                     }
-                    prepared.expect.push(Expectation { path: loc.display(), state: PathState::Absent });
+                    prepared.expect.push(Expectation {
+                        path: loc.display(),
+                        state: PathState::Absent,
+                    });
                     prepared.outputs.push(loc.display());
                     loc.display()
                 }
@@ -250,10 +273,21 @@ where
 
     fn plan(&self, cx: &Context<'_>, input: &I) -> Result<(Plan, Vec<String>)> {
         let prepared = self.prepare(cx, input)?;
-        let mut effects = vec![Effect::new(EffectOp::Run, format!("{} {}", self.program, prepared.args.join(" ")))];
-        effects.extend(prepared.outputs.iter().map(|o| Effect::new(EffectOp::CreateFile, o.clone())));
+        let mut effects = vec![Effect::new(
+            EffectOp::Run,
+            format!("{} {}", self.program, prepared.args.join(" ")),
+        )];
+        effects.extend(
+            prepared
+                .outputs
+                .iter()
+                .map(|o| Effect::new(EffectOp::CreateFile, o.clone())),
+        );
         let summary = format!("run {} to create {}", self.program, prepared.outputs.join(", "));
-        Ok((Plan::new(summary, effects, Precondition::new(prepared.expect)), prepared.args))
+        Ok((
+            Plan::new(summary, effects, Precondition::new(prepared.expect)),
+            prepared.args,
+        ))
     }
 
     fn apply(&self, cx: &Context<'_>, _: &I, args: Vec<String>) -> Result<CommandOutput> {
@@ -282,7 +316,10 @@ pub fn run_program(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|_| Error::ProgramNotFound { tool: tool.to_string(), program: resolved.display().to_string() })?;
+        .map_err(|_| Error::ProgramNotFound {
+            tool: tool.to_string(),
+            program: resolved.display().to_string(),
+        })?;
     let stdout = capture(child.stdout.take());
     let stderr = capture(child.stderr.take());
     let status = loop {
@@ -291,7 +328,10 @@ pub fn run_program(
             Ok(None) => {}
             Err(e) => return Err(Error::io(&resolved, e)),
         }
-        let stop = cx.checkpoint().err().or_else(|| (started.elapsed() >= timeout).then_some(Error::Timeout));
+        let stop = cx
+            .checkpoint()
+            .err()
+            .or_else(|| (started.elapsed() >= timeout).then_some(Error::Timeout));
         if let Some(stop) = stop {
             let _ = child.kill();
             let _ = child.wait();
@@ -303,7 +343,9 @@ pub fn run_program(
     let (stderr, err_cut) = stderr.join().unwrap_or_default();
     if !status.success() {
         let tail_start = stderr.len().saturating_sub(2000);
-        let tail_start = (tail_start..stderr.len()).find(|&i| stderr.is_char_boundary(i)).unwrap_or(stderr.len());
+        let tail_start = (tail_start..stderr.len())
+            .find(|&i| stderr.is_char_boundary(i))
+            .unwrap_or(stderr.len());
         return Err(Error::ProgramFailed {
             program: program.to_string(),
             status: status.to_string(),
@@ -325,7 +367,9 @@ pub fn run_program(
 /// blocks on a full pipe), keeping the first [`MAX_CAPTURE_BYTES`].
 fn capture(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<(String, bool)> {
     std::thread::spawn(move || {
-        let Some(mut pipe) = pipe else { return (String::new(), false) };
+        let Some(mut pipe) = pipe else {
+            return (String::new(), false);
+        };
         let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
         let mut cut = false;
@@ -369,21 +413,51 @@ mod tests {
     fn toolbox() -> Toolbox {
         let mut toolbox = Toolbox::new();
         toolbox
-            .add_mutating(NamedCommand::<CopyInput>::new("cp_file", "Copy with cp.", "cp").input_arg("source").output_arg("target"))
-            .add(NamedCommand::<EchoInput>::new("echo", "Echo a word.", "echo").arg("said:").value_arg("word").read_only())
-            .add(NamedCommand::<EchoInput>::new("missing", "Not installed.", "fusion-not-installed-program").value_arg("word"))
-            .add(NamedCommand::<EchoInput>::new("fails", "Always fails.", "sh").arg("-c").arg("echo broken >&2; exit 3"));
+            .add_mutating(
+                NamedCommand::<CopyInput>::new("cp_file", "Copy with cp.", "cp")
+                    .input_arg("source")
+                    .output_arg("target"),
+            )
+            .add(
+                NamedCommand::<EchoInput>::new("echo", "Echo a word.", "echo")
+                    .arg("said:")
+                    .value_arg("word")
+                    .read_only(),
+            )
+            .add(
+                NamedCommand::<EchoInput>::new("missing", "Not installed.", "fusion-not-installed-program")
+                    .value_arg("word"),
+            )
+            .add(
+                NamedCommand::<EchoInput>::new("fails", "Always fails.", "sh")
+                    .arg("-c")
+                    .arg("echo broken >&2; exit 3"),
+            );
         toolbox
     }
 
-    fn call(f: &Fixture, tool: &str, mode: Mode, input: serde_json::Value, pre: Option<&Precondition>) -> Result<Outcome> {
+    fn call(
+        f: &Fixture,
+        tool: &str,
+        mode: Mode,
+        input: serde_json::Value,
+        pre: Option<&Precondition>,
+    ) -> Result<Outcome> {
         toolbox().call(&Context::new(&f.scope), tool, mode, input, pre)
     }
 
     #[test]
     fn values_become_single_argv_elements_never_shell() {
         let f = Fixture::new();
-        let out = call(&f, "echo", Mode::Run, json!({ "word": "a b; rm -rf / $(x)" }), None).unwrap().into_value();
+        let out = call(
+            &f,
+            "echo",
+            Mode::Run,
+            json!({ "word": "a b; rm -rf / $(x)" }),
+            None,
+        )
+        .unwrap()
+        .into_value();
         assert_eq!(out["stdout"], "said: a b; rm -rf / $(x)\n");
         assert_eq!(out["args"], json!(["said:", "a b; rm -rf / $(x)"]));
         let e = call(&f, "echo", Mode::Run, json!({ "word": "--help" }), None).unwrap_err();
@@ -396,17 +470,40 @@ mod tests {
         let f = Fixture::new();
         f.write("model.ifc", "ISO-10303-21;");
         let input = json!({ "source": "model.ifc", "target": "model.copy" });
-        let Outcome::Plan(plan) = call(&f, "cp_file", Mode::Plan, input.clone(), None).unwrap() else { panic!() };
+        let Outcome::Plan(plan) = call(&f, "cp_file", Mode::Plan, input.clone(), None).unwrap() else {
+            panic!()
+        };
         assert!(!f.exists("model.copy"));
         assert_eq!(plan.effects.len(), 2);
-        call(&f, "cp_file", Mode::Apply, input.clone(), Some(&plan.precondition)).unwrap();
+        call(
+            &f,
+            "cp_file",
+            Mode::Apply,
+            input.clone(),
+            Some(&plan.precondition),
+        )
+        .unwrap();
         assert_eq!(f.read("model.copy"), "ISO-10303-21;");
         // The output exists now: a second run is refused, not overwritten.
         let e = call(&f, "cp_file", Mode::Plan, input, None).unwrap_err();
         assert_eq!(code(&e), ErrorCode::AlreadyExists);
-        let e = call(&f, "cp_file", Mode::Plan, json!({ "source": "/etc/passwd", "target": "x" }), None).unwrap_err();
+        let e = call(
+            &f,
+            "cp_file",
+            Mode::Plan,
+            json!({ "source": "/etc/passwd", "target": "x" }),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(code(&e), ErrorCode::OutsideScope);
-        let e = call(&f, "cp_file", Mode::Plan, json!({ "source": "model.ifc", "target": "../x" }), None).unwrap_err();
+        let e = call(
+            &f,
+            "cp_file",
+            Mode::Plan,
+            json!({ "source": "model.ifc", "target": "../x" }),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(code(&e), ErrorCode::OutsideScope);
     }
 
@@ -415,7 +512,10 @@ mod tests {
         let f = Fixture::new();
         let e = call(&f, "missing", Mode::Run, json!({ "word": "x" }), None).unwrap_err();
         assert_eq!(code(&e), ErrorCode::ProgramNotFound);
-        assert!(e.to_string().contains("fusion-not-installed-program") && e.to_string().contains("PATH"), "{e}");
+        assert!(
+            e.to_string().contains("fusion-not-installed-program") && e.to_string().contains("PATH"),
+            "{e}"
+        );
         let e = call(&f, "fails", Mode::Run, json!({ "word": "x" }), None).unwrap_err();
         assert_eq!(code(&e), ErrorCode::ProgramFailed);
         assert!(e.to_string().contains("broken"), "{e}");

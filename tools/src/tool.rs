@@ -57,12 +57,7 @@ pub trait MutateTool: Send + Sync + 'static {
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, Self::Staged)>;
 
     /// Performs the planned effect.
-    fn apply(
-        &self,
-        cx: &Context<'_>,
-        input: &Self::Input,
-        staged: Self::Staged,
-    ) -> Result<Self::Output>;
+    fn apply(&self, cx: &Context<'_>, input: &Self::Input, staged: Self::Staged) -> Result<Self::Output>;
 }
 
 /// What a tool says about itself.
@@ -349,11 +344,12 @@ impl Precondition {
     fn first_difference(&self, fresh: &Precondition) -> Option<(String, String)> {
         for (old, new) in self.expect.iter().zip(&fresh.expect) {
             if old != new {
-                let path = if old.path == new.path { &old.path } else { &new.path };
-                return Some((
-                    path.clone(),
-                    format!("was {}, is now {}", old.state, new.state),
-                ));
+                let path = if old.path == new.path {
+                    &old.path
+                } else {
+                    &new.path
+                };
+                return Some((path.clone(), format!("was {}, is now {}", old.state, new.state)));
             }
         }
         (self.expect.len() != fresh.expect.len()).then(|| {
@@ -412,7 +408,11 @@ impl std::fmt::Display for PathState {
         match self {
             PathState::Absent => f.write_str("absent"),
             PathState::File { sha256, size } => {
-                write!(f, "a {size}-byte file (sha256 {})", &sha256[..sha256.len().min(12)])
+                write!(
+                    f,
+                    "a {size}-byte file (sha256 {})",
+                    &sha256[..sha256.len().min(12)]
+                )
             }
             PathState::Directory { tree: None } => f.write_str("a directory"),
             PathState::Directory { tree: Some(t) } => {
@@ -520,7 +520,10 @@ impl<T: MutateTool> Erased for Mutating<T> {
         cx.checkpoint()?;
         // Plan again against the disk as it is now: anything that made the
         // approved plan possible and no longer holds is a conflict, not a new plan.
-        let (fresh, staged) = self.tool.plan(cx, &input).map_err(into_conflict)?;
+        let (fresh, staged) = self
+            .tool
+            .plan(cx, &input)
+            .map_err(|e| into_conflict(e, approved))?;
         if let Some((subject, detail)) = approved.first_difference(&fresh.precondition) {
             return Err(Error::Conflict { subject, detail });
         }
@@ -528,27 +531,29 @@ impl<T: MutateTool> Erased for Mutating<T> {
     }
 }
 
-/// Errors from re-planning at apply time that mean "the disk changed".
-fn into_conflict(e: Error) -> Error {
+/// Errors from re-planning at apply time that mean "the disk changed". An
+/// error that names no path (an edit's find text no longer matching) is
+/// reported against the first path the approved plan depended on.
+fn into_conflict(e: Error, approved: &Precondition) -> Error {
+    let conflict = |subject: String, detail: String| Error::Conflict { subject, detail };
     match e {
-        Error::NotFound { ref path } | Error::MissingParent { ref path } => Error::Conflict {
-            subject: path.display().to_string(),
-            detail: "it no longer exists".into(),
-        },
-        Error::AlreadyExists { ref path, .. } => Error::Conflict {
-            subject: path.display().to_string(),
-            detail: "something was created there".into(),
-        },
-        Error::NotAFile { ref path, found } | Error::NotADirectory { ref path, found } => {
-            Error::Conflict {
-                subject: path.display().to_string(),
-                detail: format!("it is now {found}"),
-            }
+        Error::NotFound { ref path } | Error::MissingParent { ref path } => {
+            conflict(path.display().to_string(), "it no longer exists".into())
         }
-        Error::InvalidInput { tool, field, message } => Error::Conflict {
-            subject: format!("the input of {tool} ({field})"),
-            detail: message,
-        },
+        Error::AlreadyExists { ref path, .. } => {
+            conflict(path.display().to_string(), "something was created there".into())
+        }
+        Error::NotAFile { ref path, found } | Error::NotADirectory { ref path, found } => {
+            conflict(path.display().to_string(), format!("it is now {found}"))
+        }
+        Error::BinaryFile { ref path } => conflict(path.display().to_string(), "it is now binary".into()),
+        Error::InvalidInput { tool, field, message } => conflict(
+            approved
+                .expect
+                .first()
+                .map_or_else(|| format!("the input of {tool}"), |x| x.path.clone()),
+            format!("{field} {message}"),
+        ),
         other => other,
     }
 }
@@ -651,7 +656,10 @@ impl Toolbox {
     }
 
     fn insert(&mut self, name: String, tool: Arc<dyn Erased>) -> &mut Self {
-        assert!(!self.tools.contains_key(&name), "tool `{name}` is registered twice");
+        assert!(
+            !self.tools.contains_key(&name),
+            "tool `{name}` is registered twice"
+        );
         self.tools.insert(name, tool);
         self
     }
@@ -711,8 +719,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::builtin::testutil::{Fixture, code};
     use crate::ErrorCode;
+    use crate::builtin::testutil::{Fixture, code};
 
     #[test]
     fn manifest_is_a_valid_mcp_tools_list() {
@@ -722,8 +730,22 @@ mod tests {
         assert_eq!(
             names,
             [
-                "append_file", "copy", "create_directory", "delete", "disk_usage", "edit_file", "glob", "grep",
-                "hash_file", "list_directory", "move", "open_path", "read_file", "reveal_in_os", "stat", "write_file",
+                "append_file",
+                "copy",
+                "create_directory",
+                "delete",
+                "disk_usage",
+                "edit_file",
+                "glob",
+                "grep",
+                "hash_file",
+                "list_directory",
+                "move",
+                "open_path",
+                "read_file",
+                "reveal_in_os",
+                "stat",
+                "write_file",
             ]
         );
         for tool in tools {
@@ -732,12 +754,20 @@ mod tests {
             assert_eq!(tool["inputSchema"]["type"], "object", "{name}");
             assert!(tool["inputSchema"].get("$schema").is_none(), "{name}");
             assert_eq!(tool["outputSchema"]["type"], "object", "{name}");
-            assert_eq!(tool["inputSchema"]["additionalProperties"], false, "{name} refuses unknown fields");
+            assert_eq!(
+                tool["inputSchema"]["additionalProperties"], false,
+                "{name} refuses unknown fields"
+            );
             let class = tool["_meta"]["fusion-host/class"].as_str().unwrap();
             let a = &tool["annotations"];
             assert_eq!(a["readOnlyHint"], class == "read", "{name}");
             assert_eq!(a["openWorldHint"], class == "action", "{name}");
-            for hint in ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"] {
+            for hint in [
+                "readOnlyHint",
+                "destructiveHint",
+                "idempotentHint",
+                "openWorldHint",
+            ] {
                 assert!(a[hint].is_boolean(), "{name}.{hint}");
             }
         }
@@ -759,14 +789,35 @@ mod tests {
         let e = f.call("rm_rf", Mode::Run, json!({}), None).unwrap_err();
         assert_eq!(code(&e), ErrorCode::UnknownTool);
         assert!(e.to_string().contains("list_directory"), "lists what exists: {e}");
-        let e = f.call("read_file", Mode::Plan, json!({ "path": "x" }), None).unwrap_err();
+        let e = f
+            .call("read_file", Mode::Plan, json!({ "path": "x" }), None)
+            .unwrap_err();
         assert!(e.to_string().contains("mode `run`"), "{e}");
-        let e = f.call("write_file", Mode::Apply, json!({ "path": "x", "content": "" }), None).unwrap_err();
+        let e = f
+            .call(
+                "write_file",
+                Mode::Apply,
+                json!({ "path": "x", "content": "" }),
+                None,
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("precondition"), "{e}");
-        let e = f.call("read_file", Mode::Run, json!("notes.txt"), None).unwrap_err();
+        let e = f
+            .call("read_file", Mode::Run, json!("notes.txt"), None)
+            .unwrap_err();
         assert_eq!(code(&e), ErrorCode::InvalidInput);
-        let e = f.call("edit_file", Mode::Plan, json!({ "path": "x", "edits": [{ "find": 1 }] }), None).unwrap_err();
-        assert!(e.to_string().contains("edits[0].find"), "names the nested field: {e}");
+        let e = f
+            .call(
+                "edit_file",
+                Mode::Plan,
+                json!({ "path": "x", "edits": [{ "find": 1 }] }),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("edits[0].find"),
+            "names the nested field: {e}"
+        );
     }
 
     #[test]
@@ -776,10 +827,14 @@ mod tests {
         let cancel = Cancellation::new();
         cancel.cancel();
         let cx = Context::new(&f.scope).with_cancellation(cancel);
-        let e = Toolbox::builtin().call(&cx, "grep", Mode::Run, json!({ "pattern": "x" }), None).unwrap_err();
+        let e = Toolbox::builtin()
+            .call(&cx, "grep", Mode::Run, json!({ "pattern": "x" }), None)
+            .unwrap_err();
         assert_eq!(code(&e), ErrorCode::Cancelled);
         let cx = Context::new(&f.scope).with_deadline(Instant::now());
-        let e = Toolbox::builtin().call(&cx, "list_directory", Mode::Run, json!({}), None).unwrap_err();
+        let e = Toolbox::builtin()
+            .call(&cx, "list_directory", Mode::Run, json!({}), None)
+            .unwrap_err();
         assert_eq!(code(&e), ErrorCode::Timeout);
         assert!(e.is_retryable());
     }
@@ -790,7 +845,10 @@ mod tests {
         type Input = Value;
         type Output = Value;
         fn spec(&self) -> ToolSpec {
-            ToolSpec { class: self.0, ..ToolSpec::read("list_directory", "a second list_directory") }
+            ToolSpec {
+                class: self.0,
+                ..ToolSpec::read("list_directory", "a second list_directory")
+            }
         }
         fn run(&self, _: &Context<'_>, input: Value) -> Result<Value> {
             Ok(input)

@@ -129,7 +129,11 @@ impl Walker<'_, '_> {
         let mut rel = PathBuf::new();
         let mut components = base.rel().components();
         loop {
-            let dir_rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel.as_path() };
+            let dir_rel = if rel.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                rel.as_path()
+            };
             if let Ok(dir) = root.dir().open_dir_nofollow(dir_rel) {
                 if let Some(ignore) = load_ignore_file(&dir, &root.path().join(&rel)) {
                     self.ignores.push(ignore);
@@ -258,7 +262,9 @@ fn load_ignore_file(dir: &Dir, virtual_dir: &Path) -> Option<Gitignore> {
     let mut builder = GitignoreBuilder::new(virtual_dir);
     let mut any = false;
     for name in [".gitignore", ".ignore"] {
-        let Ok(text) = dir.read_to_string(name) else { continue };
+        let Ok(text) = dir.read_to_string(name) else {
+            continue;
+        };
         let from = virtual_dir.join(name);
         for line in text.lines() {
             let _ = builder.add_line(Some(from.clone()), line);

@@ -43,7 +43,12 @@ impl Sandbox {
         symlink("..", root.join("a/up")).unwrap();
         symlink("../..", root.join("a/up2")).unwrap();
         let scope = Scope::single(&root, Access::ReadWrite).unwrap();
-        Sandbox { _base: base, root, outside, scope }
+        Sandbox {
+            _base: base,
+            root,
+            outside,
+            scope,
+        }
     }
 
     fn call(&self, tool: &str, mode: Mode, input: Value) -> Result<Outcome, Error> {
@@ -58,9 +63,15 @@ impl Sandbox {
     }
 
     fn outside_untouched(&self) {
-        let names: Vec<_> = std::fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["secret.txt"], "nothing may be created outside");
-        assert_eq!(std::fs::read_to_string(self.outside.join("secret.txt")).unwrap(), SECRET);
+        assert_eq!(
+            std::fs::read_to_string(self.outside.join("secret.txt")).unwrap(),
+            SECRET
+        );
     }
 }
 
@@ -116,20 +127,40 @@ fn symlinks_that_stay_inside_work() {
     let s = Sandbox::new();
     for path in ["link_in/file.txt", "a/up/a/file.txt", "$ROOT/link_in/file.txt"] {
         let path = path.replace("$ROOT", &s.root.display().to_string());
-        let out = s.call("read_file", Mode::Run, json!({ "path": path })).unwrap().into_value();
+        let out = s
+            .call("read_file", Mode::Run, json!({ "path": path }))
+            .unwrap()
+            .into_value();
         assert!(out["content"].as_str().unwrap().contains("inside"), "{path}");
     }
-    let out = s.call("list_directory", Mode::Run, json!({ "path": "link_in" })).unwrap().into_value();
+    let out = s
+        .call("list_directory", Mode::Run, json!({ "path": "link_in" }))
+        .unwrap()
+        .into_value();
     assert_eq!(out["entries"][0]["path"], "file.txt");
 }
 
 #[test]
 fn walks_never_follow_links_out() {
     let s = Sandbox::new();
-    let out = s.call("grep", Mode::Run, json!({ "pattern": SECRET, "hidden": true, "respect_ignore": false })).unwrap();
+    let out = s
+        .call(
+            "grep",
+            Mode::Run,
+            json!({ "pattern": SECRET, "hidden": true, "respect_ignore": false }),
+        )
+        .unwrap();
     assert_eq!(out.into_value()["matches"], json!([]));
-    let out = s.call("list_directory", Mode::Run, json!({ "recursive": true })).unwrap().into_value();
-    let listed: Vec<_> = out["entries"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    let out = s
+        .call("list_directory", Mode::Run, json!({ "recursive": true }))
+        .unwrap()
+        .into_value();
+    let listed: Vec<_> = out["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
     assert!(!listed.iter().any(|p| p.contains("secret.txt")), "{listed:?}");
     let out = s.call("disk_usage", Mode::Run, json!({})).unwrap().into_value();
     assert_eq!(out["files"], 1);
@@ -145,10 +176,19 @@ fn parent_swapped_for_symlink_between_plan_and_apply() {
     let toolbox = Toolbox::builtin();
     let cx = Context::new(&s.scope);
     for (tool, input) in [
-        ("write_file", json!({ "path": "sub/notes.txt", "content": "pwned" })),
-        ("write_file", json!({ "path": "sub/secret.txt", "content": "pwned" })),
+        (
+            "write_file",
+            json!({ "path": "sub/notes.txt", "content": "pwned" }),
+        ),
+        (
+            "write_file",
+            json!({ "path": "sub/secret.txt", "content": "pwned" }),
+        ),
         ("delete", json!({ "path": "sub/notes.txt" })),
-        ("copy", json!({ "source": "a/file.txt", "destination": "sub/copied.txt" })),
+        (
+            "copy",
+            json!({ "source": "a/file.txt", "destination": "sub/copied.txt" }),
+        ),
     ] {
         let Outcome::Plan(plan) = toolbox.call(&cx, tool, Mode::Plan, input.clone(), None).unwrap() else {
             panic!("{tool}: expected a plan")
@@ -156,14 +196,19 @@ fn parent_swapped_for_symlink_between_plan_and_apply() {
         std::fs::rename(s.root.join("sub"), s.root.join("sub.real")).unwrap();
         symlink(&s.outside, s.root.join("sub")).unwrap();
 
-        let e = toolbox.call(&cx, tool, Mode::Apply, input, Some(&plan.precondition)).unwrap_err();
+        let e = toolbox
+            .call(&cx, tool, Mode::Apply, input, Some(&plan.precondition))
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::OutsideScope, "{tool}: {e}");
         s.outside_untouched();
 
         std::fs::remove_file(s.root.join("sub")).unwrap();
         std::fs::rename(s.root.join("sub.real"), s.root.join("sub")).unwrap();
     }
-    assert_eq!(std::fs::read_to_string(s.root.join("sub/notes.txt")).unwrap(), "v1");
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("sub/notes.txt")).unwrap(),
+        "v1"
+    );
 }
 
 /// Once a parent handle is held, swapping the path under it changes nothing:
@@ -177,7 +222,10 @@ fn an_opened_parent_is_pinned() {
     std::fs::rename(s.root.join("sub"), s.root.join("sub.real")).unwrap();
     symlink(&s.outside, s.root.join("sub")).unwrap();
     dir.write(&name, "pinned").unwrap();
-    assert_eq!(std::fs::read_to_string(s.root.join("sub.real/x.txt")).unwrap(), "pinned");
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("sub.real/x.txt")).unwrap(),
+        "pinned"
+    );
     s.outside_untouched();
 }
 
@@ -189,29 +237,51 @@ fn read_only_roots_refuse_every_mutation() {
     let cx = Context::new(&scope);
     for (tool, input) in [
         ("write_file", json!({ "path": "a/new.txt", "content": "x" })),
-        ("edit_file", json!({ "path": "a/file.txt", "edits": [{ "find": "inside", "replace": "x" }] })),
+        (
+            "edit_file",
+            json!({ "path": "a/file.txt", "edits": [{ "find": "inside", "replace": "x" }] }),
+        ),
         ("append_file", json!({ "path": "a/file.txt", "content": "x" })),
         ("create_directory", json!({ "path": "c" })),
-        ("move", json!({ "source": "a/file.txt", "destination": "b/file.txt" })),
-        ("copy", json!({ "source": "a/file.txt", "destination": "b/file.txt" })),
+        (
+            "move",
+            json!({ "source": "a/file.txt", "destination": "b/file.txt" }),
+        ),
+        (
+            "copy",
+            json!({ "source": "a/file.txt", "destination": "b/file.txt" }),
+        ),
         ("delete", json!({ "path": "a/file.txt" })),
     ] {
         let e = toolbox.call(&cx, tool, Mode::Plan, input, None).unwrap_err();
         assert_eq!(e.code(), ErrorCode::PermissionDenied, "{tool}: {e}");
     }
-    assert_eq!(std::fs::read_to_string(s.root.join("a/file.txt")).unwrap(), "inside");
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("a/file.txt")).unwrap(),
+        "inside"
+    );
 }
 
 #[test]
 fn roots_are_matched_by_component_and_most_specific_wins() {
     let s = Sandbox::new();
-    let scope = Scope::new([(&s.root, Access::ReadOnly), (&s.root.join("b"), Access::ReadWrite)]).unwrap();
-    let loc = scope.resolve(&s.root.join("b/new.txt").display().to_string()).unwrap();
+    let scope = Scope::new([
+        (&s.root, Access::ReadOnly),
+        (&s.root.join("b"), Access::ReadWrite),
+    ])
+    .unwrap();
+    let loc = scope
+        .resolve(&s.root.join("b/new.txt").display().to_string())
+        .unwrap();
     assert_eq!(loc.root().path(), s.root.join("b"));
     assert!(loc.require_writable().is_ok());
-    let loc = scope.resolve(&s.root.join("a/file.txt").display().to_string()).unwrap();
+    let loc = scope
+        .resolve(&s.root.join("a/file.txt").display().to_string())
+        .unwrap();
     assert!(loc.require_writable().is_err());
-    let e = scope.resolve(&format!("{}_evil/secret.txt", s.root.display())).unwrap_err();
+    let e = scope
+        .resolve(&format!("{}_evil/secret.txt", s.root.display()))
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::OutsideScope);
 }
 
@@ -220,15 +290,32 @@ fn an_alias_of_the_root_maps_to_it() {
     let s = Sandbox::new();
     let alias = s.outside.join("alias");
     symlink(&s.root, &alias).unwrap();
-    let loc = s.scope.resolve(&alias.join("a/file.txt").display().to_string()).unwrap();
+    let loc = s
+        .scope
+        .resolve(&alias.join("a/file.txt").display().to_string())
+        .unwrap();
     assert_eq!(loc.path(), s.root.join("a/file.txt"));
     std::fs::remove_file(alias).unwrap();
 }
 
 fn segment() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
-        "..", ".", "a", "b", "link_in", "link_out", "abs_link", "secret_link", "up", "up2", "secret.txt",
-        "file.txt", "", "outside", "root_evil", "root",
+        "..",
+        ".",
+        "a",
+        "b",
+        "link_in",
+        "link_out",
+        "abs_link",
+        "secret_link",
+        "up",
+        "up2",
+        "secret.txt",
+        "file.txt",
+        "",
+        "outside",
+        "root_evil",
+        "root",
     ])
 }
 
@@ -238,7 +325,9 @@ fn assert_contained(s: &Sandbox, path: &str) {
             "grep" => json!({ "pattern": "SECRET", "path": path, "hidden": true, "respect_ignore": false }),
             _ => json!({ "path": path }),
         };
-        let Ok(out) = s.call(tool, Mode::Run, input) else { continue };
+        let Ok(out) = s.call(tool, Mode::Run, input) else {
+            continue;
+        };
         let out = out.into_value();
         let text = out.to_string();
         assert!(!text.contains(SECRET), "{tool} {path:?} leaked: {text}");
@@ -247,10 +336,17 @@ fn assert_contained(s: &Sandbox, path: &str) {
             assert_ne!(out["digest"], secret_hash.as_str(), "{path:?} hashed the secret");
         }
         let reported = out["path"].as_str().unwrap();
-        assert!(Path::new(reported).starts_with(&s.root), "{tool} {path:?} reported {reported}");
+        assert!(
+            Path::new(reported).starts_with(&s.root),
+            "{tool} {path:?} reported {reported}"
+        );
     }
     if let Ok(loc) = s.scope.resolve(path) {
-        assert!(loc.path().starts_with(&s.root), "{path:?} resolved to {}", loc.path().display());
+        assert!(
+            loc.path().starts_with(&s.root),
+            "{path:?} resolved to {}",
+            loc.path().display()
+        );
     }
 }
 

@@ -3,7 +3,9 @@
 use std::io;
 
 use grep_regex::RegexMatcherBuilder;
-use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkContextKind, SinkMatch};
+use grep_searcher::{
+    BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkContextKind, SinkMatch,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +91,7 @@ pub struct GrepOutput {
     pub path: String,
     /// Matching lines in path order.
     pub matches: Vec<GrepMatch>,
-    /// Files searched (text files opened).
+    /// Files opened and scanned, binary ones included.
     pub files_searched: u64,
     /// Files with at least one match.
     pub files_matched: u64,
@@ -119,13 +121,24 @@ impl Tool for Grep {
 
     fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
         let limit = bounded_limit("grep", input.limit, MAX_MATCHES)?;
-        for (field, n) in [("before_context", input.before_context), ("after_context", input.after_context)] {
+        for (field, n) in [
+            ("before_context", input.before_context),
+            ("after_context", input.after_context),
+        ] {
             if n > MAX_CONTEXT {
-                return Err(Error::invalid_input("grep", field, format!("{n} is above the cap of {MAX_CONTEXT}")));
+                return Err(Error::invalid_input(
+                    "grep",
+                    field,
+                    format!("{n} is above the cap of {MAX_CONTEXT}"),
+                ));
             }
         }
         if input.pattern.is_empty() {
-            return Err(Error::invalid_input("grep", "pattern", "is empty; give text or a regex to search for"));
+            return Err(Error::invalid_input(
+                "grep",
+                "pattern",
+                "is empty; give text or a regex to search for",
+            ));
         }
         let matcher = RegexMatcherBuilder::new()
             .case_insensitive(input.case_insensitive)
@@ -166,7 +179,11 @@ impl Tool for Grep {
         let md = crate::fsutil::lstat(&base)?.ok_or_else(|| Error::NotFound { path: base.path() })?;
         if md.is_file() {
             let (file, _) = crate::fsutil::open_regular(&base)?;
-            let name = base.rel().file_name().map(std::path::Path::new).unwrap_or(base.rel());
+            let name = base
+                .rel()
+                .file_name()
+                .map(std::path::Path::new)
+                .unwrap_or(base.rel());
             state.search(&mut searcher, &matcher, file, &slash_path(name))?;
         } else {
             let options = WalkOptions {
@@ -238,7 +255,13 @@ impl GrepState<'_, '_> {
             sink.state.out.unreadable += 1;
             return Ok(true);
         }
-        let FileSink { found, counted, binary, stop, .. } = sink;
+        let FileSink {
+            found,
+            counted,
+            binary,
+            stop,
+            ..
+        } = sink;
         self.out.files_searched += 1;
         if binary && !stop {
             // Matches before the NUL byte are dropped with the file, as ripgrep does.
@@ -311,13 +334,18 @@ impl Sink for FileSink<'_, '_, '_> {
 
     fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, io::Error> {
         if let Err(e) = self.state.cx.checkpoint() {
-            let stop = if matches!(e, Error::Timeout) { Stop::Timeout } else { Stop::Cancelled };
+            let stop = if matches!(e, Error::Timeout) {
+                Stop::Timeout
+            } else {
+                Stop::Cancelled
+            };
             return Err(io::Error::other(StopReason(stop)));
         }
         let before = std::mem::take(&mut self.pending_before);
         // 1-based position of this match among all matches of the search.
         let position = self.state.seen + self.counted + 1;
-        if position > self.state.offset && self.state.out.matches.len() + self.found.len() == self.state.limit {
+        if position > self.state.offset && self.state.out.matches.len() + self.found.len() == self.state.limit
+        {
             // One past the bound: more exist, so the result is truncated.
             self.state.out.truncated = true;
             self.stop = true;
@@ -376,7 +404,12 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| (m["path"].as_str().unwrap().to_string(), m["line_number"].as_u64().unwrap()))
+            .map(|m| {
+                (
+                    m["path"].as_str().unwrap().to_string(),
+                    m["line_number"].as_u64().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -398,7 +431,14 @@ mod tests {
         let out = f.run("grep", json!({ "pattern": "hello" }));
         assert_eq!(hits(&out), [("src/lib.rs".to_string(), 1)]);
         let out = f.run("grep", json!({ "pattern": "hello", "case_insensitive": true }));
-        assert_eq!(hits(&out), [("notes.md".into(), 1), ("src/lib.rs".into(), 1), ("src/main.rs".into(), 2)]);
+        assert_eq!(
+            hits(&out),
+            [
+                ("notes.md".into(), 1),
+                ("src/lib.rs".into(), 1),
+                ("src/main.rs".into(), 2)
+            ]
+        );
         assert_eq!(out["files_matched"], 3);
         assert_eq!(out["binary_skipped"], 1);
         let out = f.run("grep", json!({ "pattern": "f()", "literal": true }));
@@ -410,11 +450,24 @@ mod tests {
     #[test]
     fn ignore_hidden_and_glob_filters() {
         let f = tree();
-        let all = json!({ "pattern": "hello", "case_insensitive": true, "hidden": true, "respect_ignore": false });
+        let all =
+            json!({ "pattern": "hello", "case_insensitive": true, "hidden": true, "respect_ignore": false });
         let out = f.run("grep", all);
         let files: Vec<_> = hits(&out).into_iter().map(|h| h.0).collect();
-        assert_eq!(files, [".env", "notes.md", "src/lib.rs", "src/main.rs", "target/debug/out.rs"]);
-        let out = f.run("grep", json!({ "pattern": "hello", "case_insensitive": true, "glob": "*.rs" }));
+        assert_eq!(
+            files,
+            [
+                ".env",
+                "notes.md",
+                "src/lib.rs",
+                "src/main.rs",
+                "target/debug/out.rs"
+            ]
+        );
+        let out = f.run(
+            "grep",
+            json!({ "pattern": "hello", "case_insensitive": true, "glob": "*.rs" }),
+        );
         assert_eq!(hits(&out).len(), 2);
         let out = f.run("grep", json!({ "pattern": "hello", "path": "src/lib.rs" }));
         assert_eq!(hits(&out), [("lib.rs".to_string(), 1)]);
@@ -424,7 +477,10 @@ mod tests {
     fn context_lines() {
         let f = Fixture::new();
         f.write("a.txt", "1\n2\nmatch\n4\n5\n");
-        let out = f.run("grep", json!({ "pattern": "match", "before_context": 2, "after_context": 1 }));
+        let out = f.run(
+            "grep",
+            json!({ "pattern": "match", "before_context": 2, "after_context": 1 }),
+        );
         let m = &out["matches"][0];
         assert_eq!(m["before"], json!(["1", "2"]));
         assert_eq!(m["after"], json!(["4"]));
@@ -461,8 +517,17 @@ mod tests {
         let e = f.run_err("grep", json!({ "pattern": "(unclosed" }));
         assert_eq!(code(&e), ErrorCode::InvalidInput);
         assert!(e.to_string().contains("pattern"), "{e}");
-        assert_eq!(code(&f.run_err("grep", json!({ "pattern": "" }))), ErrorCode::InvalidInput);
-        assert_eq!(code(&f.run_err("grep", json!({ "pattern": "x", "glob": "[" }))), ErrorCode::InvalidInput);
-        assert_eq!(code(&f.run_err("grep", json!({ "pattern": "x", "limit": 201 }))), ErrorCode::InvalidInput);
+        assert_eq!(
+            code(&f.run_err("grep", json!({ "pattern": "" }))),
+            ErrorCode::InvalidInput
+        );
+        assert_eq!(
+            code(&f.run_err("grep", json!({ "pattern": "x", "glob": "[" }))),
+            ErrorCode::InvalidInput
+        );
+        assert_eq!(
+            code(&f.run_err("grep", json!({ "pattern": "x", "limit": 201 }))),
+            ErrorCode::InvalidInput
+        );
     }
 }

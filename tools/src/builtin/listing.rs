@@ -95,7 +95,11 @@ impl Tool for ListDirectory {
             (false, _) => 1,
             (true, None) => 16,
             (true, Some(0)) => {
-                return Err(Error::invalid_input("list_directory", "max_depth", "must be at least 1"));
+                return Err(Error::invalid_input(
+                    "list_directory",
+                    "max_depth",
+                    "must be at least 1",
+                ));
             }
             (true, Some(d)) => d.min(MAX_DEPTH),
         };
@@ -352,9 +356,15 @@ impl Tool for DiskUsage {
     }
 
     fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
-        let max_entries = input.max_entries.unwrap_or(DISK_USAGE_MAX_ENTRIES).min(DISK_USAGE_MAX_ENTRIES);
+        let max_entries = input
+            .max_entries
+            .unwrap_or(DISK_USAGE_MAX_ENTRIES)
+            .min(DISK_USAGE_MAX_ENTRIES);
         let budget = Duration::from_millis(
-            input.time_budget_ms.unwrap_or(DISK_USAGE_TIME_BUDGET_MS).min(DISK_USAGE_TIME_BUDGET_MS),
+            input
+                .time_budget_ms
+                .unwrap_or(DISK_USAGE_TIME_BUDGET_MS)
+                .min(DISK_USAGE_TIME_BUDGET_MS),
         );
         let stop_at = Instant::now() + budget;
         let base = cx.scope().resolve(&input.path)?;
@@ -386,7 +396,14 @@ impl Tool for DiskUsage {
             let mut visited = 0u64;
             walk(cx, &base, &WalkOptions::everything(), |entry| {
                 if visited >= max_entries || Instant::now() >= stop_at {
-                    out.stopped_by = Some(if visited >= max_entries { "entry_budget" } else { "time_budget" }.into());
+                    out.stopped_by = Some(
+                        if visited >= max_entries {
+                            "entry_budget"
+                        } else {
+                            "time_budget"
+                        }
+                        .into(),
+                    );
                     return Ok(false);
                 }
                 visited += 1;
@@ -424,7 +441,12 @@ mod tests {
     use crate::ErrorCode;
 
     fn paths(v: &serde_json::Value, key: &str) -> Vec<String> {
-        v[key].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -449,10 +471,16 @@ mod tests {
         let f = Fixture::new();
         f.write("a/b/c/deep.txt", "");
         f.write(".git/config", "");
-        let out = f.run("list_directory", json!({ "recursive": true, "max_depth": 2, "hidden": false }));
+        let out = f.run(
+            "list_directory",
+            json!({ "recursive": true, "max_depth": 2, "hidden": false }),
+        );
         assert_eq!(paths(&out, "entries"), ["a", "a/b"]);
         let out = f.run("list_directory", json!({ "recursive": true }));
-        assert_eq!(paths(&out, "entries"), [".git", ".git/config", "a", "a/b", "a/b/c", "a/b/c/deep.txt"]);
+        assert_eq!(
+            paths(&out, "entries"),
+            [".git", ".git/config", "a", "a/b", "a/b/c", "a/b/c/deep.txt"]
+        );
     }
 
     #[cfg(unix)]
@@ -501,8 +529,14 @@ mod tests {
         assert!(e.to_string().contains("recursive"), "{e}");
         let e = f.run_err("list_directory", json!({ "path": ".", "colour": true }));
         assert!(e.to_string().contains("colour"), "{e}");
-        assert_eq!(code(&f.run_err("list_directory", json!({ "path": "file.txt" }))), ErrorCode::NotADirectory);
-        assert_eq!(code(&f.run_err("list_directory", json!({ "path": "missing" }))), ErrorCode::NotFound);
+        assert_eq!(
+            code(&f.run_err("list_directory", json!({ "path": "file.txt" }))),
+            ErrorCode::NotADirectory
+        );
+        assert_eq!(
+            code(&f.run_err("list_directory", json!({ "path": "missing" }))),
+            ErrorCode::NotFound
+        );
     }
 
     #[test]
@@ -517,15 +551,30 @@ mod tests {
         f.write("scans/.ignore", "old/\n");
         let out = f.run("glob", json!({ "pattern": "*.e57" }));
         assert_eq!(paths(&out, "matches"), ["scans/north.e57"]);
-        let out = f.run("glob", json!({ "pattern": "*.e57", "case_insensitive": true, "respect_ignore": false, "hidden": true }));
+        let out = f.run(
+            "glob",
+            json!({ "pattern": "*.e57", "case_insensitive": true, "respect_ignore": false, "hidden": true }),
+        );
         assert_eq!(
             paths(&out, "matches"),
-            [".cache/c.e57", "build/out.e57", "scans/north.e57", "scans/old/west.e57", "scans/south.E57"]
+            [
+                ".cache/c.e57",
+                "build/out.e57",
+                "scans/north.e57",
+                "scans/old/west.e57",
+                "scans/south.E57"
+            ]
         );
         // With a slash the pattern is matched against the relative path; `*` does not cross `/`.
-        let out = f.run("glob", json!({ "pattern": "scans/*", "respect_ignore": false, "kind": "file" }));
+        let out = f.run(
+            "glob",
+            json!({ "pattern": "scans/*", "respect_ignore": false, "kind": "file" }),
+        );
         assert_eq!(paths(&out, "matches"), ["scans/north.e57", "scans/south.E57"]);
-        let out = f.run("glob", json!({ "pattern": "**/west.e57", "respect_ignore": false }));
+        let out = f.run(
+            "glob",
+            json!({ "pattern": "**/west.e57", "respect_ignore": false }),
+        );
         assert_eq!(paths(&out, "matches"), ["scans/old/west.e57"]);
         // Ignore files above the searched folder still apply.
         let out = f.run("glob", json!({ "pattern": "*", "path": "scans" }));
@@ -562,19 +611,28 @@ mod tests {
         assert_eq!(out["truncated"], false);
         let dir_sizes = out["bytes"].as_u64().unwrap() - 1026;
         let dir_size = std::fs::metadata(f.path("a")).unwrap().len();
-        assert_eq!(dir_sizes, dir_size + std::fs::metadata(f.path("a/b")).unwrap().len());
+        assert_eq!(
+            dir_sizes,
+            dir_size + std::fs::metadata(f.path("a/b")).unwrap().len()
+        );
 
         let out = f.run("disk_usage", json!({ "max_entries": 2 }));
         assert_eq!(out["complete"], false);
         assert_eq!(out["truncated"], true);
         assert_eq!(out["stopped_by"], "entry_budget");
-        assert_eq!(out["files"].as_u64().unwrap() + out["directories"].as_u64().unwrap(), 2);
+        assert_eq!(
+            out["files"].as_u64().unwrap() + out["directories"].as_u64().unwrap(),
+            2
+        );
 
         // A zero time budget has always run out by the first entry.
         let out = f.run("disk_usage", json!({ "time_budget_ms": 0 }));
         assert_eq!(out["stopped_by"], "time_budget");
 
         let out = f.run("disk_usage", json!({ "path": "a/one.bin" }));
-        assert_eq!((out["files"].as_u64(), out["bytes"].as_u64()), (Some(1), Some(1000)));
+        assert_eq!(
+            (out["files"].as_u64(), out["bytes"].as_u64()),
+            (Some(1), Some(1000))
+        );
     }
 }

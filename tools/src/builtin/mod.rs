@@ -9,16 +9,15 @@ mod read;
 
 pub use grep::{Grep, GrepInput, GrepMatch, GrepOutput, MAX_CONTEXT, MAX_LINE_BYTES, MAX_MATCHES};
 pub use listing::{
-    DISK_USAGE_MAX_ENTRIES, DISK_USAGE_TIME_BUDGET_MS, DiskUsage, DiskUsageInput, DiskUsageOutput, Entry, Glob, GlobInput, GlobMatch, GlobOutput,
-    ListDirectory, ListDirectoryInput, ListDirectoryOutput,
+    DISK_USAGE_MAX_ENTRIES, DISK_USAGE_TIME_BUDGET_MS, DiskUsage, DiskUsageInput, DiskUsageOutput, Entry,
+    Glob, GlobInput, GlobMatch, GlobOutput, ListDirectory, ListDirectoryInput, ListDirectoryOutput,
 };
 pub use mutate_files::{
-    AppendFile, AppendFileInput, Edit, EditFile, EditFileInput, WriteFile, WriteFileInput,
-    WriteOutput,
+    AppendFile, AppendFileInput, Edit, EditFile, EditFileInput, WriteFile, WriteFileInput, WriteOutput,
 };
 pub use mutate_tree::{
-    Copy, CopyInput, CopyOutput, CreateDirectory, CreateDirectoryInput, CreateDirectoryOutput,
-    Delete, DeleteInput, DeleteOutput, Move, MoveInput, MoveOutput,
+    Copy, CopyInput, CopyOutput, CreateDirectory, CreateDirectoryInput, CreateDirectoryOutput, Delete,
+    DeleteInput, DeleteOutput, Move, MoveInput, MoveOutput,
 };
 pub use open::{OpenInput, OpenOutput, OpenPath, RevealInOs};
 pub use read::{

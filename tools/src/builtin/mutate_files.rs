@@ -4,17 +4,18 @@
 //! directory renamed over it), keep its permissions, and refuse to write
 //! through a final symlink.
 
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{
-    EntryKind, MAX_EDIT_BYTES, existing_file_for_write, looks_binary, lstat, replace_atomically, sha256_bytes,
-    state_of, unified_diff,
+    EntryKind, MAX_EDIT_BYTES, existing_file_for_write, looks_binary, lstat, replace_atomically,
+    sha256_bytes, state_of, unified_diff,
 };
 use crate::scope::Location;
-use crate::tool::{Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec};
+use crate::tool::{
+    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec,
+};
 
 /// What the file-content tools return after applying.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -52,11 +53,16 @@ impl<'s> Target<'s> {
         loc.require_not_root("overwritten")?;
         let missing_parents = missing_ancestors(&loc)?;
         if !missing_parents.is_empty() && !create_parents {
-            return Err(Error::MissingParent { path: missing_parents[0].path() });
+            return Err(Error::MissingParent {
+                path: missing_parents[0].path(),
+            });
         }
         let mut expect = Vec::new();
         if let Some(first) = missing_parents.first() {
-            expect.push(Expectation { path: first.display(), state: PathState::Absent });
+            expect.push(Expectation {
+                path: first.display(),
+                state: PathState::Absent,
+            });
         }
         let current = match lstat(&loc)? {
             None => None,
@@ -67,17 +73,28 @@ impl<'s> Target<'s> {
                 "files this large cannot be changed through the text tools",
             )?),
             Some(md) => {
-                return Err(Error::NotAFile { path: loc.path(), found: EntryKind::of(md.file_type()).article() });
+                return Err(Error::NotAFile {
+                    path: loc.path(),
+                    found: EntryKind::of(md.file_type()).article(),
+                });
             }
         };
         expect.push(Expectation {
             path: loc.display(),
             state: match &current {
                 None => PathState::Absent,
-                Some(bytes) => PathState::File { sha256: sha256_bytes(bytes), size: bytes.len() as u64 },
+                Some(bytes) => PathState::File {
+                    sha256: sha256_bytes(bytes),
+                    size: bytes.len() as u64,
+                },
             },
         });
-        Ok(Target { loc, current, missing_parents, expect })
+        Ok(Target {
+            loc,
+            current,
+            missing_parents,
+            expect,
+        })
     }
 
     fn effects(&self, op_new: EffectOp, bytes: u64) -> Vec<Effect> {
@@ -86,7 +103,11 @@ impl<'s> Target<'s> {
             .iter()
             .map(|p| Effect::new(EffectOp::CreateDirectory, p.display()))
             .collect();
-        let op = if self.current.is_some() { op_new } else { EffectOp::CreateFile };
+        let op = if self.current.is_some() {
+            op_new
+        } else {
+            EffectOp::CreateFile
+        };
         effects.push(Effect::new(op, self.loc.display()).bytes(bytes));
         effects
     }
@@ -112,15 +133,22 @@ fn write_at(cx: &Context<'_>, path: &str, create_parents: bool, content: &[u8]) 
     loc.require_not_root("overwritten")?;
     if create_parents {
         if let Some(parent) = loc.rel().parent().filter(|p| !p.as_os_str().is_empty()) {
-            loc.root().dir().create_dir_all(parent).map_err(|e| loc.with_rel(parent.to_path_buf()).err(e))?;
+            loc.root()
+                .dir()
+                .create_dir_all(parent)
+                .map_err(|e| loc.with_rel(parent.to_path_buf()).err(e))?;
         }
     }
     let (dir, name) = loc.open_parent()?;
     let full = loc.path();
     let existing = existing_file_for_write(&dir, &name, &full)?;
-    replace_atomically(&dir, &name, existing.as_ref().map(|m| m.permissions()), &full, |w| {
-        w.write_all(content).map_err(|e| Error::io(&full, e))
-    })?;
+    replace_atomically(
+        &dir,
+        &name,
+        existing.as_ref().map(|m| m.permissions()),
+        &full,
+        |w| w.write_all(content).map_err(|e| Error::io(&full, e)),
+    )?;
     Ok(WriteOutput {
         path: loc.display(),
         created: existing.is_none(),
@@ -131,7 +159,11 @@ fn write_at(cx: &Context<'_>, path: &str, create_parents: bool, content: &[u8]) 
 }
 
 fn text(bytes: &[u8]) -> Option<&str> {
-    if looks_binary(bytes) { None } else { std::str::from_utf8(bytes).ok() }
+    if looks_binary(bytes) {
+        None
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 /// The ancestors of `loc` that do not exist yet, shallowest first. An
@@ -144,7 +176,10 @@ pub(crate) fn missing_ancestors<'s>(loc: &Location<'s>) -> Result<Vec<Location<'
         match loc.root().dir().metadata(rel) {
             Ok(md) if md.is_dir() => break,
             Ok(md) => {
-                return Err(Error::NotADirectory { path: ancestor.path(), found: EntryKind::of(md.file_type()).article() });
+                return Err(Error::NotADirectory {
+                    path: ancestor.path(),
+                    found: EntryKind::of(md.file_type()).article(),
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(ancestor),
             Err(e) => return Err(ancestor.err(e)),
@@ -195,15 +230,27 @@ impl MutateTool for WriteFile {
         check_size("write_file", "content", input.content.len())?;
         let target = Target::examine(cx, &input.path, input.create_parents)?;
         if target.current.is_some() && !input.overwrite {
-            return Err(Error::AlreadyExists { path: target.loc.path(), hint: "set overwrite to replace it" });
+            return Err(Error::AlreadyExists {
+                path: target.loc.path(),
+                hint: "set overwrite to replace it",
+            });
         }
         let new = input.content.as_bytes();
         let summary = match &target.current {
             None => format!("create {} ({} bytes)", target.loc.display(), new.len()),
-            Some(old) => format!("replace {} ({} -> {} bytes)", target.loc.display(), old.len(), new.len()),
+            Some(old) => format!(
+                "replace {} ({} -> {} bytes)",
+                target.loc.display(),
+                old.len(),
+                new.len()
+            ),
         };
-        let plan = Plan::new(summary, target.effects(EffectOp::ReplaceFile, new.len() as u64), Precondition::new(target.expect.clone()))
-            .with_diff(target.diff(new));
+        let plan = Plan::new(
+            summary,
+            target.effects(EffectOp::ReplaceFile, new.len() as u64),
+            Precondition::new(target.expect.clone()),
+        )
+        .with_diff(target.diff(new));
         Ok((plan, ()))
     }
 
@@ -256,14 +303,22 @@ impl EditFile {
     /// Applies the edits in memory; errors name the edit and the match count.
     fn edited(path: &str, old: &str, edits: &[Edit]) -> Result<(String, u64)> {
         if edits.is_empty() {
-            return Err(Error::invalid_input("edit_file", "edits", "give at least one edit"));
+            return Err(Error::invalid_input(
+                "edit_file",
+                "edits",
+                "give at least one edit",
+            ));
         }
         let mut text = old.to_string();
         let mut replacements = 0u64;
         for (i, edit) in edits.iter().enumerate() {
             let field = format!("edits[{i}].find");
             if edit.find.is_empty() {
-                return Err(Error::invalid_input("edit_file", field, "is empty; give the exact text to replace"));
+                return Err(Error::invalid_input(
+                    "edit_file",
+                    field,
+                    "is empty; give the exact text to replace",
+                ));
             }
             let count = text.matches(edit.find.as_str()).count();
             match count {
@@ -271,7 +326,9 @@ impl EditFile {
                     return Err(Error::invalid_input(
                         "edit_file",
                         field,
-                        format!("matches 0 times in {path}; copy the text exactly as it is in the file, whitespace included"),
+                        format!(
+                            "matches 0 times in {path}; copy the text exactly as it is in the file, whitespace included"
+                        ),
                     ));
                 }
                 1 => {}
@@ -279,7 +336,9 @@ impl EditFile {
                     return Err(Error::invalid_input(
                         "edit_file",
                         field,
-                        format!("matches {n} times in {path}; add surrounding lines to make it unique, or set replace_all"),
+                        format!(
+                            "matches {n} times in {path}; add surrounding lines to make it unique, or set replace_all"
+                        ),
                     ));
                 }
                 _ => {}
@@ -309,17 +368,30 @@ impl MutateTool for EditFile {
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, Self::Staged)> {
         let target = Target::examine(cx, &input.path, false)?;
         let Some(current) = &target.current else {
-            return Err(Error::NotFound { path: target.loc.path() });
+            return Err(Error::NotFound {
+                path: target.loc.path(),
+            });
         };
-        let old = text(current).ok_or_else(|| Error::BinaryFile { path: target.loc.path() })?;
+        let old = text(current).ok_or_else(|| Error::BinaryFile {
+            path: target.loc.path(),
+        })?;
         let (new, replacements) = Self::edited(&target.loc.display(), old, &input.edits)?;
         let summary = format!("edit {}: {replacements} replacement(s)", target.loc.display());
-        let plan = Plan::new(summary, target.effects(EffectOp::ReplaceFile, new.len() as u64), Precondition::new(target.expect.clone()))
-            .with_diff(target.diff(new.as_bytes()));
+        let plan = Plan::new(
+            summary,
+            target.effects(EffectOp::ReplaceFile, new.len() as u64),
+            Precondition::new(target.expect.clone()),
+        )
+        .with_diff(target.diff(new.as_bytes()));
         Ok((plan, (new, replacements)))
     }
 
-    fn apply(&self, cx: &Context<'_>, input: &Self::Input, (new, replacements): Self::Staged) -> Result<WriteOutput> {
+    fn apply(
+        &self,
+        cx: &Context<'_>,
+        input: &Self::Input,
+        (new, replacements): Self::Staged,
+    ) -> Result<WriteOutput> {
         let mut out = write_at(cx, &input.path, false, new.as_bytes())?;
         out.replacements = Some(replacements);
         Ok(out)
@@ -362,13 +434,16 @@ impl MutateTool for AppendFile {
         check_size("append_file", "content", input.content.len())?;
         let target = Target::examine(cx, &input.path, false)?;
         if target.current.is_none() && !input.create {
-            return Err(Error::NotFound { path: target.loc.path() });
+            return Err(Error::NotFound {
+                path: target.loc.path(),
+            });
         }
         let mut new = target.current.clone().unwrap_or_default();
         new.extend_from_slice(input.content.as_bytes());
         let summary = format!("append {} bytes to {}", input.content.len(), target.loc.display());
         let effects = target.effects(EffectOp::AppendFile, input.content.len() as u64);
-        let plan = Plan::new(summary, effects, Precondition::new(target.expect.clone())).with_diff(target.diff(&new));
+        let plan = Plan::new(summary, effects, Precondition::new(target.expect.clone()))
+            .with_diff(target.diff(&new));
         Ok((plan, new))
     }
 
@@ -379,7 +454,10 @@ impl MutateTool for AppendFile {
 
 /// A precondition entry for a path as it is now (used by the tree tools).
 pub(crate) fn expect_now(cx: &Context<'_>, loc: &Location<'_>, tree: bool) -> Result<Expectation> {
-    Ok(Expectation { path: loc.display(), state: state_of(cx, loc, tree)? })
+    Ok(Expectation {
+        path: loc.display(),
+        state: state_of(cx, loc, tree)?,
+    })
 }
 
 #[cfg(test)]
@@ -397,9 +475,16 @@ mod tests {
         let input = json!({ "path": "notes.txt", "content": "one\nTWO\n" });
         let plan = f.plan("write_file", input.clone());
         assert_eq!(f.snapshot(), before, "plan must not touch the disk");
-        assert!(plan.diff.as_deref().unwrap().contains("-two\n+TWO\n"), "{:?}", plan.diff);
+        assert!(
+            plan.diff.as_deref().unwrap().contains("-two\n+TWO\n"),
+            "{:?}",
+            plan.diff
+        );
         assert_eq!(plan.effects[0].op, EffectOp::ReplaceFile);
-        assert!(matches!(plan.precondition.expect[0].state, PathState::File { size: 8, .. }));
+        assert!(matches!(
+            plan.precondition.expect[0].state,
+            PathState::File { size: 8, .. }
+        ));
         let out = f.apply("write_file", input, &plan).unwrap();
         assert_eq!(f.read("notes.txt"), "one\nTWO\n");
         assert_eq!(out["created"], false);
@@ -415,7 +500,14 @@ mod tests {
         let input = json!({ "path": "new/dir/a.txt", "content": "x", "create_parents": true });
         let plan = f.plan("write_file", input.clone());
         let ops: Vec<_> = plan.effects.iter().map(|e| e.op).collect();
-        assert_eq!(ops, [EffectOp::CreateDirectory, EffectOp::CreateDirectory, EffectOp::CreateFile]);
+        assert_eq!(
+            ops,
+            [
+                EffectOp::CreateDirectory,
+                EffectOp::CreateDirectory,
+                EffectOp::CreateFile
+            ]
+        );
         assert!(!f.exists("new"));
         let out = f.apply("write_file", input, &plan).unwrap();
         assert_eq!(out["created"], true);
@@ -438,7 +530,10 @@ mod tests {
         let input = json!({ "path": "b.txt", "content": "x" });
         let plan = f.plan("write_file", input.clone());
         f.write("b.txt", "someone else's");
-        assert_eq!(code(&f.apply("write_file", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("write_file", input, &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
         assert_eq!(f.read("b.txt"), "someone else's");
     }
 
@@ -447,13 +542,29 @@ mod tests {
         let f = Fixture::new();
         f.write("a.txt", "x");
         std::fs::create_dir(f.path("dir")).unwrap();
-        let e = f.plan_err("write_file", json!({ "path": "a.txt", "content": "y", "overwrite": false }));
+        let e = f.plan_err(
+            "write_file",
+            json!({ "path": "a.txt", "content": "y", "overwrite": false }),
+        );
         assert_eq!(code(&e), ErrorCode::AlreadyExists);
-        assert_eq!(code(&f.plan_err("write_file", json!({ "path": "dir", "content": "y" }))), ErrorCode::NotAFile);
-        assert_eq!(code(&f.plan_err("write_file", json!({ "path": ".", "content": "y" }))), ErrorCode::PermissionDenied);
+        assert_eq!(
+            code(&f.plan_err("write_file", json!({ "path": "dir", "content": "y" }))),
+            ErrorCode::NotAFile
+        );
+        assert_eq!(
+            code(&f.plan_err("write_file", json!({ "path": ".", "content": "y" }))),
+            ErrorCode::PermissionDenied
+        );
         let e = f.plan_err("write_file", json!({ "path": "a.txt" }));
         assert!(e.to_string().contains("content"), "{e}");
-        let e = f.call("write_file", crate::Mode::Run, json!({ "path": "a.txt", "content": "" }), None).unwrap_err();
+        let e = f
+            .call(
+                "write_file",
+                crate::Mode::Run,
+                json!({ "path": "a.txt", "content": "" }),
+                None,
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("plan"), "{e}");
 
         let ro = Fixture::with_access(Access::ReadOnly);
@@ -473,7 +584,10 @@ mod tests {
         let input = json!({ "path": "script.txt", "content": "b" });
         let plan = f.plan("write_file", input.clone());
         f.apply("write_file", input, &plan).unwrap();
-        let mode = std::fs::metadata(f.path("script.txt")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(f.path("script.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         super::super::testutil::symlink("script.txt", f.path("link.txt"));
@@ -487,10 +601,19 @@ mod tests {
     fn edit_requires_exactly_one_match_unless_replace_all() {
         let f = Fixture::new();
         f.write("c.txt", "alpha beta\nbeta gamma\n");
-        let e = f.plan_err("edit_file", json!({ "path": "c.txt", "edits": [{ "find": "beta", "replace": "B" }] }));
+        let e = f.plan_err(
+            "edit_file",
+            json!({ "path": "c.txt", "edits": [{ "find": "beta", "replace": "B" }] }),
+        );
         assert_eq!(code(&e), ErrorCode::InvalidInput);
-        assert!(e.to_string().contains("edits[0].find") && e.to_string().contains("2 times"), "{e}");
-        let e = f.plan_err("edit_file", json!({ "path": "c.txt", "edits": [{ "find": "delta", "replace": "D" }] }));
+        assert!(
+            e.to_string().contains("edits[0].find") && e.to_string().contains("2 times"),
+            "{e}"
+        );
+        let e = f.plan_err(
+            "edit_file",
+            json!({ "path": "c.txt", "edits": [{ "find": "delta", "replace": "D" }] }),
+        );
         assert!(e.to_string().contains("0 times"), "{e}");
         let e = f.plan_err("edit_file", json!({ "path": "c.txt", "edits": [] }));
         assert!(e.to_string().contains("edits"), "{e}");
@@ -502,7 +625,11 @@ mod tests {
         let before = f.snapshot();
         let plan = f.plan("edit_file", input.clone());
         assert_eq!(f.snapshot(), before);
-        assert!(plan.diff.as_deref().unwrap().contains("+ALPHA B\n+B gamma\n"), "{:?}", plan.diff);
+        assert!(
+            plan.diff.as_deref().unwrap().contains("+ALPHA B\n+B gamma\n"),
+            "{:?}",
+            plan.diff
+        );
         let out = f.apply("edit_file", input, &plan).unwrap();
         assert_eq!(out["replacements"], 3);
         assert_eq!(f.read("c.txt"), "ALPHA B\nB gamma\n");
@@ -521,7 +648,10 @@ mod tests {
         assert_eq!(f.read("c.txt"), "x = 1\nx = 1\n");
         // Same find count but other content: the hash catches it.
         f.write("c.txt", "x = 1\ny\n");
-        assert_eq!(code(&f.apply("edit_file", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("edit_file", input, &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
     }
 
     #[test]
@@ -529,8 +659,14 @@ mod tests {
         let f = Fixture::new();
         f.write("b.bin", b"a\0b");
         let edit = json!([{ "find": "a", "replace": "c" }]);
-        assert_eq!(code(&f.plan_err("edit_file", json!({ "path": "b.bin", "edits": edit }))), ErrorCode::BinaryFile);
-        assert_eq!(code(&f.plan_err("edit_file", json!({ "path": "no.txt", "edits": edit }))), ErrorCode::NotFound);
+        assert_eq!(
+            code(&f.plan_err("edit_file", json!({ "path": "b.bin", "edits": edit }))),
+            ErrorCode::BinaryFile
+        );
+        assert_eq!(
+            code(&f.plan_err("edit_file", json!({ "path": "no.txt", "edits": edit }))),
+            ErrorCode::NotFound
+        );
     }
 
     #[test]
@@ -539,15 +675,25 @@ mod tests {
         f.write("log.txt", "first\n");
         let input = json!({ "path": "log.txt", "content": "second\n" });
         let plan = f.plan("append_file", input.clone());
-        assert!(plan.diff.as_deref().unwrap().contains(" first\n+second\n"), "{:?}", plan.diff);
+        assert!(
+            plan.diff.as_deref().unwrap().contains(" first\n+second\n"),
+            "{:?}",
+            plan.diff
+        );
         assert_eq!(f.read("log.txt"), "first\n");
         f.apply("append_file", input.clone(), &plan).unwrap();
         assert_eq!(f.read("log.txt"), "first\nsecond\n");
         // The old plan is stale now.
-        assert_eq!(code(&f.apply("append_file", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("append_file", input, &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
         assert_eq!(f.read("log.txt"), "first\nsecond\n");
 
-        let e = f.plan_err("append_file", json!({ "path": "new.txt", "content": "x", "create": false }));
+        let e = f.plan_err(
+            "append_file",
+            json!({ "path": "new.txt", "content": "x", "create": false }),
+        );
         assert_eq!(code(&e), ErrorCode::NotFound);
         let input = json!({ "path": "new.txt", "content": "x" });
         let plan = f.plan("append_file", input.clone());

@@ -12,7 +12,9 @@ use super::mutate_files::{expect_now, missing_ancestors};
 use crate::error::{Error, Result};
 use crate::fsutil::{EntryKind, lstat, open_nofollow, replace_atomically, stream};
 use crate::scope::Location;
-use crate::tool::{Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec};
+use crate::tool::{
+    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec,
+};
 use crate::walk::{WalkOptions, walk};
 
 /// `create_directory`: make a folder and any missing parents (`mkdir -p`).
@@ -71,7 +73,12 @@ impl MutateTool for CreateDirectory {
         };
         let expect = missing
             .first()
-            .map(|first| vec![Expectation { path: first.display(), state: PathState::Absent }])
+            .map(|first| {
+                vec![Expectation {
+                    path: first.display(),
+                    state: PathState::Absent,
+                }]
+            })
             .unwrap_or_default();
         let created: Vec<String> = missing.drain(..).map(|l| l.display()).collect();
         let summary = if created.is_empty() {
@@ -79,16 +86,25 @@ impl MutateTool for CreateDirectory {
         } else {
             format!("create {} folder(s) up to {}", created.len(), loc.display())
         };
-        let effects = created.iter().map(|p| Effect::new(EffectOp::CreateDirectory, p.clone())).collect();
+        let effects = created
+            .iter()
+            .map(|p| Effect::new(EffectOp::CreateDirectory, p.clone()))
+            .collect();
         Ok((Plan::new(summary, effects, Precondition::new(expect)), created))
     }
 
     fn apply(&self, cx: &Context<'_>, input: &Self::Input, created: Vec<String>) -> Result<Self::Output> {
         let loc = cx.scope().resolve(&input.path)?;
         if !created.is_empty() {
-            loc.root().dir().create_dir_all(loc.rel()).map_err(|e| loc.err(e))?;
+            loc.root()
+                .dir()
+                .create_dir_all(loc.rel())
+                .map_err(|e| loc.err(e))?;
         }
-        Ok(CreateDirectoryOutput { path: loc.display(), created })
+        Ok(CreateDirectoryOutput {
+            path: loc.display(),
+            created,
+        })
     }
 }
 
@@ -103,7 +119,14 @@ struct Transfer<'s> {
 }
 
 impl<'s> Transfer<'s> {
-    fn examine(cx: &Context<'s>, tool: &str, source: &str, destination: &str, overwrite: bool, verb: &str) -> Result<Self> {
+    fn examine(
+        cx: &Context<'s>,
+        tool: &str,
+        source: &str,
+        destination: &str,
+        overwrite: bool,
+        verb: &str,
+    ) -> Result<Self> {
         let from = cx.scope().resolve(source)?;
         let to = cx.scope().resolve(destination)?;
         if tool == "move" {
@@ -118,7 +141,11 @@ impl<'s> Transfer<'s> {
             return Err(Error::invalid_input(
                 tool,
                 "destination",
-                format!("{} is inside {}; a folder cannot be {verb} into itself", to.display(), from.display()),
+                format!(
+                    "{} is inside {}; a folder cannot be {verb} into itself",
+                    to.display(),
+                    from.display()
+                ),
             ));
         }
         let missing = missing_ancestors(&to)?;
@@ -135,11 +162,23 @@ impl<'s> Transfer<'s> {
                 });
             }
             Some(_) => {
-                return Err(Error::AlreadyExists { path: to.path(), hint: "set overwrite to replace it" });
+                return Err(Error::AlreadyExists {
+                    path: to.path(),
+                    hint: "set overwrite to replace it",
+                });
             }
         };
-        let expect = vec![expect_now(cx, &from, kind == EntryKind::Directory)?, expect_now(cx, &to, false)?];
-        Ok(Transfer { from, to, kind, replaces, expect })
+        let expect = vec![
+            expect_now(cx, &from, kind == EntryKind::Directory)?,
+            expect_now(cx, &to, false)?,
+        ];
+        Ok(Transfer {
+            from,
+            to,
+            kind,
+            replaces,
+            expect,
+        })
     }
 }
 
@@ -191,15 +230,34 @@ impl MutateTool for Move {
     }
 
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, ())> {
-        let t = Transfer::examine(cx, "move", &input.source, &input.destination, input.overwrite, "moved")?;
+        let t = Transfer::examine(
+            cx,
+            "move",
+            &input.source,
+            &input.destination,
+            input.overwrite,
+            "moved",
+        )?;
         let verb = if t.replaces { "replacing" } else { "to" };
-        let summary = format!("move {} {} {verb} {}", t.kind.article(), t.from.display(), t.to.display());
+        let summary = format!(
+            "move {} {} {verb} {}",
+            t.kind.article(),
+            t.from.display(),
+            t.to.display()
+        );
         let effects = vec![Effect::new(EffectOp::Move, t.from.display()).to(t.to.display())];
         Ok((Plan::new(summary, effects, Precondition::new(t.expect)), ()))
     }
 
     fn apply(&self, cx: &Context<'_>, input: &Self::Input, _: ()) -> Result<MoveOutput> {
-        let t = Transfer::examine(cx, "move", &input.source, &input.destination, input.overwrite, "moved")?;
+        let t = Transfer::examine(
+            cx,
+            "move",
+            &input.source,
+            &input.destination,
+            input.overwrite,
+            "moved",
+        )?;
         let (from_dir, from_name) = t.from.open_parent()?;
         let (to_dir, to_name) = t.to.open_parent()?;
         let mut across = false;
@@ -210,10 +268,25 @@ impl MutateTool for Move {
             // Different filesystems: copy (atomically), then remove the source.
             across = true;
             let mut counts = CopyOutput::new(&t.from, &t.to);
-            copy_entry(cx, &from_dir, &from_name, &to_dir, &to_name, t.kind, &mut counts, &t.to)?;
+            copy_entry(
+                cx,
+                &from_dir,
+                &from_name,
+                &to_dir,
+                &to_name,
+                t.kind,
+                &mut counts,
+                &t.to,
+            )?;
             remove_entry(&from_dir, &from_name, t.kind).map_err(|e| t.from.err(e))?;
         }
-        Ok(MoveOutput { from: t.from.display(), to: t.to.display(), kind: t.kind, replaced: t.replaces, across_filesystems: across })
+        Ok(MoveOutput {
+            from: t.from.display(),
+            to: t.to.display(),
+            kind: t.kind,
+            replaced: t.replaces,
+            across_filesystems: across,
+        })
     }
 }
 
@@ -287,7 +360,14 @@ impl MutateTool for Copy {
     }
 
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, ())> {
-        let t = Transfer::examine(cx, "copy", &input.source, &input.destination, input.overwrite, "copied")?;
+        let t = Transfer::examine(
+            cx,
+            "copy",
+            &input.source,
+            &input.destination,
+            input.overwrite,
+            "copied",
+        )?;
         let mut effects = Vec::new();
         let mut bytes = 0u64;
         match t.kind {
@@ -300,9 +380,13 @@ impl MutateTool for Copy {
                         EntryKind::File => {
                             let size = e.metadata()?.len();
                             bytes += size;
-                            Effect::new(EffectOp::Copy, e.location().display()).to(to).bytes(size)
+                            Effect::new(EffectOp::Copy, e.location().display())
+                                .to(to)
+                                .bytes(size)
                         }
-                        EntryKind::Symlink | EntryKind::Other => Effect::new(EffectOp::SkipSymlink, e.location().display()),
+                        EntryKind::Symlink | EntryKind::Other => {
+                            Effect::new(EffectOp::SkipSymlink, e.location().display())
+                        }
                     });
                     Ok(true)
                 })?;
@@ -310,22 +394,50 @@ impl MutateTool for Copy {
             EntryKind::File => {
                 let size = lstat(&t.from)?.map_or(0, |m| m.len());
                 bytes = size;
-                effects.push(Effect::new(EffectOp::Copy, t.from.display()).to(t.to.display()).bytes(size));
+                effects.push(
+                    Effect::new(EffectOp::Copy, t.from.display())
+                        .to(t.to.display())
+                        .bytes(size),
+                );
             }
             other => {
-                return Err(Error::NotAFile { path: t.from.path(), found: other.article() });
+                return Err(Error::NotAFile {
+                    path: t.from.path(),
+                    found: other.article(),
+                });
             }
         }
-        let summary = format!("copy {} to {} ({} entries, {bytes} bytes)", t.from.display(), t.to.display(), effects.len());
+        let summary = format!(
+            "copy {} to {} ({} entries, {bytes} bytes)",
+            t.from.display(),
+            t.to.display(),
+            effects.len()
+        );
         Ok((Plan::new(summary, effects, Precondition::new(t.expect)), ()))
     }
 
     fn apply(&self, cx: &Context<'_>, input: &Self::Input, _: ()) -> Result<CopyOutput> {
-        let t = Transfer::examine(cx, "copy", &input.source, &input.destination, input.overwrite, "copied")?;
+        let t = Transfer::examine(
+            cx,
+            "copy",
+            &input.source,
+            &input.destination,
+            input.overwrite,
+            "copied",
+        )?;
         let (from_dir, from_name) = t.from.open_parent()?;
         let (to_dir, to_name) = t.to.open_parent()?;
         let mut counts = CopyOutput::new(&t.from, &t.to);
-        copy_entry(cx, &from_dir, &from_name, &to_dir, &to_name, t.kind, &mut counts, &t.to)?;
+        copy_entry(
+            cx,
+            &from_dir,
+            &from_name,
+            &to_dir,
+            &to_name,
+            t.kind,
+            &mut counts,
+            &t.to,
+        )?;
         Ok(counts)
     }
 }
@@ -350,22 +462,35 @@ fn copy_entry(
             let temp = temp_name(to_name);
             to_dir.create_dir(&temp).map_err(|e| Error::io(&to_path, e))?;
             let result = (|| {
-                let src = from_dir.open_dir_nofollow(from_name).map_err(|e| Error::io(&to_path, e))?;
+                let src = from_dir
+                    .open_dir_nofollow(from_name)
+                    .map_err(|e| Error::io(&to_path, e))?;
                 let dst = to_dir.open_dir(&temp).map_err(|e| Error::io(&to_path, e))?;
                 counts.directories += 1;
                 copy_tree(cx, &src, &dst, counts, &to_path)?;
-                to_dir.rename(&temp, to_dir, to_name).map_err(|e| Error::io(&to_path, e))
+                to_dir
+                    .rename(&temp, to_dir, to_name)
+                    .map_err(|e| Error::io(&to_path, e))
             })();
             if result.is_err() {
                 let _ = to_dir.remove_dir_all(&temp);
             }
             result
         }
-        other => Err(Error::NotAFile { path: to_path, found: other.article() }),
+        other => Err(Error::NotAFile {
+            path: to_path,
+            found: other.article(),
+        }),
     }
 }
 
-fn copy_tree(cx: &Context<'_>, src: &Dir, dst: &Dir, counts: &mut CopyOutput, path: &std::path::Path) -> Result<()> {
+fn copy_tree(
+    cx: &Context<'_>,
+    src: &Dir,
+    dst: &Dir,
+    counts: &mut CopyOutput,
+    path: &std::path::Path,
+) -> Result<()> {
     for entry in src.entries().map_err(|e| Error::io(path, e))? {
         cx.checkpoint()?;
         let entry = entry.map_err(|e| Error::io(path, e))?;
@@ -477,7 +602,13 @@ impl MutateTool for Delete {
         loc.require_not_root("deleted")?;
         let md = lstat(&loc)?.ok_or_else(|| Error::NotFound { path: loc.path() })?;
         let kind = EntryKind::of(md.file_type());
-        let mut totals = DeleteOutput { path: loc.display(), files: 0, directories: 0, symlinks: 0, bytes: 0 };
+        let mut totals = DeleteOutput {
+            path: loc.display(),
+            files: 0,
+            directories: 0,
+            symlinks: 0,
+            bytes: 0,
+        };
         let mut effects = Vec::new();
         let mut tally = |kind: EntryKind, path: String, size: u64, totals: &mut DeleteOutput| {
             let op = match kind {
@@ -505,18 +636,31 @@ impl MutateTool for Delete {
                     return Ok(false);
                 }
                 let size = e.metadata()?.len();
-                tally(EntryKind::of(e.file_type), e.location().display(), size, &mut totals);
+                tally(
+                    EntryKind::of(e.file_type),
+                    e.location().display(),
+                    size,
+                    &mut totals,
+                );
                 Ok(true)
             })?;
             if !empty && !input.recursive {
                 return Err(Error::invalid_input(
                     "delete",
                     "recursive",
-                    format!("{} is a folder that is not empty; set recursive to delete it and everything in it", loc.display()),
+                    format!(
+                        "{} is a folder that is not empty; set recursive to delete it and everything in it",
+                        loc.display()
+                    ),
                 ));
             }
         }
-        tally(kind, loc.display(), if kind == EntryKind::Directory { 0 } else { md.len() }, &mut totals);
+        tally(
+            kind,
+            loc.display(),
+            if kind == EntryKind::Directory { 0 } else { md.len() },
+            &mut totals,
+        );
         let summary = format!(
             "delete {}: {} file(s), {} folder(s), {} symlink(s), {} bytes",
             loc.display(),
@@ -568,8 +712,14 @@ mod tests {
         assert!(plan.effects.is_empty());
         assert!(plan.summary.contains("already exists"));
         f.write("file", "");
-        assert_eq!(code(&f.plan_err("create_directory", json!({ "path": "file" }))), ErrorCode::AlreadyExists);
-        assert_eq!(code(&f.plan_err("create_directory", json!({ "path": "file/sub" }))), ErrorCode::NotADirectory);
+        assert_eq!(
+            code(&f.plan_err("create_directory", json!({ "path": "file" }))),
+            ErrorCode::AlreadyExists
+        );
+        assert_eq!(
+            code(&f.plan_err("create_directory", json!({ "path": "file/sub" }))),
+            ErrorCode::NotADirectory
+        );
     }
 
     #[test]
@@ -578,7 +728,10 @@ mod tests {
         let input = json!({ "path": "out/las" });
         let plan = f.plan("create_directory", input.clone());
         f.write("out", "a file now");
-        assert_eq!(code(&f.apply("create_directory", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("create_directory", input, &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
         assert_eq!(f.read("out"), "a file now");
     }
 
@@ -606,18 +759,31 @@ mod tests {
         f.write("scans/x.e57", "1");
         f.write("dest/keep", "");
         let input = json!({ "source": "scans", "destination": "archive/2026" });
-        assert_eq!(code(&f.plan_err("move", input)), ErrorCode::NotFound, "missing parent");
+        assert_eq!(
+            code(&f.plan_err("move", input)),
+            ErrorCode::NotFound,
+            "missing parent"
+        );
         let e = f.plan_err("move", json!({ "source": "scans", "destination": "scans/inner" }));
         assert!(e.to_string().contains("into itself"), "{e}");
         let e = f.plan_err("move", json!({ "source": "scans", "destination": "dest" }));
         assert!(e.to_string().contains("full new path"), "{e}");
-        assert_eq!(code(&f.plan_err("move", json!({ "source": ".", "destination": "x" }))), ErrorCode::PermissionDenied);
-        assert_eq!(code(&f.plan_err("move", json!({ "source": "nope", "destination": "x" }))), ErrorCode::NotFound);
+        assert_eq!(
+            code(&f.plan_err("move", json!({ "source": ".", "destination": "x" }))),
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(
+            code(&f.plan_err("move", json!({ "source": "nope", "destination": "x" }))),
+            ErrorCode::NotFound
+        );
 
         let input = json!({ "source": "scans", "destination": "dest/scans" });
         let plan = f.plan("move", input.clone());
         f.write("scans/y.e57", "2"); // the tree changed: its digest no longer matches
-        assert_eq!(code(&f.apply("move", input.clone(), &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("move", input.clone(), &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
         assert!(f.exists("scans/x.e57"));
         let plan = f.plan("move", input.clone());
         f.apply("move", input, &plan).unwrap();
@@ -638,20 +804,33 @@ mod tests {
         let copies = plan.effects.iter().filter(|e| e.op == EffectOp::Copy).count();
         assert_eq!(copies, 2);
         let out = f.apply("copy", input, &plan).unwrap();
-        assert_eq!((out["files"].as_u64(), out["bytes"].as_u64(), out["directories"].as_u64()), (Some(2), Some(5), Some(2)));
+        assert_eq!(
+            (
+                out["files"].as_u64(),
+                out["bytes"].as_u64(),
+                out["directories"].as_u64()
+            ),
+            (Some(2), Some(5), Some(2))
+        );
         #[cfg(unix)]
         assert_eq!(out["skipped_symlinks"], 1);
         assert_eq!(f.read("copy/sub/b.txt"), "bb");
         assert!(!f.exists("copy/sub/link"));
         // No temporary folder is left behind.
-        let names: Vec<_> = std::fs::read_dir(f.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(f.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
 
         let input = json!({ "source": "src/a.txt", "destination": "a-copy.txt" });
         let plan = f.plan("copy", input.clone());
         f.apply("copy", input, &plan).unwrap();
         assert_eq!(f.read("a-copy.txt"), "aaa");
-        let e = f.plan_err("copy", json!({ "source": "src/a.txt", "destination": "a-copy.txt" }));
+        let e = f.plan_err(
+            "copy",
+            json!({ "source": "src/a.txt", "destination": "a-copy.txt" }),
+        );
         assert_eq!(code(&e), ErrorCode::AlreadyExists);
     }
 
@@ -662,7 +841,10 @@ mod tests {
         let input = json!({ "source": "a.txt", "destination": "b.txt" });
         let plan = f.plan("copy", input.clone());
         f.write("a.txt", "v2");
-        assert_eq!(code(&f.apply("copy", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("copy", input, &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
         assert!(!f.exists("b.txt"));
     }
 
@@ -678,7 +860,11 @@ mod tests {
         let input = json!({ "path": "old", "recursive": true });
         let plan = f.plan("delete", input.clone());
         assert_eq!(plan.effects.len(), 4);
-        assert!(plan.summary.contains("2 file(s), 2 folder(s)"), "{}", plan.summary);
+        assert!(
+            plan.summary.contains("2 file(s), 2 folder(s)"),
+            "{}",
+            plan.summary
+        );
         assert!(f.exists("old/a.las"));
         let out = f.apply("delete", input, &plan).unwrap();
         assert_eq!(out["bytes"], 6);
@@ -688,8 +874,14 @@ mod tests {
         let plan = f.plan("delete", input.clone());
         f.apply("delete", input, &plan).unwrap();
         assert!(!f.exists("empty"));
-        assert_eq!(code(&f.plan_err("delete", json!({ "path": "." }))), ErrorCode::PermissionDenied);
-        assert_eq!(code(&f.plan_err("delete", json!({ "path": "gone" }))), ErrorCode::NotFound);
+        assert_eq!(
+            code(&f.plan_err("delete", json!({ "path": "." }))),
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(
+            code(&f.plan_err("delete", json!({ "path": "gone" }))),
+            ErrorCode::NotFound
+        );
     }
 
     #[test]
@@ -699,7 +891,10 @@ mod tests {
         let input = json!({ "path": "t", "recursive": true });
         let plan = f.plan("delete", input.clone());
         f.write("t/new-and-important", "keep me");
-        assert_eq!(code(&f.apply("delete", input, &plan).unwrap_err()), ErrorCode::Conflict);
+        assert_eq!(
+            code(&f.apply("delete", input, &plan).unwrap_err()),
+            ErrorCode::Conflict
+        );
         assert_eq!(f.read("t/new-and-important"), "keep me");
     }
 

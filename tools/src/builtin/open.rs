@@ -47,34 +47,42 @@ const OPENER: &str = "xdg-open";
 
 impl Default for OpenPath {
     fn default() -> Self {
-        OpenPath { program: OPENER.into() }
+        OpenPath {
+            program: OPENER.into(),
+        }
     }
 }
 
 impl Default for RevealInOs {
     fn default() -> Self {
-        RevealInOs { program: OPENER.into() }
+        RevealInOs {
+            program: OPENER.into(),
+        }
     }
 }
 
 impl OpenPath {
     /// Uses another opener program (for tests, or a desktop without xdg-open).
     pub fn with_program(program: impl Into<String>) -> Self {
-        OpenPath { program: program.into() }
+        OpenPath {
+            program: program.into(),
+        }
     }
 }
 
 impl RevealInOs {
     /// Uses another opener program.
     pub fn with_program(program: impl Into<String>) -> Self {
-        RevealInOs { program: program.into() }
+        RevealInOs {
+            program: program.into(),
+        }
     }
 }
 
 /// File names that run code when "opened".
 const EXECUTABLE_EXTENSIONS: &[&str] = &[
-    "app", "appimage", "bat", "cmd", "com", "command", "cpl", "desktop", "exe", "hta", "jar", "js", "jse", "lnk",
-    "msc", "msi", "msp", "pif", "ps1", "reg", "scr", "sh", "url", "vbe", "vbs", "workflow", "wsf",
+    "app", "appimage", "bat", "cmd", "com", "command", "cpl", "desktop", "exe", "hta", "jar", "js", "jse",
+    "lnk", "msc", "msi", "msp", "pif", "ps1", "reg", "scr", "sh", "url", "vbe", "vbs", "workflow", "wsf",
 ];
 
 /// Resolves and re-validates the path right before the opener runs: inside the
@@ -82,7 +90,11 @@ const EXECUTABLE_EXTENSIONS: &[&str] = &[
 fn checked<'s>(cx: &Context<'s>, path: &str) -> Result<Location<'s>> {
     let loc = cx.scope().resolve(path)?;
     // Through the handle: a symlink out of the root is refused here.
-    let md = loc.root().dir().metadata(loc.rel_or_dot()).map_err(|e| loc.err(e))?;
+    let md = loc
+        .root()
+        .dir()
+        .metadata(loc.rel_or_dot())
+        .map_err(|e| loc.err(e))?;
     lstat(&loc)?;
     let refuse = |why: &str| Error::PermissionDenied {
         path: loc.path(),
@@ -96,7 +108,10 @@ fn checked<'s>(cx: &Context<'s>, path: &str) -> Result<Location<'s>> {
                 return Err(refuse("it is an executable file"));
             }
         }
-        let ext = loc.rel().extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let ext = loc
+            .rel()
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
         if ext.is_some_and(|e| EXECUTABLE_EXTENSIONS.contains(&e.as_str())) {
             return Err(refuse("its type is a program or script"));
         }
@@ -117,8 +132,17 @@ impl Tool for OpenPath {
 
     fn run(&self, cx: &Context<'_>, input: OpenInput) -> Result<OpenOutput> {
         let loc = checked(cx, &input.path)?;
-        let out = run_program(cx, "open_path", &self.program, &[loc.display()], DEFAULT_PROGRAM_TIMEOUT)?;
-        Ok(OpenOutput { path: loc.display(), program: out.program })
+        let out = run_program(
+            cx,
+            "open_path",
+            &self.program,
+            &[loc.display()],
+            DEFAULT_PROGRAM_TIMEOUT,
+        )?;
+        Ok(OpenOutput {
+            path: loc.display(),
+            program: out.program,
+        })
     }
 }
 
@@ -127,23 +151,36 @@ impl Tool for RevealInOs {
     type Output = OpenOutput;
 
     fn spec(&self) -> ToolSpec {
-        ToolSpec::action("reveal_in_os", "Show a file or folder in the device's file manager.")
+        ToolSpec::action(
+            "reveal_in_os",
+            "Show a file or folder in the device's file manager.",
+        )
     }
 
     fn run(&self, cx: &Context<'_>, input: OpenInput) -> Result<OpenOutput> {
         let loc = cx.scope().resolve(&input.path)?;
-        loc.root().dir().metadata(loc.rel_or_dot()).map_err(|e| loc.err(e))?;
+        loc.root()
+            .dir()
+            .metadata(loc.rel_or_dot())
+            .map_err(|e| loc.err(e))?;
         let args = if cfg!(target_os = "macos") {
             vec!["-R".to_string(), loc.display()]
         } else if cfg!(windows) {
             vec![format!("/select,{}", loc.display())]
         } else {
             // xdg-open has no "select": open the containing folder.
-            let folder = if loc.is_root() { loc.clone() } else { loc.with_rel(loc.rel().parent().unwrap_or(loc.rel()).to_path_buf()) };
+            let folder = if loc.is_root() {
+                loc.clone()
+            } else {
+                loc.with_rel(loc.rel().parent().unwrap_or(loc.rel()).to_path_buf())
+            };
             vec![folder.display()]
         };
         let out = run_program(cx, "reveal_in_os", &self.program, &args, DEFAULT_PROGRAM_TIMEOUT)?;
-        Ok(OpenOutput { path: loc.display(), program: out.program })
+        Ok(OpenOutput {
+            path: loc.display(),
+            program: out.program,
+        })
     }
 }
 
@@ -158,7 +195,9 @@ mod tests {
     /// A toolbox whose opener is `true`: it "opens" anything and exits 0.
     fn with_opener(f: &Fixture, program: &str) -> Toolbox {
         let mut toolbox = Toolbox::new();
-        toolbox.add(OpenPath::with_program(program)).add(RevealInOs::with_program(program));
+        toolbox
+            .add(OpenPath::with_program(program))
+            .add(RevealInOs::with_program(program));
         let _ = f;
         toolbox
     }
@@ -169,8 +208,15 @@ mod tests {
         f.write("plan.pdf", "%PDF");
         let toolbox = with_opener(&f, "true");
         let cx = Context::new(&f.scope);
-        for (tool, path) in [("open_path", "plan.pdf"), ("open_path", "."), ("reveal_in_os", "plan.pdf")] {
-            let out = toolbox.call(&cx, tool, Mode::Run, json!({ "path": path }), None).unwrap().into_value();
+        for (tool, path) in [
+            ("open_path", "plan.pdf"),
+            ("open_path", "."),
+            ("reveal_in_os", "plan.pdf"),
+        ] {
+            let out = toolbox
+                .call(&cx, tool, Mode::Run, json!({ "path": path }), None)
+                .unwrap()
+                .into_value();
             assert!(out["program"].as_str().unwrap().ends_with("true"), "{out}");
         }
     }
@@ -184,7 +230,9 @@ mod tests {
         let toolbox = with_opener(&f, "true");
         let cx = Context::new(&f.scope);
         for path in ["setup.exe", "run.sh"] {
-            let e = toolbox.call(&cx, "open_path", Mode::Run, json!({ "path": path }), None).unwrap_err();
+            let e = toolbox
+                .call(&cx, "open_path", Mode::Run, json!({ "path": path }), None)
+                .unwrap_err();
             assert_eq!(code(&e), ErrorCode::PermissionDenied, "{path}");
             assert!(e.to_string().contains("would run it"), "{e}");
         }
@@ -193,14 +241,26 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             f.write("tool", "#!/bin/sh");
             std::fs::set_permissions(f.path("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
-            let e = toolbox.call(&cx, "open_path", Mode::Run, json!({ "path": "tool" }), None).unwrap_err();
+            let e = toolbox
+                .call(&cx, "open_path", Mode::Run, json!({ "path": "tool" }), None)
+                .unwrap_err();
             assert_eq!(code(&e), ErrorCode::PermissionDenied);
         }
         let missing = with_opener(&f, "fusion-no-such-opener");
-        let e = missing.call(&cx, "open_path", Mode::Run, json!({ "path": "doc.txt" }), None).unwrap_err();
+        let e = missing
+            .call(&cx, "open_path", Mode::Run, json!({ "path": "doc.txt" }), None)
+            .unwrap_err();
         assert_eq!(code(&e), ErrorCode::ProgramNotFound);
         assert!(e.to_string().contains("fusion-no-such-opener"), "{e}");
-        let e = toolbox.call(&cx, "open_path", Mode::Run, json!({ "path": "/etc/passwd" }), None).unwrap_err();
+        let e = toolbox
+            .call(
+                &cx,
+                "open_path",
+                Mode::Run,
+                json!({ "path": "/etc/passwd" }),
+                None,
+            )
+            .unwrap_err();
         assert_eq!(code(&e), ErrorCode::OutsideScope);
     }
 

@@ -82,10 +82,18 @@ impl Tool for ReadFile {
     fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
         let start = input.start_line.unwrap_or(1);
         if start == 0 {
-            return Err(Error::invalid_input("read_file", "start_line", "lines are numbered from 1"));
+            return Err(Error::invalid_input(
+                "read_file",
+                "start_line",
+                "lines are numbered from 1",
+            ));
         }
         if input.end_line.is_some_and(|end| end < start) {
-            return Err(Error::invalid_input("read_file", "end_line", "must not be before start_line"));
+            return Err(Error::invalid_input(
+                "read_file",
+                "end_line",
+                "must not be before start_line",
+            ));
         }
         let loc = cx.scope().resolve(&input.path)?;
         let (file, md) = open_regular(&loc)?;
@@ -225,9 +233,15 @@ impl Tool for Stat {
         let kind = EntryKind::of(md.file_type());
         let dir = loc.root().dir();
         let (symlink_target, target_kind) = if kind == EntryKind::Symlink {
-            let target = dir.read_link_contents(loc.rel_or_dot()).ok().map(|t| t.display().to_string());
+            let target = dir
+                .read_link_contents(loc.rel_or_dot())
+                .ok()
+                .map(|t| t.display().to_string());
             // Resolved through the handle: a target outside the root has no kind here.
-            let target_kind = dir.metadata(loc.rel_or_dot()).ok().map(|m| EntryKind::of(m.file_type()));
+            let target_kind = dir
+                .metadata(loc.rel_or_dot())
+                .ok()
+                .map(|m| EntryKind::of(m.file_type()));
             (target, target_kind)
         } else {
             (None, None)
@@ -359,7 +373,9 @@ mod read_tests {
 
     fn content(out: &serde_json::Value) -> String {
         let fenced = out["content"].as_str().unwrap();
-        Fenced::unwrap_content(fenced, out["fence"].as_str().unwrap()).unwrap().to_string()
+        Fenced::unwrap_content(fenced, out["fence"].as_str().unwrap())
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -369,11 +385,17 @@ mod read_tests {
         let out = f.run("read_file", json!({ "path": "notes.txt" }));
         assert_eq!(content(&out), "one\ntwo\nthree\nfour\n");
         assert!(out["content"].as_str().unwrap().contains("untrusted content of"));
-        assert_eq!((out["start_line"].as_u64(), out["end_line"].as_u64()), (Some(1), Some(4)));
+        assert_eq!(
+            (out["start_line"].as_u64(), out["end_line"].as_u64()),
+            (Some(1), Some(4))
+        );
         assert_eq!(out["total_lines"], 4);
         assert_eq!(out["truncated"], false);
 
-        let out = f.run("read_file", json!({ "path": "notes.txt", "start_line": 2, "end_line": 3 }));
+        let out = f.run(
+            "read_file",
+            json!({ "path": "notes.txt", "start_line": 2, "end_line": 3 }),
+        );
         assert_eq!(content(&out), "two\nthree\n");
         assert_eq!(out["end_line"], 3);
         assert!(out.get("total_lines").is_none());
@@ -421,12 +443,21 @@ mod read_tests {
         let f = Fixture::new();
         f.write("a.txt", "x");
         std::fs::create_dir(f.path("dir")).unwrap();
-        assert_eq!(code(&f.run_err("read_file", json!({ "path": "dir" }))), ErrorCode::NotAFile);
-        assert_eq!(code(&f.run_err("read_file", json!({ "path": "nope.txt" }))), ErrorCode::NotFound);
+        assert_eq!(
+            code(&f.run_err("read_file", json!({ "path": "dir" }))),
+            ErrorCode::NotAFile
+        );
+        assert_eq!(
+            code(&f.run_err("read_file", json!({ "path": "nope.txt" }))),
+            ErrorCode::NotFound
+        );
         assert_eq!(code(&f.run_err("read_file", json!({}))), ErrorCode::InvalidInput);
         let e = f.run_err("read_file", json!({ "path": "a.txt", "start_line": 0 }));
         assert!(e.to_string().contains("start_line"), "{e}");
-        let e = f.run_err("read_file", json!({ "path": "a.txt", "start_line": 3, "end_line": 2 }));
+        let e = f.run_err(
+            "read_file",
+            json!({ "path": "a.txt", "start_line": 3, "end_line": 2 }),
+        );
         assert!(e.to_string().contains("end_line"), "{e}");
     }
 
@@ -434,11 +465,20 @@ mod read_tests {
     #[test]
     fn fifos_are_never_opened() {
         let f = Fixture::new();
-        let status = std::process::Command::new("mkfifo").arg(f.path("pipe")).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(f.path("pipe"))
+            .status()
+            .unwrap();
         assert!(status.success());
         // Would block forever if opened for reading.
-        assert_eq!(code(&f.run_err("read_file", json!({ "path": "pipe" }))), ErrorCode::NotAFile);
-        assert_eq!(code(&f.run_err("hash_file", json!({ "path": "pipe" }))), ErrorCode::NotAFile);
+        assert_eq!(
+            code(&f.run_err("read_file", json!({ "path": "pipe" }))),
+            ErrorCode::NotAFile
+        );
+        assert_eq!(
+            code(&f.run_err("hash_file", json!({ "path": "pipe" }))),
+            ErrorCode::NotAFile
+        );
         let out = f.run("grep", json!({ "pattern": "x" }));
         assert_eq!(out["files_searched"], 0);
         assert_eq!(f.run("stat", json!({ "path": "pipe" }))["kind"], "other");
@@ -464,9 +504,15 @@ mod read_tests {
             super::super::testutil::symlink("/etc/passwd", f.path("out"));
             let out = f.run("stat", json!({ "path": "out" }));
             assert_eq!(out["kind"], "symlink");
-            assert!(out.get("target_kind").is_none(), "a target outside the root is not described");
+            assert!(
+                out.get("target_kind").is_none(),
+                "a target outside the root is not described"
+            );
         }
-        assert_eq!(code(&f.run_err("stat", json!({ "path": "missing" }))), ErrorCode::NotFound);
+        assert_eq!(
+            code(&f.run_err("stat", json!({ "path": "missing" }))),
+            ErrorCode::NotFound
+        );
     }
 
     #[test]
@@ -474,7 +520,10 @@ mod read_tests {
         let f = Fixture::new();
         f.write("abc", "abc");
         let out = f.run("hash_file", json!({ "path": "abc" }));
-        assert_eq!(out["digest"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            out["digest"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(out["size"], 3);
         let out = f.run("hash_file", json!({ "path": "abc", "algorithm": "md5" }));
         assert_eq!(out["digest"], "900150983cd24fb0d6963f7d28e17f72");

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::{Access, Context, Error, ErrorCode, Mode, Outcome, Plan, Scope, Toolbox};
 
 pub(crate) struct Fixture {
-    pub(crate) dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub(crate) scope: Scope,
     pub(crate) toolbox: Toolbox,
 }
@@ -21,7 +21,11 @@ impl Fixture {
     pub(crate) fn with_access(access: Access) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let scope = Scope::single(dir.path(), access).unwrap();
-        Fixture { dir, scope, toolbox: Toolbox::builtin() }
+        Fixture {
+            _dir: dir,
+            scope,
+            toolbox: Toolbox::builtin(),
+        }
     }
 
     /// The canonical root (what tools report paths under).
@@ -47,9 +51,16 @@ impl Fixture {
         self.path(rel).symlink_metadata().is_ok()
     }
 
-    pub(crate) fn call(&self, tool: &str, mode: Mode, input: Value, plan: Option<&Plan>) -> Result<Outcome, Error> {
+    pub(crate) fn call(
+        &self,
+        tool: &str,
+        mode: Mode,
+        input: Value,
+        plan: Option<&Plan>,
+    ) -> Result<Outcome, Error> {
         let cx = Context::new(&self.scope);
-        self.toolbox.call(&cx, tool, mode, input, plan.map(|p| &p.precondition))
+        self.toolbox
+            .call(&cx, tool, mode, input, plan.map(|p| &p.precondition))
     }
 
     pub(crate) fn run(&self, tool: &str, input: Value) -> Value {
@@ -60,7 +71,8 @@ impl Fixture {
     }
 
     pub(crate) fn run_err(&self, tool: &str, input: Value) -> Error {
-        self.call(tool, Mode::Run, input, None).expect_err("the call should fail")
+        self.call(tool, Mode::Run, input, None)
+            .expect_err("the call should fail")
     }
 
     pub(crate) fn plan(&self, tool: &str, input: Value) -> Plan {
@@ -71,18 +83,23 @@ impl Fixture {
     }
 
     pub(crate) fn plan_err(&self, tool: &str, input: Value) -> Error {
-        self.call(tool, Mode::Plan, input, None).expect_err("the plan should fail")
+        self.call(tool, Mode::Plan, input, None)
+            .expect_err("the plan should fail")
     }
 
     pub(crate) fn apply(&self, tool: &str, input: Value, plan: &Plan) -> Result<Value, Error> {
-        self.call(tool, Mode::Apply, input, Some(plan)).map(Outcome::into_value)
+        self.call(tool, Mode::Apply, input, Some(plan))
+            .map(Outcome::into_value)
     }
 
     /// A snapshot of every path and content under the root, to prove a
     /// plan touched nothing.
     pub(crate) fn snapshot(&self) -> Vec<(PathBuf, Option<Vec<u8>>)> {
         fn visit(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Option<Vec<u8>>)>) {
-            let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             entries.sort();
             for path in entries {
                 let md = path.symlink_metadata().unwrap();
