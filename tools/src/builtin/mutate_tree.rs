@@ -199,6 +199,19 @@ pub struct MoveInput {
     pub overwrite: bool,
 }
 
+impl MoveInput {
+    fn transfer<'s>(&self, cx: &Context<'s>) -> Result<Transfer<'s>> {
+        Transfer::examine(
+            cx,
+            "move",
+            &self.source,
+            &self.destination,
+            self.overwrite,
+            "moved",
+        )
+    }
+}
+
 /// Output of `move`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MoveOutput {
@@ -230,14 +243,7 @@ impl MutateTool for Move {
     }
 
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, ())> {
-        let t = Transfer::examine(
-            cx,
-            "move",
-            &input.source,
-            &input.destination,
-            input.overwrite,
-            "moved",
-        )?;
+        let t = input.transfer(cx)?;
         let verb = if t.replaces { "replacing" } else { "to" };
         let summary = format!(
             "move {} {} {verb} {}",
@@ -250,14 +256,7 @@ impl MutateTool for Move {
     }
 
     fn apply(&self, cx: &Context<'_>, input: &Self::Input, _: ()) -> Result<MoveOutput> {
-        let t = Transfer::examine(
-            cx,
-            "move",
-            &input.source,
-            &input.destination,
-            input.overwrite,
-            "moved",
-        )?;
+        let t = input.transfer(cx)?;
         let (from_dir, from_name) = t.from.open_parent()?;
         let (to_dir, to_name) = t.to.open_parent()?;
         let mut across = false;
@@ -313,6 +312,19 @@ pub struct CopyInput {
     pub overwrite: bool,
 }
 
+impl CopyInput {
+    fn transfer<'s>(&self, cx: &Context<'s>) -> Result<Transfer<'s>> {
+        Transfer::examine(
+            cx,
+            "copy",
+            &self.source,
+            &self.destination,
+            self.overwrite,
+            "copied",
+        )
+    }
+}
+
 /// Output of `copy`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CopyOutput {
@@ -360,14 +372,7 @@ impl MutateTool for Copy {
     }
 
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, ())> {
-        let t = Transfer::examine(
-            cx,
-            "copy",
-            &input.source,
-            &input.destination,
-            input.overwrite,
-            "copied",
-        )?;
+        let t = input.transfer(cx)?;
         let mut effects = Vec::new();
         let mut bytes = 0u64;
         match t.kind {
@@ -417,14 +422,7 @@ impl MutateTool for Copy {
     }
 
     fn apply(&self, cx: &Context<'_>, input: &Self::Input, _: ()) -> Result<CopyOutput> {
-        let t = Transfer::examine(
-            cx,
-            "copy",
-            &input.source,
-            &input.destination,
-            input.overwrite,
-            "copied",
-        )?;
+        let t = input.transfer(cx)?;
         let (from_dir, from_name) = t.from.open_parent()?;
         let (to_dir, to_name) = t.to.open_parent()?;
         let mut counts = CopyOutput::new(&t.from, &t.to);

@@ -4,7 +4,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::lstat;
 use crate::scope::Location;
 use crate::shell::{DEFAULT_PROGRAM_TIMEOUT, run_program};
 use crate::tool::{Context, Tool, ToolSpec};
@@ -86,8 +85,9 @@ const EXECUTABLE_EXTENSIONS: &[&str] = &[
 ];
 
 /// Resolves and re-validates the path right before the opener runs: inside the
-/// scope, existing, and not something that opening would execute.
-fn checked<'s>(cx: &Context<'s>, path: &str) -> Result<Location<'s>> {
+/// scope, existing, and — when `refuse_executables` — not something that
+/// opening would execute.
+fn checked<'s>(cx: &Context<'s>, path: &str, refuse_executables: bool) -> Result<Location<'s>> {
     let loc = cx.scope().resolve(path)?;
     // Through the handle: a symlink out of the root is refused here.
     let md = loc
@@ -95,7 +95,9 @@ fn checked<'s>(cx: &Context<'s>, path: &str) -> Result<Location<'s>> {
         .dir()
         .metadata(loc.rel_or_dot())
         .map_err(|e| loc.err(e))?;
-    lstat(&loc)?;
+    if !refuse_executables {
+        return Ok(loc);
+    }
     let refuse = |why: &str| Error::PermissionDenied {
         path: loc.path(),
         reason: format!("{why}; opening it would run it. Open its folder with reveal_in_os instead"),
@@ -131,7 +133,7 @@ impl Tool for OpenPath {
     }
 
     fn run(&self, cx: &Context<'_>, input: OpenInput) -> Result<OpenOutput> {
-        let loc = checked(cx, &input.path)?;
+        let loc = checked(cx, &input.path, true)?;
         let out = run_program(
             cx,
             "open_path",
@@ -158,11 +160,7 @@ impl Tool for RevealInOs {
     }
 
     fn run(&self, cx: &Context<'_>, input: OpenInput) -> Result<OpenOutput> {
-        let loc = cx.scope().resolve(&input.path)?;
-        loc.root()
-            .dir()
-            .metadata(loc.rel_or_dot())
-            .map_err(|e| loc.err(e))?;
+        let loc = checked(cx, &input.path, false)?;
         let args = if cfg!(target_os = "macos") {
             vec!["-R".to_string(), loc.display()]
         } else if cfg!(windows) {
