@@ -1,6 +1,55 @@
-//! The fusion-host dispatcher and the device-facing HTTP/SSE routes, for an
-//! axum backend to embed.
+//! The fusion-host dispatcher, and the device-facing HTTP/SSE routes an axum
+//! backend nests into its app.
 //!
-//! Not built yet: this crate currently only fixes its place in the workspace
-//! (it depends on `fusion-tools` for the wire types, and `example-web`
-//! depends on it).
+//! Devices dial out: each holds one Server-Sent Events stream (`GET /stream`)
+//! and posts results back (`POST /result`). The app calls
+//! [`Dispatcher::call`] from its own handlers; the dispatcher pushes the call
+//! down the device's stream and awaits the result. A mutate tool comes back
+//! as a stored [`ProposalRecord`]; [`Dispatcher::approve`] re-sends the
+//! *stored* input in apply mode, so a client can never swap what gets applied.
+//!
+//! The crate is schema-agnostic: persistence is the [`Store`] trait, which the
+//! app implements on its own tables. [`MemoryStore`] is for tests and demos.
+//! The wire protocol is specified in `docs/PROTOCOL.md`.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::sync::Arc;
+//!
+//! use fusion_host_server::{CallOptions, Config, Dispatcher, MemoryStore, router};
+//!
+//! # async fn app() -> Result<(), Box<dyn std::error::Error>> {
+//! let dispatcher = Dispatcher::new(Arc::new(MemoryStore::new()), Config::default());
+//! let app = axum::Router::new().nest("/api/host", router(dispatcher.clone()));
+//!
+//! // In the app's own handler, for the signed-in user "alice":
+//! let outcome = dispatcher
+//!     .call("alice", "dev_0123", "list_directory", serde_json::json!({ "path": "." }), CallOptions::default())
+//!     .await?;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!     .with_graceful_shutdown(async move { dispatcher.shutdown() })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod credentials;
+mod dispatcher;
+mod error;
+mod events;
+mod routes;
+mod store;
+mod time;
+
+pub use credentials::{CODE_ALPHABET, CODE_LEN};
+pub use dispatcher::{CallOptions, CallOutcome, Config, DeviceStatus, Dispatcher, PairingCode, ToolOutput};
+pub use error::{Error, Result};
+pub use events::HostEvent;
+pub use routes::router;
+pub use store::{
+    CallLogEntry, DeviceRecord, MemoryStore, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store,
+    StoreError, StoreResult,
+};
+pub use time::{Clock, ManualClock};

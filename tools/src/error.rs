@@ -258,7 +258,7 @@ impl Error {
     /// The wire form: code plus message.
     pub fn to_body(&self) -> ErrorBody {
         ErrorBody {
-            code: self.code(),
+            code: self.code().as_str().to_string(),
             message: self.to_string(),
         }
     }
@@ -315,12 +315,25 @@ fn is_escape(e: &io::Error) -> bool {
 }
 
 /// The error as it travels on the wire: `{"code": "...", "message": "..."}`.
+///
+/// The code is a string, not [`ErrorCode`], so that a peer with a newer set of
+/// codes still parses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
-    /// The stable code.
-    pub code: ErrorCode,
+    /// The stable snake_case code.
+    pub code: String,
     /// A human-readable message that names the input and says what to do.
     pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body from a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// The result type of this crate.

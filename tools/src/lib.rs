@@ -108,7 +108,11 @@ pub use builtin::*;
 pub use error::{Error, ErrorBody, ErrorCode, Result};
 pub use fence::Fenced;
 pub use fsutil::EntryKind;
-pub use protocol::{Annotations, Class, Mode, ToolDescriptor, ToolList};
+pub use protocol::{
+    Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest,
+    EnrollResponse, HelloEvent, Mode, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor,
+    ToolList,
+};
 pub use scope::{Access, Location, Root, RootInfo, Scope};
 pub use shell::{CommandOutput, DEFAULT_PROGRAM_TIMEOUT, MAX_CAPTURE_BYTES, NamedCommand, run_program};
 pub use tool::{

@@ -112,3 +112,140 @@ mod class_meta {
         Meta::deserialize(d).map(|m| m.class)
     }
 }
+
+/// The protocol version this crate speaks. Sent by the device in the
+/// [`PROTOCOL_HEADER`] header and by the server in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The request header carrying the device's protocol version.
+pub const PROTOCOL_HEADER: &str = "fusion-host-protocol";
+
+/// Every device token starts with this, so a leaked one is recognizable.
+pub const TOKEN_PREFIX: &str = "fh_";
+
+/// `POST /enroll` request: a pairing code exchanged for a device token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The pairing code, `XXXX-XXXX` (case and dashes do not matter).
+    pub code: String,
+    /// A name for the device, shown on `/devices`.
+    pub name: String,
+    /// Operating system and architecture, e.g. `linux-x86_64`.
+    pub platform: String,
+    /// The device binary's version.
+    pub host_version: String,
+}
+
+/// `POST /enroll` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EnrollResponse {
+    /// The server-issued device id.
+    pub device_id: String,
+    /// The bearer token, shown once: `fh_<device_id>.<secret>`.
+    pub token: String,
+    /// The user who minted the code and now owns the device.
+    pub owner: String,
+    /// The server's clock, RFC 3339, for skew checks.
+    pub server_time: String,
+    /// The protocol version the server speaks.
+    pub protocol_version: u32,
+}
+
+/// `PUT /manifest` body: what the device offers, sent on every connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceManifest {
+    /// The device binary's version.
+    pub host_version: String,
+    /// The tools, as an MCP `tools/list` would list them.
+    pub tools: Vec<ToolDescriptor>,
+    /// The allowed folders.
+    pub roots: Vec<crate::scope::RootInfo>,
+}
+
+impl DeviceManifest {
+    /// The class of a tool the device offers.
+    pub fn class_of(&self, tool: &str) -> Option<Class> {
+        self.tools.iter().find(|t| t.name == tool).map(|t| t.class)
+    }
+}
+
+/// SSE event `hello`: the first event on every stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HelloEvent {
+    /// The device this stream belongs to.
+    pub device_id: String,
+    /// This stream's id; a newer stream replaces it.
+    pub session_id: String,
+    /// The server sends something (an event or a `: ping` comment) at least this often.
+    pub heartbeat_ms: u64,
+    /// The protocol version the server speaks.
+    pub protocol_version: u32,
+}
+
+/// SSE event `call`: run a tool. The SSE `id` is the stream's event id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CallEvent {
+    /// Unique per call; the result names it, and the device never applies the same id twice.
+    pub call_id: String,
+    /// The tool's name.
+    pub tool: String,
+    /// `run`, `plan` or `apply`.
+    pub mode: Mode,
+    /// The tool's input.
+    pub input: Value,
+    /// How long the server waits for the result.
+    pub timeout_ms: u64,
+    /// For `apply`: the approved proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<String>,
+    /// For `apply`: the approved plan's precondition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precondition: Option<crate::tool::Precondition>,
+}
+
+/// SSE event `cancel`: stop a call; its result is no longer awaited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CancelEvent {
+    /// The call to stop.
+    pub call_id: String,
+    /// `timeout` or `caller_gone`.
+    pub reason: String,
+}
+
+/// SSE events `revoked` and `replaced`, sent just before the server closes the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClosingEvent {
+    /// What happened and what to do.
+    pub message: String,
+}
+
+/// `POST /result` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallResult {
+    /// The call this answers.
+    pub call_id: String,
+    /// Whether the tool succeeded.
+    pub ok: bool,
+    /// The output (or, for `plan`, the plan) when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The error when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorBody>,
+    /// Whether a bound cut the output short.
+    #[serde(default)]
+    pub truncated: bool,
+    /// How long the tool ran on the device.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// `POST /result` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResultAck {
+    /// True when this post delivered the result; false for a duplicate.
+    pub accepted: bool,
+}

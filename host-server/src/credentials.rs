@@ -1,0 +1,208 @@
+//! Pairing codes, device tokens, ids, and the enroll rate limiter.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fusion_tools::TOKEN_PREFIX;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+
+/// The pairing-code alphabet: no vowels (no words), no look-alikes.
+pub const CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// Letters in a pairing code.
+pub const CODE_LEN: usize = 8;
+
+/// Fills `buf` from the OS generator. Failing here means the OS cannot give
+/// randomness at all, and minting a guessable secret is worse than stopping.
+fn random(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// SHA-256, lowercase hex.
+pub(crate) fn sha256_hex(s: &str) -> String {
+    hex(&Sha256::digest(s.as_bytes()))
+}
+
+/// A random id: `prefix` + 32 hex characters (128 bits).
+pub(crate) fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    random(&mut bytes);
+    format!("{prefix}{}", hex(&bytes))
+}
+
+/// A fresh pairing code, `XXXX-XXXX`, uniformly drawn from the alphabet.
+pub(crate) fn new_pairing_code() -> String {
+    let mut letters = Vec::with_capacity(CODE_LEN);
+    while letters.len() < CODE_LEN {
+        let mut byte = [0u8; 1];
+        random(&mut byte);
+        // 240 is the largest multiple of 20 below 256: rejecting the rest
+        // keeps every letter equally likely.
+        if byte[0] < 240 {
+            letters.push(CODE_ALPHABET[(byte[0] % 20) as usize]);
+        }
+    }
+    let s = String::from_utf8(letters).unwrap_or_default();
+    format!("{}-{}", &s[..4], &s[4..])
+}
+
+/// The canonical form of a typed code (upper case, no dashes or spaces), or
+/// `None` when it cannot be a code at all.
+pub(crate) fn normalize_code(typed: &str) -> Option<String> {
+    let code: String = typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '\u{2010}'..='\u{2015}'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
+}
+
+/// A new device token for `device_id`: `fh_<device_id>.<64 hex>` (256 random bits).
+pub(crate) fn new_token(device_id: &str) -> String {
+    let mut secret = [0u8; 32];
+    random(&mut secret);
+    format!("{TOKEN_PREFIX}{device_id}.{}", hex(&secret))
+}
+
+/// The device id a token claims, if it has the token's shape.
+pub(crate) fn token_device_id(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let (device_id, secret) = rest.split_once('.')?;
+    (device_id.starts_with("dev_") && secret.len() == 64).then_some(device_id)
+}
+
+/// Whether `token` hashes to `stored_hash`, compared in constant time.
+pub(crate) fn token_matches(token: &str, stored_hash: &str) -> bool {
+    sha256_hex(token).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// Counts enroll attempts in fixed windows: per client address (all
+/// attempts), and across all addresses (failures only — the code space as a
+/// whole). Over either limit, enroll answers `rate_limited` without even
+/// looking at the code, so a brute-force run can never pair a device.
+#[derive(Debug)]
+pub(crate) struct EnrollLimiter {
+    window: Duration,
+    per_address: u32,
+    global_failures: u32,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    started: Instant,
+    attempts: HashMap<Option<IpAddr>, u32>,
+    failures: u32,
+}
+
+impl EnrollLimiter {
+    pub(crate) fn new(window: Duration, per_address: u32, global_failures: u32) -> Self {
+        EnrollLimiter {
+            window,
+            per_address,
+            global_failures,
+            state: Mutex::new(LimiterState { started: Instant::now(), attempts: HashMap::new(), failures: 0 }),
+        }
+    }
+
+    /// Counts an attempt from `addr`; `Err(retry_after)` when over a limit.
+    pub(crate) fn attempt(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if now.duration_since(state.started) >= self.window {
+            state.started = now;
+            state.attempts.clear();
+            state.failures = 0;
+        }
+        let retry_after = self.window.saturating_sub(now.duration_since(state.started));
+        if state.failures >= self.global_failures {
+            return Err(retry_after);
+        }
+        let count = state.attempts.entry(addr).or_insert(0);
+        if *count >= self.per_address {
+            return Err(retry_after);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Counts a failed attempt against the code space.
+    pub(crate) fn failed(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_use_the_alphabet_and_normalize() {
+        for _ in 0..200 {
+            let code = new_pairing_code();
+            assert_eq!(code.len(), 9);
+            assert_eq!(&code[4..5], "-");
+            let normal = normalize_code(&code).unwrap();
+            assert_eq!(normalize_code(&code.to_lowercase()), Some(normal.clone()));
+            assert_eq!(normalize_code(&normal), Some(normal.clone()));
+            assert_eq!(normalize_code(&format!(" {} ", &code)), Some(normal));
+        }
+        assert_eq!(normalize_code("BCDF-GHJA"), None, "A is not in the alphabet");
+        assert_eq!(normalize_code("BCDF-GHJ"), None);
+        assert_eq!(normalize_code("BCDF-GHJKL"), None);
+        assert_eq!(normalize_code(""), None);
+    }
+
+    #[test]
+    fn every_letter_is_drawn() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.extend(new_pairing_code().bytes().filter(|b| *b != b'-'));
+        }
+        assert_eq!(seen.len(), 20);
+    }
+
+    #[test]
+    fn tokens_carry_their_device_and_verify() {
+        let id = new_id("dev_");
+        let token = new_token(&id);
+        assert!(token.starts_with("fh_dev_"));
+        assert_eq!(token_device_id(&token), Some(id.as_str()));
+        let hash = sha256_hex(&token);
+        assert!(token_matches(&token, &hash));
+        assert!(!token_matches(&new_token(&id), &hash));
+        assert_eq!(token_device_id("fh_dev_x.short"), None);
+        assert_eq!(token_device_id("Bearer something"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_windows() {
+        let limiter = EnrollLimiter::new(Duration::from_secs(60), 3, 5);
+        let a = Some(IpAddr::from([127, 0, 0, 1]));
+        let b = Some(IpAddr::from([127, 0, 0, 2]));
+        for _ in 0..3 {
+            limiter.attempt(a).unwrap();
+        }
+        let retry = limiter.attempt(a).unwrap_err();
+        assert!(retry <= Duration::from_secs(60));
+        limiter.attempt(b).unwrap();
+        for _ in 0..5 {
+            limiter.failed();
+        }
+        assert!(limiter.attempt(b).is_err(), "the code space is exhausted for everyone");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        limiter.attempt(a).unwrap();
+    }
+}

@@ -1,0 +1,835 @@
+//! The dispatcher: routes calls to connected devices and awaits results,
+//! turns mutate calls into stored proposals, and applies the stored input
+//! once a person approves.
+//!
+//! Per-device state is a small slot in one map behind a `std::sync::Mutex`
+//! that is never held across an `.await`; an idle connected device costs a
+//! slot, a channel and its SSE stream.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use fusion_tools::{
+    CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest, EnrollResponse,
+    ErrorBody, Mode, PROTOCOL_VERSION, Plan, Precondition, ResultAck,
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::{EnrollLimiter, new_id, new_pairing_code, new_token, normalize_code, sha256_hex};
+use crate::error::{Error, Result};
+use crate::events::HostEvent;
+use crate::store::{
+    CallLogEntry, DeviceRecord, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store,
+};
+use crate::time::Clock;
+
+/// How the dispatcher behaves. `Config::default()` is what production wants.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a call to an offline device waits for it to connect. Default 5 s.
+    pub offline_grace: Duration,
+    /// How long a call waits for its result unless the caller says otherwise. Default 60 s.
+    pub call_timeout: Duration,
+    /// How often an idle stream gets a `: ping` comment. Default 10 s (the protocol promises ≤ 15 s).
+    pub heartbeat: Duration,
+    /// How long a pairing code works. Default 10 minutes.
+    pub pairing_ttl: Duration,
+    /// How long a proposal can be approved. Default 24 hours.
+    pub proposal_ttl: Duration,
+    /// The largest request body the device routes accept. Default 8 MiB.
+    pub max_body_bytes: usize,
+    /// The enroll rate-limit window. Default 1 minute.
+    pub enroll_window: Duration,
+    /// Enroll attempts per client address per window. Default 10.
+    pub enroll_per_address: u32,
+    /// Failed enroll attempts across all addresses per window. Default 60.
+    pub enroll_global_failures: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy
+    /// that sets it). Default false: the socket's peer address.
+    pub trust_forwarded_for: bool,
+    /// Wall time, for expiry. Default: the system clock.
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            offline_grace: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            pairing_ttl: Duration::from_secs(10 * 60),
+            proposal_ttl: Duration::from_secs(24 * 60 * 60),
+            max_body_bytes: 8 * 1024 * 1024,
+            enroll_window: Duration::from_secs(60),
+            enroll_per_address: 10,
+            enroll_global_failures: 60,
+            trust_forwarded_for: false,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Options for one call.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Overrides [`Config::call_timeout`].
+    pub timeout: Option<Duration>,
+    /// Who asked, when it is not the owner themself (an agent run, say).
+    pub requested_by: Option<String>,
+}
+
+/// What [`Dispatcher::call`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// A read or action tool's result.
+    Output(ToolOutput),
+    /// A mutate tool's stored proposal, waiting for approval.
+    Proposal(Box<ProposalRecord>),
+}
+
+/// A tool's successful result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolOutput {
+    /// The call's id.
+    pub call_id: String,
+    /// The tool's structured output.
+    pub output: Value,
+    /// Whether a bound cut it short.
+    pub truncated: bool,
+    /// How long the tool ran on the device.
+    pub duration_ms: u64,
+}
+
+/// A freshly minted pairing code. Show it once; only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairingCode {
+    /// `XXXX-XXXX`.
+    pub code: String,
+    /// When it stops working.
+    #[serde(with = "crate::time::rfc3339")]
+    pub expires_at: SystemTime,
+}
+
+/// A device as the owner's UI shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceStatus {
+    /// The stored device.
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    /// Whether it holds a stream right now.
+    pub online: bool,
+}
+
+/// The dispatcher. Cheap to clone; every clone shares the same state.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: Config,
+    state: Mutex<State>,
+    events: broadcast::Sender<HostEvent>,
+    limiter: EnrollLimiter,
+    shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<String, Slot>,
+    pending: HashMap<String, Pending>,
+    /// Calls whose result was delivered, so a repeated POST is acknowledged
+    /// (idempotency) instead of refused. Pruned by age and count.
+    finished: HashMap<String, String>,
+    finished_order: VecDeque<(Instant, String)>,
+}
+
+/// How long, and how many, delivered call ids are remembered.
+const FINISHED_TTL: Duration = Duration::from_secs(10 * 60);
+const FINISHED_MAX: usize = 100_000;
+
+struct Slot {
+    owner: String,
+    session: Option<Session>,
+    online: watch::Sender<bool>,
+    manifest: Option<Arc<DeviceManifest>>,
+    next_event_id: u64,
+    /// Calls sent (or waiting to be sent) and not yet answered, by event id:
+    /// re-delivered on every new stream.
+    outstanding: BTreeMap<u64, CallEvent>,
+}
+
+struct Session {
+    id: String,
+    tx: mpsc::UnboundedSender<StreamMsg>,
+}
+
+/// What the dispatcher pushes to one device's SSE stream.
+#[derive(Debug)]
+pub(crate) enum StreamMsg {
+    Call(u64, Box<CallEvent>),
+    Cancel(CancelEvent),
+    /// Sent last, then the stream closes.
+    Revoked(ClosingEvent),
+    /// Sent last, then the stream closes.
+    Replaced(ClosingEvent),
+}
+
+struct Pending {
+    device_id: String,
+    tx: oneshot::Sender<Result<CallResult>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the app's store.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let limiter = EnrollLimiter::new(config.enroll_window, config.enroll_per_address, config.enroll_global_failures);
+        let (events, _) = broadcast::channel(1024);
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                state: Mutex::new(State::default()),
+                events,
+                limiter,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The app's store, for listing proposals and the call log.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Live events (devices online/offline, calls, proposals) for UIs. Filter
+    /// by [`HostEvent::owner`]; a slow receiver misses events, never blocks.
+    pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Ends every device stream and refuses new calls. Call it when the server
+    /// shuts down, so graceful shutdown does not wait on open streams.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: HostEvent) {
+        // No receivers is normal: nobody has a page open.
+        let _ = self.inner.events.send(event);
+    }
+
+    fn now(&self) -> SystemTime {
+        self.inner.config.clock.now()
+    }
+
+    /// Mints a pairing code for `owner`, valid for [`Config::pairing_ttl`].
+    pub async fn mint_pairing_code(&self, owner: &str) -> Result<PairingCode> {
+        let code = new_pairing_code();
+        let now = self.now();
+        let expires_at = now + self.inner.config.pairing_ttl;
+        let normal = normalize_code(&code).unwrap_or_default();
+        self.inner
+            .store
+            .create_pairing_code(PairingCodeRecord {
+                code_hash: sha256_hex(&normal),
+                owner: owner.to_string(),
+                created_at: now,
+                expires_at,
+                used_at: None,
+            })
+            .await?;
+        Ok(PairingCode { code, expires_at })
+    }
+
+    /// Exchanges a pairing code for a device token (`POST /enroll`).
+    pub(crate) async fn enroll(&self, addr: Option<IpAddr>, req: EnrollRequest) -> Result<EnrollResponse> {
+        let limiter = &self.inner.limiter;
+        limiter.attempt(addr).map_err(|retry_after| Error::RateLimited { retry_after })?;
+        for (field, value) in [("name", &req.name), ("platform", &req.platform), ("host_version", &req.host_version)] {
+            if value.trim().is_empty() || value.len() > 200 {
+                return Err(Error::InvalidRequest(format!("{field} must be 1 to 200 characters")));
+            }
+        }
+        let Some(code) = normalize_code(&req.code) else {
+            limiter.failed();
+            return Err(Error::InvalidCode(
+                "that is not a pairing code: a code is 8 letters like BCDF-GHJK; copy it from /devices",
+            ));
+        };
+        let now = self.now();
+        let Some(record) = self.inner.store.consume_pairing_code(&sha256_hex(&code), now).await? else {
+            limiter.failed();
+            return Err(Error::InvalidCode("this pairing code is not known; check it, or mint a new one on /devices"));
+        };
+        if record.used_at.is_some() {
+            limiter.failed();
+            return Err(Error::InvalidCode("this pairing code was already used; mint a new one on /devices"));
+        }
+        if now >= record.expires_at {
+            return Err(Error::CodeExpired);
+        }
+        let device_id = new_id("dev_");
+        let token = new_token(&device_id);
+        let device = DeviceRecord {
+            id: device_id.clone(),
+            owner: record.owner.clone(),
+            name: req.name.trim().to_string(),
+            platform: req.platform,
+            host_version: req.host_version,
+            token_hash: sha256_hex(&token),
+            created_at: now,
+            last_seen: Some(now),
+            revoked_at: None,
+            manifest: None,
+        };
+        self.inner.store.create_device(device.clone()).await?;
+        tracing::info!(device_id = %device.id, owner = %device.owner, "device enrolled");
+        self.emit(HostEvent::DeviceEnrolled { owner: device.owner.clone(), device_id: device.id, name: device.name });
+        Ok(EnrollResponse {
+            device_id,
+            token,
+            owner: record.owner,
+            server_time: crate::time::format(now),
+            protocol_version: PROTOCOL_VERSION,
+        })
+    }
+
+    /// The owner's device, or `DeviceNotFound` for anyone else's.
+    async fn owned_device(&self, owner: &str, device_id: &str) -> Result<DeviceRecord> {
+        match self.inner.store.device(device_id).await? {
+            Some(d) if d.owner == owner => Ok(d),
+            _ => Err(Error::DeviceNotFound { device_id: device_id.to_string() }),
+        }
+    }
+
+    /// The owner's devices with their live state.
+    pub async fn devices(&self, owner: &str) -> Result<Vec<DeviceStatus>> {
+        let devices = self.inner.store.devices(owner).await?;
+        let state = self.state();
+        Ok(devices
+            .into_iter()
+            .map(|mut device| {
+                let slot = state.slots.get(&device.id);
+                if let Some(m) = slot.and_then(|s| s.manifest.as_deref()) {
+                    device.manifest = Some(m.clone());
+                }
+                let online = slot.is_some_and(|s| s.session.is_some());
+                DeviceStatus { device, online }
+            })
+            .collect())
+    }
+
+    /// Whether the device holds a stream right now.
+    pub fn is_online(&self, device_id: &str) -> bool {
+        self.state().slots.get(device_id).is_some_and(|s| s.session.is_some())
+    }
+
+    /// Revokes the owner's device: its token stops working and a live stream
+    /// gets `revoked` and is closed at once. Calls waiting on it fail.
+    pub async fn revoke(&self, owner: &str, device_id: &str) -> Result<()> {
+        let device = self.owned_device(owner, device_id).await?;
+        self.inner.store.revoke_device(device_id, self.now()).await?;
+        let failed: Vec<Pending> = {
+            let mut state = self.state();
+            if let Some(slot) = state.slots.get_mut(device_id) {
+                if let Some(session) = slot.session.take() {
+                    let _ = session.tx.send(StreamMsg::Revoked(ClosingEvent {
+                        message: "this device was revoked; pair it again with a new code from /devices".into(),
+                    }));
+                }
+                slot.online.send_replace(false);
+                slot.outstanding.clear();
+            }
+            let ids: Vec<String> =
+                state.pending.iter().filter(|(_, p)| p.device_id == device_id).map(|(id, _)| id.clone()).collect();
+            ids.iter().filter_map(|id| state.pending.remove(id)).collect()
+        };
+        for pending in failed {
+            let _ = pending.tx.send(Err(Error::DeviceRevoked { device_id: device_id.to_string() }));
+        }
+        tracing::info!(device_id, "device revoked");
+        self.emit(HostEvent::DeviceRevoked { owner: device.owner, device_id: device_id.to_string() });
+        Ok(())
+    }
+
+    /// Calls `tool` on the owner's device. A read or action tool's result comes
+    /// back as [`CallOutcome::Output`]; a mutate tool is planned on the device
+    /// and stored as a pending [`CallOutcome::Proposal`].
+    pub async fn call(
+        &self,
+        owner: &str,
+        device_id: &str,
+        tool: &str,
+        input: Value,
+        options: CallOptions,
+    ) -> Result<CallOutcome> {
+        let device = self.owned_device(owner, device_id).await?;
+        if device.revoked_at.is_some() {
+            return Err(Error::DeviceRevoked { device_id: device.id });
+        }
+        let timeout = options.timeout.unwrap_or(self.inner.config.call_timeout);
+        let manifest = self.manifest_of(&device).await?;
+        let class = manifest.class_of(tool).ok_or_else(|| Error::UnknownTool {
+            device_id: device.id.clone(),
+            tool: tool.to_string(),
+            available: manifest.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+        })?;
+        let mode = if class == Class::Mutate { Mode::Plan } else { Mode::Run };
+        let result = self.dispatch(&device, tool, mode, input.clone(), None, None, timeout).await?;
+        let output = ok_output(result)?;
+        if mode == Mode::Run {
+            return Ok(CallOutcome::Output(output));
+        }
+        let plan: Plan = serde_json::from_value(output.output).map_err(|e| {
+            Error::Tool(ErrorBody::new("invalid_plan", format!("the device returned a plan this server cannot read: {e}")))
+        })?;
+        let now = self.now();
+        let proposal = ProposalRecord {
+            id: new_id("prop_"),
+            owner: owner.to_string(),
+            device_id: device.id.clone(),
+            tool: tool.to_string(),
+            input,
+            plan,
+            requested_by: options.requested_by.unwrap_or_else(|| owner.to_string()),
+            created_at: now,
+            expires_at: now + self.inner.config.proposal_ttl,
+            status: ProposalStatus::Pending,
+            decided_by: None,
+            decided_at: None,
+            output: None,
+            error: None,
+        };
+        self.inner.store.create_proposal(proposal.clone()).await?;
+        self.emit(HostEvent::ProposalCreated {
+            owner: owner.to_string(),
+            proposal_id: proposal.id.clone(),
+            device_id: device.id,
+            tool: tool.to_string(),
+            summary: proposal.plan.summary.clone(),
+        });
+        Ok(CallOutcome::Proposal(Box::new(proposal)))
+    }
+
+    /// The device's manifest: the live one, else the stored one, else the one
+    /// it sends if it connects within the offline grace.
+    async fn manifest_of(&self, device: &DeviceRecord) -> Result<Arc<DeviceManifest>> {
+        let mut online = {
+            let mut state = self.state();
+            let slot = state.slot(&device.id, &device.owner);
+            if let Some(m) = &slot.manifest {
+                return Ok(Arc::clone(m));
+            }
+            if let Some(m) = &device.manifest {
+                return Ok(Arc::new(m.clone()));
+            }
+            slot.online.subscribe()
+        };
+        let _ = tokio::time::timeout(self.inner.config.offline_grace, online.wait_for(|on| *on)).await;
+        // The manifest is sent right after the stream opens; give it the same grace.
+        let deadline = Instant::now() + self.inner.config.offline_grace;
+        loop {
+            if let Some(m) = self.state().slots.get(&device.id).and_then(|s| s.manifest.clone()) {
+                return Ok(m);
+            }
+            if Instant::now() >= deadline || !*online.borrow() {
+                return Err(Error::DeviceOffline { device_id: device.id.clone() });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Approves the owner's pending proposal and applies the *stored* input
+    /// with the stored precondition. Returns the proposal as it ends up
+    /// (`applied`, with the output); a failed apply (a `conflict`, the device
+    /// offline) marks it `failed` and returns the error.
+    pub async fn approve(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+        let proposal = self.decide(owner, proposal_id, ProposalStatus::Approved).await?;
+        let timeout = self.inner.config.call_timeout;
+        let applied = async {
+            let device = self.owned_device(owner, &proposal.device_id).await?;
+            if device.revoked_at.is_some() {
+                return Err(Error::DeviceRevoked { device_id: device.id });
+            }
+            let result = self
+                .dispatch(
+                    &device,
+                    &proposal.tool,
+                    Mode::Apply,
+                    proposal.input.clone(),
+                    Some(proposal.plan.precondition.clone()),
+                    Some(proposal.id.clone()),
+                    timeout,
+                )
+                .await?;
+            ok_output(result)
+        }
+        .await;
+        let (status, output, error) = match &applied {
+            Ok(out) => (ProposalStatus::Applied, Some(out.output.clone()), None),
+            Err(e) => (ProposalStatus::Failed, None, Some(e.to_body())),
+        };
+        let update = ProposalUpdate { status, decided_by: None, decided_at: None, output, error };
+        self.inner.store.transition_proposal(proposal_id, ProposalStatus::Approved, update).await?;
+        self.emit(HostEvent::ProposalResolved {
+            owner: owner.to_string(),
+            proposal_id: proposal_id.to_string(),
+            status,
+        });
+        applied?;
+        self.owned_proposal(owner, proposal_id).await
+    }
+
+    /// Rejects the owner's pending proposal.
+    pub async fn reject(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+        let proposal = self.decide(owner, proposal_id, ProposalStatus::Rejected).await?;
+        self.emit(HostEvent::ProposalResolved {
+            owner: owner.to_string(),
+            proposal_id: proposal.id.clone(),
+            status: ProposalStatus::Rejected,
+        });
+        Ok(proposal)
+    }
+
+    /// Moves a pending proposal to `to` exactly once (compare-and-set in the
+    /// store, so two approvers racing cannot both win).
+    async fn decide(&self, owner: &str, proposal_id: &str, to: ProposalStatus) -> Result<ProposalRecord> {
+        let proposal = self.owned_proposal(owner, proposal_id).await?;
+        if proposal.status != ProposalStatus::Pending {
+            return Err(Error::ProposalResolved { proposal_id: proposal.id, status: proposal.status });
+        }
+        let now = self.now();
+        let store = &self.inner.store;
+        if now >= proposal.expires_at {
+            let update =
+                ProposalUpdate { status: ProposalStatus::Expired, decided_by: None, decided_at: None, output: None, error: None };
+            store.transition_proposal(proposal_id, ProposalStatus::Pending, update).await?;
+            return Err(Error::ProposalExpired { proposal_id: proposal.id });
+        }
+        let update = ProposalUpdate {
+            status: to,
+            decided_by: Some(owner.to_string()),
+            decided_at: Some(now),
+            output: None,
+            error: None,
+        };
+        if !store.transition_proposal(proposal_id, ProposalStatus::Pending, update).await? {
+            let status = store.proposal(proposal_id).await?.map_or(ProposalStatus::Pending, |p| p.status);
+            return Err(Error::ProposalResolved { proposal_id: proposal.id, status });
+        }
+        self.owned_proposal(owner, proposal_id).await
+    }
+
+    async fn owned_proposal(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+        match self.inner.store.proposal(proposal_id).await? {
+            Some(p) if p.owner == owner => Ok(p),
+            _ => Err(Error::ProposalNotFound { proposal_id: proposal_id.to_string() }),
+        }
+    }
+
+    /// Sends one call down the device's stream and waits for its result,
+    /// logging it and emitting start/finish events.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        device: &DeviceRecord,
+        tool: &str,
+        mode: Mode,
+        input: Value,
+        precondition: Option<Precondition>,
+        proposal_id: Option<String>,
+        timeout: Duration,
+    ) -> Result<CallResult> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let call_id = new_id("call_");
+        let started_at = self.now();
+        let started = Instant::now();
+        let owner = device.owner.clone();
+        self.emit(HostEvent::CallStarted {
+            owner: owner.clone(),
+            device_id: device.id.clone(),
+            call_id: call_id.clone(),
+            tool: tool.to_string(),
+            mode,
+        });
+        let result = self.send_and_wait(device, tool, mode, input, precondition, proposal_id.clone(), timeout, &call_id).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let error_code = match &result {
+            Ok(r) if r.ok => None,
+            Ok(r) => Some(r.error.as_ref().map_or_else(|| "tool_failed".to_string(), |e| e.code.clone())),
+            Err(e) => Some(e.code().to_string()),
+        };
+        self.emit(HostEvent::CallFinished {
+            owner: owner.clone(),
+            device_id: device.id.clone(),
+            call_id: call_id.clone(),
+            tool: tool.to_string(),
+            mode,
+            ok: error_code.is_none(),
+            error_code: error_code.clone(),
+            duration_ms,
+        });
+        let entry = CallLogEntry {
+            call_id,
+            owner,
+            device_id: device.id.clone(),
+            tool: tool.to_string(),
+            mode,
+            proposal_id,
+            started_at,
+            duration_ms,
+            error_code,
+        };
+        if let Err(e) = self.inner.store.log_call(entry).await {
+            // The call itself succeeded or failed on its own terms; a lost log line must not change that.
+            tracing::error!(error = %e, "could not write the call log");
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_and_wait(
+        &self,
+        device: &DeviceRecord,
+        tool: &str,
+        mode: Mode,
+        input: Value,
+        precondition: Option<Precondition>,
+        proposal_id: Option<String>,
+        timeout: Duration,
+        call_id: &str,
+    ) -> Result<CallResult> {
+        let call = CallEvent {
+            call_id: call_id.to_string(),
+            tool: tool.to_string(),
+            mode,
+            input,
+            timeout_ms: timeout.as_millis() as u64,
+            proposal_id,
+            precondition,
+        };
+        let (tx, rx) = oneshot::channel();
+        let (event_id, mut online) = {
+            let mut state = self.state();
+            state.pending.insert(call_id.to_string(), Pending { device_id: device.id.clone(), tx });
+            let slot = state.slot(&device.id, &device.owner);
+            slot.next_event_id += 1;
+            let event_id = slot.next_event_id;
+            slot.outstanding.insert(event_id, call.clone());
+            if let Some(session) = &slot.session {
+                let _ = session.tx.send(StreamMsg::Call(event_id, Box::new(call)));
+            }
+            (event_id, slot.online.subscribe())
+        };
+        let mut guard = CallGuard {
+            dispatcher: self,
+            device_id: &device.id,
+            call_id,
+            event_id,
+            reason: "caller_gone",
+            done: false,
+        };
+        if !*online.borrow_and_update() {
+            let grace = self.inner.config.offline_grace;
+            if !matches!(tokio::time::timeout(grace, online.wait_for(|on| *on)).await, Ok(Ok(_))) {
+                return Err(Error::DeviceOffline { device_id: device.id.clone() });
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => {
+                guard.done = true;
+                result
+            }
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => {
+                guard.reason = "timeout";
+                Err(Error::Timeout { device_id: device.id.clone(), tool: tool.to_string(), after: timeout })
+            }
+        }
+    }
+
+    /// Delivers a device's result (`POST /result`). Idempotent per call id.
+    pub(crate) fn deliver(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
+        let mut state = self.state();
+        let call_id = result.call_id.clone();
+        match state.pending.get(&call_id) {
+            Some(p) if p.device_id != device_id => return Err(Error::CallNotYours { call_id }),
+            Some(_) => {}
+            None => {
+                return match state.finished.get(&call_id) {
+                    Some(owner_device) if owner_device == device_id => Ok(ResultAck { accepted: false }),
+                    Some(_) => Err(Error::CallNotYours { call_id }),
+                    None => Err(Error::CallUnknown { call_id }),
+                };
+            }
+        }
+        let Some(pending) = state.pending.remove(&call_id) else {
+            return Err(Error::CallUnknown { call_id });
+        };
+        if let Some(slot) = state.slots.get_mut(device_id) {
+            slot.outstanding.retain(|_, c| c.call_id != call_id);
+        }
+        state.remember_finished(call_id, device_id);
+        drop(state);
+        let _ = pending.tx.send(Ok(result));
+        Ok(ResultAck { accepted: true })
+    }
+
+    /// Records the device's manifest (`PUT /manifest`).
+    pub(crate) async fn set_manifest(&self, device: &DeviceRecord, manifest: DeviceManifest) -> Result<()> {
+        self.inner.store.touch_device(&device.id, self.now(), Some(&manifest)).await?;
+        self.state().slot(&device.id, &device.owner).manifest = Some(Arc::new(manifest));
+        Ok(())
+    }
+
+    /// Opens a stream for the device: replaces an older one, then queues
+    /// every call it was sent but has not answered.
+    pub(crate) fn connect(&self, device: &DeviceRecord) -> (String, mpsc::UnboundedReceiver<StreamMsg>) {
+        let session_id = new_id("ses_");
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut state = self.state();
+            let slot = state.slot(&device.id, &device.owner);
+            let new = Session { id: session_id.clone(), tx };
+            if let Some(old) = slot.session.replace(new) {
+                let _ = old.tx.send(StreamMsg::Replaced(ClosingEvent {
+                    message: "a newer connection from this device replaced this one".into(),
+                }));
+            }
+            if let Some(session) = &slot.session {
+                for (event_id, call) in &slot.outstanding {
+                    let _ = session.tx.send(StreamMsg::Call(*event_id, Box::new(call.clone())));
+                }
+            }
+            slot.online.send_replace(true);
+        }
+        tracing::info!(device_id = %device.id, session_id, "device connected");
+        self.emit(HostEvent::DeviceOnline { owner: device.owner.clone(), device_id: device.id.clone() });
+        (session_id, rx)
+    }
+
+    /// Closes the device's session if it is still the current one.
+    pub(crate) fn disconnect(&self, device_id: &str, session_id: &str) {
+        let owner = {
+            let mut state = self.state();
+            let Some(slot) = state.slots.get_mut(device_id) else { return };
+            if slot.session.as_ref().is_none_or(|s| s.id != session_id) {
+                return;
+            }
+            slot.session = None;
+            slot.online.send_replace(false);
+            slot.owner.clone()
+        };
+        tracing::info!(device_id, session_id, "device disconnected");
+        self.emit(HostEvent::DeviceOffline { owner, device_id: device_id.to_string() });
+        let store = Arc::clone(&self.inner.store);
+        let (device_id, now) = (device_id.to_string(), self.now());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_device(&device_id, now, None).await {
+                tracing::warn!(error = %e, "could not record the device's last-seen time");
+            }
+        });
+    }
+}
+
+fn ok_output(result: CallResult) -> Result<ToolOutput> {
+    if !result.ok {
+        let error = result
+            .error
+            .unwrap_or_else(|| ErrorBody::new("tool_failed", "the device reported a failure without details"));
+        return Err(Error::Tool(error));
+    }
+    Ok(ToolOutput {
+        call_id: result.call_id,
+        output: result.output.unwrap_or(Value::Null),
+        truncated: result.truncated,
+        duration_ms: result.duration_ms,
+    })
+}
+
+impl State {
+    fn slot(&mut self, device_id: &str, owner: &str) -> &mut Slot {
+        self.slots.entry(device_id.to_string()).or_insert_with(|| Slot {
+            owner: owner.to_string(),
+            session: None,
+            online: watch::Sender::new(false),
+            manifest: None,
+            next_event_id: 0,
+            outstanding: BTreeMap::new(),
+        })
+    }
+
+    fn remember_finished(&mut self, call_id: String, device_id: &str) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.finished_order.front() {
+            if now.duration_since(*at) < FINISHED_TTL && self.finished_order.len() < FINISHED_MAX {
+                break;
+            }
+            if let Some((_, id)) = self.finished_order.pop_front() {
+                self.finished.remove(&id);
+            }
+        }
+        self.finished.insert(call_id.clone(), device_id.to_string());
+        self.finished_order.push_back((now, call_id));
+    }
+}
+
+/// Cleans up a call that ends without a result (timeout, device offline, the
+/// caller's future dropped): forgets it and tells the device to cancel.
+struct CallGuard<'a> {
+    dispatcher: &'a Dispatcher,
+    device_id: &'a str,
+    call_id: &'a str,
+    event_id: u64,
+    reason: &'static str,
+    done: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.dispatcher.state();
+        state.pending.remove(self.call_id);
+        if let Some(slot) = state.slots.get_mut(self.device_id) {
+            slot.outstanding.remove(&self.event_id);
+            if let Some(session) = &slot.session {
+                let _ = session.tx.send(StreamMsg::Cancel(CancelEvent {
+                    call_id: self.call_id.to_string(),
+                    reason: self.reason.to_string(),
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The dispatcher's error type and its one mapping to HTTP responses.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fusion_tools::ErrorBody;
+
+use crate::store::{ProposalStatus, StoreError};
+
+/// Everything the dispatcher and the device routes can refuse or fail with.
+///
+/// A device or proposal the caller does not own is reported exactly like one
+/// that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No such device for this user.
+    #[error("device {device_id} was not found; check /devices for your paired devices")]
+    DeviceNotFound {
+        /// The id asked for.
+        device_id: String,
+    },
+    /// The device did not connect within the offline grace.
+    #[error("device {device_id} is offline; start fusion-host on that machine and try again")]
+    DeviceOffline {
+        /// The device.
+        device_id: String,
+    },
+    /// The device was revoked.
+    #[error("device {device_id} was revoked; pair it again with a new code from /devices")]
+    DeviceRevoked {
+        /// The device.
+        device_id: String,
+    },
+    /// The device does not offer that tool.
+    #[error("device {device_id} has no tool `{tool}`; it offers: {available}")]
+    UnknownTool {
+        /// The device.
+        device_id: String,
+        /// The tool asked for.
+        tool: String,
+        /// What it offers, comma-separated.
+        available: String,
+    },
+    /// No result came back in time; the device was told to cancel.
+    #[error("{tool} on device {device_id} did not answer within {}s; it was cancelled", .after.as_secs_f32())]
+    Timeout {
+        /// The device.
+        device_id: String,
+        /// The tool.
+        tool: String,
+        /// The timeout that ran out.
+        after: Duration,
+    },
+    /// The tool ran on the device and failed; its code is passed through.
+    #[error("{}: {}", .0.code, .0.message)]
+    Tool(ErrorBody),
+    /// No such proposal for this user.
+    #[error("proposal {proposal_id} was not found")]
+    ProposalNotFound {
+        /// The id asked for.
+        proposal_id: String,
+    },
+    /// The proposal was decided already.
+    #[error("proposal {proposal_id} is already {}; a proposal is decided once", .status.as_str())]
+    ProposalResolved {
+        /// The proposal.
+        proposal_id: String,
+        /// Its current status.
+        status: ProposalStatus,
+    },
+    /// The proposal expired before anyone decided.
+    #[error("proposal {proposal_id} expired; ask the agent to plan the change again")]
+    ProposalExpired {
+        /// The proposal.
+        proposal_id: String,
+    },
+    /// The pairing code is malformed, unknown or already used.
+    #[error("{0}")]
+    InvalidCode(&'static str),
+    /// The pairing code's ten minutes are over.
+    #[error("this pairing code has expired; mint a new one on /devices (codes last 10 minutes)")]
+    CodeExpired,
+    /// Too many enroll attempts.
+    #[error("too many pairing attempts; wait {}s and try again", .retry_after.as_secs().max(1))]
+    RateLimited {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The bearer token is missing, malformed or unknown.
+    #[error("this device's token is not known to the server; pair it again with a new code from /devices")]
+    TokenUnknown,
+    /// The bearer token belongs to a revoked device.
+    #[error("this device was revoked; pair it again with a new code from /devices")]
+    TokenRevoked,
+    /// A result for a call the server is not waiting for.
+    #[error("call {call_id} is unknown or already finished")]
+    CallUnknown {
+        /// The call id posted.
+        call_id: String,
+    },
+    /// A result for another device's call.
+    #[error("call {call_id} was not sent to this device")]
+    CallNotYours {
+        /// The call id posted.
+        call_id: String,
+    },
+    /// The request body is not what the route takes.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The request body is over the limit.
+    #[error("the request body is larger than the server accepts ({limit} bytes); send less")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The device speaks a protocol version this server does not.
+    #[error("protocol version {0} is not supported; this server speaks version {v}; update fusion-host", v = fusion_tools::PROTOCOL_VERSION)]
+    ProtocolUnsupported(String),
+    /// The server is shutting down.
+    #[error("the server is shutting down; try again shortly")]
+    ShuttingDown,
+    /// The app's store failed.
+    #[error("the server could not reach its database; try again")]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// The stable snake_case code.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::DeviceNotFound { .. } => "device_not_found",
+            Error::DeviceOffline { .. } => "device_offline",
+            Error::DeviceRevoked { .. } => "device_revoked",
+            Error::UnknownTool { .. } => "unknown_tool",
+            Error::Timeout { .. } => "timeout",
+            Error::Tool(body) => &body.code,
+            Error::ProposalNotFound { .. } => "proposal_not_found",
+            Error::ProposalResolved { .. } => "proposal_resolved",
+            Error::ProposalExpired { .. } => "proposal_expired",
+            Error::InvalidCode(_) => "invalid_code",
+            Error::CodeExpired => "code_expired",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::TokenUnknown => "token_unknown",
+            Error::TokenRevoked => "token_revoked",
+            Error::CallUnknown { .. } => "call_unknown",
+            Error::CallNotYours { .. } => "call_not_yours",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::TooLarge { .. } => "too_large",
+            Error::ProtocolUnsupported(_) => "protocol_unsupported",
+            Error::ShuttingDown => "shutting_down",
+            Error::Store(_) => "internal",
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::DeviceNotFound { .. }
+            | Error::UnknownTool { .. }
+            | Error::ProposalNotFound { .. }
+            | Error::CallUnknown { .. } => StatusCode::NOT_FOUND,
+            Error::DeviceOffline { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DeviceRevoked { .. } | Error::ProposalExpired { .. } => StatusCode::GONE,
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Tool(body) if body.code == "conflict" => StatusCode::CONFLICT,
+            Error::Tool(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::ProposalResolved { .. } => StatusCode::CONFLICT,
+            Error::InvalidCode(_)
+            | Error::CodeExpired
+            | Error::InvalidRequest(_)
+            | Error::ProtocolUnsupported(_) => StatusCode::BAD_REQUEST,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::TokenUnknown | Error::TokenRevoked => StatusCode::UNAUTHORIZED,
+            Error::CallNotYours { .. } => StatusCode::FORBIDDEN,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the same request may succeed later without changes.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::DeviceOffline { .. }
+                | Error::Timeout { .. }
+                | Error::RateLimited { .. }
+                | Error::ShuttingDown
+                | Error::Store(_)
+        )
+    }
+
+    /// The wire form.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Store(e) = &self {
+            tracing::error!(error = %e, "store failure");
+        }
+        let mut response = (self.status(), Json(self.to_body())).into_response();
+        if let Error::RateLimited { retry_after } = &self {
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// A result of the dispatcher.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,235 @@
+//! The device-facing routes: `POST /enroll`, `PUT /manifest`, `GET /stream`
+//! (SSE), `POST /result`. Nest them under any prefix (`/api/host` by default).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use fusion_tools::{
+    CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck,
+};
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::{token_device_id, token_matches};
+use crate::dispatcher::{Dispatcher, StreamMsg};
+use crate::error::Error;
+use crate::store::DeviceRecord;
+
+/// The device routes, ready to `.nest("/api/host", ...)` into the app.
+///
+/// Serve the app with `into_make_service_with_connect_info::<SocketAddr>()`
+/// so enroll attempts are rate-limited per client address.
+pub fn router(dispatcher: Dispatcher) -> Router {
+    let limit = dispatcher.config().max_body_bytes;
+    Router::new()
+        .route("/enroll", post(enroll))
+        .route("/manifest", put(manifest))
+        .route("/stream", get(stream))
+        .route("/result", post(result))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(dispatcher)
+}
+
+async fn enroll(
+    State(dispatcher): State<Dispatcher>,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Body(req): Body<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, Error> {
+    check_protocol(&headers)?;
+    let addr = client_addr(&dispatcher, connect_info.map(|Extension(ConnectInfo(a))| a), &headers);
+    dispatcher.enroll(addr, req).await.map(Json)
+}
+
+async fn manifest(
+    State(dispatcher): State<Dispatcher>,
+    AuthedDevice(device): AuthedDevice,
+    Body(manifest): Body<DeviceManifest>,
+) -> Result<StatusCode, Error> {
+    dispatcher.set_manifest(&device, manifest).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn result(
+    State(dispatcher): State<Dispatcher>,
+    AuthedDevice(device): AuthedDevice,
+    Body(result): Body<CallResult>,
+) -> Result<Json<ResultAck>, Error> {
+    dispatcher.deliver(&device.id, result).map(Json)
+}
+
+async fn stream(
+    State(dispatcher): State<Dispatcher>,
+    AuthedDevice(device): AuthedDevice,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    if dispatcher.shutdown_token().is_cancelled() {
+        return Err(Error::ShuttingDown);
+    }
+    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        // Every unanswered call is re-sent on a new stream, so the id is only informative.
+        tracing::debug!(device_id = %device.id, last_event_id = last, "device resumed");
+    }
+    let heartbeat = dispatcher.config().heartbeat;
+    let (session_id, rx) = dispatcher.connect(&device);
+    let hello = HelloEvent {
+        device_id: device.id.clone(),
+        session_id: session_id.clone(),
+        heartbeat_ms: heartbeat.as_millis() as u64,
+        protocol_version: PROTOCOL_VERSION,
+    };
+    let session = SessionGuard { dispatcher: dispatcher.clone(), device_id: device.id, session_id };
+    let events = device_stream(session, rx, dispatcher.shutdown_token(), json_event("hello", None, &hello));
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(heartbeat).text("ping"));
+    let headers = [
+        (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    Ok((headers, sse).into_response())
+}
+
+/// The SSE events of one session: `hello`, then whatever the dispatcher
+/// sends, until `revoked`/`replaced`, server shutdown, or the client leaves.
+fn device_stream(
+    session: SessionGuard,
+    rx: mpsc::UnboundedReceiver<StreamMsg>,
+    shutdown: CancellationToken,
+    hello: Event,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct St {
+        // Dropped with the stream: the device goes offline then.
+        _session: SessionGuard,
+        rx: mpsc::UnboundedReceiver<StreamMsg>,
+        shutdown: CancellationToken,
+        hello: Option<Event>,
+        closing: bool,
+    }
+    let state = St { _session: session, rx, shutdown, hello: Some(hello), closing: false };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(hello) = st.hello.take() {
+            return Some((Ok(hello), st));
+        }
+        if st.closing {
+            return None;
+        }
+        let msg = tokio::select! {
+            msg = st.rx.recv() => msg?,
+            () = st.shutdown.cancelled() => return None,
+        };
+        let event = match msg {
+            StreamMsg::Call(id, call) => json_event("call", Some(id), &*call),
+            StreamMsg::Cancel(cancel) => json_event("cancel", None, &cancel),
+            StreamMsg::Revoked(closing) => {
+                st.closing = true;
+                json_event("revoked", None, &closing)
+            }
+            StreamMsg::Replaced(closing) => {
+                st.closing = true;
+                json_event("replaced", None, &closing)
+            }
+        };
+        Some((Ok(event), st))
+    })
+}
+
+fn json_event(name: &str, id: Option<u64>, data: &impl serde::Serialize) -> Event {
+    let event = Event::default().event(name).data(serde_json::to_string(data).unwrap_or_default());
+    match id {
+        Some(id) => event.id(id.to_string()),
+        None => event,
+    }
+}
+
+/// Marks the device offline when its stream ends, unless a newer stream
+/// has replaced it already.
+struct SessionGuard {
+    dispatcher: Dispatcher,
+    device_id: String,
+    session_id: String,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.dispatcher.disconnect(&self.device_id, &self.session_id);
+    }
+}
+
+/// The client address for rate limiting.
+fn client_addr(dispatcher: &Dispatcher, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    if dispatcher.config().trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    peer.map(|p| p.ip())
+}
+
+/// Refuses a device that says it speaks another protocol version. A device
+/// that sends no version is taken to speak version 1.
+fn check_protocol(headers: &HeaderMap) -> Result<(), Error> {
+    match headers.get(PROTOCOL_HEADER).map(|v| v.to_str().unwrap_or("?").trim()) {
+        None => Ok(()),
+        Some(v) if v == PROTOCOL_VERSION.to_string() => Ok(()),
+        Some(v) => Err(Error::ProtocolUnsupported(v.to_string())),
+    }
+}
+
+/// A request authenticated by its device token.
+struct AuthedDevice(DeviceRecord);
+
+impl FromRequestParts<Dispatcher> for AuthedDevice {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, dispatcher: &Dispatcher) -> Result<Self, Error> {
+        check_protocol(&parts.headers)?;
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::TokenUnknown)?;
+        let device_id = token_device_id(token).ok_or(Error::TokenUnknown)?;
+        let device = dispatcher.store().device(device_id).await?.ok_or(Error::TokenUnknown)?;
+        if !token_matches(token, &device.token_hash) {
+            return Err(Error::TokenUnknown);
+        }
+        if device.revoked_at.is_some() {
+            return Err(Error::TokenRevoked);
+        }
+        Ok(AuthedDevice(device))
+    }
+}
+
+/// `Json<T>` whose rejections are answered in this crate's error format
+/// (`invalid_request`, or `too_large` with 413).
+struct Body<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<Dispatcher> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, dispatcher: &Dispatcher) -> Result<Self, Error> {
+        match Json::<T>::from_request(req, dispatcher).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::TooLarge { limit: dispatcher.config().max_body_bytes })
+            }
+            Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidRequest(e.body_text())),
+            Err(rejection) => Err(Error::InvalidRequest(rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Persistence, behind a trait the app implements on its own tables. The
+//! crate never creates tables; [`MemoryStore`] is the implementation for tests
+//! and demos.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use fusion_tools::{DeviceManifest, ErrorBody, Mode, Plan};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A store failure (database down, constraint violated). Opaque to the
+/// dispatcher, which reports it as an internal error and logs it.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    /// Wraps any error.
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError(e.into())
+    }
+}
+
+/// A store result.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A paired device. The token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Server-issued id, `dev_` + 32 hex characters.
+    pub id: String,
+    /// The user who paired it.
+    pub owner: String,
+    /// Its name, as the device reported it.
+    pub name: String,
+    /// Operating system and architecture.
+    pub platform: String,
+    /// The device binary's version at its last connect.
+    pub host_version: String,
+    /// SHA-256 of the bearer token, lowercase hex.
+    #[serde(skip_serializing)]
+    pub token_hash: String,
+    /// When it was paired.
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: SystemTime,
+    /// When it last connected or disconnected.
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub last_seen: Option<SystemTime>,
+    /// When it was revoked; a revoked device never authenticates again.
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub revoked_at: Option<SystemTime>,
+    /// Its last manifest (tools and roots).
+    pub manifest: Option<DeviceManifest>,
+}
+
+/// A minted pairing code. Only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingCodeRecord {
+    /// SHA-256 of the normalized code (8 letters, no dash), lowercase hex.
+    pub code_hash: String,
+    /// Who minted it; the device it pairs belongs to them.
+    pub owner: String,
+    /// When it was minted.
+    pub created_at: SystemTime,
+    /// When it stops working.
+    pub expires_at: SystemTime,
+    /// When it was used (or tried after use).
+    pub used_at: Option<SystemTime>,
+}
+
+/// Where a proposal is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// Approved; the apply call is under way.
+    Approved,
+    /// Approved and applied.
+    Applied,
+    /// Approved, but apply failed (a conflict, the device offline, ...).
+    Failed,
+    /// Rejected by a person.
+    Rejected,
+    /// Nobody decided before it expired.
+    Expired,
+}
+
+impl ProposalStatus {
+    /// The status as stored and sent: `pending`, `applied`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalStatus::Pending => "pending",
+            ProposalStatus::Approved => "approved",
+            ProposalStatus::Applied => "applied",
+            ProposalStatus::Failed => "failed",
+            ProposalStatus::Rejected => "rejected",
+            ProposalStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A planned mutation waiting for (or past) a person's decision. The stored
+/// `input` and `plan.precondition` are what apply sends: never the client's copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposalRecord {
+    /// `prop_` + 32 hex characters.
+    pub id: String,
+    /// Whose device it is, and who may decide.
+    pub owner: String,
+    /// The device that planned it.
+    pub device_id: String,
+    /// The mutate tool.
+    pub tool: String,
+    /// The exact input that was planned and will be applied.
+    pub input: Value,
+    /// The device's plan: summary, diff, effects, precondition.
+    pub plan: Plan,
+    /// Who asked for it (the calling user or agent).
+    pub requested_by: String,
+    /// When it was planned.
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: SystemTime,
+    /// After this it can no longer be approved.
+    #[serde(with = "crate::time::rfc3339")]
+    pub expires_at: SystemTime,
+    /// Where it is now.
+    pub status: ProposalStatus,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    /// When.
+    #[serde(with = "crate::time::rfc3339_opt")]
+    pub decided_at: Option<SystemTime>,
+    /// Apply's output, once applied.
+    pub output: Option<Value>,
+    /// Apply's error, when it failed.
+    pub error: Option<ErrorBody>,
+}
+
+/// A change of a proposal's status, applied only from an expected status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposalUpdate {
+    /// The new status.
+    pub status: ProposalStatus,
+    /// Who decided (set on approve/reject).
+    pub decided_by: Option<String>,
+    /// When they decided.
+    pub decided_at: Option<SystemTime>,
+    /// Apply's output.
+    pub output: Option<Value>,
+    /// Apply's error.
+    pub error: Option<ErrorBody>,
+}
+
+/// One line of the activity log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallLogEntry {
+    /// The call's id.
+    pub call_id: String,
+    /// Who made it.
+    pub owner: String,
+    /// On which device.
+    pub device_id: String,
+    /// Which tool.
+    pub tool: String,
+    /// `run`, `plan` or `apply`.
+    pub mode: Mode,
+    /// The proposal it planned or applied.
+    pub proposal_id: Option<String>,
+    /// When it started.
+    #[serde(with = "crate::time::rfc3339")]
+    pub started_at: SystemTime,
+    /// How long until the result (or the failure).
+    pub duration_ms: u64,
+    /// The error code, when it failed.
+    pub error_code: Option<String>,
+}
+
+/// What the dispatcher needs to persist. Every method is one small,
+/// self-contained operation; the compare-and-set ones must be atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Saves a new pairing code.
+    async fn create_pairing_code(&self, code: PairingCodeRecord) -> StoreResult<()>;
+
+    /// Atomically marks the code used and returns it *as it was before*
+    /// (so a second use shows `used_at`); `None` when no such code exists.
+    async fn consume_pairing_code(&self, code_hash: &str, now: SystemTime) -> StoreResult<Option<PairingCodeRecord>>;
+
+    /// Saves a newly paired device.
+    async fn create_device(&self, device: DeviceRecord) -> StoreResult<()>;
+
+    /// One device by id, whoever owns it.
+    async fn device(&self, id: &str) -> StoreResult<Option<DeviceRecord>>;
+
+    /// The devices of one owner, revoked ones included, oldest first.
+    async fn devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>>;
+
+    /// Records a connect or disconnect, and the manifest when one was sent.
+    async fn touch_device(&self, id: &str, at: SystemTime, manifest: Option<&DeviceManifest>) -> StoreResult<()>;
+
+    /// Marks a device revoked.
+    async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()>;
+
+    /// Saves a new proposal.
+    async fn create_proposal(&self, proposal: ProposalRecord) -> StoreResult<()>;
+
+    /// One proposal by id, whoever owns it.
+    async fn proposal(&self, id: &str) -> StoreResult<Option<ProposalRecord>>;
+
+    /// One owner's proposals, newest first, optionally only those in `status`.
+    async fn proposals(&self, owner: &str, status: Option<ProposalStatus>) -> StoreResult<Vec<ProposalRecord>>;
+
+    /// Applies `update` only if the proposal's status is `from` now; returns
+    /// whether it did. This is what makes a proposal resolve exactly once.
+    async fn transition_proposal(&self, id: &str, from: ProposalStatus, update: ProposalUpdate) -> StoreResult<bool>;
+
+    /// Appends to the activity log.
+    async fn log_call(&self, entry: CallLogEntry) -> StoreResult<()>;
+
+    /// One owner's most recent calls, newest first.
+    async fn calls(&self, owner: &str, limit: usize) -> StoreResult<Vec<CallLogEntry>>;
+}
+
+/// An in-memory [`Store`], for tests and demos. Nothing survives a restart.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    codes: HashMap<String, PairingCodeRecord>,
+    devices: Vec<DeviceRecord>,
+    proposals: Vec<ProposalRecord>,
+    calls: Vec<CallLogEntry>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_pairing_code(&self, code: PairingCodeRecord) -> StoreResult<()> {
+        self.tables().codes.insert(code.code_hash.clone(), code);
+        Ok(())
+    }
+
+    async fn consume_pairing_code(&self, code_hash: &str, now: SystemTime) -> StoreResult<Option<PairingCodeRecord>> {
+        let mut tables = self.tables();
+        Ok(tables.codes.get_mut(code_hash).map(|code| {
+            let before = code.clone();
+            code.used_at.get_or_insert(now);
+            before
+        }))
+    }
+
+    async fn create_device(&self, device: DeviceRecord) -> StoreResult<()> {
+        self.tables().devices.push(device);
+        Ok(())
+    }
+
+    async fn device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
+        Ok(self.tables().devices.iter().find(|d| d.id == id).cloned())
+    }
+
+    async fn devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
+        Ok(self.tables().devices.iter().filter(|d| d.owner == owner).cloned().collect())
+    }
+
+    async fn touch_device(&self, id: &str, at: SystemTime, manifest: Option<&DeviceManifest>) -> StoreResult<()> {
+        if let Some(d) = self.tables().devices.iter_mut().find(|d| d.id == id) {
+            d.last_seen = Some(at);
+            if let Some(m) = manifest {
+                d.host_version = m.host_version.clone();
+                d.manifest = Some(m.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()> {
+        if let Some(d) = self.tables().devices.iter_mut().find(|d| d.id == id) {
+            d.revoked_at.get_or_insert(at);
+        }
+        Ok(())
+    }
+
+    async fn create_proposal(&self, proposal: ProposalRecord) -> StoreResult<()> {
+        self.tables().proposals.push(proposal);
+        Ok(())
+    }
+
+    async fn proposal(&self, id: &str) -> StoreResult<Option<ProposalRecord>> {
+        Ok(self.tables().proposals.iter().find(|p| p.id == id).cloned())
+    }
+
+    async fn proposals(&self, owner: &str, status: Option<ProposalStatus>) -> StoreResult<Vec<ProposalRecord>> {
+        Ok(self
+            .tables()
+            .proposals
+            .iter()
+            .rev()
+            .filter(|p| p.owner == owner && status.is_none_or(|s| p.status == s))
+            .cloned()
+            .collect())
+    }
+
+    async fn transition_proposal(&self, id: &str, from: ProposalStatus, update: ProposalUpdate) -> StoreResult<bool> {
+        let mut tables = self.tables();
+        let Some(p) = tables.proposals.iter_mut().find(|p| p.id == id && p.status == from) else {
+            return Ok(false);
+        };
+        p.status = update.status;
+        p.decided_by = update.decided_by.or(p.decided_by.take());
+        p.decided_at = update.decided_at.or(p.decided_at);
+        p.output = update.output.or(p.output.take());
+        p.error = update.error.or(p.error.take());
+        Ok(true)
+    }
+
+    async fn log_call(&self, entry: CallLogEntry) -> StoreResult<()> {
+        self.tables().calls.push(entry);
+        Ok(())
+    }
+
+    async fn calls(&self, owner: &str, limit: usize) -> StoreResult<Vec<CallLogEntry>> {
+        Ok(self.tables().calls.iter().rev().filter(|c| c.owner == owner).take(limit).cloned().collect())
+    }
+}
