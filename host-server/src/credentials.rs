@@ -24,10 +24,12 @@ fn random(buf: &mut [u8]) {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// SHA-256, lowercase hex.
@@ -113,7 +115,11 @@ impl EnrollLimiter {
             window,
             per_address,
             global_failures,
-            state: Mutex::new(LimiterState { started: Instant::now(), attempts: HashMap::new(), failures: 0 }),
+            state: Mutex::new(LimiterState {
+                started: Instant::now(),
+                attempts: HashMap::new(),
+                failures: 0,
+            }),
         }
     }
 
@@ -201,7 +207,10 @@ mod tests {
         for _ in 0..5 {
             limiter.failed();
         }
-        assert!(limiter.attempt(b).is_err(), "the code space is exhausted for everyone");
+        assert!(
+            limiter.attempt(b).is_err(),
+            "the code space is exhausted for everyone"
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
         limiter.attempt(a).unwrap();
     }

@@ -135,7 +135,9 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Dispatcher")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -197,7 +199,11 @@ struct Pending {
 impl Dispatcher {
     /// A dispatcher over the app's store.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
-        let limiter = EnrollLimiter::new(config.enroll_window, config.enroll_per_address, config.enroll_global_failures);
+        let limiter = EnrollLimiter::new(
+            config.enroll_window,
+            config.enroll_per_address,
+            config.enroll_global_failures,
+        );
         let (events, _) = broadcast::channel(1024);
         Dispatcher {
             inner: Arc::new(Inner {
@@ -272,10 +278,18 @@ impl Dispatcher {
     /// Exchanges a pairing code for a device token (`POST /enroll`).
     pub(crate) async fn enroll(&self, addr: Option<IpAddr>, req: EnrollRequest) -> Result<EnrollResponse> {
         let limiter = &self.inner.limiter;
-        limiter.attempt(addr).map_err(|retry_after| Error::RateLimited { retry_after })?;
-        for (field, value) in [("name", &req.name), ("platform", &req.platform), ("host_version", &req.host_version)] {
+        limiter
+            .attempt(addr)
+            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+        for (field, value) in [
+            ("name", &req.name),
+            ("platform", &req.platform),
+            ("host_version", &req.host_version),
+        ] {
             if value.trim().is_empty() || value.len() > 200 {
-                return Err(Error::InvalidRequest(format!("{field} must be 1 to 200 characters")));
+                return Err(Error::InvalidRequest(format!(
+                    "{field} must be 1 to 200 characters"
+                )));
             }
         }
         let Some(code) = normalize_code(&req.code) else {
@@ -285,13 +299,22 @@ impl Dispatcher {
             ));
         };
         let now = self.now();
-        let Some(record) = self.inner.store.consume_pairing_code(&sha256_hex(&code), now).await? else {
+        let Some(record) = self
+            .inner
+            .store
+            .consume_pairing_code(&sha256_hex(&code), now)
+            .await?
+        else {
             limiter.failed();
-            return Err(Error::InvalidCode("this pairing code is not known; check it, or mint a new one on /devices"));
+            return Err(Error::InvalidCode(
+                "this pairing code is not known; check it, or mint a new one on /devices",
+            ));
         };
         if record.used_at.is_some() {
             limiter.failed();
-            return Err(Error::InvalidCode("this pairing code was already used; mint a new one on /devices"));
+            return Err(Error::InvalidCode(
+                "this pairing code was already used; mint a new one on /devices",
+            ));
         }
         if now >= record.expires_at {
             return Err(Error::CodeExpired);
@@ -312,7 +335,11 @@ impl Dispatcher {
         };
         self.inner.store.create_device(device.clone()).await?;
         tracing::info!(device_id = %device.id, owner = %device.owner, "device enrolled");
-        self.emit(HostEvent::DeviceEnrolled { owner: device.owner.clone(), device_id: device.id, name: device.name });
+        self.emit(HostEvent::DeviceEnrolled {
+            owner: device.owner.clone(),
+            device_id: device.id,
+            name: device.name,
+        });
         Ok(EnrollResponse {
             device_id,
             token,
@@ -326,7 +353,9 @@ impl Dispatcher {
     async fn owned_device(&self, owner: &str, device_id: &str) -> Result<DeviceRecord> {
         match self.inner.store.device(device_id).await? {
             Some(d) if d.owner == owner => Ok(d),
-            _ => Err(Error::DeviceNotFound { device_id: device_id.to_string() }),
+            _ => Err(Error::DeviceNotFound {
+                device_id: device_id.to_string(),
+            }),
         }
     }
 
@@ -349,7 +378,10 @@ impl Dispatcher {
 
     /// Whether the device holds a stream right now.
     pub fn is_online(&self, device_id: &str) -> bool {
-        self.state().slots.get(device_id).is_some_and(|s| s.session.is_some())
+        self.state()
+            .slots
+            .get(device_id)
+            .is_some_and(|s| s.session.is_some())
     }
 
     /// Revokes the owner's device: its token stops working and a live stream
@@ -362,21 +394,31 @@ impl Dispatcher {
             if let Some(slot) = state.slots.get_mut(device_id) {
                 if let Some(session) = slot.session.take() {
                     let _ = session.tx.send(StreamMsg::Revoked(ClosingEvent {
-                        message: "this device was revoked; pair it again with a new code from /devices".into(),
+                        message: "this device was revoked; pair it again with a new code from /devices"
+                            .into(),
                     }));
                 }
                 slot.online.send_replace(false);
                 slot.outstanding.clear();
             }
-            let ids: Vec<String> =
-                state.pending.iter().filter(|(_, p)| p.device_id == device_id).map(|(id, _)| id.clone()).collect();
+            let ids: Vec<String> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.device_id == device_id)
+                .map(|(id, _)| id.clone())
+                .collect();
             ids.iter().filter_map(|id| state.pending.remove(id)).collect()
         };
         for pending in failed {
-            let _ = pending.tx.send(Err(Error::DeviceRevoked { device_id: device_id.to_string() }));
+            let _ = pending.tx.send(Err(Error::DeviceRevoked {
+                device_id: device_id.to_string(),
+            }));
         }
         tracing::info!(device_id, "device revoked");
-        self.emit(HostEvent::DeviceRevoked { owner: device.owner, device_id: device_id.to_string() });
+        self.emit(HostEvent::DeviceRevoked {
+            owner: device.owner,
+            device_id: device_id.to_string(),
+        });
         Ok(())
     }
 
@@ -400,16 +442,30 @@ impl Dispatcher {
         let class = manifest.class_of(tool).ok_or_else(|| Error::UnknownTool {
             device_id: device.id.clone(),
             tool: tool.to_string(),
-            available: manifest.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+            available: manifest
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
-        let mode = if class == Class::Mutate { Mode::Plan } else { Mode::Run };
-        let result = self.dispatch(&device, tool, mode, input.clone(), None, None, timeout).await?;
+        let mode = if class == Class::Mutate {
+            Mode::Plan
+        } else {
+            Mode::Run
+        };
+        let result = self
+            .dispatch(&device, tool, mode, input.clone(), None, None, timeout)
+            .await?;
         let output = ok_output(result)?;
         if mode == Mode::Run {
             return Ok(CallOutcome::Output(output));
         }
         let plan: Plan = serde_json::from_value(output.output).map_err(|e| {
-            Error::Tool(ErrorBody::new("invalid_plan", format!("the device returned a plan this server cannot read: {e}")))
+            Error::Tool(ErrorBody::new(
+                "invalid_plan",
+                format!("the device returned a plan this server cannot read: {e}"),
+            ))
         })?;
         let now = self.now();
         let proposal = ProposalRecord {
@@ -457,11 +513,18 @@ impl Dispatcher {
         // The manifest is sent right after the stream opens; give it the same grace.
         let deadline = Instant::now() + self.inner.config.offline_grace;
         loop {
-            if let Some(m) = self.state().slots.get(&device.id).and_then(|s| s.manifest.clone()) {
+            if let Some(m) = self
+                .state()
+                .slots
+                .get(&device.id)
+                .and_then(|s| s.manifest.clone())
+            {
                 return Ok(m);
             }
             if Instant::now() >= deadline || !*online.borrow() {
-                return Err(Error::DeviceOffline { device_id: device.id.clone() });
+                return Err(Error::DeviceOffline {
+                    device_id: device.id.clone(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -497,8 +560,17 @@ impl Dispatcher {
             Ok(out) => (ProposalStatus::Applied, Some(out.output.clone()), None),
             Err(e) => (ProposalStatus::Failed, None, Some(e.to_body())),
         };
-        let update = ProposalUpdate { status, decided_by: None, decided_at: None, output, error };
-        self.inner.store.transition_proposal(proposal_id, ProposalStatus::Approved, update).await?;
+        let update = ProposalUpdate {
+            status,
+            decided_by: None,
+            decided_at: None,
+            output,
+            error,
+        };
+        self.inner
+            .store
+            .transition_proposal(proposal_id, ProposalStatus::Approved, update)
+            .await?;
         self.emit(HostEvent::ProposalResolved {
             owner: owner.to_string(),
             proposal_id: proposal_id.to_string(),
@@ -524,15 +596,27 @@ impl Dispatcher {
     async fn decide(&self, owner: &str, proposal_id: &str, to: ProposalStatus) -> Result<ProposalRecord> {
         let proposal = self.owned_proposal(owner, proposal_id).await?;
         if proposal.status != ProposalStatus::Pending {
-            return Err(Error::ProposalResolved { proposal_id: proposal.id, status: proposal.status });
+            return Err(Error::ProposalResolved {
+                proposal_id: proposal.id,
+                status: proposal.status,
+            });
         }
         let now = self.now();
         let store = &self.inner.store;
         if now >= proposal.expires_at {
-            let update =
-                ProposalUpdate { status: ProposalStatus::Expired, decided_by: None, decided_at: None, output: None, error: None };
-            store.transition_proposal(proposal_id, ProposalStatus::Pending, update).await?;
-            return Err(Error::ProposalExpired { proposal_id: proposal.id });
+            let update = ProposalUpdate {
+                status: ProposalStatus::Expired,
+                decided_by: None,
+                decided_at: None,
+                output: None,
+                error: None,
+            };
+            store
+                .transition_proposal(proposal_id, ProposalStatus::Pending, update)
+                .await?;
+            return Err(Error::ProposalExpired {
+                proposal_id: proposal.id,
+            });
         }
         let update = ProposalUpdate {
             status: to,
@@ -541,9 +625,18 @@ impl Dispatcher {
             output: None,
             error: None,
         };
-        if !store.transition_proposal(proposal_id, ProposalStatus::Pending, update).await? {
-            let status = store.proposal(proposal_id).await?.map_or(ProposalStatus::Pending, |p| p.status);
-            return Err(Error::ProposalResolved { proposal_id: proposal.id, status });
+        if !store
+            .transition_proposal(proposal_id, ProposalStatus::Pending, update)
+            .await?
+        {
+            let status = store
+                .proposal(proposal_id)
+                .await?
+                .map_or(ProposalStatus::Pending, |p| p.status);
+            return Err(Error::ProposalResolved {
+                proposal_id: proposal.id,
+                status,
+            });
         }
         self.owned_proposal(owner, proposal_id).await
     }
@@ -551,7 +644,9 @@ impl Dispatcher {
     async fn owned_proposal(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
         match self.inner.store.proposal(proposal_id).await? {
             Some(p) if p.owner == owner => Ok(p),
-            _ => Err(Error::ProposalNotFound { proposal_id: proposal_id.to_string() }),
+            _ => Err(Error::ProposalNotFound {
+                proposal_id: proposal_id.to_string(),
+            }),
         }
     }
 
@@ -582,11 +677,26 @@ impl Dispatcher {
             tool: tool.to_string(),
             mode,
         });
-        let result = self.send_and_wait(device, tool, mode, input, precondition, proposal_id.clone(), timeout, &call_id).await;
+        let result = self
+            .send_and_wait(
+                device,
+                tool,
+                mode,
+                input,
+                precondition,
+                proposal_id.clone(),
+                timeout,
+                &call_id,
+            )
+            .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let error_code = match &result {
             Ok(r) if r.ok => None,
-            Ok(r) => Some(r.error.as_ref().map_or_else(|| "tool_failed".to_string(), |e| e.code.clone())),
+            Ok(r) => Some(
+                r.error
+                    .as_ref()
+                    .map_or_else(|| "tool_failed".to_string(), |e| e.code.clone()),
+            ),
             Err(e) => Some(e.code().to_string()),
         };
         self.emit(HostEvent::CallFinished {
@@ -641,7 +751,13 @@ impl Dispatcher {
         let (tx, rx) = oneshot::channel();
         let (event_id, mut online) = {
             let mut state = self.state();
-            state.pending.insert(call_id.to_string(), Pending { device_id: device.id.clone(), tx });
+            state.pending.insert(
+                call_id.to_string(),
+                Pending {
+                    device_id: device.id.clone(),
+                    tx,
+                },
+            );
             let slot = state.slot(&device.id, &device.owner);
             slot.next_event_id += 1;
             let event_id = slot.next_event_id;
@@ -661,8 +777,13 @@ impl Dispatcher {
         };
         if !*online.borrow_and_update() {
             let grace = self.inner.config.offline_grace;
-            if !matches!(tokio::time::timeout(grace, online.wait_for(|on| *on)).await, Ok(Ok(_))) {
-                return Err(Error::DeviceOffline { device_id: device.id.clone() });
+            if !matches!(
+                tokio::time::timeout(grace, online.wait_for(|on| *on)).await,
+                Ok(Ok(_))
+            ) {
+                return Err(Error::DeviceOffline {
+                    device_id: device.id.clone(),
+                });
             }
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -673,7 +794,11 @@ impl Dispatcher {
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) => {
                 guard.reason = "timeout";
-                Err(Error::Timeout { device_id: device.id.clone(), tool: tool.to_string(), after: timeout })
+                Err(Error::Timeout {
+                    device_id: device.id.clone(),
+                    tool: tool.to_string(),
+                    after: timeout,
+                })
             }
         }
     }
@@ -707,7 +832,10 @@ impl Dispatcher {
 
     /// Records the device's manifest (`PUT /manifest`).
     pub(crate) async fn set_manifest(&self, device: &DeviceRecord, manifest: DeviceManifest) -> Result<()> {
-        self.inner.store.touch_device(&device.id, self.now(), Some(&manifest)).await?;
+        self.inner
+            .store
+            .touch_device(&device.id, self.now(), Some(&manifest))
+            .await?;
         self.state().slot(&device.id, &device.owner).manifest = Some(Arc::new(manifest));
         Ok(())
     }
@@ -720,7 +848,10 @@ impl Dispatcher {
         {
             let mut state = self.state();
             let slot = state.slot(&device.id, &device.owner);
-            let new = Session { id: session_id.clone(), tx };
+            let new = Session {
+                id: session_id.clone(),
+                tx,
+            };
             if let Some(old) = slot.session.replace(new) {
                 let _ = old.tx.send(StreamMsg::Replaced(ClosingEvent {
                     message: "a newer connection from this device replaced this one".into(),
@@ -728,13 +859,18 @@ impl Dispatcher {
             }
             if let Some(session) = &slot.session {
                 for (event_id, call) in &slot.outstanding {
-                    let _ = session.tx.send(StreamMsg::Call(*event_id, Box::new(call.clone())));
+                    let _ = session
+                        .tx
+                        .send(StreamMsg::Call(*event_id, Box::new(call.clone())));
                 }
             }
             slot.online.send_replace(true);
         }
         tracing::info!(device_id = %device.id, session_id, "device connected");
-        self.emit(HostEvent::DeviceOnline { owner: device.owner.clone(), device_id: device.id.clone() });
+        self.emit(HostEvent::DeviceOnline {
+            owner: device.owner.clone(),
+            device_id: device.id.clone(),
+        });
         (session_id, rx)
     }
 
@@ -742,7 +878,9 @@ impl Dispatcher {
     pub(crate) fn disconnect(&self, device_id: &str, session_id: &str) {
         let owner = {
             let mut state = self.state();
-            let Some(slot) = state.slots.get_mut(device_id) else { return };
+            let Some(slot) = state.slots.get_mut(device_id) else {
+                return;
+            };
             if slot.session.as_ref().is_none_or(|s| s.id != session_id) {
                 return;
             }
@@ -751,7 +889,10 @@ impl Dispatcher {
             slot.owner.clone()
         };
         tracing::info!(device_id, session_id, "device disconnected");
-        self.emit(HostEvent::DeviceOffline { owner, device_id: device_id.to_string() });
+        self.emit(HostEvent::DeviceOffline {
+            owner,
+            device_id: device_id.to_string(),
+        });
         let store = Arc::clone(&self.inner.store);
         let (device_id, now) = (device_id.to_string(), self.now());
         tokio::spawn(async move {
@@ -764,9 +905,9 @@ impl Dispatcher {
 
 fn ok_output(result: CallResult) -> Result<ToolOutput> {
     if !result.ok {
-        let error = result
-            .error
-            .unwrap_or_else(|| ErrorBody::new("tool_failed", "the device reported a failure without details"));
+        let error = result.error.unwrap_or_else(|| {
+            ErrorBody::new("tool_failed", "the device reported a failure without details")
+        });
         return Err(Error::Tool(error));
     }
     Ok(ToolOutput {

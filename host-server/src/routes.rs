@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use fusion_tools::{
-    CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck,
+    CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    ResultAck,
 };
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -47,7 +48,11 @@ async fn enroll(
     Body(req): Body<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, Error> {
     check_protocol(&headers)?;
-    let addr = client_addr(&dispatcher, connect_info.map(|Extension(ConnectInfo(a))| a), &headers);
+    let addr = client_addr(
+        &dispatcher,
+        connect_info.map(|Extension(ConnectInfo(a))| a),
+        &headers,
+    );
     dispatcher.enroll(addr, req).await.map(Json)
 }
 
@@ -88,11 +93,23 @@ async fn stream(
         heartbeat_ms: heartbeat.as_millis() as u64,
         protocol_version: PROTOCOL_VERSION,
     };
-    let session = SessionGuard { dispatcher: dispatcher.clone(), device_id: device.id, session_id };
-    let events = device_stream(session, rx, dispatcher.shutdown_token(), json_event("hello", None, &hello));
+    let session = SessionGuard {
+        dispatcher: dispatcher.clone(),
+        device_id: device.id,
+        session_id,
+    };
+    let events = device_stream(
+        session,
+        rx,
+        dispatcher.shutdown_token(),
+        json_event("hello", None, &hello),
+    );
     let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(heartbeat).text("ping"));
     let headers = [
-        (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+        (
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
     Ok((headers, sse).into_response())
@@ -114,7 +131,13 @@ fn device_stream(
         hello: Option<Event>,
         closing: bool,
     }
-    let state = St { _session: session, rx, shutdown, hello: Some(hello), closing: false };
+    let state = St {
+        _session: session,
+        rx,
+        shutdown,
+        hello: Some(hello),
+        closing: false,
+    };
     futures_util::stream::unfold(state, |mut st| async move {
         if let Some(hello) = st.hello.take() {
             return Some((Ok(hello), st));
@@ -143,7 +166,9 @@ fn device_stream(
 }
 
 fn json_event(name: &str, id: Option<u64>, data: &impl serde::Serialize) -> Event {
-    let event = Event::default().event(name).data(serde_json::to_string(data).unwrap_or_default());
+    let event = Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_default());
     match id {
         Some(id) => event.id(id.to_string()),
         None => event,
@@ -182,7 +207,10 @@ fn client_addr(dispatcher: &Dispatcher, peer: Option<SocketAddr>, headers: &Head
 /// Refuses a device that says it speaks another protocol version. A device
 /// that sends no version is taken to speak version 1.
 fn check_protocol(headers: &HeaderMap) -> Result<(), Error> {
-    match headers.get(PROTOCOL_HEADER).map(|v| v.to_str().unwrap_or("?").trim()) {
+    match headers
+        .get(PROTOCOL_HEADER)
+        .map(|v| v.to_str().unwrap_or("?").trim())
+    {
         None => Ok(()),
         Some(v) if v == PROTOCOL_VERSION.to_string() => Ok(()),
         Some(v) => Err(Error::ProtocolUnsupported(v.to_string())),
@@ -204,7 +232,11 @@ impl FromRequestParts<Dispatcher> for AuthedDevice {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::TokenUnknown)?;
         let device_id = token_device_id(token).ok_or(Error::TokenUnknown)?;
-        let device = dispatcher.store().device(device_id).await?.ok_or(Error::TokenUnknown)?;
+        let device = dispatcher
+            .store()
+            .device(device_id)
+            .await?
+            .ok_or(Error::TokenUnknown)?;
         if !token_matches(token, &device.token_hash) {
             return Err(Error::TokenUnknown);
         }
@@ -225,9 +257,9 @@ impl<T: DeserializeOwned> FromRequest<Dispatcher> for Body<T> {
     async fn from_request(req: Request, dispatcher: &Dispatcher) -> Result<Self, Error> {
         match Json::<T>::from_request(req, dispatcher).await {
             Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(Error::TooLarge { limit: dispatcher.config().max_body_bytes })
-            }
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::TooLarge {
+                limit: dispatcher.config().max_body_bytes,
+            }),
             Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidRequest(e.body_text())),
             Err(rejection) => Err(Error::InvalidRequest(rejection.body_text())),
         }

@@ -188,7 +188,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically marks the code used and returns it *as it was before*
     /// (so a second use shows `used_at`); `None` when no such code exists.
-    async fn consume_pairing_code(&self, code_hash: &str, now: SystemTime) -> StoreResult<Option<PairingCodeRecord>>;
+    async fn consume_pairing_code(
+        &self,
+        code_hash: &str,
+        now: SystemTime,
+    ) -> StoreResult<Option<PairingCodeRecord>>;
 
     /// Saves a newly paired device.
     async fn create_device(&self, device: DeviceRecord) -> StoreResult<()>;
@@ -200,7 +204,12 @@ pub trait Store: Send + Sync + 'static {
     async fn devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>>;
 
     /// Records a connect or disconnect, and the manifest when one was sent.
-    async fn touch_device(&self, id: &str, at: SystemTime, manifest: Option<&DeviceManifest>) -> StoreResult<()>;
+    async fn touch_device(
+        &self,
+        id: &str,
+        at: SystemTime,
+        manifest: Option<&DeviceManifest>,
+    ) -> StoreResult<()>;
 
     /// Marks a device revoked.
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()>;
@@ -212,11 +221,20 @@ pub trait Store: Send + Sync + 'static {
     async fn proposal(&self, id: &str) -> StoreResult<Option<ProposalRecord>>;
 
     /// One owner's proposals, newest first, optionally only those in `status`.
-    async fn proposals(&self, owner: &str, status: Option<ProposalStatus>) -> StoreResult<Vec<ProposalRecord>>;
+    async fn proposals(
+        &self,
+        owner: &str,
+        status: Option<ProposalStatus>,
+    ) -> StoreResult<Vec<ProposalRecord>>;
 
     /// Applies `update` only if the proposal's status is `from` now; returns
     /// whether it did. This is what makes a proposal resolve exactly once.
-    async fn transition_proposal(&self, id: &str, from: ProposalStatus, update: ProposalUpdate) -> StoreResult<bool>;
+    async fn transition_proposal(
+        &self,
+        id: &str,
+        from: ProposalStatus,
+        update: ProposalUpdate,
+    ) -> StoreResult<bool>;
 
     /// Appends to the activity log.
     async fn log_call(&self, entry: CallLogEntry) -> StoreResult<()>;
@@ -258,7 +276,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn consume_pairing_code(&self, code_hash: &str, now: SystemTime) -> StoreResult<Option<PairingCodeRecord>> {
+    async fn consume_pairing_code(
+        &self,
+        code_hash: &str,
+        now: SystemTime,
+    ) -> StoreResult<Option<PairingCodeRecord>> {
         let mut tables = self.tables();
         Ok(tables.codes.get_mut(code_hash).map(|code| {
             let before = code.clone();
@@ -277,10 +299,21 @@ impl Store for MemoryStore {
     }
 
     async fn devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
-        Ok(self.tables().devices.iter().filter(|d| d.owner == owner).cloned().collect())
+        Ok(self
+            .tables()
+            .devices
+            .iter()
+            .filter(|d| d.owner == owner)
+            .cloned()
+            .collect())
     }
 
-    async fn touch_device(&self, id: &str, at: SystemTime, manifest: Option<&DeviceManifest>) -> StoreResult<()> {
+    async fn touch_device(
+        &self,
+        id: &str,
+        at: SystemTime,
+        manifest: Option<&DeviceManifest>,
+    ) -> StoreResult<()> {
         if let Some(d) = self.tables().devices.iter_mut().find(|d| d.id == id) {
             d.last_seen = Some(at);
             if let Some(m) = manifest {
@@ -307,7 +340,11 @@ impl Store for MemoryStore {
         Ok(self.tables().proposals.iter().find(|p| p.id == id).cloned())
     }
 
-    async fn proposals(&self, owner: &str, status: Option<ProposalStatus>) -> StoreResult<Vec<ProposalRecord>> {
+    async fn proposals(
+        &self,
+        owner: &str,
+        status: Option<ProposalStatus>,
+    ) -> StoreResult<Vec<ProposalRecord>> {
         Ok(self
             .tables()
             .proposals
@@ -318,9 +355,18 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn transition_proposal(&self, id: &str, from: ProposalStatus, update: ProposalUpdate) -> StoreResult<bool> {
+    async fn transition_proposal(
+        &self,
+        id: &str,
+        from: ProposalStatus,
+        update: ProposalUpdate,
+    ) -> StoreResult<bool> {
         let mut tables = self.tables();
-        let Some(p) = tables.proposals.iter_mut().find(|p| p.id == id && p.status == from) else {
+        let Some(p) = tables
+            .proposals
+            .iter_mut()
+            .find(|p| p.id == id && p.status == from)
+        else {
             return Ok(false);
         };
         p.status = update.status;
@@ -337,6 +383,14 @@ impl Store for MemoryStore {
     }
 
     async fn calls(&self, owner: &str, limit: usize) -> StoreResult<Vec<CallLogEntry>> {
-        Ok(self.tables().calls.iter().rev().filter(|c| c.owner == owner).take(limit).cloned().collect())
+        Ok(self
+            .tables()
+            .calls
+            .iter()
+            .rev()
+            .filter(|c| c.owner == owner)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

@@ -110,8 +110,8 @@ pub use fence::Fenced;
 pub use fsutil::EntryKind;
 pub use protocol::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest,
-    EnrollResponse, HelloEvent, Mode, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor,
-    ToolList,
+    EnrollResponse, HelloEvent, Mode, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX,
+    ToolDescriptor, ToolList,
 };
 pub use scope::{Access, Location, Root, RootInfo, Scope};
 pub use shell::{CommandOutput, DEFAULT_PROGRAM_TIMEOUT, MAX_CAPTURE_BYTES, NamedCommand, run_program};

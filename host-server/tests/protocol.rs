@@ -1,0 +1,808 @@
+//! Protocol v1 end to end: a real server on 127.0.0.1:0, devices over HTTP/SSE.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::{ScriptedDevice, Server, ToolDevice, WAIT, client, ok};
+use fusion_host_server::{CallOptions, CallOutcome, Error, HostEvent, ProposalStatus};
+use fusion_tools::{CallResult, Mode};
+use serde_json::{Value, json};
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    (status, body["code"].as_str().unwrap().to_string())
+}
+
+fn output(outcome: CallOutcome) -> Value {
+    match outcome {
+        CallOutcome::Output(o) => o.output,
+        CallOutcome::Proposal(p) => panic!("expected an output, got proposal {p:?}"),
+    }
+}
+
+fn proposal(outcome: CallOutcome) -> fusion_host_server::ProposalRecord {
+    match outcome {
+        CallOutcome::Proposal(p) => *p,
+        CallOutcome::Output(o) => panic!("expected a proposal, got {o:?}"),
+    }
+}
+
+#[tokio::test]
+async fn enroll_valid_code_gives_a_token_stored_hashed() {
+    let server = Server::start().await;
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    assert_eq!(code.code.len(), 9);
+    // Case and dashes do not matter.
+    let typed = code.code.replace('-', "").to_lowercase();
+    let response = server.post_enroll(&typed).await;
+    assert_eq!(response.status(), 200);
+    let enrolled: fusion_tools::EnrollResponse = response.json().await.unwrap();
+    assert!(enrolled.token.starts_with("fh_dev_"));
+    assert_eq!(enrolled.owner, "alice");
+    assert_eq!(enrolled.protocol_version, 1);
+    assert!(humantime::parse_rfc3339(&enrolled.server_time).is_ok());
+    let stored = server
+        .dispatcher
+        .store()
+        .device(&enrolled.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(stored.token_hash, enrolled.token);
+    assert!(!stored.token_hash.contains(&enrolled.token[20..]));
+    assert_eq!(stored.token_hash.len(), 64);
+}
+
+#[tokio::test]
+async fn enroll_refusals() {
+    let server = Server::start().await;
+    let (status, code) = error_code(server.post_enroll("hello").await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_code"));
+    let (_, code) = error_code(server.post_enroll("BCDF-GHJK").await).await;
+    assert_eq!(code, "invalid_code", "well-formed but never minted");
+
+    let minted = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    assert_eq!(server.post_enroll(&minted.code).await.status(), 200);
+    let response = server.post_enroll(&minted.code).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_code");
+    assert!(
+        body["message"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+
+    let minted = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    server.clock.advance(Duration::from_secs(10 * 60 + 1));
+    let (status, code) = error_code(server.post_enroll(&minted.code).await).await;
+    assert_eq!((status, code.as_str()), (400, "code_expired"));
+
+    let response = reqwest::Client::new()
+        .post(server.url("/enroll"))
+        .json(&json!({ "code": "BCDF-GHJK" }))
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(response).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+}
+
+#[tokio::test]
+async fn brute_force_gets_rate_limited_never_a_device() {
+    let server = Server::with(|c| c.enroll_per_address = 10).await;
+    let real = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let mut limited = 0;
+    for i in 0..30 {
+        let code = if i == 20 {
+            real.code.clone()
+        } else {
+            format!("BCDF-{:04}", i).replace('0', "G").replace('1', "H")
+        };
+        let response = server.post_enroll(&code).await;
+        match response.status().as_u16() {
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                let (_, code) = error_code(response).await;
+                assert_eq!(code, "rate_limited");
+                limited += 1;
+            }
+            200 => panic!("attempt {i} paired a device"),
+            _ => {}
+        }
+    }
+    assert_eq!(limited, 20);
+    assert!(server.dispatcher.devices("alice").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failures_across_addresses_exhaust_the_code_space() {
+    let server = Server::with(|c| c.enroll_global_failures = 5).await;
+    for i in 1..=5u8 {
+        let from = Some(IpAddr::from([127, 0, 0, i]));
+        assert_eq!(server.post_enroll_from("BCDF-GHJK", from).await.status(), 400);
+    }
+    let real = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let response = server
+        .post_enroll_from(&real.code, Some(IpAddr::from([127, 0, 0, 9])))
+        .await;
+    assert_eq!(response.status(), 429);
+}
+
+#[tokio::test]
+async fn manifest_needs_a_token_and_is_kept() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let response = reqwest::Client::new()
+        .put(server.url("/manifest"))
+        .json(&common::manifest())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (401, "token_unknown".into()));
+    let (head, last) = enrolled.token.split_at(enrolled.token.len() - 1);
+    let forged = format!("{head}{}", if last == "0" { "1" } else { "0" });
+    let response = client(&forged)
+        .put(server.url("/manifest"))
+        .json(&common::manifest())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (401, "token_unknown".into()));
+
+    let response = client(&enrolled.token)
+        .put(server.url("/manifest"))
+        .json(&common::manifest())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let devices = server.dispatcher.devices("alice").await.unwrap();
+    assert_eq!(devices[0].device.manifest.as_ref().unwrap().tools.len(), 16);
+    assert!(!devices[0].online);
+
+    let response = client(&enrolled.token)
+        .put(server.url("/manifest"))
+        .header("fusion-host-protocol", "2")
+        .json(&common::manifest())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (400, "protocol_unsupported".into()));
+}
+
+#[tokio::test]
+async fn stream_headers_and_hello() {
+    let server = Server::with(|c| c.heartbeat = Duration::from_millis(50)).await;
+    let enrolled = server.enroll("alice").await;
+    let device = ScriptedDevice::connect(&server, &enrolled).await;
+    assert_eq!(device.headers["x-accel-buffering"], "no");
+    assert_eq!(device.headers["content-type"], "text/event-stream");
+    assert!(server.dispatcher.is_online(&enrolled.device_id));
+
+    // Heartbeats arrive as SSE comments on an otherwise idle stream.
+    let response = client(&enrolled.token)
+        .get(server.url("/stream"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen.contains(": ping") {
+        let chunk = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut body))
+            .await
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+    }
+    assert!(seen.starts_with("event: hello\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn read_call_round_trip_with_real_tools() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let device = ToolDevice::start(&server, &enrolled).await;
+    std::fs::write(device.dir.path().join("scan.e57"), b"x").unwrap();
+    let mut events = server.dispatcher.subscribe();
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "list_directory",
+            json!({}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(output(out)["entries"][0]["path"], "scan.e57");
+    let started = events.recv().await.unwrap();
+    assert!(
+        matches!(started, HostEvent::CallStarted { ref tool, mode: Mode::Run, .. } if tool == "list_directory")
+    );
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        HostEvent::CallFinished { ok: true, .. }
+    ));
+    let log = server.dispatcher.store().calls("alice", 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].tool, "list_directory");
+
+    // A tool error comes back with the device's code.
+    let e = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "read_file",
+            json!({ "path": "../../etc/passwd" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "outside_scope");
+    let e = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "format_disk",
+            json!({}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::UnknownTool { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn mutate_proposal_approve_applies_the_stored_input() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let device = ToolDevice::start(&server, &enrolled).await;
+    let file = device.dir.path().join("notes.txt");
+    std::fs::write(&file, "draft\n").unwrap();
+
+    let input = json!({ "path": "notes.txt", "content": "final\n" });
+    let outcome = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "write_file",
+            input.clone(),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut p = proposal(outcome);
+    assert_eq!(p.status, ProposalStatus::Pending);
+    assert!(p.plan.diff.as_deref().unwrap().contains("-draft\n+final\n"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "draft\n",
+        "planning writes nothing"
+    );
+    assert_eq!(
+        server
+            .dispatcher
+            .store()
+            .proposals("alice", Some(ProposalStatus::Pending))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Whatever a client does to its copy, approval sends the stored input.
+    p.input = json!({ "path": "notes.txt", "content": "tampered\n" });
+    let applied = server.dispatcher.approve("alice", &p.id).await.unwrap();
+    assert_eq!(applied.status, ProposalStatus::Applied);
+    assert_eq!(applied.decided_by.as_deref(), Some("alice"));
+    assert_eq!(applied.output.as_ref().unwrap()["created"], false);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "final\n");
+
+    let again = server.dispatcher.approve("alice", &p.id).await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Error::ProposalResolved {
+                status: ProposalStatus::Applied,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    assert_eq!(again.code(), "proposal_resolved");
+    let modes: Vec<Mode> = server
+        .dispatcher
+        .store()
+        .calls("alice", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.mode)
+        .collect();
+    assert_eq!(modes, [Mode::Apply, Mode::Plan]);
+}
+
+#[tokio::test]
+async fn approve_sends_exactly_the_stored_input_and_precondition() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    let d = server.dispatcher.clone();
+    let id = enrolled.device_id.clone();
+    let input = json!({ "path": "a.txt", "content": "A" });
+    let planning = tokio::spawn({
+        let input = input.clone();
+        async move {
+            d.call("alice", &id, "write_file", input, CallOptions::default())
+                .await
+        }
+    });
+    let plan_call = device.next().await.unwrap().call();
+    assert_eq!(plan_call.mode, Mode::Plan);
+    let plan = json!({
+        "summary": "create a.txt", "effects": [], "effects_total": 0, "truncated": false,
+        "precondition": { "expect": [{ "path": "/x/a.txt", "state": { "kind": "absent" } }] }
+    });
+    device.answer(&plan_call, plan).await;
+    let p = proposal(planning.await.unwrap().unwrap());
+
+    let d = server.dispatcher.clone();
+    let pid = p.id.clone();
+    let approving = tokio::spawn(async move { d.approve("alice", &pid).await });
+    let apply = device.next().await.unwrap().call();
+    assert_eq!(apply.mode, Mode::Apply);
+    assert_eq!(apply.input, input);
+    assert_eq!(apply.proposal_id.as_deref(), Some(p.id.as_str()));
+    assert_eq!(apply.precondition.as_ref(), Some(&p.plan.precondition));
+    device
+        .answer(&apply, json!({ "path": "/x/a.txt", "created": true }))
+        .await;
+    assert_eq!(approving.await.unwrap().unwrap().status, ProposalStatus::Applied);
+}
+
+#[tokio::test]
+async fn conflict_on_apply_marks_the_proposal_failed() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let device = ToolDevice::start(&server, &enrolled).await;
+    let file = device.dir.path().join("notes.txt");
+    std::fs::write(&file, "v1\n").unwrap();
+    let outcome = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "write_file",
+            json!({ "path": "notes.txt", "content": "v2\n" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let p = proposal(outcome);
+    std::fs::write(&file, "edited meanwhile\n").unwrap();
+    let e = server.dispatcher.approve("alice", &p.id).await.unwrap_err();
+    assert_eq!(e.code(), "conflict");
+    assert_eq!(e.status(), 409);
+    let stored = server.dispatcher.store().proposal(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ProposalStatus::Failed);
+    assert_eq!(stored.error.unwrap().code, "conflict");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "edited meanwhile\n");
+}
+
+#[tokio::test]
+async fn reject_and_race_of_two_approvers() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let _device = ToolDevice::start(&server, &enrolled).await;
+    let plan = |content: &'static str| {
+        let d = server.dispatcher.clone();
+        let id = enrolled.device_id.clone();
+        async move {
+            proposal(
+                d.call(
+                    "alice",
+                    &id,
+                    "write_file",
+                    json!({ "path": "x.txt", "content": content }),
+                    CallOptions::default(),
+                )
+                .await
+                .unwrap(),
+            )
+        }
+    };
+    let p = plan("a").await;
+    let rejected = server.dispatcher.reject("alice", &p.id).await.unwrap();
+    assert_eq!(rejected.status, ProposalStatus::Rejected);
+    let e = server.dispatcher.approve("alice", &p.id).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ProposalResolved {
+                status: ProposalStatus::Rejected,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let p = plan("b").await;
+    let (a, b) = tokio::join!(
+        server.dispatcher.approve("alice", &p.id),
+        server.dispatcher.approve("alice", &p.id)
+    );
+    assert_eq!(
+        a.is_ok() as u8 + b.is_ok() as u8,
+        1,
+        "exactly one approval wins: {a:?} {b:?}"
+    );
+
+    let p = plan("c").await;
+    server.clock.advance(Duration::from_secs(25 * 60 * 60));
+    let e = server.dispatcher.approve("alice", &p.id).await.unwrap_err();
+    assert_eq!(e.code(), "proposal_expired");
+    let stored = server.dispatcher.store().proposal(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ProposalStatus::Expired);
+}
+
+#[tokio::test]
+async fn owners_are_isolated() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let _device = ToolDevice::start(&server, &enrolled).await;
+    let p = proposal(
+        server
+            .dispatcher
+            .call(
+                "alice",
+                &enrolled.device_id,
+                "create_directory",
+                json!({ "path": "d" }),
+                CallOptions::default(),
+            )
+            .await
+            .unwrap(),
+    );
+    let d = &server.dispatcher;
+    let not_hers = d
+        .call(
+            "bob",
+            &enrolled.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    let missing = d
+        .call(
+            "bob",
+            "dev_nope",
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(not_hers.code(), "device_not_found");
+    assert_eq!(not_hers.status(), missing.status());
+    assert_eq!(
+        d.approve("bob", &p.id).await.unwrap_err().code(),
+        "proposal_not_found"
+    );
+    assert_eq!(
+        d.reject("bob", &p.id).await.unwrap_err().code(),
+        "proposal_not_found"
+    );
+    assert_eq!(
+        d.revoke("bob", &enrolled.device_id).await.unwrap_err().code(),
+        "device_not_found"
+    );
+    assert!(d.devices("bob").await.unwrap().is_empty());
+    assert!(d.store().proposals("bob", None).await.unwrap().is_empty());
+    assert!(d.store().calls("bob", 10).await.unwrap().is_empty());
+    // And alice's proposal is still hers to decide.
+    assert_eq!(
+        d.approve("alice", &p.id).await.unwrap().status,
+        ProposalStatus::Applied
+    );
+}
+
+#[tokio::test]
+async fn revocation_closes_the_live_stream() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    let mut events = server.dispatcher.subscribe();
+    server
+        .dispatcher
+        .revoke("alice", &enrolled.device_id)
+        .await
+        .unwrap();
+    let revoked = device.next().await.unwrap();
+    assert_eq!(revoked.event, "revoked");
+    assert!(
+        revoked.data["message"]
+            .as_str()
+            .unwrap()
+            .contains("pair it again")
+    );
+    assert!(
+        device.next().await.is_none(),
+        "the stream is closed after `revoked`"
+    );
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        HostEvent::DeviceRevoked { .. }
+    ));
+    assert!(!server.dispatcher.is_online(&enrolled.device_id));
+
+    let response = client(&enrolled.token)
+        .get(server.url("/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (401, "token_revoked".into()));
+    let e = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "device_revoked");
+}
+
+#[tokio::test]
+async fn a_newer_stream_replaces_the_older() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut first = ScriptedDevice::connect(&server, &enrolled).await;
+    let mut events = server.dispatcher.subscribe();
+    let mut second = ScriptedDevice::connect(&server, &enrolled).await;
+    assert_eq!(first.next().await.unwrap().event, "replaced");
+    assert!(first.next().await.is_none());
+    // The old stream's end does not mark the device offline.
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        HostEvent::DeviceOnline { .. }
+    ));
+    assert!(server.dispatcher.is_online(&enrolled.device_id));
+
+    let d = server.dispatcher.clone();
+    let id = enrolled.device_id.clone();
+    let call = tokio::spawn(async move {
+        d.call(
+            "alice",
+            &id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+    });
+    let ev = second.next().await.unwrap().call();
+    second.answer(&ev, json!({ "kind": "directory" })).await;
+    assert_eq!(output(call.await.unwrap().unwrap())["kind"], "directory");
+}
+
+#[tokio::test]
+async fn reconnect_redelivers_an_unanswered_call() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    let d = server.dispatcher.clone();
+    let id = enrolled.device_id.clone();
+    let call = tokio::spawn(async move {
+        d.call(
+            "alice",
+            &id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+    });
+    let sent = device.next().await.unwrap();
+    let first = sent.call();
+    drop(device); // the connection drops before the device answers
+
+    let mut device = ScriptedDevice::connect_with(&server, &enrolled, Some(&sent.id)).await;
+    let again = device.next().await.unwrap();
+    assert_eq!(again.id, sent.id, "same SSE id");
+    assert_eq!(
+        again.call().call_id,
+        first.call_id,
+        "same call, so the device can deduplicate"
+    );
+    device.answer(&first, json!({ "kind": "directory" })).await;
+    assert_eq!(output(call.await.unwrap().unwrap())["kind"], "directory");
+}
+
+#[tokio::test]
+async fn results_are_idempotent_and_checked() {
+    let server = Server::start().await;
+    let alice = server.enroll("alice").await;
+    let other = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &alice).await;
+    let intruder = ScriptedDevice::connect(&server, &other).await;
+    let d = server.dispatcher.clone();
+    let id = alice.device_id.clone();
+    let call = tokio::spawn(async move {
+        d.call(
+            "alice",
+            &id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+    });
+    let ev = device.next().await.unwrap().call();
+
+    let response = intruder.answer(&ev, json!({ "kind": "forged" })).await;
+    assert_eq!(error_code(response).await, (403, "call_not_yours".into()));
+    let response = device.answer(&ev, json!({ "kind": "file" })).await;
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "accepted": true })
+    );
+    let response = device.answer(&ev, json!({ "kind": "file" })).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "accepted": false })
+    );
+    assert_eq!(output(call.await.unwrap().unwrap())["kind"], "file");
+
+    let response = device.post_result(&ok("call_unknown", json!({}))).await;
+    assert_eq!(error_code(response).await, (404, "call_unknown".into()));
+}
+
+#[tokio::test]
+async fn offline_device_gets_a_grace_then_device_offline() {
+    let server = Server::start().await; // grace 300 ms
+    let enrolled = server.enroll("alice").await;
+    let put = client(&enrolled.token)
+        .put(server.url("/manifest"))
+        .json(&common::manifest())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let e = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "device_offline");
+    assert_eq!(e.status(), 503);
+    assert!(e.is_retryable());
+
+    // A device that comes back within the grace gets the call.
+    let server = Server::with(|c| c.offline_grace = Duration::from_secs(5)).await;
+    let enrolled = server.enroll("alice").await;
+    let put = client(&enrolled.token)
+        .put(server.url("/manifest"))
+        .json(&common::manifest())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let d = server.dispatcher.clone();
+    let id = enrolled.device_id.clone();
+    let call = tokio::spawn(async move {
+        d.call("alice", &id, "list_directory", json!({}), CallOptions::default())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _device = ToolDevice::start(&server, &enrolled).await;
+    assert!(output(call.await.unwrap().unwrap())["entries"].is_array());
+}
+
+#[tokio::test]
+async fn caller_timeout_and_dropped_caller_cancel_on_the_device() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    let options = CallOptions {
+        timeout: Some(Duration::from_millis(200)),
+        ..CallOptions::default()
+    };
+    let d = server.dispatcher.clone();
+    let id = enrolled.device_id.clone();
+    let call = tokio::spawn(async move {
+        d.call("alice", &id, "grep", json!({ "pattern": "x" }), options)
+            .await
+    });
+    let ev = device.next().await.unwrap().call();
+    assert_eq!(ev.timeout_ms, 200);
+    let cancel = device.next().await.unwrap();
+    assert_eq!(cancel.event, "cancel");
+    assert_eq!(cancel.data, json!({ "call_id": ev.call_id, "reason": "timeout" }));
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), "timeout");
+    // A late answer is refused: nobody is waiting for it.
+    let response = device.answer(&ev, json!({})).await;
+    assert_eq!(response.status(), 404);
+
+    let d = server.dispatcher.clone();
+    let id = enrolled.device_id.clone();
+    let call = tokio::spawn(async move {
+        d.call(
+            "alice",
+            &id,
+            "grep",
+            json!({ "pattern": "y" }),
+            CallOptions::default(),
+        )
+        .await
+    });
+    let ev = device.next().await.unwrap().call();
+    call.abort();
+    let cancel = device.next().await.unwrap();
+    assert_eq!(
+        cancel.data,
+        json!({ "call_id": ev.call_id, "reason": "caller_gone" })
+    );
+}
+
+#[tokio::test]
+async fn request_bodies_are_size_limited() {
+    let server = Server::with(|c| c.max_body_bytes = 64 * 1024).await;
+    let enrolled = server.enroll("alice").await;
+    let device = ScriptedDevice::connect(&server, &enrolled).await;
+    let big = CallResult {
+        call_id: "call_x".into(),
+        ok: true,
+        output: Some(json!({ "content": "x".repeat(100 * 1024) })),
+        error: None,
+        truncated: false,
+        duration_ms: 0,
+    };
+    let response = device.post_result(&big).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "too_large");
+    assert!(
+        body["message"].as_str().unwrap().contains("65536 bytes"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_cleanly() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    server.dispatcher.shutdown();
+    assert!(device.next().await.is_none());
+    let e = server
+        .dispatcher
+        .call(
+            "alice",
+            &enrolled.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "shutting_down");
+}
