@@ -216,3 +216,64 @@ impl IntoResponse for Error {
 
 /// A result of the dispatcher.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/PROTOCOL.md` must name every code the dispatcher can answer with.
+    #[test]
+    fn protocol_md_lists_every_code() {
+        let doc = include_str!("../../docs/PROTOCOL.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let id = || "x".to_string();
+        let all = [
+            Error::DeviceNotFound { device_id: id() },
+            Error::DeviceOffline { device_id: id() },
+            Error::DeviceRevoked { device_id: id() },
+            Error::UnknownTool {
+                device_id: id(),
+                tool: id(),
+                available: id(),
+            },
+            Error::Timeout {
+                device_id: id(),
+                tool: id(),
+                after: Duration::from_secs(1),
+            },
+            Error::ProposalNotFound { proposal_id: id() },
+            Error::ProposalResolved {
+                proposal_id: id(),
+                status: ProposalStatus::Applied,
+            },
+            Error::ProposalExpired { proposal_id: id() },
+            Error::InvalidCode("x"),
+            Error::CodeExpired,
+            Error::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::TokenUnknown,
+            Error::TokenRevoked,
+            Error::CallUnknown { call_id: id() },
+            Error::CallNotYours { call_id: id() },
+            Error::InvalidRequest(id()),
+            Error::TooLarge { limit: 1 },
+            Error::ProtocolUnsupported(id()),
+            Error::ShuttingDown,
+            Error::Store(StoreError::new("x")),
+        ];
+        for e in all {
+            let code = format!("`{}`", e.code());
+            assert!(doc.contains(&code), "docs/PROTOCOL.md does not mention {code}");
+            let status = format!("({})", e.status().as_u16());
+            let row = format!("| {} | {code}", e.status().as_u16());
+            assert!(
+                doc.contains(&row) || doc.contains(&format!("{code} {status}")),
+                "docs/PROTOCOL.md does not give {code} its status {}",
+                e.status().as_u16()
+            );
+        }
+    }
+}

@@ -124,8 +124,9 @@ pub const PROTOCOL_HEADER: &str = "fusion-host-protocol";
 pub const TOKEN_PREFIX: &str = "fh_";
 
 /// `POST /enroll` request: a pairing code exchanged for a device token.
+///
+/// Wire types ignore unknown fields, so a newer peer can add optional ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The pairing code, `XXXX-XXXX` (case and dashes do not matter).
     pub code: String,
@@ -154,7 +155,6 @@ pub struct EnrollResponse {
 
 /// `PUT /manifest` body: what the device offers, sent on every connect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DeviceManifest {
     /// The device binary's version.
     pub host_version: String,
@@ -223,7 +223,6 @@ pub struct ClosingEvent {
 
 /// `POST /result` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CallResult {
     /// The call this answers.
     pub call_id: String,
