@@ -125,7 +125,13 @@ pub struct DeviceStatus {
     pub device: DeviceRecord,
     /// Whether it holds a stream right now.
     pub online: bool,
+    /// Its latest manifest (tools and roots), if it ever sent one.
+    pub manifest: Option<DeviceManifest>,
 }
+
+/// What the call path needs from a manifest: each tool's class. Devices of
+/// the same build share one index.
+type ToolIndex = BTreeMap<String, Class>;
 
 /// The dispatcher. Cheap to clone; every clone shares the same state.
 #[derive(Clone)]
@@ -153,6 +159,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     slots: HashMap<String, Slot>,
+    /// Distinct tool indexes; slots hold `Arc`s into this.
+    indexes: Vec<Arc<ToolIndex>>,
     pending: HashMap<String, Pending>,
     /// Calls whose result was delivered, so a repeated POST is acknowledged
     /// (idempotency) instead of refused. Pruned by age and count.
@@ -168,7 +176,7 @@ struct Slot {
     owner: String,
     session: Option<Session>,
     online: watch::Sender<bool>,
-    manifest: Option<Arc<DeviceManifest>>,
+    tools: Option<Arc<ToolIndex>>,
     next_event_id: u64,
     /// Calls sent (or waiting to be sent) and not yet answered, by event id:
     /// re-delivered on every new stream.
@@ -331,7 +339,6 @@ impl Dispatcher {
             created_at: now,
             last_seen: Some(now),
             revoked_at: None,
-            manifest: None,
         };
         self.inner.store.create_device(device.clone()).await?;
         tracing::info!(device_id = %device.id, owner = %device.owner, "device enrolled");
@@ -359,21 +366,20 @@ impl Dispatcher {
         }
     }
 
-    /// The owner's devices with their live state.
+    /// The owner's devices with their live state and latest manifests.
     pub async fn devices(&self, owner: &str) -> Result<Vec<DeviceStatus>> {
         let devices = self.inner.store.devices(owner).await?;
-        let state = self.state();
-        Ok(devices
-            .into_iter()
-            .map(|mut device| {
-                let slot = state.slots.get(&device.id);
-                if let Some(m) = slot.and_then(|s| s.manifest.as_deref()) {
-                    device.manifest = Some(m.clone());
-                }
-                let online = slot.is_some_and(|s| s.session.is_some());
-                DeviceStatus { device, online }
-            })
-            .collect())
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
+            let manifest = self.inner.store.manifest(&device.id).await?;
+            let online = self.is_online(&device.id);
+            out.push(DeviceStatus {
+                device,
+                online,
+                manifest,
+            });
+        }
+        Ok(out)
     }
 
     /// Whether the device holds a stream right now.
@@ -438,16 +444,11 @@ impl Dispatcher {
             return Err(Error::DeviceRevoked { device_id: device.id });
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.call_timeout);
-        let manifest = self.manifest_of(&device).await?;
-        let class = manifest.class_of(tool).ok_or_else(|| Error::UnknownTool {
+        let tools = self.tools_of(&device).await?;
+        let class = *tools.get(tool).ok_or_else(|| Error::UnknownTool {
             device_id: device.id.clone(),
             tool: tool.to_string(),
-            available: manifest
-                .tools
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: tools.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
         })?;
         let mode = if class == Class::Mutate {
             Mode::Plan
@@ -495,31 +496,26 @@ impl Dispatcher {
         Ok(CallOutcome::Proposal(Box::new(proposal)))
     }
 
-    /// The device's manifest: the live one, else the stored one, else the one
-    /// it sends if it connects within the offline grace.
-    async fn manifest_of(&self, device: &DeviceRecord) -> Result<Arc<DeviceManifest>> {
+    /// The device's tool classes: from its live manifest, else its stored
+    /// one, else the one it sends if it connects within the offline grace.
+    async fn tools_of(&self, device: &DeviceRecord) -> Result<Arc<ToolIndex>> {
         let mut online = {
             let mut state = self.state();
             let slot = state.slot(&device.id, &device.owner);
-            if let Some(m) = &slot.manifest {
-                return Ok(Arc::clone(m));
-            }
-            if let Some(m) = &device.manifest {
-                return Ok(Arc::new(m.clone()));
+            if let Some(tools) = &slot.tools {
+                return Ok(Arc::clone(tools));
             }
             slot.online.subscribe()
         };
+        if let Some(manifest) = self.inner.store.manifest(&device.id).await? {
+            return Ok(self.state().index_tools(&device.id, &device.owner, &manifest));
+        }
         let _ = tokio::time::timeout(self.inner.config.offline_grace, online.wait_for(|on| *on)).await;
         // The manifest is sent right after the stream opens; give it the same grace.
         let deadline = Instant::now() + self.inner.config.offline_grace;
         loop {
-            if let Some(m) = self
-                .state()
-                .slots
-                .get(&device.id)
-                .and_then(|s| s.manifest.clone())
-            {
-                return Ok(m);
+            if let Some(tools) = self.state().slots.get(&device.id).and_then(|s| s.tools.clone()) {
+                return Ok(tools);
             }
             if Instant::now() >= deadline || !*online.borrow() {
                 return Err(Error::DeviceOffline {
@@ -832,11 +828,9 @@ impl Dispatcher {
 
     /// Records the device's manifest (`PUT /manifest`).
     pub(crate) async fn set_manifest(&self, device: &DeviceRecord, manifest: DeviceManifest) -> Result<()> {
-        self.inner
-            .store
-            .touch_device(&device.id, self.now(), Some(&manifest))
-            .await?;
-        self.state().slot(&device.id, &device.owner).manifest = Some(Arc::new(manifest));
+        self.inner.store.save_manifest(&device.id, &manifest).await?;
+        self.inner.store.touch_device(&device.id, self.now()).await?;
+        self.state().index_tools(&device.id, &device.owner, &manifest);
         Ok(())
     }
 
@@ -896,7 +890,7 @@ impl Dispatcher {
         let store = Arc::clone(&self.inner.store);
         let (device_id, now) = (device_id.to_string(), self.now());
         tokio::spawn(async move {
-            if let Err(e) = store.touch_device(&device_id, now, None).await {
+            if let Err(e) = store.touch_device(&device_id, now).await {
                 tracing::warn!(error = %e, "could not record the device's last-seen time");
             }
         });
@@ -924,10 +918,27 @@ impl State {
             owner: owner.to_string(),
             session: None,
             online: watch::Sender::new(false),
-            manifest: None,
+            tools: None,
             next_event_id: 0,
             outstanding: BTreeMap::new(),
         })
+    }
+
+    /// Indexes a manifest's tool classes into the device's slot, sharing an
+    /// identical index another device already has.
+    fn index_tools(&mut self, device_id: &str, owner: &str, manifest: &DeviceManifest) -> Arc<ToolIndex> {
+        let index: ToolIndex = manifest.tools.iter().map(|t| (t.name.clone(), t.class)).collect();
+        self.indexes.retain(|i| Arc::strong_count(i) > 1);
+        let shared = match self.indexes.iter().find(|i| ***i == index) {
+            Some(i) => Arc::clone(i),
+            None => {
+                let i = Arc::new(index);
+                self.indexes.push(Arc::clone(&i));
+                i
+            }
+        };
+        self.slot(device_id, owner).tools = Some(Arc::clone(&shared));
+        shared
     }
 
     fn remember_finished(&mut self, call_id: String, device_id: &str) {

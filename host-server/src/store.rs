@@ -3,7 +3,7 @@
 //! and demos.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -52,8 +52,6 @@ pub struct DeviceRecord {
     /// When it was revoked; a revoked device never authenticates again.
     #[serde(with = "crate::time::rfc3339_opt")]
     pub revoked_at: Option<SystemTime>,
-    /// Its last manifest (tools and roots).
-    pub manifest: Option<DeviceManifest>,
 }
 
 /// A minted pairing code. Only its SHA-256 is stored.
@@ -203,13 +201,15 @@ pub trait Store: Send + Sync + 'static {
     /// The devices of one owner, revoked ones included, oldest first.
     async fn devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>>;
 
-    /// Records a connect or disconnect, and the manifest when one was sent.
-    async fn touch_device(
-        &self,
-        id: &str,
-        at: SystemTime,
-        manifest: Option<&DeviceManifest>,
-    ) -> StoreResult<()>;
+    /// Records a connect or disconnect.
+    async fn touch_device(&self, id: &str, at: SystemTime) -> StoreResult<()>;
+
+    /// Saves the device's latest manifest (tools and roots), replacing the old
+    /// one. Kept apart from the device row: the call path never loads it.
+    async fn save_manifest(&self, id: &str, manifest: &DeviceManifest) -> StoreResult<()>;
+
+    /// The device's latest manifest, if it ever sent one.
+    async fn manifest(&self, id: &str) -> StoreResult<Option<DeviceManifest>>;
 
     /// Marks a device revoked.
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()>;
@@ -244,6 +244,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// An in-memory [`Store`], for tests and demos. Nothing survives a restart.
+/// Identical manifests (devices running the same build) are kept once.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Tables>,
@@ -253,6 +254,8 @@ pub struct MemoryStore {
 struct Tables {
     codes: HashMap<String, PairingCodeRecord>,
     devices: Vec<DeviceRecord>,
+    manifests: HashMap<String, Arc<DeviceManifest>>,
+    distinct_manifests: Vec<Arc<DeviceManifest>>,
     proposals: Vec<ProposalRecord>,
     calls: Vec<CallLogEntry>,
 }
@@ -308,20 +311,33 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn touch_device(
-        &self,
-        id: &str,
-        at: SystemTime,
-        manifest: Option<&DeviceManifest>,
-    ) -> StoreResult<()> {
+    async fn touch_device(&self, id: &str, at: SystemTime) -> StoreResult<()> {
         if let Some(d) = self.tables().devices.iter_mut().find(|d| d.id == id) {
             d.last_seen = Some(at);
-            if let Some(m) = manifest {
-                d.host_version = m.host_version.clone();
-                d.manifest = Some(m.clone());
-            }
         }
         Ok(())
+    }
+
+    async fn save_manifest(&self, id: &str, manifest: &DeviceManifest) -> StoreResult<()> {
+        let mut tables = self.tables();
+        let shared = match tables.distinct_manifests.iter().find(|m| ***m == *manifest) {
+            Some(m) => Arc::clone(m),
+            None => {
+                let m = Arc::new(manifest.clone());
+                tables.distinct_manifests.push(Arc::clone(&m));
+                m
+            }
+        };
+        if let Some(d) = tables.devices.iter_mut().find(|d| d.id == id) {
+            d.host_version = manifest.host_version.clone();
+        }
+        tables.manifests.insert(id.to_string(), shared);
+        tables.distinct_manifests.retain(|m| Arc::strong_count(m) > 1);
+        Ok(())
+    }
+
+    async fn manifest(&self, id: &str) -> StoreResult<Option<DeviceManifest>> {
+        Ok(self.tables().manifests.get(id).map(|m| DeviceManifest::clone(m)))
     }
 
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()> {
