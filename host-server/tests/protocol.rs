@@ -806,3 +806,46 @@ async fn shutdown_ends_streams_cleanly() {
         .unwrap_err();
     assert_eq!(e.code(), "shutting_down");
 }
+
+#[tokio::test]
+async fn calls_follow_the_latest_manifest() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let _device = ToolDevice::start(&server, &enrolled).await;
+    let d = &server.dispatcher;
+    let stat = || {
+        d.call(
+            "alice",
+            &enrolled.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+    };
+    assert!(stat().await.is_ok());
+    // The device comes back with fewer tools.
+    let mut smaller = common::manifest();
+    smaller.tools.retain(|t| t.name != "stat");
+    let put = client(&enrolled.token)
+        .put(server.url("/manifest"))
+        .json(&smaller)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let e = stat().await.unwrap_err();
+    assert_eq!(e.code(), "unknown_tool");
+    assert!(
+        e.to_string().contains("list_directory"),
+        "names what it offers: {e}"
+    );
+    assert_eq!(
+        d.devices("alice").await.unwrap()[0]
+            .manifest
+            .as_ref()
+            .unwrap()
+            .tools
+            .len(),
+        15
+    );
+}
