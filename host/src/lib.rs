@@ -1,6 +1,34 @@
 //! The fusion-host device runtime: enrollment, the credentials file, the
-//! outbound SSE dispatch loop and result posting.
+//! outbound SSE dispatch loop, reconnects, and result posting.
 //!
-//! Not built yet: this crate currently only fixes its place in the workspace
-//! (it depends on `fusion-tools`, and `example-host` depends on it). The
-//! tools it will dispatch to are complete in `fusion-tools`.
+//! The device dials out and holds one Server-Sent Events stream; it opens no
+//! port. Calls arrive on the stream, run on a blocking thread through the
+//! [`fusion_tools::Toolbox`] inside the [`fusion_tools::Scope`], and their
+//! results are posted back. See `docs/PROTOCOL.md` for the wire format.
+//!
+//! ```no_run
+//! use fusion_host::{Credentials, HostOptions, Http, enroll, run_host};
+//! use fusion_tools::{Access, Scope, Toolbox};
+//!
+//! # async fn device() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = "https://app.example.com";
+//! let http = Http::new(server, None, "0.1.0")?;
+//! let credentials = enroll(&http, server, "BCDF-GHJK", "survey-laptop", "0.1.0").await?;
+//! let scope = Scope::single("/home/me/scans", Access::ReadWrite)?;
+//! let host = run_host(HostOptions::new(http, credentials, Toolbox::builtin(), scope, "0.1.0"));
+//! // ... on Ctrl-C:
+//! host.shutdown();
+//! let stopped = host.join().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod credentials;
+mod error;
+mod runtime;
+
+pub use client::{DEVICE_PREFIX, Http, device_base};
+pub use credentials::{CREDENTIALS_FILE, Credentials};
+pub use error::{Error, Result};
+pub use runtime::{ConnectionState, HostHandle, HostOptions, Stopped, enroll, run_host};

@@ -1,0 +1,134 @@
+//! The device's credentials file: readable by its user only, written
+//! atomically, never logged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What enrollment leaves on the device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The server's base URL, e.g. `https://app.example.com/api/host`.
+    pub server: String,
+    /// The server-issued device id.
+    pub device_id: String,
+    /// The bearer token. Never printed: `Debug` hides it.
+    pub token: String,
+    /// The user who owns this device.
+    pub owner: String,
+    /// The device's name.
+    pub name: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("server", &self.server)
+            .field("device_id", &self.device_id)
+            .field("token", &"<hidden>")
+            .field("owner", &self.owner)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The file name inside the configuration directory.
+pub const CREDENTIALS_FILE: &str = "credentials.json";
+
+impl Credentials {
+    /// Loads `dir/credentials.json`; `Ok(None)` when the device is not enrolled.
+    pub fn load(dir: &Path) -> Result<Option<Credentials>> {
+        let path = dir.join(CREDENTIALS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Credentials {
+                path,
+                message: format!("not valid credentials ({e})"),
+            })
+    }
+
+    /// Writes `dir/credentials.json` with mode 0600, atomically: a temporary
+    /// file created with that mode (so the token is never readable by others,
+    /// not even for a moment), then renamed over the old file.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(CREDENTIALS_FILE);
+        let temp = dir.join(format!(".{CREDENTIALS_FILE}.{}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let _ = std::fs::remove_file(&temp);
+        let mut file = options.open(&temp).map_err(io(&temp))?;
+        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        file.write_all(&json)
+            .and_then(|()| file.sync_all())
+            .map_err(io(&temp))?;
+        std::fs::rename(&temp, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+
+    /// Deletes the credentials file; `Ok(false)` when there was none.
+    pub fn remove(dir: &Path) -> Result<bool> {
+        let path = dir.join(CREDENTIALS_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Credentials {
+        Credentials {
+            server: "https://example.test/api/host".into(),
+            device_id: "dev_1".into(),
+            token: "fh_dev_1.secret".into(),
+            owner: "alice".into(),
+            name: "laptop".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_with_mode_0600_and_hides_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Credentials::load(dir.path()).unwrap(), None);
+        let path = sample().save(dir.path()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert_eq!(Credentials::load(dir.path()).unwrap(), Some(sample()));
+        assert!(!format!("{:?}", sample()).contains("secret"));
+        assert!(Credentials::remove(dir.path()).unwrap());
+        assert!(!Credentials::remove(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_damaged_file_says_how_to_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CREDENTIALS_FILE), "{").unwrap();
+        let e = Credentials::load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("fusion-host logout"), "{e}");
+    }
+}

@@ -1,0 +1,619 @@
+//! The device runtime: enroll once, then hold the stream, run calls, post
+//! results, reconnect with backoff.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use fusion_tools::{
+    CallEvent, CallResult, CancelEvent, Cancellation, ClosingEvent, Context, DeviceManifest, EnrollRequest,
+    EnrollResponse, ErrorBody, HelloEvent, Scope, Toolbox,
+};
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::Http;
+use crate::credentials::Credentials;
+use crate::error::{Error, Result};
+
+/// Exchanges a pairing code for credentials (`POST /enroll`).
+pub async fn enroll(
+    http: &Http,
+    server: &str,
+    code: &str,
+    name: &str,
+    host_version: &str,
+) -> Result<Credentials> {
+    let request = EnrollRequest {
+        code: code.to_string(),
+        name: name.to_string(),
+        platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+        host_version: host_version.to_string(),
+    };
+    let response = match http.client.post(http.url("/enroll")).json(&request).send().await {
+        Ok(r) => r,
+        Err(e) => return Err(http.explain(e).await),
+    };
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| Error::Unreachable {
+        server: http.base.clone(),
+        message: e.to_string(),
+    })?;
+    if status != 200 {
+        return Err(match Error::from_response(&http.base, status, &body) {
+            // On enroll, 401 cannot mean "revoked"; keep the server's words.
+            Error::Revoked => Error::NotAServer {
+                server: http.base.clone(),
+                status,
+            },
+            other => other,
+        });
+    }
+    let enrolled: EnrollResponse = serde_json::from_slice(&body).map_err(|_| Error::NotAServer {
+        server: http.base.clone(),
+        status,
+    })?;
+    Ok(Credentials {
+        server: server.to_string(),
+        device_id: enrolled.device_id,
+        token: enrolled.token,
+        owner: enrolled.owner,
+        name: name.to_string(),
+    })
+}
+
+/// How to run a device.
+#[derive(Clone)]
+pub struct HostOptions {
+    /// The HTTP client for the server.
+    pub http: Http,
+    /// Who this device is.
+    pub credentials: Credentials,
+    /// The tools it offers.
+    pub toolbox: Arc<Toolbox>,
+    /// Where they may act.
+    pub scope: Arc<Scope>,
+    /// How many calls run at once. Default 4.
+    pub concurrency: usize,
+    /// The binary's version, sent in the manifest.
+    pub host_version: String,
+    /// Backoff between reconnects: first step and cap. Default 500 ms and 30 s.
+    pub backoff: (Duration, Duration),
+    /// How long shutdown waits for running calls before cancelling them. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for HostOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostOptions")
+            .field("server", &self.http.base)
+            .field("device_id", &self.credentials.device_id)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostOptions {
+    /// Options with the defaults.
+    pub fn new(
+        http: Http,
+        credentials: Credentials,
+        toolbox: Toolbox,
+        scope: Scope,
+        host_version: &str,
+    ) -> Self {
+        HostOptions {
+            http,
+            credentials,
+            toolbox: Arc::new(toolbox),
+            scope: Arc::new(scope),
+            concurrency: 4,
+            host_version: host_version.to_string(),
+            backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where the device's connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Dialling the server.
+    Connecting,
+    /// Holding the stream.
+    Connected {
+        /// The server's id for this stream.
+        session_id: String,
+    },
+    /// Waiting before the next attempt.
+    Retrying {
+        /// Why the last attempt ended.
+        reason: String,
+        /// How long until the next one.
+        delay: Duration,
+    },
+    /// Stopped for good.
+    Stopped,
+}
+
+/// How a device stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// Calls still running at shutdown that had to be cancelled.
+    pub cancelled_calls: usize,
+}
+
+/// A running device.
+#[derive(Debug)]
+pub struct HostHandle {
+    shutdown: CancellationToken,
+    state: watch::Receiver<ConnectionState>,
+    task: tokio::task::JoinHandle<Result<Stopped>>,
+}
+
+impl HostHandle {
+    /// Asks the device to stop: no new calls, running ones get the shutdown
+    /// grace, then are cancelled.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The connection state, to watch.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
+    /// Waits until the device stops: `Ok` after [`HostHandle::shutdown`],
+    /// `Err` for a fatal error (revoked, replaced, untrusted certificate).
+    pub async fn join(self) -> Result<Stopped> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Io {
+                path: PathBuf::from("<runtime>"),
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+}
+
+/// Starts the device on the current tokio runtime.
+pub fn run_host(options: HostOptions) -> HostHandle {
+    let shutdown = CancellationToken::new();
+    let (tx, state) = watch::channel(ConnectionState::Connecting);
+    let runtime = Runtime {
+        options: Arc::new(options),
+        shutdown: shutdown.clone(),
+        state: tx,
+        calls: TaskTracker::new(),
+        running: Arc::new(Mutex::new(HashMap::new())),
+        finished: Arc::new(Mutex::new(Finished::default())),
+    };
+    let task = tokio::spawn(runtime.run());
+    HostHandle {
+        shutdown,
+        state,
+        task,
+    }
+}
+
+/// Results of recent calls by `call_id`: a re-delivered call is answered from
+/// here, never run (or applied) twice.
+#[derive(Default)]
+struct Finished {
+    results: HashMap<String, CallResult>,
+    order: VecDeque<String>,
+}
+
+const FINISHED_KEEP: usize = 1024;
+
+impl Finished {
+    fn insert(&mut self, result: CallResult) {
+        if self.order.len() >= FINISHED_KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.results.remove(&old);
+            }
+        }
+        self.order.push_back(result.call_id.clone());
+        self.results.insert(result.call_id.clone(), result);
+    }
+}
+
+struct Runtime {
+    options: Arc<HostOptions>,
+    shutdown: CancellationToken,
+    state: watch::Sender<ConnectionState>,
+    calls: TaskTracker,
+    running: Arc<Mutex<HashMap<String, Cancellation>>>,
+    finished: Arc<Mutex<Finished>>,
+}
+
+/// Why a session ended without a fatal error.
+enum SessionEnd {
+    Shutdown,
+    /// The connection ended or failed; reconnect.
+    Lost {
+        reason: String,
+        healthy: bool,
+    },
+}
+
+impl Runtime {
+    async fn run(self) -> Result<Stopped> {
+        let (base, cap) = self.options.backoff;
+        let mut backoff = Backoff::new(base, cap);
+        let semaphore = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let result = loop {
+            let _ = self.state.send(ConnectionState::Connecting);
+            match self.session(&semaphore).await {
+                Ok(SessionEnd::Shutdown) => break Ok(()),
+                Ok(SessionEnd::Lost { reason, healthy }) => {
+                    // Reset only after a real event: a server that accepts and
+                    // drops at once must not be hammered.
+                    if healthy {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next();
+                    tracing::info!(%reason, ?delay, "connection lost; reconnecting");
+                    let _ = self.state.send(ConnectionState::Retrying { reason, delay });
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => break Ok(()),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let cancelled_calls = self.drain().await;
+        let _ = self.state.send(ConnectionState::Stopped);
+        result.map(|()| Stopped { cancelled_calls })
+    }
+
+    /// Stops taking calls; waits the grace for running ones, then cancels them.
+    async fn drain(&self) -> usize {
+        self.calls.close();
+        if tokio::time::timeout(self.options.shutdown_grace, self.calls.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let running: Vec<Cancellation> = self
+            .running
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
+        for c in &running {
+            c.cancel();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.calls.wait()).await;
+        tracing::warn!(cancelled = running.len(), "calls cancelled at shutdown");
+        running.len()
+    }
+
+    async fn session(&self, semaphore: &Arc<Semaphore>) -> Result<SessionEnd> {
+        let http = &self.options.http;
+        let token = &self.options.credentials.token;
+        let lost = |reason: String| {
+            Ok(SessionEnd::Lost {
+                reason,
+                healthy: false,
+            })
+        };
+
+        let manifest = DeviceManifest {
+            host_version: self.options.host_version.clone(),
+            tools: self.options.toolbox.manifest().tools,
+            roots: self.options.scope.root_infos(),
+        };
+        let put = http
+            .client
+            .put(http.url("/manifest"))
+            .bearer_auth(token)
+            .json(&manifest)
+            .timeout(Duration::from_secs(30));
+        match tokio::select! { r = put.send() => r, () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown) }
+        {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => return self.refused(r).await,
+            Err(e) => return self.transport(e).await,
+        }
+
+        let get = http.client.get(http.url("/stream")).bearer_auth(token);
+        let response = match tokio::select! { r = get.send() => r, () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown) }
+        {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => return self.refused(r).await,
+            Err(e) => return self.transport(e).await,
+        };
+        let mut events = response.bytes_stream().eventsource();
+        // Before `hello` says otherwise, assume the protocol's 15 s bound.
+        let mut idle = Duration::from_secs(45);
+        let mut healthy = false;
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, events.next()) => next,
+                () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            };
+            let event = match next {
+                Err(_) => {
+                    return Ok(SessionEnd::Lost {
+                        reason: format!("no data for {}s", idle.as_secs()),
+                        healthy,
+                    });
+                }
+                Ok(None) => {
+                    return Ok(SessionEnd::Lost {
+                        reason: "the server closed the stream".into(),
+                        healthy,
+                    });
+                }
+                Ok(Some(Err(e))) => {
+                    return Ok(SessionEnd::Lost {
+                        reason: e.to_string(),
+                        healthy,
+                    });
+                }
+                Ok(Some(Ok(event))) => event,
+            };
+            healthy = true;
+            match event.event.as_str() {
+                "hello" => {
+                    let Ok(hello) = serde_json::from_str::<HelloEvent>(&event.data) else {
+                        return lost("the server's hello was unreadable".into());
+                    };
+                    idle = Duration::from_millis(hello.heartbeat_ms.saturating_mul(3))
+                        .max(Duration::from_secs(1));
+                    tracing::info!(session_id = %hello.session_id, "connected");
+                    let _ = self.state.send(ConnectionState::Connected {
+                        session_id: hello.session_id,
+                    });
+                }
+                "call" => match serde_json::from_str::<CallEvent>(&event.data) {
+                    Ok(call) => self.start_call(call, semaphore),
+                    Err(e) => tracing::warn!(error = %e, "unreadable call event ignored"),
+                },
+                "cancel" => {
+                    if let Ok(cancel) = serde_json::from_str::<CancelEvent>(&event.data) {
+                        if let Some(c) = self
+                            .running
+                            .lock()
+                            .ok()
+                            .and_then(|r| r.get(&cancel.call_id).cloned())
+                        {
+                            tracing::info!(call_id = %cancel.call_id, reason = %cancel.reason, "call cancelled by the server");
+                            c.cancel();
+                        }
+                    }
+                }
+                "revoked" => {
+                    let message = serde_json::from_str::<ClosingEvent>(&event.data)
+                        .map(|c| c.message)
+                        .unwrap_or_default();
+                    tracing::warn!(%message, "device revoked");
+                    return Err(Error::Revoked);
+                }
+                "replaced" => return Err(Error::Replaced),
+                other => tracing::debug!(event = other, "unknown event ignored"),
+            }
+        }
+    }
+
+    /// A non-success response: fatal or transient.
+    async fn refused(&self, response: reqwest::Response) -> Result<SessionEnd> {
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        let e = Error::from_response(&self.options.http.base, status, &body);
+        if e.is_fatal() {
+            Err(e)
+        } else {
+            Ok(SessionEnd::Lost {
+                reason: e.to_string(),
+                healthy: false,
+            })
+        }
+    }
+
+    /// A transport failure: an untrusted certificate is fatal (retrying cannot
+    /// fix it); anything else is a network problem to retry.
+    async fn transport(&self, e: reqwest::Error) -> Result<SessionEnd> {
+        let e = self.options.http.explain(e).await;
+        if e.is_fatal() {
+            Err(e)
+        } else {
+            Ok(SessionEnd::Lost {
+                reason: e.to_string(),
+                healthy: false,
+            })
+        }
+    }
+
+    fn start_call(&self, call: CallEvent, semaphore: &Arc<Semaphore>) {
+        // Re-delivered after a reconnect: answer from memory, never run twice.
+        if let Some(done) = self
+            .finished
+            .lock()
+            .ok()
+            .and_then(|f| f.results.get(&call.call_id).cloned())
+        {
+            let http = self.options.http.clone();
+            let token = self.options.credentials.token.clone();
+            self.calls
+                .spawn(async move { post_result(&http, &token, &done).await });
+            return;
+        }
+        let cancel = Cancellation::new();
+        {
+            let Ok(mut running) = self.running.lock() else {
+                return;
+            };
+            if running.contains_key(&call.call_id) {
+                return; // already running: its result will be posted when it ends
+            }
+            running.insert(call.call_id.clone(), cancel.clone());
+        }
+        let options = Arc::clone(&self.options);
+        let running = Arc::clone(&self.running);
+        let finished = Arc::clone(&self.finished);
+        let semaphore = Arc::clone(semaphore);
+        self.calls.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let deadline = Instant::now() + Duration::from_millis(call.timeout_ms.max(1));
+            let started = Instant::now();
+            let (toolbox, scope, c) = (
+                Arc::clone(&options.toolbox),
+                Arc::clone(&options.scope),
+                cancel.clone(),
+            );
+            let call_id = call.call_id.clone();
+            tracing::info!(%call_id, tool = %call.tool, mode = call.mode.as_str(), "call");
+            let outcome = tokio::task::spawn_blocking(move || {
+                let cx = Context::new(&scope).with_cancellation(c).with_deadline(deadline);
+                toolbox.call(&cx, &call.tool, call.mode, call.input, call.precondition.as_ref())
+            })
+            .await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            let result = match outcome {
+                Ok(Ok(out)) => CallResult {
+                    call_id: call_id.clone(),
+                    ok: true,
+                    truncated: out.truncated(),
+                    output: Some(out.into_value()),
+                    error: None,
+                    duration_ms,
+                },
+                Ok(Err(e)) => failure(&call_id, e.to_body(), duration_ms),
+                Err(panic) => failure(
+                    &call_id,
+                    ErrorBody::new("internal", format!("the tool crashed: {panic}")),
+                    duration_ms,
+                ),
+            };
+            if let Ok(mut f) = finished.lock() {
+                f.insert(result.clone());
+            }
+            if let Ok(mut r) = running.lock() {
+                r.remove(&call_id);
+            }
+            post_result(&options.http, &options.credentials.token, &result).await;
+        });
+    }
+}
+
+fn failure(call_id: &str, error: ErrorBody, duration_ms: u64) -> CallResult {
+    CallResult {
+        call_id: call_id.to_string(),
+        ok: false,
+        output: None,
+        error: Some(error),
+        truncated: false,
+        duration_ms,
+    }
+}
+
+/// Posts a result, retrying transient failures a few times. Results are
+/// idempotent per `call_id`, so a retry after a lost response is safe.
+async fn post_result(http: &Http, token: &str, result: &CallResult) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match http
+            .client
+            .post(http.url("/result"))
+            .bearer_auth(token)
+            .json(result)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return,
+            // The server stopped waiting (timeout, cancel) or it is not ours: nothing to retry.
+            Ok(r) if r.status().is_client_error() && r.status() != 429 => {
+                tracing::info!(call_id = %result.call_id, status = r.status().as_u16(), "result not accepted");
+                return;
+            }
+            Ok(r) => {
+                tracing::warn!(call_id = %result.call_id, status = r.status().as_u16(), attempt, "posting the result failed")
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %result.call_id, error = %e, attempt, "posting the result failed")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+}
+
+/// Capped exponential backoff with full jitter: each delay is uniform in
+/// `[0, min(cap, base * 2^n))`.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+        ceiling.mul_f64(fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_jittered_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let first: Vec<Duration> = (0..4).map(|_| b.next()).collect();
+        for (n, d) in first.iter().enumerate() {
+            assert!(*d < Duration::from_millis(500) * (1 << n), "attempt {n}: {d:?}");
+        }
+        for _ in 0..50 {
+            assert!(b.next() <= Duration::from_secs(30));
+        }
+        let late: Vec<Duration> = (0..20).map(|_| b.next()).collect();
+        assert!(
+            late.iter().any(|d| *d > Duration::from_secs(1)),
+            "reaches the cap region: {late:?}"
+        );
+        assert!(late.windows(2).any(|w| w[0] != w[1]), "jittered");
+        b.reset();
+        assert!(b.next() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn finished_calls_are_remembered_boundedly() {
+        let mut f = Finished::default();
+        for i in 0..FINISHED_KEEP + 10 {
+            f.insert(failure(&format!("call_{i}"), ErrorBody::new("x", "y"), 0));
+        }
+        assert_eq!(f.results.len(), FINISHED_KEEP);
+        assert!(!f.results.contains_key("call_0"));
+        assert!(f.results.contains_key(&format!("call_{}", FINISHED_KEEP + 9)));
+    }
+}
