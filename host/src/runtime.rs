@@ -536,10 +536,10 @@ async fn post_result(http: &Http, token: &str, result: &CallResult) {
                 return;
             }
             Ok(r) => {
-                tracing::warn!(call_id = %result.call_id, status = r.status().as_u16(), attempt, "posting the result failed")
+                tracing::warn!(call_id = %result.call_id, status = r.status().as_u16(), attempt, "posting the result failed");
             }
             Err(e) => {
-                tracing::warn!(call_id = %result.call_id, error = %e, attempt, "posting the result failed")
+                tracing::warn!(call_id = %result.call_id, error = %e, attempt, "posting the result failed");
             }
         }
         tokio::time::sleep(delay).await;
