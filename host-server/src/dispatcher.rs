@@ -247,6 +247,12 @@ impl Dispatcher {
         self.inner.shutdown.cancel();
     }
 
+    /// Resolves once [`Dispatcher::shutdown`] has been called; hand it to
+    /// `axum::serve(...).with_graceful_shutdown(...)`.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inner.shutdown.clone().cancelled_owned()
+    }
+
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }

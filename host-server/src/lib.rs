@@ -27,9 +27,11 @@
 //!     .call("alice", "dev_0123", "list_directory", serde_json::json!({ "path": "." }), CallOptions::default())
 //!     .await?;
 //!
+//! // On SIGTERM/Ctrl-C the app calls `dispatcher.shutdown()`: device streams
+//! // end, so graceful shutdown does not wait on them.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-//!     .with_graceful_shutdown(async move { dispatcher.shutdown() })
+//!     .with_graceful_shutdown(dispatcher.stopped())
 //!     .await?;
 //! # Ok(())
 //! # }

@@ -126,10 +126,8 @@ fn find_rustls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref() {
-                if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(r);
-                }
-                current = inner.source();
+                // Continue *at* the payload: it may be another io::Error.
+                current = Some(inner);
                 continue;
             }
         }

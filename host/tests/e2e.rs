@@ -1,0 +1,447 @@
+//! The device runtime against the real dispatcher, over HTTP on 127.0.0.1:0
+//! (and HTTPS with a test CA).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fusion_host::{ConnectionState, Credentials, Error, HostHandle, HostOptions, Http, enroll, run_host};
+use fusion_host_server::{CallOptions, CallOutcome, Config, Dispatcher, MemoryStore, ProposalStatus, router};
+use fusion_tools::{Access, Context, Scope, Tool, ToolSpec, Toolbox};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Server {
+    addr: SocketAddr,
+    dispatcher: Dispatcher,
+    store: Arc<MemoryStore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        Self::on(Arc::new(MemoryStore::new()), "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn on(store: Arc<MemoryStore>, addr: SocketAddr) -> Server {
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            Config {
+                offline_grace: Duration::from_secs(5),
+                ..Config::default()
+            },
+        );
+        let app = axum::Router::new().nest("/api/host", router(dispatcher.clone()));
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let d = dispatcher.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(d.stopped())
+                .await
+                .unwrap();
+        });
+        Server {
+            addr,
+            dispatcher,
+            store,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server the way a deploy would, keeping its store.
+    async fn restart(self) -> Server {
+        let (store, addr) = (self.store.clone(), self.addr);
+        self.dispatcher.shutdown();
+        self.task.await.unwrap();
+        Server::on(store, addr).await
+    }
+}
+
+/// A read tool that runs until cancelled (or 30 s), recording that it started
+/// and that it saw the cancellation.
+struct Slow {
+    started: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NoInput {}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct NoOutput {}
+
+impl Tool for Slow {
+    type Input = NoInput;
+    type Output = NoOutput;
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::read("slow", "Waits until cancelled; for tests.")
+    }
+    fn run(&self, cx: &Context<'_>, _: NoInput) -> fusion_tools::Result<NoOutput> {
+        self.started.store(true, Ordering::SeqCst);
+        for _ in 0..3000 {
+            if let Err(e) = cx.checkpoint() {
+                self.cancelled.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(NoOutput {})
+    }
+}
+
+struct Device {
+    dir: tempfile::TempDir,
+    host: HostHandle,
+    credentials: Credentials,
+    started: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
+}
+
+async fn start_device(server: &Server, owner: &str) -> Device {
+    let http = Http::new(&server.url(), None, "test").unwrap();
+    let code = server.dispatcher.mint_pairing_code(owner).await.unwrap();
+    let credentials = enroll(&http, &server.url(), &code.code, "test-laptop", "test")
+        .await
+        .unwrap();
+    assert_eq!(credentials.owner, owner);
+    let dir = tempfile::tempdir().unwrap();
+    let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+    let (started, cancelled) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let mut toolbox = Toolbox::builtin();
+    toolbox.add(Slow {
+        started: Arc::clone(&started),
+        cancelled: Arc::clone(&cancelled),
+    });
+    let mut options = HostOptions::new(http, credentials.clone(), toolbox, scope, "test");
+    options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
+    options.shutdown_grace = Duration::from_millis(200);
+    let host = run_host(options);
+    wait_connected(&host).await;
+    Device {
+        dir,
+        host,
+        credentials,
+        started,
+        cancelled,
+    }
+}
+
+async fn wait_connected(host: &HostHandle) {
+    let mut state = host.state();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+    )
+    .await
+    .expect("connected within 10 s")
+    .unwrap();
+}
+
+fn output(outcome: CallOutcome) -> Value {
+    match outcome {
+        CallOutcome::Output(o) => o.output,
+        CallOutcome::Proposal(p) => panic!("unexpected proposal {p:?}"),
+    }
+}
+
+#[tokio::test]
+async fn enroll_connect_and_answer_a_read_call() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    std::fs::write(device.dir.path().join("north.e57"), "x").unwrap();
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &device.credentials.device_id,
+            "glob",
+            json!({ "pattern": "*.e57" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(output(out)["matches"][0]["path"], "north.e57");
+    let devices = server.dispatcher.devices("alice").await.unwrap();
+    assert!(devices[0].online);
+    let manifest = devices[0].manifest.as_ref().unwrap();
+    assert_eq!(manifest.tools.len(), 17);
+    assert_eq!(manifest.roots.len(), 1);
+    device.host.shutdown();
+    assert_eq!(device.host.join().await.unwrap().cancelled_calls, 0);
+}
+
+#[tokio::test]
+async fn propose_approve_apply_writes_the_file() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    let id = &device.credentials.device_id;
+    let input = json!({ "path": "report.txt", "content": "scan registered\n" });
+    let outcome = server
+        .dispatcher
+        .call("alice", id, "write_file", input, CallOptions::default())
+        .await
+        .unwrap();
+    let CallOutcome::Proposal(p) = outcome else {
+        panic!("expected a proposal")
+    };
+    let file = device.dir.path().join("report.txt");
+    assert!(!file.exists(), "planning writes nothing");
+    let applied = server.dispatcher.approve("alice", &p.id).await.unwrap();
+    assert_eq!(applied.status, ProposalStatus::Applied);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "scan registered\n");
+}
+
+#[tokio::test]
+async fn reconnects_by_itself_after_a_server_restart() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    let mut state = device.host.state();
+    let server = server.restart().await;
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Retrying { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    wait_connected(&device.host).await;
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &device.credentials.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(output(out)["kind"], "directory");
+}
+
+#[tokio::test]
+async fn revocation_stops_the_device_with_the_repair_message() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    server
+        .dispatcher
+        .revoke("alice", &device.credentials.device_id)
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(WAIT, device.host.join())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Revoked), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "this device was revoked — pair it again with a new code from /devices"
+    );
+
+    // Starting again with the revoked credentials stops at once, same message.
+    let http = Http::new(&server.url(), None, "test").unwrap();
+    let scope = Scope::single(device.dir.path(), Access::ReadOnly).unwrap();
+    let again = run_host(HostOptions::new(
+        http,
+        device.credentials.clone(),
+        Toolbox::builtin(),
+        scope,
+        "test",
+    ));
+    let e = tokio::time::timeout(WAIT, again.join())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Revoked), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_slow_call_is_cancelled_when_the_caller_times_out() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    let options = CallOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..CallOptions::default()
+    };
+    let e = server
+        .dispatcher
+        .call("alice", &device.credentials.device_id, "slow", json!({}), options)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "timeout");
+    wait_until(&device.cancelled, "the tool never saw the cancellation").await;
+}
+
+async fn wait_until(flag: &AtomicBool, failure: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !flag.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_cancels_calls_still_running_after_the_grace() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    let d = server.dispatcher.clone();
+    let id = device.credentials.device_id.clone();
+    tokio::spawn(async move {
+        d.call("alice", &id, "slow", json!({}), CallOptions::default())
+            .await
+    });
+    wait_until(&device.started, "the call never started").await;
+    device.host.shutdown();
+    let stopped = tokio::time::timeout(WAIT, device.host.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.cancelled_calls, 1);
+    assert!(device.cancelled.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn enroll_errors_say_what_to_do() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url(), None, "test").unwrap();
+    let e = enroll(&http, &server.url(), "BCDF-GHJK", "x", "test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("invalid_code"));
+    assert!(e.to_string().contains("/devices"), "{e}");
+
+    // Nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{closed}");
+    let e = enroll(
+        &Http::new(&url, None, "test").unwrap(),
+        &url,
+        "BCDF-GHJK",
+        "x",
+        "test",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+    assert!(!e.is_fatal());
+
+    // Something that is not a fusion-host server.
+    let other =
+        axum::Router::new().fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "<html>nope</html>") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, other).await.unwrap() });
+    let e = enroll(
+        &Http::new(&url, None, "test").unwrap(),
+        &url,
+        "BCDF-GHJK",
+        "x",
+        "test",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::NotAServer { status: 404, .. }), "{e:?}");
+    assert!(e.to_string().contains("server address"), "{e}");
+}
+
+mod tls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use tokio_rustls::TlsAcceptor;
+
+    /// Serves the device routes over TLS with a certificate from a fresh test CA.
+    /// Returns the URL and the CA's PEM.
+    async fn tls_server() -> (String, String, Dispatcher) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "Fusion Test Root CA");
+        ca.distinguished_name
+            .push(DnType::OrganizationName, "Acme Surveying");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let dispatcher = Dispatcher::new(Arc::new(MemoryStore::new()), Config::default());
+        let app = axum::Router::new().nest("/api/host", router(dispatcher.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A refused handshake is the point of one test: ignore it.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                });
+            }
+        });
+        (format!("https://localhost:{port}"), ca_cert.pem(), dispatcher)
+    }
+
+    #[tokio::test]
+    async fn an_extra_ca_bundle_is_trusted() {
+        let (url, ca_pem, dispatcher) = tls_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("acme-root.pem");
+        std::fs::write(&ca, ca_pem).unwrap();
+        let http = Http::new(&url, Some(&ca), "test").unwrap();
+        let code = dispatcher.mint_pairing_code("alice").await.unwrap();
+        let credentials = enroll(&http, &url, &code.code, "laptop", "test").await.unwrap();
+        assert_eq!(credentials.owner, "alice");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_issuer_is_named_with_the_fix() {
+        let (url, _, dispatcher) = tls_server().await;
+        let http = Http::new(&url, None, "test").unwrap();
+        let code = dispatcher.mint_pairing_code("alice").await.unwrap();
+        let e = enroll(&http, &url, &code.code, "laptop", "test")
+            .await
+            .unwrap_err();
+        let Error::UntrustedIssuer { issuer } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(issuer.contains("Fusion Test Root CA"), "{issuer}");
+        let message = e.to_string();
+        assert!(
+            message.contains("--ca-cert") && message.contains("trust store"),
+            "{message}"
+        );
+        assert!(e.is_fatal());
+    }
+}
