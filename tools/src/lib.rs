@@ -98,6 +98,7 @@ mod builtin;
 mod error;
 mod fence;
 mod fsutil;
+mod pending;
 mod protocol;
 mod scope;
 mod shell;
@@ -108,6 +109,7 @@ pub use builtin::*;
 pub use error::{Error, ErrorBody, ErrorCode, Result};
 pub use fence::Fenced;
 pub use fsutil::EntryKind;
+pub use pending::PendingFile;
 pub use protocol::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest,
     EnrollResponse, HelloEvent, Mode, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX,

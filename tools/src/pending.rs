@@ -1,0 +1,137 @@
+//! Files for domain tools: read through the scope, and create atomically
+//! (a hidden temporary beside the target, renamed into place on commit).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use cap_std::fs::{Dir, OpenOptions};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{EntryKind, existing_file_for_write, open_regular, state_of};
+use crate::scope::Location;
+use crate::tool::{Context, PathState};
+
+impl Location<'_> {
+    /// Opens a regular file for reading through the root's handle (a FIFO or
+    /// device is refused without blocking). Returns the file and its size.
+    pub fn open_file(&self) -> Result<(std::fs::File, u64)> {
+        let (file, md) = open_regular(self)?;
+        Ok((file.into_std(), md.len()))
+    }
+
+    /// The state of this path, for a precondition; with `tree`, a folder's
+    /// state covers everything below it.
+    pub fn state(&self, cx: &Context<'_>, tree: bool) -> Result<PathState> {
+        state_of(cx, self, tree)
+    }
+
+    /// Starts writing a new file at this path. Nothing appears at the path
+    /// until [`PendingFile::commit`]; dropping the pending file removes it.
+    /// With `overwrite` false an existing file is `already_exists`; a
+    /// symlink, folder or special file is never replaced.
+    pub fn create_file(&self, overwrite: bool) -> Result<PendingFile> {
+        self.require_writable()?;
+        self.require_not_root("replaced")?;
+        let (dir, name) = self.open_parent()?;
+        let path = self.path();
+        if existing_file_for_write(&dir, &name, &path)?.is_some() && !overwrite {
+            return Err(Error::AlreadyExists { path, hint: "choose another name, or allow overwriting" });
+        }
+        let mut random = [0u8; 6];
+        let _ = getrandom::fill(&mut random);
+        let mut temp = OsString::from(".");
+        temp.push(&name);
+        temp.push(format!(".fusion-partial-{}", crate::fsutil::hex(&random)));
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        let file = dir.open_with(&temp, &options).map_err(|e| Error::io(&path, e))?.into_std();
+        Ok(PendingFile { dir, temp, name, path, file, committed: false })
+    }
+}
+
+/// A file being written beside its final path. See [`Location::create_file`].
+#[derive(Debug)]
+pub struct PendingFile {
+    dir: Dir,
+    temp: OsString,
+    name: OsString,
+    path: PathBuf,
+    file: std::fs::File,
+    committed: bool,
+}
+
+impl PendingFile {
+    /// The file to write into.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// Another handle to the same file, for writers that must own theirs.
+    pub fn try_clone_file(&self) -> Result<std::fs::File> {
+        self.file.try_clone().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Flushes the file to disk and renames it into place (replacing a
+    /// regular file there), through the parent folder's handle.
+    pub fn commit(mut self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        match self.dir.symlink_metadata(&self.name) {
+            Ok(md) if !md.is_file() => {
+                return Err(Error::NotAFile { path: self.path.clone(), found: EntryKind::of(md.file_type()).article() });
+            }
+            _ => {}
+        }
+        self.dir.rename(&self.temp, &self.dir, &self.name).map_err(|e| Error::io(&self.path, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.dir.remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::builtin::testutil::{Fixture, code};
+    use crate::{Context, ErrorCode, PathState};
+
+    #[test]
+    fn pending_files_appear_only_on_commit() {
+        let f = Fixture::new();
+        let loc = f.scope.resolve("out.las").unwrap();
+        let mut pending = loc.create_file(false).unwrap();
+        pending.file().write_all(b"LASF").unwrap();
+        assert!(!f.exists("out.las"));
+        pending.commit().unwrap();
+        assert_eq!(f.read("out.las"), "LASF");
+        let names: Vec<_> = std::fs::read_dir(f.root()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary left");
+        assert_eq!(code(&loc.create_file(false).unwrap_err()), ErrorCode::AlreadyExists);
+
+        let dropped = f.scope.resolve("never.las").unwrap().create_file(false).unwrap();
+        drop(dropped);
+        assert_eq!(std::fs::read_dir(f.root()).unwrap().count(), 1, "a dropped file leaves nothing");
+
+        let (mut file, size) = loc.open_file().unwrap();
+        assert_eq!(size, 4);
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut file, &mut s).unwrap();
+        assert_eq!(s, "LASF");
+        let cx = Context::new(&f.scope);
+        assert!(matches!(loc.state(&cx, false).unwrap(), PathState::File { size: 4, .. }));
+        let outside = f.scope.resolve("../x.las");
+        assert_eq!(code(&outside.unwrap_err()), ErrorCode::OutsideScope);
+    }
+}
