@@ -8,8 +8,8 @@
 use std::io::BufReader;
 
 use fusion_tools::{
-    Context, Effect, EffectOp, Error, Expectation, Location, Mode, MutateTool, PathState, Plan, Precondition, Result,
-    ToolSpec, Toolbox,
+    Context, Effect, EffectOp, Error, Expectation, Location, Mode, MutateTool, PathState, Plan, Precondition,
+    Result, ToolSpec, Toolbox,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,10 @@ impl MutateTool for ConvertE57ToLas {
         let mut counted = Vec::new();
         for scan in &scans {
             let loc = cx.scope().resolve(scan)?;
-            expect.push(Expectation { path: loc.display(), state: loc.state(cx, false)? });
+            expect.push(Expectation {
+                path: loc.display(),
+                state: loc.state(cx, false)?,
+            });
             counted.push((loc.display(), count_points(&loc)?));
         }
         let jobs: Vec<Job> = match &input.merge_into {
@@ -86,7 +89,10 @@ impl MutateTool for ConvertE57ToLas {
             None => counted
                 .iter()
                 .map(|(source, points)| Job {
-                    output: std::path::Path::new(source).with_extension("las").display().to_string(),
+                    output: std::path::Path::new(source)
+                        .with_extension("las")
+                        .display()
+                        .to_string(),
                     sources: vec![source.clone()],
                     points: *points,
                 })
@@ -97,13 +103,23 @@ impl MutateTool for ConvertE57ToLas {
             let out = cx.scope().resolve(&job.output)?;
             out.require_writable()?;
             if out.state(cx, false)? != PathState::Absent {
-                return Err(Error::AlreadyExists { path: out.path(), hint: "move or delete it first, or choose merge_into" });
+                return Err(Error::AlreadyExists {
+                    path: out.path(),
+                    hint: "move or delete it first, or choose merge_into",
+                });
             }
-            expect.push(Expectation { path: out.display(), state: PathState::Absent });
+            expect.push(Expectation {
+                path: out.display(),
+                state: PathState::Absent,
+            });
             effects.push(Effect::new(EffectOp::CreateFile, out.display()));
         }
         let points: u64 = jobs.iter().map(|j| j.points).sum();
-        let summary = format!("convert {} E57 scan(s), {points} points, into {} LAS file(s)", scans.len(), jobs.len());
+        let summary = format!(
+            "convert {} E57 scan(s), {points} points, into {} LAS file(s)",
+            scans.len(),
+            jobs.len()
+        );
         Ok((Plan::new(summary, effects, Precondition::new(expect)), jobs))
     }
 
@@ -112,14 +128,21 @@ impl MutateTool for ConvertE57ToLas {
         for job in &jobs {
             points += convert(cx, job, &mut |_| {})?;
         }
-        Ok(ConvertOutput { outputs: jobs, points })
+        Ok(ConvertOutput {
+            outputs: jobs,
+            points,
+        })
     }
 }
 
 /// The `.e57` files named by `sources` (files as given, folders searched).
 pub(crate) fn collect_scans(cx: &Context<'_>, sources: &[String]) -> Result<Vec<String>> {
     if sources.is_empty() {
-        return Err(Error::invalid_input("convert_e57_to_las", "sources", "name at least one E57 file or folder"));
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "sources",
+            "name at least one E57 file or folder",
+        ));
     }
     let mut scans = Vec::new();
     for source in sources {
@@ -133,7 +156,10 @@ pub(crate) fn collect_scans(cx: &Context<'_>, sources: &[String]) -> Result<Vec<
                     return Err(Error::invalid_input(
                         "convert_e57_to_las",
                         "sources",
-                        format!("{} holds more than 1000 E57 files; convert its sub-folders one at a time", loc.display()),
+                        format!(
+                            "{} holds more than 1000 E57 files; convert its sub-folders one at a time",
+                            loc.display()
+                        ),
                     ));
                 }
                 for m in found["matches"].as_array().into_iter().flatten() {
@@ -142,17 +168,30 @@ pub(crate) fn collect_scans(cx: &Context<'_>, sources: &[String]) -> Result<Vec<
             }
             PathState::File { .. } => scans.push(loc.display()),
             PathState::Absent => return Err(Error::NotFound { path: loc.path() }),
-            _ => return Err(Error::NotAFile { path: loc.path(), found: "not a regular file" }),
+            _ => {
+                return Err(Error::NotAFile {
+                    path: loc.path(),
+                    found: "not a regular file",
+                });
+            }
         }
     }
     if scans.is_empty() {
-        return Err(Error::invalid_input("convert_e57_to_las", "sources", "no .e57 files were found there"));
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "sources",
+            "no .e57 files were found there",
+        ));
     }
     Ok(scans)
 }
 
 fn e57_error(loc: &Location<'_>, e: e57::Error) -> Error {
-    Error::invalid_input("convert_e57_to_las", "sources", format!("{} is not a readable E57 file: {e}", loc.display()))
+    Error::invalid_input(
+        "convert_e57_to_las",
+        "sources",
+        format!("{} is not a readable E57 file: {e}", loc.display()),
+    )
 }
 
 /// Points in a scan, from its header (nothing is decoded).
@@ -166,7 +205,10 @@ pub(crate) fn count_points(loc: &Location<'_>) -> Result<u64> {
 /// far. Returns the points written.
 pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     let out = cx.scope().resolve(&job.output)?;
-    let las_error = |e: las::Error| Error::Io { path: out.path(), source: std::io::Error::other(e) };
+    let las_error = |e: las::Error| Error::Io {
+        path: out.path(),
+        source: std::io::Error::other(e),
+    };
 
     let mut readers = Vec::new();
     let mut has_color = false;
@@ -186,15 +228,25 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
             let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
             for point in iter {
                 let point = point.map_err(|e| e57_error(loc, e))?;
-                let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else { continue };
+                let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
+                    continue;
+                };
                 if writer.is_none() {
                     // Offsets near the first point keep millimetre scale valid
                     // for projected coordinates (UTM northings are ~10^6 m).
                     let mut builder = las::Builder::from((1, 2));
-                    builder.point_format = las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
+                    builder.point_format =
+                        las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
                     builder.generating_software = "fusion-host".into();
-                    let axis = |v: f64| las::Transform { scale: 0.001, offset: (v / 1000.0).round() * 1000.0 };
-                    builder.transforms = las::Vector { x: axis(x), y: axis(y), z: axis(z) };
+                    let axis = |v: f64| las::Transform {
+                        scale: 0.001,
+                        offset: (v / 1000.0).round() * 1000.0,
+                    };
+                    builder.transforms = las::Vector {
+                        x: axis(x),
+                        y: axis(y),
+                        z: axis(z),
+                    };
                     let header = builder.into_header().map_err(las_error)?;
                     let file = std::io::BufWriter::new(pending.try_clone_file()?);
                     writer = Some(las::Writer::new(file, header).map_err(las_error)?);
@@ -206,7 +258,11 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
                     z,
                     intensity: point.intensity.map_or(0, to_u16),
                     color: has_color.then(|| {
-                        let c = point.color.unwrap_or(e57::Color { red: 0.0, green: 0.0, blue: 0.0 });
+                        let c = point.color.unwrap_or(e57::Color {
+                            red: 0.0,
+                            green: 0.0,
+                            blue: 0.0,
+                        });
                         las::Color::new(to_u16(c.red), to_u16(c.green), to_u16(c.blue))
                     }),
                     ..las::Point::default()
@@ -251,14 +307,36 @@ pub(crate) mod tests {
         let mut writer = e57::E57Writer::from_file(path, "test-guid").unwrap();
         let double = RecordDataType::Double { min: None, max: None };
         let mut prototype = vec![
-            Record { name: RecordName::CartesianX, data_type: double.clone() },
-            Record { name: RecordName::CartesianY, data_type: double.clone() },
-            Record { name: RecordName::CartesianZ, data_type: double },
-            Record { name: RecordName::Intensity, data_type: RecordDataType::Single { min: Some(0.0), max: Some(1.0) } },
+            Record {
+                name: RecordName::CartesianX,
+                data_type: double.clone(),
+            },
+            Record {
+                name: RecordName::CartesianY,
+                data_type: double.clone(),
+            },
+            Record {
+                name: RecordName::CartesianZ,
+                data_type: double,
+            },
+            Record {
+                name: RecordName::Intensity,
+                data_type: RecordDataType::Single {
+                    min: Some(0.0),
+                    max: Some(1.0),
+                },
+            },
         ];
         if color {
-            for name in [RecordName::ColorRed, RecordName::ColorGreen, RecordName::ColorBlue] {
-                prototype.push(Record { name, data_type: RecordDataType::Integer { min: 0, max: 255 } });
+            for name in [
+                RecordName::ColorRed,
+                RecordName::ColorGreen,
+                RecordName::ColorBlue,
+            ] {
+                prototype.push(Record {
+                    name,
+                    data_type: RecordDataType::Integer { min: 0, max: 255 },
+                });
             }
         }
         let mut pc = writer.add_pointcloud(&format!("pc-{shift}"), prototype).unwrap();
@@ -271,7 +349,11 @@ pub(crate) mod tests {
                 RecordValue::Single((i % 100) as f32 / 99.0),
             ];
             if color {
-                values.extend([RecordValue::Integer(255), RecordValue::Integer((i % 256) as i64), RecordValue::Integer(0)]);
+                values.extend([
+                    RecordValue::Integer(255),
+                    RecordValue::Integer((i % 256) as i64),
+                    RecordValue::Integer(0),
+                ]);
             }
             pc.add_point(values).unwrap();
         }
@@ -283,12 +365,21 @@ pub(crate) mod tests {
         let mut toolbox = Toolbox::new();
         toolbox.add_mutating(ConvertE57ToLas);
         let cx = Context::new(scope);
-        let fusion_tools::Outcome::Plan(plan) =
-            toolbox.call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None).unwrap()
+        let fusion_tools::Outcome::Plan(plan) = toolbox
+            .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
+            .unwrap()
         else {
             panic!("expected a plan")
         };
-        let out = toolbox.call(&cx, "convert_e57_to_las", Mode::Apply, input, Some(&plan.precondition)).unwrap();
+        let out = toolbox
+            .call(
+                &cx,
+                "convert_e57_to_las",
+                Mode::Apply,
+                input,
+                Some(&plan.precondition),
+            )
+            .unwrap();
         (plan, serde_json::from_value(out.into_value()).unwrap())
     }
 
@@ -308,10 +399,17 @@ pub(crate) mod tests {
         for (i, p) in points.iter().enumerate() {
             let f = i as f64;
             assert!((p.x - (600_000.0 + f * 0.01)).abs() < 0.0011, "x of {i}: {}", p.x);
-            assert!((p.y - (5_400_000.0 + f * 0.02)).abs() < 0.0011, "y of {i}: {}", p.y);
+            assert!(
+                (p.y - (5_400_000.0 + f * 0.02)).abs() < 0.0011,
+                "y of {i}: {}",
+                p.y
+            );
             assert!((p.z - f * 0.003).abs() < 0.0011, "z of {i}: {}", p.z);
             let color = p.color.unwrap();
-            assert_eq!((color.red, color.green, color.blue), (65535, ((i % 256) as f32 / 255.0 * 65535.0).round() as u16, 0));
+            assert_eq!(
+                (color.red, color.green, color.blue),
+                (65535, ((i % 256) as f32 / 255.0 * 65535.0).round() as u16, 0)
+            );
             let expected = ((i % 100) as f32 / 99.0 * 65535.0).round() as u16;
             assert!(p.intensity.abs_diff(expected) <= 1, "intensity of {i}");
         }
@@ -323,7 +421,10 @@ pub(crate) mod tests {
         write_e57(&dir.path().join("a.e57"), 100, false, 0.0);
         write_e57(&dir.path().join("b.e57"), 150, false, 10.0);
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
-        let (plan, out) = call(&scope, json!({ "sources": ["a.e57", "b.e57"], "merge_into": "site.las" }));
+        let (plan, out) = call(
+            &scope,
+            json!({ "sources": ["a.e57", "b.e57"], "merge_into": "site.las" }),
+        );
         assert_eq!(plan.effects.len(), 1);
         assert_eq!(out.points, 250);
         let reader = las::Reader::from_path(dir.path().join("site.las")).unwrap();
@@ -341,12 +442,22 @@ pub(crate) mod tests {
         let mut toolbox = Toolbox::new();
         toolbox.add_mutating(ConvertE57ToLas);
         let cx = Context::new(&scope);
-        let plan = |input| toolbox.call(&cx, "convert_e57_to_las", Mode::Plan, input, None).unwrap_err();
-        assert_eq!(plan(json!({ "sources": ["a.e57"] })).code().as_str(), "already_exists");
+        let plan = |input| {
+            toolbox
+                .call(&cx, "convert_e57_to_las", Mode::Plan, input, None)
+                .unwrap_err()
+        };
+        assert_eq!(
+            plan(json!({ "sources": ["a.e57"] })).code().as_str(),
+            "already_exists"
+        );
         let e = plan(json!({ "sources": ["fake.e57"] }));
         assert!(e.to_string().contains("not a readable E57 file"), "{e}");
         assert_eq!(plan(json!({ "sources": [] })).code().as_str(), "invalid_input");
-        assert_eq!(plan(json!({ "sources": ["../x.e57"] })).code().as_str(), "outside_scope");
+        assert_eq!(
+            plan(json!({ "sources": ["../x.e57"] })).code().as_str(),
+            "outside_scope"
+        );
         assert_eq!(std::fs::read_to_string(dir.path().join("a.las")).unwrap(), "old");
     }
 }

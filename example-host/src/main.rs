@@ -1,5 +1,215 @@
-//! `fusion-host`, the device binary.
+//! `fusion-host`, the device binary: it pairs with a web app once, then dials
+//! out and answers tool calls inside the folders you allow. It opens no port.
 
+mod device;
 mod e57las;
+mod local;
+mod settings;
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fusion_tools::{NamedCommand, Toolbox};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Let an AI agent on a web app work on files on this machine — inside the
+/// folders you allow, with every change shown and approved first.
+///
+/// The one-liner from /devices pairs and runs:
+///   FUSION_HOST_SERVER=https://app.example.com FUSION_HOST_CODE=BCDF-GHJK fusion-host
+#[derive(Debug, Parser)]
+#[command(name = "fusion-host", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Global {
+    /// Configuration directory (a profile). Default: the OS's, e.g. ~/.config/fusion-host.
+    #[arg(long, env = "FUSION_HOST_CONFIG_DIR", global = true)]
+    config_dir: Option<PathBuf>,
+    /// Extra CA certificates to trust (PEM), e.g. your organisation's root CA.
+    #[arg(long, env = "FUSION_HOST_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging on stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pair this machine with a web app, using a code from its /devices page.
+    Enroll {
+        /// The web app's address (also FUSION_HOST_SERVER or PULSN_URL).
+        #[arg(long)]
+        server: Option<String>,
+        /// The pairing code, like BCDF-GHJK (also FUSION_HOST_CODE).
+        #[arg(long, env = "FUSION_HOST_CODE")]
+        code: String,
+        /// A name for this device on /devices. Default: the host name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Connect and answer calls until stopped (Ctrl-C).
+    Run {
+        /// An allowed folder, `PATH` or `PATH:ro` for read-only. Repeatable.
+        /// Default: `roots` in config.toml, else the current directory.
+        #[arg(long = "root", value_name = "PATH[:ro]")]
+        roots: Vec<String>,
+        /// How many calls run at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Whether this device is paired, running and connected.
+    Status {
+        /// Allowed folders to report instead of the configured ones.
+        #[arg(long = "root", value_name = "PATH[:ro]")]
+        roots: Vec<String>,
+    },
+    /// Check configuration, folders, DNS, TCP, TLS, the token and the clock.
+    Doctor {
+        /// Allowed folders to check instead of the configured ones.
+        #[arg(long = "root", value_name = "PATH[:ro]")]
+        roots: Vec<String>,
+    },
+    /// Forget this device's credentials here.
+    Logout,
+    /// List the tools this device offers (the MCP tools/list).
+    Tools,
+    /// Run one tool here and print its result as JSON (a mutate tool prints
+    /// its plan unless --apply).
+    Call {
+        /// The tool's name.
+        tool: String,
+        /// The tool's input, as JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// An allowed folder, `PATH` or `PATH:ro`. Repeatable.
+        #[arg(long = "root", value_name = "PATH[:ro]")]
+        roots: Vec<String>,
+        /// Apply a mutate tool's plan right away.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Convert point clouds: `fusion-host convert e57 --to las [--merge FILE] DIR`.
+    Convert {
+        /// The input format.
+        from: Format,
+        /// The output format.
+        #[arg(long = "to")]
+        to: Format,
+        /// Merge every scan into this file (in DIR) instead of one per scan.
+        #[arg(long)]
+        merge: Option<String>,
+        /// The folder with the scans (searched at any depth).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    E57,
+    Las,
+}
+
+/// Input of `convert_ifc`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ConvertIfc {
+    /// The IFC model.
+    source: String,
+    /// The file to create; its extension picks the format (.obj, .dae, .glb, .stp, .svg, ...).
+    target: String,
+}
+
+/// The built-in tools plus the scan-to-BIM domain tools.
+pub(crate) fn toolbox() -> Toolbox {
+    let mut toolbox = Toolbox::builtin();
+    toolbox.add_mutating(e57las::ConvertE57ToLas).add_mutating(
+        NamedCommand::<ConvertIfc>::new(
+            "convert_ifc",
+            "Convert an IFC model to another format with IfcOpenShell's IfcConvert (must be installed).",
+            "IfcConvert",
+        )
+        .input_arg("source")
+        .output_arg("target"),
+    );
+    toolbox
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.global.verbose {
+        0 => "warn",
+        1 => "info,fusion_host=info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let global = &cli.global;
+    let result = runtime.block_on(async {
+        match &cli.command {
+            None => device::default(global).await,
+            Some(Command::Enroll { server, code, name }) => {
+                device::do_enroll(global, server.as_deref(), code, name.as_deref())
+                    .await
+                    .map(|_| ())
+            }
+            Some(Command::Run { roots, concurrency }) => device::run(global, roots, Some(*concurrency)).await,
+            Some(Command::Status { roots }) => device::status(global, roots),
+            Some(Command::Doctor { roots }) => device::doctor(global, roots).await,
+            Some(Command::Logout) => device::logout(global),
+            Some(Command::Tools) => local::tools(global),
+            Some(Command::Call {
+                tool,
+                input,
+                roots,
+                apply,
+            }) => local::call(global, tool, input, roots, *apply),
+            Some(Command::Convert { from, to, merge, dir }) => {
+                if (*from, *to) != (Format::E57, Format::Las) {
+                    Err(device::Fail {
+                        code: device::exit::USAGE,
+                        error: anyhow::anyhow!("only `convert e57 --to las` is supported"),
+                    })
+                } else {
+                    local::convert(global, dir, merge.as_deref())
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fail) => {
+            if global.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "error", "message": format!("{:#}", fail.error) })
+                );
+            }
+            eprintln!("error: {:#}", fail.error);
+            ExitCode::from(fail.code)
+        }
+    }
+}

@@ -78,6 +78,16 @@ impl Http {
         })
     }
 
+    /// The underlying HTTP client (for diagnostics).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The device routes' base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The URL of a device route.
     pub(crate) fn url(&self, route: &str) -> String {
         format!("{}{route}", self.base)
@@ -85,7 +95,7 @@ impl Http {
 
     /// Turns a transport error into an actionable one. An unknown issuer is
     /// diagnosed by a second handshake that records the presented chain.
-    pub(crate) async fn explain(&self, e: reqwest::Error) -> Error {
+    pub async fn explain(&self, e: reqwest::Error) -> Error {
         match find_rustls_error(&e) {
             Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
                 let issuer = presented_issuer(&self.base)

@@ -31,4 +31,4 @@ mod runtime;
 pub use client::{DEVICE_PREFIX, Http, device_base};
 pub use credentials::{CREDENTIALS_FILE, Credentials};
 pub use error::{Error, Result};
-pub use runtime::{ConnectionState, HostHandle, HostOptions, Stopped, enroll, run_host};
+pub use runtime::{ConnectionState, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host};

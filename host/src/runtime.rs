@@ -163,6 +163,11 @@ impl HostHandle {
         self.shutdown.cancel();
     }
 
+    /// A handle that stops the device, usable after [`HostHandle::join`] took this one.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.shutdown.clone())
+    }
+
     /// The connection state, to watch.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.state.clone()
@@ -178,6 +183,17 @@ impl HostHandle {
                 source: std::io::Error::other(e),
             }),
         }
+    }
+}
+
+/// Stops a running device; see [`HostHandle::stopper`].
+#[derive(Debug, Clone)]
+pub struct Stopper(CancellationToken);
+
+impl Stopper {
+    /// Same as [`HostHandle::shutdown`].
+    pub fn shutdown(&self) {
+        self.0.cancel();
     }
 }
 

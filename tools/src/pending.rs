@@ -35,7 +35,10 @@ impl Location<'_> {
         let (dir, name) = self.open_parent()?;
         let path = self.path();
         if existing_file_for_write(&dir, &name, &path)?.is_some() && !overwrite {
-            return Err(Error::AlreadyExists { path, hint: "choose another name, or allow overwriting" });
+            return Err(Error::AlreadyExists {
+                path,
+                hint: "choose another name, or allow overwriting",
+            });
         }
         let mut random = [0u8; 6];
         let _ = getrandom::fill(&mut random);
@@ -44,8 +47,18 @@ impl Location<'_> {
         temp.push(format!(".fusion-partial-{}", crate::fsutil::hex(&random)));
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
-        let file = dir.open_with(&temp, &options).map_err(|e| Error::io(&path, e))?.into_std();
-        Ok(PendingFile { dir, temp, name, path, file, committed: false })
+        let file = dir
+            .open_with(&temp, &options)
+            .map_err(|e| Error::io(&path, e))?
+            .into_std();
+        Ok(PendingFile {
+            dir,
+            temp,
+            name,
+            path,
+            file,
+            committed: false,
+        })
     }
 }
 
@@ -82,11 +95,16 @@ impl PendingFile {
         self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         match self.dir.symlink_metadata(&self.name) {
             Ok(md) if !md.is_file() => {
-                return Err(Error::NotAFile { path: self.path.clone(), found: EntryKind::of(md.file_type()).article() });
+                return Err(Error::NotAFile {
+                    path: self.path.clone(),
+                    found: EntryKind::of(md.file_type()).article(),
+                });
             }
             _ => {}
         }
-        self.dir.rename(&self.temp, &self.dir, &self.name).map_err(|e| Error::io(&self.path, e))?;
+        self.dir
+            .rename(&self.temp, &self.dir, &self.name)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.committed = true;
         Ok(())
     }
@@ -118,11 +136,18 @@ mod tests {
         assert_eq!(f.read("out.las"), "LASF");
         let names: Vec<_> = std::fs::read_dir(f.root()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary left");
-        assert_eq!(code(&loc.create_file(false).unwrap_err()), ErrorCode::AlreadyExists);
+        assert_eq!(
+            code(&loc.create_file(false).unwrap_err()),
+            ErrorCode::AlreadyExists
+        );
 
         let dropped = f.scope.resolve("never.las").unwrap().create_file(false).unwrap();
         drop(dropped);
-        assert_eq!(std::fs::read_dir(f.root()).unwrap().count(), 1, "a dropped file leaves nothing");
+        assert_eq!(
+            std::fs::read_dir(f.root()).unwrap().count(),
+            1,
+            "a dropped file leaves nothing"
+        );
 
         let (mut file, size) = loc.open_file().unwrap();
         assert_eq!(size, 4);
@@ -130,7 +155,10 @@ mod tests {
         std::io::Read::read_to_string(&mut file, &mut s).unwrap();
         assert_eq!(s, "LASF");
         let cx = Context::new(&f.scope);
-        assert!(matches!(loc.state(&cx, false).unwrap(), PathState::File { size: 4, .. }));
+        assert!(matches!(
+            loc.state(&cx, false).unwrap(),
+            PathState::File { size: 4, .. }
+        ));
         let outside = f.scope.resolve("../x.las");
         assert_eq!(code(&outside.unwrap_err()), ErrorCode::OutsideScope);
     }

@@ -1,0 +1,671 @@
+//! The commands that talk to the server: the default (enroll if needed, then
+//! run), `enroll`, `run`, `status`, `logout`, `doctor`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use fusion_host::{ConnectionState, Credentials, Error as HostError, HostOptions, Http, enroll, run_host};
+use serde_json::json;
+
+use crate::Global;
+use crate::settings::{self, ConfigFile};
+
+/// How the process exits.
+pub(crate) mod exit {
+    /// Bad usage or configuration.
+    pub(crate) const USAGE: u8 = 2;
+    /// The device must be paired again (revoked, unknown token).
+    pub(crate) const REPAIR: u8 = 3;
+}
+
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A failure with the exit code it deserves.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Fail {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = match error.downcast_ref::<HostError>() {
+            Some(HostError::Revoked) => exit::REPAIR,
+            Some(e)
+                if e.code()
+                    .is_some_and(|c| c == "invalid_code" || c == "code_expired") =>
+            {
+                exit::USAGE
+            }
+            _ => 1,
+        };
+        Fail { code, error }
+    }
+}
+
+/// `fusion-host` with no subcommand: pair if not paired yet (with
+/// `FUSION_HOST_CODE`), then run.
+pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    if Credentials::load(&dir)?.is_none() {
+        let code = std::env::var("FUSION_HOST_CODE")
+            .ok()
+            .filter(|c| !c.trim().is_empty());
+        let Some(code) = code else {
+            return Err(Fail {
+                code: exit::USAGE,
+                error: HostError::NotEnrolled.into(),
+            });
+        };
+        do_enroll(global, None, &code, None).await?;
+    }
+    run(global, &[], None).await
+}
+
+/// `fusion-host enroll`.
+pub(crate) async fn do_enroll(
+    global: &Global,
+    server: Option<&str>,
+    code: &str,
+    name: Option<&str>,
+) -> Result<Credentials, Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let server = server
+        .map(str::to_string)
+        .or_else(settings::server_from_env)
+        .or_else(|| config.server.clone())
+        .ok_or_else(|| Fail {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "no server: pass --server URL or set FUSION_HOST_SERVER (the address shown on /devices)"
+            ),
+        })?;
+    let name = settings::device_name(name, &config);
+    let http = Http::new(&server, ca_cert(global, &config).as_deref(), VERSION)?;
+    let credentials = enroll(&http, &server, code, &name, VERSION).await?;
+    let path = credentials.save(&dir)?;
+    tracing::info!(path = %path.display(), "credentials saved");
+    if global.json {
+        println!(
+            "{}",
+            json!({ "event": "enrolled", "server": server, "device_id": credentials.device_id, "name": name, "owner": credentials.owner })
+        );
+    } else {
+        eprintln!(
+            "✓ Paired with {server} as device '{name}' (owner {})",
+            credentials.owner
+        );
+    }
+    Ok(credentials)
+}
+
+fn ca_cert(global: &Global, config: &ConfigFile) -> Option<PathBuf> {
+    global.ca_cert.clone().or_else(|| config.ca_cert.clone())
+}
+
+/// `fusion-host run`: hold the stream until Ctrl-C/SIGTERM or a fatal error.
+pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<usize>) -> Result<(), Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let credentials = Credentials::load(&dir)?.ok_or(HostError::NotEnrolled)?;
+    let scope = settings::scope(roots, &config).map_err(|error| Fail {
+        code: exit::USAGE,
+        error,
+    })?;
+    let root_list: Vec<String> = scope
+        .root_infos()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{}",
+                r.path,
+                if r.access == fusion_tools::Access::ReadOnly {
+                    " (read-only)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let http = Http::new(&credentials.server, ca_cert(global, &config).as_deref(), VERSION)?;
+    let mut options = HostOptions::new(http, credentials.clone(), crate::toolbox(), scope, VERSION);
+    if let Some(n) = concurrency {
+        options.concurrency = n;
+    }
+    let host = run_host(options);
+    let mut state = host.state();
+    let state_file = StateFile::new(&dir);
+    let watcher = {
+        let (json, credentials, root_list) = (global.json, credentials.clone(), root_list.clone());
+        tokio::spawn(async move {
+            let mut announced = false;
+            while state.changed().await.is_ok() {
+                let current = state.borrow_and_update().clone();
+                state_file.write(&current);
+                match current {
+                    ConnectionState::Connected { session_id } => {
+                        if json {
+                            println!(
+                                "{}",
+                                json!({ "event": "connected", "server": credentials.server, "device_id": credentials.device_id, "name": credentials.name, "owner": credentials.owner, "roots": root_list, "session_id": session_id })
+                            );
+                        } else if !announced {
+                            println!(
+                                "✓ Connected to {} as device '{}' (owner {}) — answering calls for: {}",
+                                credentials.server,
+                                credentials.name,
+                                credentials.owner,
+                                root_list.join(", ")
+                            );
+                        } else {
+                            eprintln!("✓ reconnected");
+                        }
+                        announced = true;
+                    }
+                    ConnectionState::Retrying { reason, delay } => {
+                        if json {
+                            println!(
+                                "{}",
+                                json!({ "event": "retrying", "reason": reason, "delay_ms": delay.as_millis() as u64 })
+                            );
+                        } else {
+                            eprintln!(
+                                "… connection lost ({reason}); retrying in {:.1}s",
+                                delay.as_secs_f32()
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let stopper = host.stopper();
+    let (stop, join) = (shutdown_signal(), host.join());
+    tokio::pin!(stop, join);
+    let joined = tokio::select! {
+        () = &mut stop => {
+            eprintln!("stopping…");
+            stopper.shutdown();
+            join.await
+        }
+        result = &mut join => result,
+    };
+    watcher.abort();
+    StateFile::new(&dir).remove();
+    match joined {
+        Ok(stopped) => {
+            if stopped.cancelled_calls > 0 {
+                eprintln!(
+                    "stopped; {} running call(s) were cancelled",
+                    stopped.cancelled_calls
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `run.json` in the configuration directory: what a running device is doing,
+/// for `status`.
+struct StateFile(PathBuf);
+
+impl StateFile {
+    fn new(dir: &Path) -> Self {
+        StateFile(dir.join("run.json"))
+    }
+
+    fn write(&self, state: &ConnectionState) {
+        let (connected, detail) = match state {
+            ConnectionState::Connected { session_id } => (true, session_id.clone()),
+            ConnectionState::Retrying { reason, .. } => (false, reason.clone()),
+            other => (false, format!("{other:?}")),
+        };
+        let since = humantime_now();
+        let body =
+            json!({ "pid": std::process::id(), "connected": connected, "detail": detail, "since": since });
+        let _ = std::fs::write(&self.0, body.to_string());
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn humantime_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{secs}")
+}
+
+/// `fusion-host status`.
+pub(crate) fn status(global: &Global, roots: &[String]) -> Result<(), Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let credentials = Credentials::load(&dir)?;
+    let scope = settings::scope(roots, &config).ok();
+    let run: Option<serde_json::Value> = std::fs::read_to_string(dir.join("run.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let running = run
+        .as_ref()
+        .and_then(|r| r["pid"].as_u64())
+        .is_some_and(process_alive);
+    let connected = running && run.as_ref().is_some_and(|r| r["connected"] == true);
+    let roots: Vec<String> = scope
+        .map(|s| s.root_infos().into_iter().map(|r| r.path).collect())
+        .unwrap_or_default();
+    if global.json {
+        println!(
+            "{}",
+            json!({
+                "enrolled": credentials.is_some(),
+                "server": credentials.as_ref().map(|c| &c.server),
+                "device_id": credentials.as_ref().map(|c| &c.device_id),
+                "name": credentials.as_ref().map(|c| &c.name),
+                "owner": credentials.as_ref().map(|c| &c.owner),
+                "roots": roots,
+                "running": running,
+                "connected": connected,
+                "config_dir": dir,
+            })
+        );
+        return Ok(());
+    }
+    match &credentials {
+        Some(c) => {
+            println!(
+                "paired:    yes — device '{}' ({}) of {}",
+                c.name, c.device_id, c.owner
+            );
+            println!("server:    {}", c.server);
+        }
+        None => println!("paired:    no — run `fusion-host enroll --server URL --code CODE`"),
+    }
+    println!(
+        "folders:   {}",
+        if roots.is_empty() {
+            "(none configured)".into()
+        } else {
+            roots.join(", ")
+        }
+    );
+    println!(
+        "running:   {}",
+        match (running, connected) {
+            (true, true) => "yes, connected",
+            (true, false) => "yes, not connected (retrying)",
+            _ => "no — start it with `fusion-host run`",
+        }
+    );
+    println!("config:    {}", dir.display());
+    Ok(())
+}
+
+fn process_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `fusion-host logout`.
+pub(crate) fn logout(global: &Global) -> Result<(), Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    if Credentials::remove(&dir)? {
+        println!(
+            "✓ Forgot this device's credentials. Revoke it on /devices too, if the server should forget it."
+        );
+    } else {
+        println!("This device was not paired; nothing to forget.");
+    }
+    Ok(())
+}
+
+/// One `doctor` line.
+#[derive(serde::Serialize)]
+struct Check {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+/// `fusion-host doctor`: each check a line with ✓/✗ and the fix.
+pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail> {
+    let mut checks = Vec::new();
+    let mut add = |check, ok, detail: String, fix: Option<&str>| {
+        checks.push(Check {
+            check,
+            ok,
+            detail,
+            fix: fix.map(str::to_string),
+        });
+    };
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = match ConfigFile::load(&dir) {
+        Ok(c) => {
+            add(
+                "config",
+                true,
+                format!("{}", dir.join(settings::CONFIG_FILE).display()),
+                None,
+            );
+            c
+        }
+        Err(e) => {
+            add(
+                "config",
+                false,
+                format!("{e:#}"),
+                Some("fix or remove the configuration file"),
+            );
+            ConfigFile::default()
+        }
+    };
+    match settings::scope(roots, &config) {
+        Ok(scope) => {
+            for root in scope.root_infos() {
+                let readable = std::fs::read_dir(&root.path).is_ok();
+                add(
+                    "folder",
+                    readable,
+                    root.path.clone(),
+                    (!readable).then_some("give your user read access to it"),
+                );
+            }
+        }
+        Err(e) => add(
+            "folders",
+            false,
+            format!("{e:#}"),
+            Some("pass --root PATH, or set `roots` in config.toml"),
+        ),
+    }
+    let credentials = Credentials::load(&dir).ok().flatten();
+    match &credentials {
+        Some(c) => {
+            let mode_ok = credentials_private(&dir);
+            add(
+                "paired",
+                true,
+                format!("device '{}' ({}) of {}", c.name, c.device_id, c.owner),
+                None,
+            );
+            add(
+                "credentials file",
+                mode_ok,
+                dir.join(fusion_host::CREDENTIALS_FILE).display().to_string(),
+                (!mode_ok).then_some("run `chmod 600` on it: other users can read the token"),
+            );
+        }
+        None => add(
+            "paired",
+            false,
+            "no credentials".into(),
+            Some("run `fusion-host enroll --server URL --code CODE`"),
+        ),
+    }
+    let server = credentials
+        .as_ref()
+        .map(|c| c.server.clone())
+        .or_else(settings::server_from_env)
+        .or(config.server.clone());
+    for proxy in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY"] {
+        if let Ok(p) = std::env::var(proxy) {
+            add(
+                "proxy",
+                true,
+                format!(
+                    "{proxy}={p} (NO_PROXY={})",
+                    std::env::var("NO_PROXY").unwrap_or_default()
+                ),
+                None,
+            );
+        }
+    }
+    if let Some(server) = server {
+        network_checks(global, &config, &server, credentials.as_ref(), &mut add).await;
+    } else {
+        add(
+            "server",
+            false,
+            "no server configured".into(),
+            Some("set FUSION_HOST_SERVER or `server` in config.toml"),
+        );
+    }
+
+    let all_ok = checks.iter().all(|c| c.ok);
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&checks).unwrap_or_default());
+    } else {
+        for c in &checks {
+            println!("{} {:<17} {}", if c.ok { "✓" } else { "✗" }, c.check, c.detail);
+            if let Some(fix) = &c.fix {
+                println!("  {:<17} → {fix}", "");
+            }
+        }
+    }
+    if all_ok {
+        Ok(())
+    } else {
+        Err(Fail {
+            code: 1,
+            error: anyhow::anyhow!("some checks failed"),
+        })
+    }
+}
+
+async fn network_checks(
+    global: &Global,
+    config: &ConfigFile,
+    server: &str,
+    credentials: Option<&Credentials>,
+    add: &mut impl FnMut(&'static str, bool, String, Option<&str>),
+) {
+    let Ok(url) = reqwest_url(server) else {
+        add(
+            "server",
+            false,
+            format!("{server} is not a URL"),
+            Some("use the address shown on /devices, e.g. https://app.example.com"),
+        );
+        return;
+    };
+    let (host, port) = (url.0, url.1);
+    match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(mut addrs) => {
+            let first = addrs.next();
+            add(
+                "dns",
+                first.is_some(),
+                format!(
+                    "{host} → {}",
+                    first.map_or("nothing".into(), |a| a.ip().to_string())
+                ),
+                None,
+            );
+        }
+        Err(e) => {
+            add(
+                "dns",
+                false,
+                format!("{host}: {e}"),
+                Some("check the server address and your DNS/VPN"),
+            );
+            return;
+        }
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => add("tcp", true, format!("{host}:{port} reachable"), None),
+        _ => {
+            add(
+                "tcp",
+                false,
+                format!("{host}:{port} did not accept a connection"),
+                Some("check the firewall, VPN or proxy"),
+            );
+            return;
+        }
+    }
+    let http = match Http::new(server, ca_cert(global, config).as_deref(), VERSION) {
+        Ok(h) => h,
+        Err(e) => {
+            add("tls", false, e.to_string(), None);
+            return;
+        }
+    };
+    // A result for a call that does not exist: 404 proves the token works,
+    // 401 that it does not; nothing changes on the server either way.
+    let token = credentials.map_or("fh_none", |c| c.token.as_str());
+    let probe = json!({ "call_id": "call_doctor", "ok": true, "duration_ms": 0 });
+    let response = http
+        .client()
+        .post(format!("{}/result", http.base()))
+        .bearer_auth(token)
+        .json(&probe)
+        .send()
+        .await;
+    match response {
+        Ok(r) => {
+            add(
+                "tls",
+                true,
+                if server.starts_with("https") {
+                    "certificate trusted".into()
+                } else {
+                    "plain HTTP (no TLS)".into()
+                },
+                None,
+            );
+            if let Some(date) = r
+                .headers()
+                .get("date")
+                .and_then(|d| d.to_str().ok())
+                .and_then(httpdate)
+            {
+                let skew = SystemTime::now()
+                    .duration_since(date)
+                    .unwrap_or_else(|e| e.duration());
+                let ok = skew < Duration::from_secs(300);
+                add(
+                    "clock",
+                    ok,
+                    format!("{}s from the server's clock", skew.as_secs()),
+                    (!ok).then_some("set the system clock (enable NTP)"),
+                );
+            }
+            if credentials.is_some() {
+                let ok = r.status() == 404;
+                add(
+                    "token",
+                    ok,
+                    if ok {
+                        "accepted".into()
+                    } else {
+                        format!("refused (HTTP {})", r.status().as_u16())
+                    },
+                    (!ok).then_some("pair this device again with a new code from /devices"),
+                );
+            }
+        }
+        Err(e) => {
+            let e = http.explain(e).await;
+            add("tls", false, e.to_string(), None);
+        }
+    }
+}
+
+fn reqwest_url(server: &str) -> anyhow::Result<(String, u16)> {
+    let rest = server.split_once("://").map(|(_, r)| r).context("no scheme")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let default_port = if server.starts_with("https://") { 443 } else { 80 };
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+            Ok((host.to_string(), port.parse()?))
+        }
+        _ => Ok((authority.to_string(), default_port)),
+    }
+}
+
+fn httpdate(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s)
+        .ok()
+        .or_else(|| parse_imf_fixdate(s))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, the only date format HTTP servers send.
+fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)?
+        + 1;
+    let iso = format!("{year}-{month:02}-{day:0>2}T{time}Z");
+    humantime::parse_rfc3339(&iso).ok()
+}
+
+#[cfg(unix)]
+fn credentials_private(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(dir.join(fusion_host::CREDENTIALS_FILE))
+        .is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+}
+
+#[cfg(not(unix))]
+fn credentials_private(_: &Path) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_and_urls() {
+        let t = parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            784111777
+        );
+        assert_eq!(
+            reqwest_url("https://app.example.com/x").unwrap(),
+            ("app.example.com".into(), 443)
+        );
+        assert_eq!(
+            reqwest_url("http://127.0.0.1:8080").unwrap(),
+            ("127.0.0.1".into(), 8080)
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Commands that run tools locally, without a server: `tools`, `call`,
+//! `convert e57`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use fusion_tools::{Access, Class, Context, Mode, Outcome, Scope};
+use serde_json::Value;
+
+use crate::Global;
+use crate::device::{Fail, exit};
+use crate::e57las::{self, Job};
+use crate::settings::{self, ConfigFile};
+
+/// `fusion-host tools`: the manifest.
+pub(crate) fn tools(global: &Global) -> Result<(), Fail> {
+    let manifest = crate::toolbox().manifest();
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    for tool in &manifest.tools {
+        let summary = tool.description.split(". ").next().unwrap_or_default();
+        println!("{:<20} {:<7} {summary}", tool.name, tool.class.as_str());
+    }
+    Ok(())
+}
+
+/// `fusion-host call TOOL --input JSON`: one tool, run here, result as JSON.
+/// A mutate tool prints its plan unless `--apply`.
+pub(crate) fn call(
+    global: &Global,
+    tool: &str,
+    input: &str,
+    roots: &[String],
+    apply: bool,
+) -> Result<(), Fail> {
+    let input: Value = serde_json::from_str(input)
+        .with_context(|| format!("--input is not valid JSON: {input}"))
+        .map_err(|error| Fail {
+            code: exit::USAGE,
+            error,
+        })?;
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let scope = settings::scope(roots, &config).map_err(|error| Fail {
+        code: exit::USAGE,
+        error,
+    })?;
+    let toolbox = crate::toolbox();
+    let cx = Context::new(&scope);
+    let result = match toolbox.class(tool) {
+        Some(Class::Mutate) => toolbox
+            .call(&cx, tool, Mode::Plan, input.clone(), None)
+            .and_then(|planned| match planned {
+                Outcome::Plan(plan) if apply => {
+                    toolbox.call(&cx, tool, Mode::Apply, input, Some(&plan.precondition))
+                }
+                other => Ok(other),
+            }),
+        _ => toolbox.call(&cx, tool, Mode::Run, input, None),
+    };
+    match result {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string_pretty(&outcome.into_value())?);
+            Ok(())
+        }
+        Err(e) => {
+            println!("{}", serde_json::to_string_pretty(&e.to_body())?);
+            Err(Fail {
+                code: 1,
+                error: e.into(),
+            })
+        }
+    }
+}
+
+/// `fusion-host convert e57 --to las [--merge FILE] DIR`.
+pub(crate) fn convert(global: &Global, dir: &Path, merge: Option<&str>) -> Result<(), Fail> {
+    let scope = Scope::single(dir, Access::ReadWrite)?;
+    let cx = Context::new(&scope);
+    let root = scope.roots()[0].path().display().to_string();
+    let scans = e57las::collect_scans(&cx, &[root])?;
+    let mut jobs = Vec::new();
+    for scan in &scans {
+        let loc = scope.resolve(scan)?;
+        let points = e57las::count_points(&loc)?;
+        match merge {
+            Some(_) => {}
+            None => jobs.push(Job {
+                output: Path::new(scan).with_extension("las").display().to_string(),
+                sources: vec![scan.clone()],
+                points,
+            }),
+        }
+    }
+    if let Some(target) = merge {
+        let mut points = 0;
+        for scan in &scans {
+            points += e57las::count_points(&scope.resolve(scan)?)?;
+        }
+        jobs.push(Job {
+            output: scope.resolve(target)?.display(),
+            sources: scans.clone(),
+            points,
+        });
+    }
+    let total: u64 = jobs.iter().map(|j| j.points).sum();
+    let bar = if global.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} points ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    };
+    let mut done = 0;
+    for job in &jobs {
+        bar.set_message(
+            Path::new(&job.output)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let written = e57las::convert(&cx, job, &mut |n| bar.set_position(done + n))?;
+        done += written;
+        if global.json {
+            println!(
+                "{}",
+                serde_json::json!({ "output": job.output, "points": written, "sources": job.sources })
+            );
+        } else {
+            bar.println(format!("✓ {} ({written} points)", job.output));
+        }
+    }
+    bar.finish_and_clear();
+    if !global.json {
+        println!(
+            "converted {} scan(s) into {} LAS file(s), {done} points",
+            scans.len(),
+            jobs.len()
+        );
+    }
+    Ok(())
+}

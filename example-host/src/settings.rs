@@ -1,0 +1,155 @@
+//! Configuration: flag > environment > `config.toml` > default, resolved once
+//! into [`Settings`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use fusion_tools::{Access, Scope};
+use serde::Deserialize;
+
+/// `config.toml` in the configuration directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    /// The server's public URL.
+    pub(crate) server: Option<String>,
+    /// This device's name.
+    pub(crate) name: Option<String>,
+    /// Extra CA bundle (PEM).
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Allowed folders, `PATH` or `PATH:ro`.
+    #[serde(default)]
+    pub(crate) roots: Vec<String>,
+}
+
+pub(crate) const CONFIG_FILE: &str = "config.toml";
+
+impl ConfigFile {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<ConfigFile> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is not valid configuration", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+/// The configuration directory: `FUSION_HOST_CONFIG_DIR` / `--config-dir`, or
+/// the OS's (`~/.config/fusion-host` on Linux).
+pub(crate) fn config_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    directories::ProjectDirs::from("", "", "fusion-host")
+        .map(|d| d.config_dir().to_path_buf())
+        .context("cannot find a configuration directory (no home directory?); pass --config-dir")
+}
+
+/// The server address from the environment: `FUSION_HOST_SERVER`, or its
+/// alias `PULSN_URL`.
+pub(crate) fn server_from_env() -> Option<String> {
+    ["FUSION_HOST_SERVER", "PULSN_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// A root as typed: `PATH`, `PATH:ro` or `PATH:rw`.
+pub(crate) fn parse_root(spec: &str) -> (PathBuf, Access) {
+    if let Some(path) = spec.strip_suffix(":ro") {
+        (expand_home(path), Access::ReadOnly)
+    } else if let Some(path) = spec.strip_suffix(":rw") {
+        (expand_home(path), Access::ReadWrite)
+    } else {
+        (expand_home(spec), Access::ReadWrite)
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), directories::BaseDirs::new()) {
+        (Some(rest), Some(base)) => base.home_dir().join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// The allowed folders: `--root` flags, else the config file's `roots`, else
+/// the current directory (read-write).
+pub(crate) fn scope(flags: &[String], config: &ConfigFile) -> anyhow::Result<Scope> {
+    let specs: Vec<(PathBuf, Access)> = if !flags.is_empty() {
+        flags.iter().map(|s| parse_root(s)).collect()
+    } else if !config.roots.is_empty() {
+        config.roots.iter().map(|s| parse_root(s)).collect()
+    } else {
+        vec![(
+            std::env::current_dir().context("cannot read the current directory")?,
+            Access::ReadWrite,
+        )]
+    };
+    for (path, _) in &specs {
+        if !path.is_dir() {
+            bail!(
+                "allowed folder {} does not exist or is not a folder; fix --root or `roots` in {CONFIG_FILE}",
+                path.display()
+            );
+        }
+    }
+    Scope::new(specs).map_err(anyhow::Error::from)
+}
+
+/// The device's name: flag, config, or the machine's host name.
+pub(crate) fn device_name(flag: Option<&str>, config: &ConfigFile) -> String {
+    flag.map(str::to_string)
+        .or_else(|| config.name.clone())
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_specs() {
+        assert_eq!(
+            parse_root("/data/scans"),
+            (PathBuf::from("/data/scans"), Access::ReadWrite)
+        );
+        assert_eq!(
+            parse_root("/data/archive:ro"),
+            (PathBuf::from("/data/archive"), Access::ReadOnly)
+        );
+        assert_eq!(
+            parse_root("/data/x:rw"),
+            (PathBuf::from("/data/x"), Access::ReadWrite)
+        );
+        assert_eq!(parse_root(r"C:\scans:ro").0, PathBuf::from(r"C:\scans"));
+    }
+
+    #[test]
+    fn config_file_is_strict_and_roots_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ConfigFile::load(dir.path()).unwrap().roots.is_empty());
+        let scans = dir.path().join("scans");
+        std::fs::create_dir(&scans).unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!("name = \"rig\"\nroots = [\"{}:ro\"]\n", scans.display()),
+        )
+        .unwrap();
+        let config = ConfigFile::load(dir.path()).unwrap();
+        assert_eq!(device_name(None, &config), "rig");
+        assert_eq!(device_name(Some("cli"), &config), "cli");
+        let scope = scope(&[], &config).unwrap();
+        assert_eq!(scope.roots()[0].access(), Access::ReadOnly);
+        let e = scope_err(&["/no/such/folder".into()], &config);
+        assert!(e.contains("/no/such/folder"), "{e}");
+
+        std::fs::write(dir.path().join(CONFIG_FILE), "serverr = \"x\"\n").unwrap();
+        let e = ConfigFile::load(dir.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("serverr"), "{e:#}");
+    }
+
+    fn scope_err(flags: &[String], config: &ConfigFile) -> String {
+        format!("{:#}", scope(flags, config).unwrap_err())
+    }
+}
