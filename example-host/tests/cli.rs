@@ -1,0 +1,407 @@
+//! The `fusion-host` binary as a real process, against the real dispatcher
+//! served on 127.0.0.1:0 by this test.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use fusion_host_server::{CallOptions, CallOutcome, Config, Dispatcher, MemoryStore, router};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fusion-host");
+
+struct Server {
+    url: String,
+    dispatcher: Dispatcher,
+}
+
+async fn server() -> Server {
+    let dispatcher = Dispatcher::new(Arc::new(MemoryStore::new()), Config::default());
+    let app = axum::Router::new().nest("/api/host", router(dispatcher.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
+    Server { url, dispatcher }
+}
+
+/// Starts the one-liner from /devices in `folder`, and waits for its
+/// "✓ Connected" line. Returns the child and that line.
+async fn one_liner(server: &Server, config: &Path, folder: &Path) -> (Child, String) {
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let mut child = Command::new(BIN)
+        .env("FUSION_HOST_SERVER", &server.url)
+        .env("FUSION_HOST_CODE", &code.code)
+        .env("FUSION_HOST_CONFIG_DIR", config)
+        .current_dir(folder)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || BufReader::new(stdout).lines().next().unwrap().unwrap())
+        .await
+        .unwrap();
+    (child, line)
+}
+
+fn stop(child: Child) -> (Option<i32>, String) {
+    #[cfg(unix)]
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_liner_pairs_connects_and_answers() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("site-notes.txt"), "north wall").unwrap();
+    let (child, line) = one_liner(&server, config.path(), folder.path()).await;
+    let canonical = dunce_path(folder.path());
+    assert!(
+        line.starts_with(&format!("✓ Connected to {} as device '", server.url)),
+        "{line}"
+    );
+    assert!(
+        line.contains("(owner alice) — answering calls for: ") && line.contains(&canonical),
+        "{line}"
+    );
+
+    let devices = server.dispatcher.devices("alice").await.unwrap();
+    assert!(devices[0].online);
+    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 18);
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &devices[0].device.id,
+            "grep",
+            json!({ "pattern": "north" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let CallOutcome::Output(out) = out else { panic!() };
+    assert_eq!(out.output["matches"][0]["path"], "site-notes.txt");
+
+    let credentials_path = config.path().join("credentials.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&credentials_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = serde_json::from_str::<Value>(&std::fs::read_to_string(&credentials_path).unwrap()).unwrap()
+        ["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    #[cfg(target_os = "linux")]
+    assert_listens_on_nothing(child.id());
+
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains(&token) && !line.contains(&token),
+        "the token never reaches output"
+    );
+}
+
+fn dunce_path(p: &Path) -> String {
+    std::fs::canonicalize(p).unwrap().display().to_string()
+}
+
+/// The process holds sockets (its connection to the server) but none of them listens.
+#[cfg(target_os = "linux")]
+fn assert_listens_on_nothing(pid: u32) {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        if let Ok(target) = std::fs::read_link(fd.unwrap().path()) {
+            if let Some(inode) = target
+                .to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    assert!(!inodes.is_empty(), "the device should hold its connection");
+    let mut states = Vec::new();
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            if cols.len() > 9 && inodes.contains(cols[9]) {
+                states.push((table, cols[3].to_string()));
+            }
+        }
+    }
+    assert!(!states.is_empty(), "its sockets are found in /proc/net");
+    // 0A is TCP_LISTEN; a UDP socket bound by the process would be a listener too.
+    assert!(
+        states.iter().all(|(t, s)| t.starts_with("tcp") && s != "0A"),
+        "{states:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_stops_the_process_with_the_repair_message() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (child, _) = one_liner(&server, config.path(), folder.path()).await;
+    let device = server.dispatcher.devices("alice").await.unwrap().remove(0);
+    server
+        .dispatcher
+        .revoke("alice", &device.device.id)
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("this device was revoked — pair it again with a new code from /devices"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_code_is_explained() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "enroll",
+            "--server",
+            &server.url,
+            "--code",
+            "BCDF-GHJK",
+            "--config-dir",
+        ])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pairing code is not known"), "{stderr}");
+    assert!(!config.path().join("credentials.json").exists());
+}
+
+#[test]
+fn call_runs_a_tool_locally_and_applies_only_when_asked() {
+    let folder = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(folder.path())
+            .arg("--config-dir")
+            .arg(config.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+        )
+    };
+    let input = r#"{"path":"plan.txt","content":"v1\n"}"#;
+    let (code, plan) = run(&["call", "write_file", "--input", input]);
+    assert_eq!(code, Some(0));
+    assert!(plan["diff"].as_str().unwrap().contains("+v1"), "{plan}");
+    assert!(!folder.path().join("plan.txt").exists());
+    let (code, out) = run(&["call", "write_file", "--input", input, "--apply"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(folder.path().join("plan.txt")).unwrap(),
+        "v1\n"
+    );
+    let (code, err) = run(&["call", "read_file", "--input", r#"{"path":"../../etc/passwd"}"#]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err["code"], "outside_scope");
+
+    let out = Command::new(BIN).args(["tools", "--json"]).output().unwrap();
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["tools"].as_array().unwrap().len(), 18);
+}
+
+#[test]
+fn convert_ifc_names_the_missing_program() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("model.ifc"), "ISO-10303-21;").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "call",
+            "convert_ifc",
+            "--apply",
+            "--input",
+            r#"{"source":"model.ifc","target":"model.obj"}"#,
+            "--root",
+        ])
+        .arg(folder.path())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["code"], "program_not_found");
+    assert!(err["message"].as_str().unwrap().contains("IfcConvert"), "{err}");
+}
+
+#[test]
+fn status_and_logout_speak_plainly() {
+    let config = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--config-dir"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["enrolled"], false);
+    assert_eq!(status["running"], false);
+    let out = Command::new(BIN)
+        .args(["logout", "--config-dir"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not paired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_each_check() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (child, _) = one_liner(&server, config.path(), folder.path()).await;
+    let (_, _) = stop(child);
+    let out = Command::new(BIN)
+        .args(["doctor", "--json", "--root"])
+        .arg(folder.path())
+        .arg("--config-dir")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "config",
+        "folder",
+        "paired",
+        "credentials file",
+        "dns",
+        "tcp",
+        "tls",
+        "clock",
+        "token",
+    ] {
+        assert!(names.contains(&expected), "missing {expected} in {names:?}");
+    }
+    assert!(
+        checks.as_array().unwrap().iter().all(|c| c["ok"] == true),
+        "{checks:#}"
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    // After revocation the token check fails and says what to do.
+    let device = server.dispatcher.devices("alice").await.unwrap().remove(0);
+    server
+        .dispatcher
+        .revoke("alice", &device.device.id)
+        .await
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["doctor", "--root"])
+        .arg(folder.path())
+        .arg("--config-dir")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("✗ token") && text.contains("pair this device again"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn convert_e57_to_las_on_the_command_line() {
+    let folder = tempfile::tempdir().unwrap();
+    write_e57(&folder.path().join("scan.e57"), 300);
+    let out = Command::new(BIN)
+        .args(["convert", "e57", "--to", "las"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("300 points"));
+    assert!(folder.path().join("scan.las").exists());
+    // Running again does not overwrite the LAS file.
+    let out = Command::new(BIN)
+        .args(["convert", "e57", "--to", "las"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+fn write_e57(path: &Path, n: usize) {
+    use e57::{Record, RecordDataType, RecordName, RecordValue};
+    let mut writer = e57::E57Writer::from_file(path, "guid").unwrap();
+    let double = RecordDataType::Double { min: None, max: None };
+    let prototype = vec![
+        Record {
+            name: RecordName::CartesianX,
+            data_type: double.clone(),
+        },
+        Record {
+            name: RecordName::CartesianY,
+            data_type: double.clone(),
+        },
+        Record {
+            name: RecordName::CartesianZ,
+            data_type: double,
+        },
+    ];
+    let mut pc = writer.add_pointcloud("pc", prototype).unwrap();
+    for i in 0..n {
+        let f = i as f64;
+        pc.add_point(vec![
+            RecordValue::Double(f),
+            RecordValue::Double(-f),
+            RecordValue::Double(0.5),
+        ])
+        .unwrap();
+    }
+    pc.finalize().unwrap();
+    writer.finalize().unwrap();
+}
