@@ -25,7 +25,7 @@ async fn server() -> Server {
     tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .await
-            .unwrap()
+            .unwrap();
     });
     Server { url, dispatcher }
 }
