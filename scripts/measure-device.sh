@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Size and idle memory of the release `fusion-host` binary, connected to a
+# real dispatcher over loopback. Prints a Markdown table.
+#
+#   scripts/measure-device.sh
+#
+# The server is the dispatch bench's own server mode (`--serve`), so nothing
+# else needs to be installed or running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release -q -p example-host
+cargo bench -q -p fusion-host-server --bench dispatch --no-run 2>/dev/null
+bin=target/release/fusion-host
+server_bin=$(ls -t target/release/deps/dispatch-* | grep -v '\.d$' | head -1)
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+mkfifo "$work/server.out"
+"$server_bin" --serve < <(sleep 3600) > "$work/server.out" &
+read -r listen addr < "$work/server.out"
+[ "$listen" = LISTEN ] || { echo "the bench server did not start" >&2; exit 1; }
+code=$(curl -s -X POST "http://$addr/bench/mint" | sed 's/.*"code":"\([^"]*\)".*/\1/')
+
+mkdir -p "$work/scans" "$work/config"
+(cd "$work/scans" && FUSION_HOST_SERVER="http://$addr" FUSION_HOST_CODE="$code" \
+    FUSION_HOST_CONFIG_DIR="$work/config" "$OLDPWD/$bin" > "$work/device.out" 2>&1) &
+for _ in $(seq 100); do grep -q "Connected" "$work/device.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "Connected" "$work/device.out" || { cat "$work/device.out" >&2; exit 1; }
+pid=$(pgrep -n -f "$bin" || true)
+sleep 5  # idle: only heartbeats arrive
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+threads=$(awk '/Threads/ {print $2}' "/proc/$pid/status")
+size=$(stat -c %s "$bin")
+
+echo "| measurement | value |"
+echo "|---|---|"
+printf '| release binary size | %.1f MiB (%s bytes) |\n' "$(echo "$size / 1048576" | bc -l)" "$size"
+echo "| dynamic libraries | $(ldd "$bin" | awk '{print $1}' | grep -v vdso | tr '\n' ' ') |"
+printf '| idle connected, resident memory | %.1f MiB |\n' "$(echo "$rss_kb / 1024" | bc -l)"
+printf '| peak resident memory so far | %.1f MiB |\n' "$(echo "$hwm_kb / 1024" | bc -l)"
+echo "| threads | $threads |"
