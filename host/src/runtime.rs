@@ -208,6 +208,7 @@ pub fn run_host(options: HostOptions) -> HostHandle {
         calls: TaskTracker::new(),
         running: Arc::new(Mutex::new(HashMap::new())),
         finished: Arc::new(Mutex::new(Finished::default())),
+        last_event_id: Mutex::new(None),
     };
     let task = tokio::spawn(runtime.run());
     HostHandle {
@@ -246,6 +247,8 @@ struct Runtime {
     calls: TaskTracker,
     running: Arc<Mutex<HashMap<String, Cancellation>>>,
     finished: Arc<Mutex<Finished>>,
+    /// The SSE id of the last call received, sent back as `Last-Event-ID`.
+    last_event_id: Mutex<Option<String>>,
 }
 
 /// Why a session ended without a fatal error.
@@ -339,7 +342,10 @@ impl Runtime {
             Err(e) => return self.transport(e).await,
         }
 
-        let get = http.client.get(http.url("/stream")).bearer_auth(token);
+        let mut get = http.client.get(http.url("/stream")).bearer_auth(token);
+        if let Some(id) = self.last_event_id.lock().ok().and_then(|l| l.clone()) {
+            get = get.header("last-event-id", id);
+        }
         let response = match tokio::select! { r = get.send() => r, () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown) }
         {
             Ok(r) if r.status().is_success() => r,
@@ -390,6 +396,12 @@ impl Runtime {
                     });
                 }
                 "call" => match serde_json::from_str::<CallEvent>(&event.data) {
+                    Ok(call) if !event.id.is_empty() => {
+                        if let Ok(mut last) = self.last_event_id.lock() {
+                            *last = Some(event.id.clone());
+                        }
+                        self.start_call(call, semaphore);
+                    }
                     Ok(call) => self.start_call(call, semaphore),
                     Err(e) => tracing::warn!(error = %e, "unreadable call event ignored"),
                 },

@@ -445,3 +445,81 @@ mod tls {
         assert!(e.is_fatal());
     }
 }
+
+#[tokio::test]
+async fn a_reconnect_sends_the_last_event_id() {
+    // A proxy in front of the real server that records each stream request's Last-Event-ID.
+    let server = Server::start().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let upstream = server.url();
+    let record = Arc::clone(&seen);
+    let proxy = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (upstream, record) = (upstream.clone(), Arc::clone(&record));
+        async move {
+            if req.uri().path().ends_with("/stream") {
+                let id = req
+                    .headers()
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_string());
+                record.lock().unwrap().push(id);
+            }
+            let client = reqwest::Client::new();
+            let url = format!("{upstream}{}", req.uri());
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut request = client.request(parts.method, url).body(body);
+            for (k, v) in &parts.headers {
+                request = request.header(k, v);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let mut out =
+                axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
+
+    let http = Http::new(&proxy_url, None, "test").unwrap();
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let credentials = enroll(&http, &proxy_url, &code.code, "laptop", "test")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+    let mut options = HostOptions::new(http, credentials.clone(), Toolbox::builtin(), scope, "test");
+    options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
+    let host = run_host(options);
+    wait_connected(&host).await;
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &credentials.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await;
+    assert!(out.is_ok());
+    // The server restarts; the device comes back through the proxy.
+    let mut state = host.state();
+    let server = server.restart().await;
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Retrying { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    wait_connected(&host).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first(), Some(&None), "the first stream has no Last-Event-ID");
+    assert_eq!(seen.last(), Some(&Some("1".to_string())), "{seen:?}");
+    drop(server);
+}
