@@ -1,120 +1,178 @@
-//! The reference web app for fusion-host.
-//!
-//! The web app itself (accounts, `/devices`, the JSON API) is not built yet.
-//! What runs today is `--demo`: the device's tool loop on a scratch folder,
-//! in the terminal — list, search, propose a change with its diff, approve
-//! it, and see the guards (a stale proposal, a path outside the folder).
+//! The fusion-host reference web app: accounts, the device registry on the
+//! app's own tables, `/devices`, a JSON API, and `--demo`.
 
+mod app;
+mod auth;
+mod db;
+mod pages;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::sync::Arc;
 
-use fusion_tools::{Access, Context, Mode, Outcome, Plan, Scope, Toolbox};
-use serde_json::{Value, json};
+use anyhow::Context as _;
+use clap::Parser;
+use fusion_host_server::{Config, Dispatcher};
+use fusion_tools::{Access, Scope, Toolbox};
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args != ["--demo"] {
-        eprintln!(
-            "usage: example-web --demo\n\n\
-             The web app (/devices, accounts, the JSON API) is not available in this build yet;\n\
-             --demo runs the device's tools on a scratch folder in the terminal."
-        );
-        return ExitCode::from(2);
-    }
-    match demo() {
-        Ok(()) => ExitCode::SUCCESS,
+use crate::app::AppState;
+use crate::db::Db;
+
+/// The fusion-host reference web app.
+#[derive(Debug, Parser)]
+#[command(name = "example-web", version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Database URL: `sqlite://PATH` (default ./data/fusion-host.db) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// The address devices and browsers reach this app at, used in the
+    /// pasted enroll command. Default: http://<listen address>.
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Start with a demo account and an in-process device on a scratch folder.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,example_web=info,fusion_host_server=info")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    let folder = std::env::temp_dir().join(format!("fusion-host-demo-{}", std::process::id()));
-    seed(&folder)?;
-    let scope = Scope::single(&folder, Access::ReadWrite)?;
-    let toolbox = Toolbox::builtin();
-    let cx = Context::new(&scope);
-    let call = |tool: &str, mode: Mode, input: Value, plan: Option<&Plan>| {
-        toolbox.call(&cx, tool, mode, input, plan.map(|p| &p.precondition))
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let scratch = args
+        .demo
+        .then(|| std::env::temp_dir().join(format!("fusion-host-demo-{}", std::process::id())));
+    let database_url = match (&args.database_url, &scratch) {
+        (Some(url), _) => url.clone(),
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir)?;
+            format!("sqlite://{}?mode=rwc", dir.join("demo.db").display())
+        }
+        (None, None) => {
+            std::fs::create_dir_all("data").context("cannot create ./data for the database")?;
+            "sqlite://data/fusion-host.db?mode=rwc".to_string()
+        }
     };
-
-    println!("fusion-host demo: the device's tools on {}\n", folder.display());
-    println!(
-        "The device publishes {} tools (an MCP tools/list).\n",
-        toolbox.names().count()
-    );
-
-    heading("list_directory (recursive; .gitignore'd cache/ still listed: listings show everything)");
-    let out = call("list_directory", Mode::Run, json!({ "recursive": true }), None)?.into_value();
-    for e in out["entries"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<10} {:>7}  {}",
-            e["kind"].as_str().unwrap_or(""),
-            e["size"],
-            e["path"].as_str().unwrap_or("")
-        );
-    }
-
-    heading("grep \"TODO\" (gitignore-aware, binary files skipped)");
-    let out = call("grep", Mode::Run, json!({ "pattern": "TODO" }), None)?.into_value();
-    for m in out["matches"].as_array().into_iter().flatten() {
-        println!(
-            "  {}:{}: {}",
-            m["path"].as_str().unwrap_or(""),
-            m["line_number"],
-            m["line"].as_str().unwrap_or("")
-        );
-    }
-    println!(
-        "  ({} files searched, {} binary skipped)",
-        out["files_searched"], out["binary_skipped"]
-    );
-
-    heading("edit_file: the agent proposes a change (plan: nothing is written yet)");
-    let edit = json!({ "path": "notes/todo.txt", "edits": [
-        { "find": "TODO: merge north and south scans", "replace": "DONE: merged north and south scans" }
-    ] });
-    let Outcome::Plan(plan) = call("edit_file", Mode::Plan, edit.clone(), None)? else {
-        return Err("edit_file did not return a plan".into());
+    let db = Db::connect(&database_url).await?;
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        // The demo should just work, even when 8080 is taken.
+        Err(_) if args.demo => tokio::net::TcpListener::bind((args.listen.ip(), 0)).await?,
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
     };
-    println!("  {}", plan.summary);
-    for line in plan.diff.as_deref().unwrap_or_default().lines() {
-        println!("  {line}");
+    let addr = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let dispatcher = Dispatcher::new(Arc::new(db.clone()), Config::default());
+    let state = AppState {
+        db: db.clone(),
+        dispatcher: dispatcher.clone(),
+        secure_cookies: public_url.starts_with("https://"),
+        public_url: public_url.clone(),
+    };
+    let app = app::router(state);
+    println!(
+        "listening on {public_url} (database {})",
+        db::redact(&database_url)
+    );
+
+    let serving = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(dispatcher.stopped())
+                .await
+        }
+    });
+    let device = match &scratch {
+        Some(dir) => Some(demo(&db, &dispatcher, &public_url, dir).await?),
+        None => None,
+    };
+    shutdown_signal().await;
+    eprintln!("stopping…");
+    if let Some(device) = device {
+        device.shutdown();
+        let _ = device.join().await;
     }
-
-    heading("a person approves: apply re-verifies the file, then replaces it atomically");
-    let out = call("edit_file", Mode::Apply, edit.clone(), Some(&plan))?.into_value();
-    println!(
-        "  applied: {} replacement(s), sha256 {}",
-        out["replacements"],
-        out["sha256"].as_str().unwrap_or("")
-    );
-
-    heading("approving the same (now stale) proposal again is refused");
-    let err = call("edit_file", Mode::Apply, edit, Some(&plan)).expect_err("a stale plan must not apply");
-    println!("  {}: {err}", err.code());
-
-    heading("a path outside the allowed folder is refused");
-    let err = call(
-        "read_file",
-        Mode::Run,
-        json!({ "path": "../../etc/passwd" }),
-        None,
-    )
-    .expect_err("outside the scope");
-    println!("  {}: {err}", err.code());
-
-    println!(
-        "\nThe scratch folder stays at {} — delete it when done.",
-        folder.display()
-    );
+    dispatcher.shutdown();
+    serving.await??;
     Ok(())
 }
 
-fn heading(text: &str) {
-    println!("\n== {text}");
+/// The demo: an account, a scratch folder with a few files, and a device
+/// paired to that account over HTTP, exactly as `fusion-host` would pair.
+async fn demo(
+    db: &Db,
+    dispatcher: &Dispatcher,
+    url: &str,
+    dir: &Path,
+) -> anyhow::Result<fusion_host::HostHandle> {
+    let email = "demo@example.com";
+    let password = auth::random_hex(6);
+    let user = auth::sign_up(db, email, &password)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let folder = dir.join("site-survey");
+    seed(&folder)?;
+    let code = dispatcher.mint_pairing_code(&user.id).await?;
+    let version = env!("CARGO_PKG_VERSION");
+    let http = fusion_host::Http::new(url, None, version)?;
+    let credentials = fusion_host::enroll(&http, url, &code.code, "demo-laptop", version).await?;
+    let scope = Scope::single(&folder, Access::ReadWrite)?;
+    let host = fusion_host::run_host(fusion_host::HostOptions::new(
+        http,
+        credentials,
+        Toolbox::builtin(),
+        scope,
+        version,
+    ));
+    let mut state = host.state();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        state.wait_for(|s| matches!(s, fusion_host::ConnectionState::Connected { .. })),
+    )
+    .await;
+    println!();
+    println!("fusion-host demo is running");
+    println!("  open       {url}/devices");
+    println!("  sign in    {email} / {password}");
+    println!(
+        "  device     'demo-laptop' is connected, answering calls for {}",
+        folder.display()
+    );
+    println!(
+        "  try        list_directory, grep {{\"pattern\": \"TODO\"}}, then write_file: approve its diff"
+    );
+    println!("Ctrl-C stops it; the scratch data stays in {}", dir.display());
+    Ok(host)
 }
 
 /// A small survey project: notes, two "scans" (binary), a gitignored cache.
@@ -139,4 +197,18 @@ fn seed(folder: &Path) -> std::io::Result<()> {
         std::fs::write(path, content)?;
     }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,173 @@
+// fusion-host /devices: live status, pairing, approvals and the tool runner.
+(() => {
+  const csrf = document.body.dataset.csrf;
+  const api = async (method, url, body) => {
+    const res = await fetch(url, {
+      method,
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf || '' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    const data = text ? JSON.parse(text) : {};
+    if (!res.ok) throw data;
+    return data;
+  };
+  const el = (tag, attrs = {}, text) => {
+    const e = document.createElement(tag);
+    Object.entries(attrs).forEach(([k, v]) => e.setAttribute(k, v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  // Live events: online/offline badges, a newly paired device, new proposals.
+  if (csrf) {
+    const events = new EventSource('/events');
+    events.addEventListener('host', (msg) => {
+      const ev = JSON.parse(msg.data);
+      if (ev.type === 'device_online' || ev.type === 'device_offline') {
+        const online = ev.type === 'device_online';
+        document.querySelectorAll(`[data-device="${ev.device_id}"] .badge, [data-badge="${ev.device_id}"]`).forEach((b) => {
+          b.className = 'badge ' + (online ? 'online' : 'offline');
+          b.textContent = online ? 'online' : 'offline';
+        });
+        const done = document.getElementById('pair-done');
+        if (online && done && !document.getElementById('pairing').hidden && done.dataset.name) {
+          done.textContent = `✓ ${done.dataset.name} connected`;
+          done.hidden = false;
+          setTimeout(() => location.reload(), 1500);
+        }
+      }
+      if (ev.type === 'device_enrolled') {
+        const done = document.getElementById('pair-done');
+        if (done) done.dataset.name = ev.name;
+      }
+      if (ev.type === 'proposal_created' && location.pathname === '/devices') location.reload();
+    });
+    events.addEventListener('lagged', () => location.reload());
+  }
+
+  // Add a device: mint a code, show it with its countdown and the command.
+  const add = document.getElementById('add-device');
+  if (add) {
+    add.addEventListener('click', async () => {
+      const pairing = await api('POST', '/api/pairing-codes');
+      document.getElementById('pairing').hidden = false;
+      document.getElementById('pair-code').textContent = pairing.code;
+      document.getElementById('pair-command').textContent = pairing.command;
+      let left = pairing.expires_in_s;
+      const tick = () => {
+        const m = Math.floor(left / 60), s = String(left % 60).padStart(2, '0');
+        document.getElementById('pair-countdown').textContent = left > 0 ? `${m}:${s}` : 'now — mint a new one';
+        left -= 1;
+      };
+      tick();
+      clearInterval(window.pairTimer);
+      window.pairTimer = setInterval(tick, 1000);
+    });
+    document.getElementById('copy-command').addEventListener('click', () =>
+      navigator.clipboard && navigator.clipboard.writeText(document.getElementById('pair-command').textContent));
+  }
+
+  document.querySelectorAll('[data-revoke]').forEach((b) => b.addEventListener('click', async () => {
+    if (!confirm(`Revoke ${b.dataset.name}? It disconnects at once and must be paired again.`)) return;
+    await api('POST', `/api/devices/${b.dataset.revoke}/revoke`);
+    location.reload();
+  }));
+
+  const decide = async (id, decision, where) => {
+    try {
+      const p = await api('POST', '/api/host/approve', { proposal_id: id, decision });
+      if (where) where.replaceChildren(el('p', { class: 'success' }, decision === 'approve' ? `✓ Applied (${p.status})` : 'Rejected'));
+      else location.reload();
+    } catch (e) {
+      (where || document.body).prepend(el('p', { class: 'error' }, `${e.code}: ${e.message}`));
+    }
+  };
+  document.querySelectorAll('[data-decide]').forEach((b) =>
+    b.addEventListener('click', () => decide(b.dataset.id, b.dataset.decide)));
+
+  // The tool runner.
+  const runner = document.getElementById('runner');
+  if (!runner || !document.getElementById('tool')) return;
+  const tools = JSON.parse(document.getElementById('tools-data').textContent);
+  const select = document.getElementById('tool');
+  const input = document.getElementById('input');
+  const skeleton = (schema) => {
+    const out = {};
+    for (const name of schema.required || []) {
+      const p = (schema.properties || {})[name] || {};
+      const t = Array.isArray(p.type) ? p.type[0] : p.type;
+      out[name] = name === 'path' ? '.' : t === 'boolean' ? false : t === 'integer' || t === 'number' ? 0 : t === 'array' ? [] : t === 'object' ? {} : '';
+    }
+    if (!out.path && (schema.properties || {}).path) out.path = '.';
+    return out;
+  };
+  const pick = () => {
+    const tool = tools.find((t) => t.name === select.value);
+    document.getElementById('tool-description').textContent = tool.description;
+    input.value = JSON.stringify(skeleton(tool.inputSchema), null, 2);
+  };
+  select.addEventListener('change', pick);
+  pick();
+
+  const result = document.getElementById('result');
+  const diffView = (diff) => {
+    const pre = el('pre', { class: 'diff' });
+    for (const line of diff.split('\n')) {
+      const cls = line.startsWith('+++') || line.startsWith('---') ? 'meta' : line.startsWith('+') ? 'add'
+        : line.startsWith('-') ? 'del' : line.startsWith('@@') ? 'hunk' : 'ctx';
+      pre.append(el('span', { class: cls }, line), '\n');
+    }
+    return pre;
+  };
+  const table = (rows, columns) => {
+    const t = el('table');
+    const head = el('tr');
+    columns.forEach((c) => head.append(el('th', {}, c)));
+    t.append(el('thead')).firstChild.append(head);
+    const body = el('tbody');
+    rows.forEach((r) => {
+      const tr = el('tr');
+      columns.forEach((c) => tr.append(el('td', {}, r[c] === undefined ? '' : String(r[c]))));
+      body.append(tr);
+    });
+    t.append(body);
+    return t;
+  };
+  document.getElementById('run').addEventListener('click', async () => {
+    result.replaceChildren(el('p', { class: 'muted' }, 'Running…'));
+    let body;
+    try { body = JSON.parse(input.value || '{}'); } catch (e) {
+      result.replaceChildren(el('p', { class: 'error' }, `The input is not valid JSON: ${e.message}`));
+      return;
+    }
+    try {
+      const out = await api('POST', `/api/devices/${runner.dataset.device}/calls`, { tool: select.value, input: body });
+      if (out.kind === 'proposal') {
+        const box = el('div', { class: 'proposal' });
+        box.append(el('p', {}, out.plan.summary));
+        if (out.plan.diff) box.append(diffView(out.plan.diff));
+        const approve = el('button', { class: 'primary', id: 'approve' }, 'Approve');
+        const reject = el('button', { id: 'reject' }, 'Reject');
+        const actions = el('div');
+        actions.append(approve, ' ', reject);
+        approve.addEventListener('click', () => decide(out.id, 'approve', actions));
+        reject.addEventListener('click', () => decide(out.id, 'reject', actions));
+        box.append(actions);
+        result.replaceChildren(box);
+        return;
+      }
+      const o = out.output || {};
+      const parts = [];
+      if (Array.isArray(o.entries)) parts.push(table(o.entries, ['path', 'kind', 'size', 'modified']));
+      else if (Array.isArray(o.matches) && o.matches.length && o.matches[0].line !== undefined) parts.push(table(o.matches, ['path', 'line_number', 'line']));
+      else if (Array.isArray(o.matches)) parts.push(table(o.matches, ['path', 'kind']));
+      else if (typeof o.content === 'string') parts.push(el('pre', {}, o.content));
+      if (o.truncated) parts.push(el('p', { class: 'muted' }, 'Truncated: more results exist (see next_offset).'));
+      parts.push(el('pre', { class: 'json' }, JSON.stringify(o, null, 2)));
+      result.replaceChildren(...parts);
+    } catch (e) {
+      result.replaceChildren(el('p', { class: 'error' }, `${e.code}: ${e.message}`));
+    }
+  });
+})();

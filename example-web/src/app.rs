@@ -1,0 +1,311 @@
+//! The app: state, the router, the JSON API, and its one error type.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fusion_host_server::{CallOptions, Dispatcher, ProposalStatus, router as device_routes};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Authed};
+use crate::db::Db;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) dispatcher: Dispatcher,
+    /// The address devices and browsers use, for the pasted enroll command.
+    pub(crate) public_url: String,
+    /// Mark cookies `Secure` (the public URL is https).
+    pub(crate) secure_cookies: bool,
+}
+
+/// The whole app.
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/session", get(session))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}/calls", post(call))
+        .route("/api/devices/{id}/revoke", post(revoke))
+        .route("/api/proposals", get(proposals))
+        .route("/api/calls", get(calls))
+        .route("/api/pairing-codes", post(pairing_code))
+        .route("/api/tokens", post(api_token))
+        .route("/events", get(events))
+        .route("/health", get(health))
+        .with_state(state.clone());
+    let approve = Router::new()
+        .route("/approve", post(approve))
+        .with_state(state.clone());
+    Router::new()
+        .nest(
+            "/api/host",
+            device_routes(state.dispatcher.clone()).merge(approve),
+        )
+        .merge(api)
+        .merge(crate::pages::router(state))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Errors as the API answers them: a status and `{code, message}`.
+#[derive(Debug)]
+pub(crate) struct AppError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+impl AppError {
+    pub(crate) fn invalid(field: &str, message: &str) -> Self {
+        AppError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_input".into(),
+            message: format!("{field}: {message}"),
+        }
+    }
+
+    pub(crate) fn unauthorized(message: &str) -> Self {
+        AppError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized".into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn forbidden(code: &str, message: &str) -> Self {
+        AppError {
+            status: StatusCode::FORBIDDEN,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(detail: String) -> Self {
+        tracing::error!(%detail, "internal error");
+        AppError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal".into(),
+            message: "something went wrong on the server; try again".into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::internal(e.to_string())
+    }
+}
+
+impl From<fusion_host_server::StoreError> for AppError {
+    fn from(e: fusion_host_server::StoreError) -> Self {
+        AppError::internal(e.to_string())
+    }
+}
+
+impl From<fusion_host_server::Error> for AppError {
+    fn from(e: fusion_host_server::Error) -> Self {
+        AppError {
+            status: e.status(),
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+fn csrf_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+async fn health(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    sqlx::query("SELECT 1").execute(&state.db.pool).await?;
+    Ok("ok")
+}
+
+async fn session(Authed(p): Authed) -> Json<Value> {
+    Json(json!({ "user_id": p.user.id, "email": p.user.email, "csrf": p.csrf }))
+}
+
+async fn devices(State(state): State<AppState>, Authed(p): Authed) -> Result<Json<Value>, AppError> {
+    let devices = state.dispatcher.devices(&p.user.id).await?;
+    Ok(Json(json!({ "devices": devices })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallBody {
+    tool: String,
+    #[serde(default = "empty_object")]
+    input: Value,
+    /// Seconds to wait for the result.
+    #[serde(default)]
+    timeout_s: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+async fn call(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<CallBody>,
+) -> Result<Json<Value>, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    let options = CallOptions {
+        timeout: body.timeout_s.map(Duration::from_secs),
+        requested_by: Some(p.user.email.clone()),
+    };
+    let outcome = state
+        .dispatcher
+        .call(&p.user.id, &id, &body.tool, body.input, options)
+        .await?;
+    Ok(Json(serde_json::to_value(outcome).unwrap_or_default()))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    state.dispatcher.revoke(&p.user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct ProposalQuery {
+    status: Option<String>,
+}
+
+async fn proposals(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Query(q): Query<ProposalQuery>,
+) -> Result<Json<Value>, AppError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("pending") => Some(ProposalStatus::Pending),
+        Some("applied") => Some(ProposalStatus::Applied),
+        Some("failed") => Some(ProposalStatus::Failed),
+        Some("rejected") => Some(ProposalStatus::Rejected),
+        Some(other) => {
+            return Err(AppError::invalid(
+                "status",
+                &format!("`{other}` is not pending, applied, failed or rejected"),
+            ));
+        }
+    };
+    let proposals = state.dispatcher.store().proposals(&p.user.id, status).await?;
+    Ok(Json(json!({ "proposals": proposals })))
+}
+
+async fn calls(State(state): State<AppState>, Authed(p): Authed) -> Result<Json<Value>, AppError> {
+    let calls = state.dispatcher.store().calls(&p.user.id, 100).await?;
+    Ok(Json(json!({ "calls": calls })))
+}
+
+async fn pairing_code(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    let code = state.dispatcher.mint_pairing_code(&p.user.id).await?;
+    let command = format!(
+        "FUSION_HOST_SERVER={} FUSION_HOST_CODE={} fusion-host",
+        state.public_url, code.code
+    );
+    let expires_in = code
+        .expires_at
+        .duration_since(std::time::SystemTime::now())
+        .map_or(0, |d| d.as_secs());
+    Ok(Json(
+        json!({ "code": code.code, "expires_at": code.expires_at, "expires_in_s": expires_in, "command": command }),
+    ))
+}
+
+async fn api_token(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    let token = auth::mint_api_token(&state.db, &p.user).await?;
+    Ok(Json(json!({ "token": token })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    proposal_id: String,
+    decision: String,
+}
+
+/// `POST /api/host/approve {proposal_id, decision}`. Only the id travels: the
+/// stored input is what gets applied.
+async fn approve(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    Json(d): Json<Decision>,
+) -> Result<Json<Value>, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    let proposal = match d.decision.as_str() {
+        "approve" => state.dispatcher.approve(&p.user.id, &d.proposal_id).await?,
+        "reject" => state.dispatcher.reject(&p.user.id, &d.proposal_id).await?,
+        other => {
+            return Err(AppError::invalid(
+                "decision",
+                &format!("`{other}` is neither approve nor reject"),
+            ));
+        }
+    };
+    Ok(Json(serde_json::to_value(proposal).unwrap_or_default()))
+}
+
+/// The signed-in user's live events, for `/devices`.
+async fn events(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.dispatcher.subscribe();
+    let owner = p.user.id;
+    let stream = futures_util::stream::unfold((rx, owner), |(mut rx, owner)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) if event.owner() == owner => {
+                    let data = serde_json::to_string(&event).unwrap_or_default();
+                    return Some((Ok(Event::default().event("host").data(data)), (rx, owner)));
+                }
+                Ok(_) => {}
+                // A slow page missed some events: tell it to refresh.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((Ok(Event::default().event("lagged").data("{}")), (rx, owner)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,323 @@
+//! Server-rendered pages: sign up/in/out and `/devices`. maud escapes every
+//! interpolation, so names and file content can never become markup.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_extra::extract::cookie::CookieJar;
+use fusion_host_server::ProposalStatus;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use crate::app::{AppError, AppState};
+use crate::auth::{self, FORM_CSRF_COOKIE, MaybeAuthed, Principal, SESSION_COOKIE};
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/devices") }))
+        .route("/signin", get(signin_page).post(signin))
+        .route("/signup", get(signup_page).post(signup))
+        .route("/signout", post(signout))
+        .route("/devices", get(devices_page))
+        .route("/devices/{id}", get(device_page))
+        .with_state(state)
+}
+
+const CSS: &str = include_str!("../assets/app.css");
+const JS: &str = include_str!("../assets/app.js");
+
+fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · fusion-host" }
+                style { (PreEscaped(CSS)) }
+            }
+            body data-csrf=[user.and_then(|u| u.csrf.as_deref())] {
+                header.top {
+                    a.brand href="/devices" { "fusion-host" }
+                    @if let Some(u) = user {
+                        nav {
+                            a href="/devices" { "Devices" }
+                            span.muted { (u.user.email) }
+                            form.inline method="post" action="/signout" {
+                                input type="hidden" name="csrf" value=[u.csrf.as_deref()];
+                                button.link type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+                script { (PreEscaped(JS)) }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+    csrf: String,
+}
+
+fn auth_page(kind: &str, error: Option<&str>, jar: CookieJar, secure: bool) -> (CookieJar, Markup) {
+    // Double-submit cookie: the form must carry the value of this cookie.
+    let token = auth::random_hex(16);
+    let jar = jar.add(auth::cookie(FORM_CSRF_COOKIE, token.clone(), secure));
+    let (title, action, other, other_label) = if kind == "signup" {
+        ("Create your account", "/signup", "/signin", "I have an account")
+    } else {
+        ("Sign in", "/signin", "/signup", "Create an account")
+    };
+    let body = html! {
+        section.card.narrow {
+            h1 { (title) }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action=(action) {
+                input type="hidden" name="csrf" value=(token);
+                label { "Email" input type="email" name="email" required autocomplete="username"; }
+                label { "Password" input type="password" name="password" required minlength="10" autocomplete=(if kind == "signup" { "new-password" } else { "current-password" }); }
+                button.primary type="submit" { (title) }
+            }
+            p.muted { a href=(other) { (other_label) } }
+        }
+    };
+    (jar, layout(title, None, body))
+}
+
+async fn signin_page(State(s): State<AppState>, jar: CookieJar) -> impl IntoResponse {
+    auth_page("signin", None, jar, s.secure_cookies)
+}
+
+async fn signup_page(State(s): State<AppState>, jar: CookieJar) -> impl IntoResponse {
+    auth_page("signup", None, jar, s.secure_cookies)
+}
+
+fn form_csrf_ok(jar: &CookieJar, form: &Credentials) -> bool {
+    jar.get(FORM_CSRF_COOKIE)
+        .is_some_and(|c| auth::same(c.value(), &form.csrf))
+}
+
+async fn signin(State(s): State<AppState>, jar: CookieJar, Form(form): Form<Credentials>) -> Response {
+    authenticate(s, jar, form, false).await
+}
+
+async fn signup(State(s): State<AppState>, jar: CookieJar, Form(form): Form<Credentials>) -> Response {
+    authenticate(s, jar, form, true).await
+}
+
+async fn authenticate(s: AppState, jar: CookieJar, form: Credentials, new: bool) -> Response {
+    let kind = if new { "signup" } else { "signin" };
+    if !form_csrf_ok(&jar, &form) {
+        let (jar, page) = auth_page(
+            kind,
+            Some("The form expired; please try again."),
+            jar,
+            s.secure_cookies,
+        );
+        return (axum::http::StatusCode::FORBIDDEN, jar, page).into_response();
+    }
+    let user = if new {
+        auth::sign_up(&s.db, &form.email, &form.password).await
+    } else {
+        auth::sign_in(&s.db, &form.email, &form.password).await
+    };
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => {
+            let (jar, page) = auth_page(kind, Some(&e.message), jar, s.secure_cookies);
+            return (e.status, jar, page).into_response();
+        }
+    };
+    match auth::start_session(&s.db, &user, s.secure_cookies).await {
+        Ok(cookie) => (jar.add(cookie), Redirect::to("/devices")).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SignOut {
+    csrf: String,
+}
+
+async fn signout(
+    State(s): State<AppState>,
+    MaybeAuthed(p): MaybeAuthed,
+    jar: CookieJar,
+    Form(form): Form<SignOut>,
+) -> Result<Response, AppError> {
+    if let Some(p) = p {
+        p.check_csrf(Some(&form.csrf))?;
+        if let Some(token) = &p.session_token {
+            auth::end_session(&s.db, token).await?;
+        }
+    }
+    Ok((jar.remove(SESSION_COOKIE), Redirect::to("/signin")).into_response())
+}
+
+fn ago(t: std::time::SystemTime) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(t)
+        .map_or(0, |d| d.as_secs());
+    match secs {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
+fn diff_view(diff: &str) -> Markup {
+    html! {
+        pre.diff {
+            @for line in diff.lines() {
+                @let class = if line.starts_with("+++") || line.starts_with("---") { "meta" }
+                    else if line.starts_with('+') { "add" }
+                    else if line.starts_with('-') { "del" }
+                    else if line.starts_with("@@") { "hunk" } else { "ctx" };
+                span class=(class) { (line) } "\n"
+            }
+        }
+    }
+}
+
+async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) -> Result<Response, AppError> {
+    let Some(p) = p else {
+        return Ok(Redirect::to("/signin").into_response());
+    };
+    let devices = s.dispatcher.devices(&p.user.id).await?;
+    let pending = s
+        .dispatcher
+        .store()
+        .proposals(&p.user.id, Some(ProposalStatus::Pending))
+        .await?;
+    let calls = s.dispatcher.store().calls(&p.user.id, 20).await?;
+    let names: std::collections::HashMap<&str, &str> = devices
+        .iter()
+        .map(|d| (d.device.id.as_str(), d.device.name.as_str()))
+        .collect();
+    let active: Vec<_> = devices.iter().filter(|d| d.device.revoked_at.is_none()).collect();
+    let body = html! {
+        section.card {
+            div.row {
+                h1 { "Devices" }
+                button.primary #add-device type="button" { "Add a device" }
+            }
+            div #pairing hidden {
+                p { "On the computer to add, run this in a terminal, in the folder it may work on:" }
+                div.code-row { code #pair-command {} button #copy-command type="button" { "Copy" } }
+                p.bigcode #pair-code {}
+                p.muted { "The code works once and expires in " span #pair-countdown {} "." }
+                p.success #pair-done hidden {}
+            }
+            @if active.is_empty() {
+                p.empty #no-devices { "No devices yet — add one, and its folders appear here." }
+            } @else {
+                table.devices {
+                    thead { tr { th { "Name" } th { "Status" } th { "Platform" } th { "Last seen" } th { "Folders" } th { "Tools" } th {} } }
+                    tbody {
+                        @for d in &active {
+                            tr data-device=(d.device.id) {
+                                td { a href={ "/devices/" (d.device.id) } { (d.device.name) } }
+                                td { span class={ "badge " (if d.online { "online" } else { "offline" }) } { (if d.online { "online" } else { "offline" }) } }
+                                td.muted { (d.device.platform) }
+                                td.muted { (d.device.last_seen.map(ago).unwrap_or_default()) }
+                                td.muted { @if let Some(m) = &d.manifest { @for r in &m.roots { div { (r.path) @if r.access == fusion_tools::Access::ReadOnly { " (read-only)" } } } } }
+                                td { (d.manifest.as_ref().map_or(0, |m| m.tools.len())) }
+                                td { button.danger.small data-revoke=(d.device.id) data-name=(d.device.name) type="button" { "Revoke" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { "Waiting for your approval" }
+            @if pending.is_empty() {
+                p.empty { "Nothing to approve. Changes an agent proposes appear here with their exact diff." }
+            }
+            @for prop in &pending {
+                div.proposal data-proposal=(prop.id) {
+                    div.row {
+                        div { strong { (prop.tool) } " on " (names.get(prop.device_id.as_str()).copied().unwrap_or("?")) span.muted { " — asked by " (prop.requested_by) } }
+                        div { button.primary.small data-decide="approve" data-id=(prop.id) type="button" { "Approve" } " " button.small data-decide="reject" data-id=(prop.id) type="button" { "Reject" } }
+                    }
+                    p { (prop.plan.summary) }
+                    @if let Some(diff) = &prop.plan.diff { (diff_view(diff)) }
+                }
+            }
+        }
+        section.card {
+            h2 { "Activity" }
+            @if calls.is_empty() { p.empty { "No calls yet." } } @else {
+                table {
+                    thead { tr { th { "When" } th { "Device" } th { "Tool" } th { "Mode" } th { "Result" } th { "Time" } } }
+                    tbody {
+                        @for c in &calls {
+                            tr {
+                                td.muted { (ago(c.started_at)) }
+                                td { (names.get(c.device_id.as_str()).copied().unwrap_or("?")) }
+                                td { (c.tool) }
+                                td.muted { (c.mode.as_str()) }
+                                td { @match &c.error_code { Some(code) => span.badge.offline { (code) }, None => span.badge.online { "ok" } } }
+                                td.muted { (c.duration_ms) " ms" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout("Devices", Some(&p), body).into_response())
+}
+
+async fn device_page(
+    State(s): State<AppState>,
+    MaybeAuthed(p): MaybeAuthed,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let Some(p) = p else {
+        return Ok(Redirect::to("/signin").into_response());
+    };
+    let devices = s.dispatcher.devices(&p.user.id).await?;
+    let Some(d) = devices.into_iter().find(|d| d.device.id == id) else {
+        return Err(AppError {
+            status: axum::http::StatusCode::NOT_FOUND,
+            code: "device_not_found".into(),
+            message: format!("device {id} was not found"),
+        });
+    };
+    let tools = d.manifest.as_ref().map(|m| m.tools.clone()).unwrap_or_default();
+    let tools_json = serde_json::to_string(&tools).unwrap_or_default();
+    let body = html! {
+        section.card {
+            div.row {
+                h1 { (d.device.name) " " span class={ "badge " (if d.online { "online" } else { "offline" }) } data-badge=(d.device.id) { (if d.online { "online" } else { "offline" }) } }
+                a href="/devices" { "← All devices" }
+            }
+            p.muted { (d.device.platform) " · fusion-host " (d.device.host_version) }
+            @if let Some(m) = &d.manifest { p { "Folders: " @for r in &m.roots { code { (r.path) } " " } } }
+        }
+        section.card #runner data-device=(d.device.id) {
+            h2 { "Run a tool" }
+            @if tools.is_empty() { p.empty { "This device has not sent its tools yet; start it and reload." } } @else {
+                label { "Tool"
+                    select #tool {
+                        @for t in &tools { option value=(t.name) { (t.name) " (" (t.class.as_str()) ")" } }
+                    }
+                }
+                p.muted #tool-description {}
+                label { "Input (JSON)" textarea #input rows="6" spellcheck="false" {} }
+                button.primary #run type="button" { "Run" }
+                div #result {}
+            }
+            script type="application/json" #tools-data { (PreEscaped(tools_json.replace("</", "<\\/"))) }
+        }
+    };
+    Ok(layout(&d.device.name, Some(&p), body).into_response())
+}
