@@ -1,0 +1,190 @@
+//! The app over HTTP, as a real process: accounts, CSRF, the JSON API with a
+//! real device, approvals, revocation, owner isolation. Every flow runs on
+//! SQLite, and on PostgreSQL when `FUSION_TEST_POSTGRES_URL` is set.
+
+mod common;
+
+use common::{App, User, hidden_csrf};
+use serde_json::json;
+
+fn postgres() -> Option<String> {
+    match std::env::var("FUSION_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped on PostgreSQL: FUSION_TEST_POSTGRES_URL is not set (the SQLite run still ran)");
+            None
+        }
+    }
+}
+
+async fn accounts_and_csrf(app: &App) {
+    let alice = User::sign_up(app, "alice").await;
+    // Every state change made with the cookie needs the session's CSRF token.
+    let r = alice.client.post(format!("{}/api/pairing-codes", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "csrf");
+    let r = alice.client.post(format!("{}/api/pairing-codes", app.url)).header("x-csrf-token", "forged").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(alice.post("/api/pairing-codes", json!({})).await.0, 200);
+
+    // Sign-in and sign-up forms need their own token too.
+    let r = reqwest::Client::new()
+        .post(format!("{}/signin", app.url))
+        .form(&[("email", alice.email.as_str()), ("password", "correct horse battery"), ("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Sign out, then sign in again; a wrong password is refused.
+    let page = alice.client.get(format!("{}/devices", app.url)).send().await.unwrap().text().await.unwrap();
+    let r = alice.client.post(format!("{}/signout", app.url)).form(&[("csrf", hidden_csrf(&page))]).send().await.unwrap();
+    assert_eq!(r.url().path(), "/signin");
+    assert_eq!(alice.get("/api/session").await.0, 401);
+    let page = alice.client.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
+    let wrong = [("email", alice.email.as_str()), ("password", "wrong password!"), ("csrf", &hidden_csrf(&page))];
+    let r = alice.client.post(format!("{}/signin", app.url)).form(&wrong).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("the email or the password is wrong"));
+    let page = alice.client.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
+    let right = [("email", alice.email.as_str()), ("password", "correct horse battery"), ("csrf", &hidden_csrf(&page))];
+    let r = alice.client.post(format!("{}/signin", app.url)).form(&right).send().await.unwrap();
+    assert_eq!(r.url().path(), "/devices");
+    assert_eq!(alice.get("/api/session").await.0, 200);
+
+    // Signing up twice with one email is refused plainly.
+    let page = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let html = page.get(format!("{}/signup", app.url)).send().await.unwrap().text().await.unwrap();
+    let again = [("email", alice.email.as_str()), ("password", "another password"), ("csrf", &hidden_csrf(&html))];
+    let r = page.post(format!("{}/signup", app.url)).form(&again).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("an account with this email exists"));
+}
+
+async fn api_round_trip_and_isolation(app: &App) {
+    let alice = User::sign_up(app, "alice").await;
+    let bob = User::sign_up(app, "bob").await;
+    let device = alice.pair_device().await;
+    std::fs::write(device.dir.path().join("notes.txt"), "draft\n").unwrap();
+
+    let (status, devices) = alice.get("/api/devices").await;
+    assert_eq!(status, 200);
+    assert_eq!(devices["devices"][0]["online"], true);
+    assert_eq!(devices["devices"][0]["manifest"]["tools"].as_array().unwrap().len(), 16);
+
+    let calls = format!("/api/devices/{}/calls", device.id);
+    let (status, out) = alice.post(&calls, json!({ "tool": "list_directory", "input": {} })).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["kind"], "output");
+    assert_eq!(out["output"]["entries"][0]["path"], "notes.txt");
+
+    let (status, err) = alice.post(&calls, json!({ "tool": "read_file", "input": { "path": "../secret" } })).await;
+    assert_eq!((status, err["code"].as_str()), (422, Some("outside_scope")));
+
+    let (_, proposal) = alice.post(&calls, json!({ "tool": "write_file", "input": { "path": "notes.txt", "content": "final\n" } })).await;
+    assert_eq!(proposal["kind"], "proposal");
+    assert!(proposal["plan"]["diff"].as_str().unwrap().contains("+final"));
+    let (_, pending) = alice.get("/api/proposals?status=pending").await;
+    assert_eq!(pending["proposals"].as_array().unwrap().len(), 1);
+
+    // Bob sees nothing of Alice's and reaches nothing.
+    assert_eq!(bob.get("/api/devices").await.1["devices"], json!([]));
+    assert_eq!(bob.get("/api/proposals").await.1["proposals"], json!([]));
+    assert_eq!(bob.get("/api/calls").await.1["calls"], json!([]));
+    let (status, err) = bob.post(&calls, json!({ "tool": "list_directory" })).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("device_not_found")));
+    let decide = json!({ "proposal_id": proposal["id"], "decision": "approve" });
+    let (status, err) = bob.post("/api/host/approve", decide.clone()).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("proposal_not_found")));
+    let (status, _) = bob.post(&format!("/api/devices/{}/revoke", device.id), json!({})).await;
+    assert_eq!(status, 404);
+    let r = bob.client.get(format!("{}/devices/{}", app.url, device.id)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(), "draft\n");
+
+    // Alice approves: the stored input is applied.
+    let (status, applied) = alice.post("/api/host/approve", decide.clone()).await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["status"], "applied");
+    assert_eq!(std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(), "final\n");
+    let (status, err) = alice.post("/api/host/approve", decide).await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("proposal_resolved")));
+
+    // Reject another.
+    let (_, p) = alice.post(&calls, json!({ "tool": "delete", "input": { "path": "notes.txt" } })).await;
+    let (_, rejected) = alice.post("/api/host/approve", json!({ "proposal_id": p["id"], "decision": "reject" })).await;
+    assert_eq!(rejected["status"], "rejected");
+    assert!(device.dir.path().join("notes.txt").exists());
+
+    // The activity log has it all, newest first.
+    let (_, log) = alice.get("/api/calls").await;
+    let modes: Vec<&str> = log["calls"].as_array().unwrap().iter().map(|c| c["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["plan", "apply", "plan", "run", "run"]);
+
+    // An API token works without cookies or CSRF, for scripts and the agent loop.
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}{calls}", app.url))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .json(&json!({ "tool": "stat", "input": { "path": "notes.txt" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Revoke: the device stops with the re-pair message.
+    let (status, _) = alice.post(&format!("/api/devices/{}/revoke", device.id), json!({})).await;
+    assert_eq!(status, 204);
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), device.host.join()).await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("pair it again"), "{e}");
+}
+
+async fn pages_render(app: &App) {
+    let alice = User::sign_up(app, "alice").await;
+    let html = alice.client.get(format!("{}/devices", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("No devices yet — add one"));
+    assert!(html.contains("Nothing to approve"));
+    let device = alice.pair_device().await;
+    let html = alice.client.get(format!("{}/devices", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("test-laptop") && html.contains("badge online"));
+    let html = alice.client.get(format!("{}/devices/{}", app.url, device.id)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Run a tool") && html.contains("list_directory"));
+    // Unauthenticated pages redirect to sign-in; the health check answers.
+    let r = reqwest::Client::new().get(format!("{}/devices", app.url)).send().await.unwrap();
+    assert_eq!(r.url().path(), "/signin");
+    assert_eq!(reqwest::get(format!("{}/health", app.url)).await.unwrap().text().await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_accounts_and_csrf() {
+    accounts_and_csrf(&App::start(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_api_round_trip_and_isolation() {
+    api_round_trip_and_isolation(&App::start(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pages_render() {
+    pages_render(&App::start(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_accounts_and_csrf() {
+    let Some(url) = postgres() else { return };
+    accounts_and_csrf(&App::start(Some(&url))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_api_round_trip_and_isolation() {
+    let Some(url) = postgres() else { return };
+    api_round_trip_and_isolation(&App::start(Some(&url))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pages_render() {
+    let Some(url) = postgres() else { return };
+    pages_render(&App::start(Some(&url))).await;
+}
