@@ -124,7 +124,9 @@
     const t = el('table');
     const head = el('tr');
     columns.forEach((c) => head.append(el('th', {}, c)));
-    t.append(el('thead')).firstChild.append(head);
+    const thead = el('thead');
+    thead.append(head);
+    t.append(thead);
     const body = el('tbody');
     rows.forEach((r) => {
       const tr = el('tr');

@@ -11,7 +11,9 @@ fn postgres() -> Option<String> {
     match std::env::var("FUSION_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!("skipped on PostgreSQL: FUSION_TEST_POSTGRES_URL is not set (the SQLite run still ran)");
+            eprintln!(
+                "skipped on PostgreSQL: FUSION_TEST_POSTGRES_URL is not set (the SQLite run still ran)"
+            );
             None
         }
     }
@@ -20,46 +22,137 @@ fn postgres() -> Option<String> {
 async fn accounts_and_csrf(app: &App) {
     let alice = User::sign_up(app, "alice").await;
     // Every state change made with the cookie needs the session's CSRF token.
-    let r = alice.client.post(format!("{}/api/pairing-codes", app.url)).send().await.unwrap();
+    let r = alice
+        .client
+        .post(format!("{}/api/pairing-codes", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "csrf");
-    let r = alice.client.post(format!("{}/api/pairing-codes", app.url)).header("x-csrf-token", "forged").send().await.unwrap();
+    let r = alice
+        .client
+        .post(format!("{}/api/pairing-codes", app.url))
+        .header("x-csrf-token", "forged")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(alice.post("/api/pairing-codes", json!({})).await.0, 200);
 
     // Sign-in and sign-up forms need their own token too.
     let r = reqwest::Client::new()
         .post(format!("{}/signin", app.url))
-        .form(&[("email", alice.email.as_str()), ("password", "correct horse battery"), ("csrf", "x")])
+        .form(&[
+            ("email", alice.email.as_str()),
+            ("password", "correct horse battery"),
+            ("csrf", "x"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
 
     // Sign out, then sign in again; a wrong password is refused.
-    let page = alice.client.get(format!("{}/devices", app.url)).send().await.unwrap().text().await.unwrap();
-    let r = alice.client.post(format!("{}/signout", app.url)).form(&[("csrf", hidden_csrf(&page))]).send().await.unwrap();
+    let page = alice
+        .client
+        .get(format!("{}/devices", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = alice
+        .client
+        .post(format!("{}/signout", app.url))
+        .form(&[("csrf", hidden_csrf(&page))])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.url().path(), "/signin");
     assert_eq!(alice.get("/api/session").await.0, 401);
-    let page = alice.client.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
-    let wrong = [("email", alice.email.as_str()), ("password", "wrong password!"), ("csrf", &hidden_csrf(&page))];
-    let r = alice.client.post(format!("{}/signin", app.url)).form(&wrong).send().await.unwrap();
+    let page = alice
+        .client
+        .get(format!("{}/signin", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wrong = [
+        ("email", alice.email.as_str()),
+        ("password", "wrong password!"),
+        ("csrf", &hidden_csrf(&page)),
+    ];
+    let r = alice
+        .client
+        .post(format!("{}/signin", app.url))
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("the email or the password is wrong"));
-    let page = alice.client.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
-    let right = [("email", alice.email.as_str()), ("password", "correct horse battery"), ("csrf", &hidden_csrf(&page))];
-    let r = alice.client.post(format!("{}/signin", app.url)).form(&right).send().await.unwrap();
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("the email or the password is wrong")
+    );
+    let page = alice
+        .client
+        .get(format!("{}/signin", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let right = [
+        ("email", alice.email.as_str()),
+        ("password", "correct horse battery"),
+        ("csrf", &hidden_csrf(&page)),
+    ];
+    let r = alice
+        .client
+        .post(format!("{}/signin", app.url))
+        .form(&right)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.url().path(), "/devices");
     assert_eq!(alice.get("/api/session").await.0, 200);
 
     // Signing up twice with one email is refused plainly.
     let page = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    let html = page.get(format!("{}/signup", app.url)).send().await.unwrap().text().await.unwrap();
-    let again = [("email", alice.email.as_str()), ("password", "another password"), ("csrf", &hidden_csrf(&html))];
-    let r = page.post(format!("{}/signup", app.url)).form(&again).send().await.unwrap();
+    let html = page
+        .get(format!("{}/signup", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let again = [
+        ("email", alice.email.as_str()),
+        ("password", "another password"),
+        ("csrf", &hidden_csrf(&html)),
+    ];
+    let r = page
+        .post(format!("{}/signup", app.url))
+        .form(&again)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("an account with this email exists"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("an account with this email exists")
+    );
 }
 
 async fn api_round_trip_and_isolation(app: &App) {
@@ -71,18 +164,36 @@ async fn api_round_trip_and_isolation(app: &App) {
     let (status, devices) = alice.get("/api/devices").await;
     assert_eq!(status, 200);
     assert_eq!(devices["devices"][0]["online"], true);
-    assert_eq!(devices["devices"][0]["manifest"]["tools"].as_array().unwrap().len(), 16);
+    assert_eq!(
+        devices["devices"][0]["manifest"]["tools"]
+            .as_array()
+            .unwrap()
+            .len(),
+        16
+    );
 
     let calls = format!("/api/devices/{}/calls", device.id);
-    let (status, out) = alice.post(&calls, json!({ "tool": "list_directory", "input": {} })).await;
+    let (status, out) = alice
+        .post(&calls, json!({ "tool": "list_directory", "input": {} }))
+        .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["kind"], "output");
     assert_eq!(out["output"]["entries"][0]["path"], "notes.txt");
 
-    let (status, err) = alice.post(&calls, json!({ "tool": "read_file", "input": { "path": "../secret" } })).await;
+    let (status, err) = alice
+        .post(
+            &calls,
+            json!({ "tool": "read_file", "input": { "path": "../secret" } }),
+        )
+        .await;
     assert_eq!((status, err["code"].as_str()), (422, Some("outside_scope")));
 
-    let (_, proposal) = alice.post(&calls, json!({ "tool": "write_file", "input": { "path": "notes.txt", "content": "final\n" } })).await;
+    let (_, proposal) = alice
+        .post(
+            &calls,
+            json!({ "tool": "write_file", "input": { "path": "notes.txt", "content": "final\n" } }),
+        )
+        .await;
     assert_eq!(proposal["kind"], "proposal");
     assert!(proposal["plan"]["diff"].as_str().unwrap().contains("+final"));
     let (_, pending) = alice.get("/api/proposals?status=pending").await;
@@ -97,29 +208,57 @@ async fn api_round_trip_and_isolation(app: &App) {
     let decide = json!({ "proposal_id": proposal["id"], "decision": "approve" });
     let (status, err) = bob.post("/api/host/approve", decide.clone()).await;
     assert_eq!((status, err["code"].as_str()), (404, Some("proposal_not_found")));
-    let (status, _) = bob.post(&format!("/api/devices/{}/revoke", device.id), json!({})).await;
+    let (status, _) = bob
+        .post(&format!("/api/devices/{}/revoke", device.id), json!({}))
+        .await;
     assert_eq!(status, 404);
-    let r = bob.client.get(format!("{}/devices/{}", app.url, device.id)).send().await.unwrap();
+    let r = bob
+        .client
+        .get(format!("{}/devices/{}", app.url, device.id))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(), "draft\n");
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(),
+        "draft\n"
+    );
 
     // Alice approves: the stored input is applied.
     let (status, applied) = alice.post("/api/host/approve", decide.clone()).await;
     assert_eq!(status, 200, "{applied}");
     assert_eq!(applied["status"], "applied");
-    assert_eq!(std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(), "final\n");
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(),
+        "final\n"
+    );
     let (status, err) = alice.post("/api/host/approve", decide).await;
     assert_eq!((status, err["code"].as_str()), (409, Some("proposal_resolved")));
 
     // Reject another.
-    let (_, p) = alice.post(&calls, json!({ "tool": "delete", "input": { "path": "notes.txt" } })).await;
-    let (_, rejected) = alice.post("/api/host/approve", json!({ "proposal_id": p["id"], "decision": "reject" })).await;
+    let (_, p) = alice
+        .post(
+            &calls,
+            json!({ "tool": "delete", "input": { "path": "notes.txt" } }),
+        )
+        .await;
+    let (_, rejected) = alice
+        .post(
+            "/api/host/approve",
+            json!({ "proposal_id": p["id"], "decision": "reject" }),
+        )
+        .await;
     assert_eq!(rejected["status"], "rejected");
     assert!(device.dir.path().join("notes.txt").exists());
 
     // The activity log has it all, newest first.
     let (_, log) = alice.get("/api/calls").await;
-    let modes: Vec<&str> = log["calls"].as_array().unwrap().iter().map(|c| c["mode"].as_str().unwrap()).collect();
+    let modes: Vec<&str> = log["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mode"].as_str().unwrap())
+        .collect();
     assert_eq!(modes, ["plan", "apply", "plan", "run", "run"]);
 
     // An API token works without cookies or CSRF, for scripts and the agent loop.
@@ -134,26 +273,67 @@ async fn api_round_trip_and_isolation(app: &App) {
     assert_eq!(r.status(), 200);
 
     // Revoke: the device stops with the re-pair message.
-    let (status, _) = alice.post(&format!("/api/devices/{}/revoke", device.id), json!({})).await;
+    let (status, _) = alice
+        .post(&format!("/api/devices/{}/revoke", device.id), json!({}))
+        .await;
     assert_eq!(status, 204);
-    let e = tokio::time::timeout(std::time::Duration::from_secs(10), device.host.join()).await.unwrap().unwrap_err();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), device.host.join())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(e.to_string().contains("pair it again"), "{e}");
 }
 
 async fn pages_render(app: &App) {
     let alice = User::sign_up(app, "alice").await;
-    let html = alice.client.get(format!("{}/devices", app.url)).send().await.unwrap().text().await.unwrap();
+    let html = alice
+        .client
+        .get(format!("{}/devices", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("No devices yet — add one"));
     assert!(html.contains("Nothing to approve"));
     let device = alice.pair_device().await;
-    let html = alice.client.get(format!("{}/devices", app.url)).send().await.unwrap().text().await.unwrap();
+    let html = alice
+        .client
+        .get(format!("{}/devices", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("test-laptop") && html.contains("badge online"));
-    let html = alice.client.get(format!("{}/devices/{}", app.url, device.id)).send().await.unwrap().text().await.unwrap();
+    let html = alice
+        .client
+        .get(format!("{}/devices/{}", app.url, device.id))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("Run a tool") && html.contains("list_directory"));
     // Unauthenticated pages redirect to sign-in; the health check answers.
-    let r = reqwest::Client::new().get(format!("{}/devices", app.url)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/devices", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.url().path(), "/signin");
-    assert_eq!(reqwest::get(format!("{}/health", app.url)).await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        reqwest::get(format!("{}/health", app.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,4 +367,108 @@ async fn postgres_api_round_trip_and_isolation() {
 async fn postgres_pages_render() {
     let Some(url) = postgres() else { return };
     pages_render(&App::start(Some(&url))).await;
+}
+
+/// The README's first command: `--demo` starts the app with an account and a
+/// connected device on a seeded folder, and stops cleanly on SIGTERM.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_is_ready_to_use() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| l.unwrap())
+            .take_while(|l| !l.starts_with("Ctrl-C"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let field = |label: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    let url = field("open").trim_end_matches("/devices").to_string();
+    let credentials = field("sign in");
+    let (email, password) = credentials.split_once(" / ").unwrap();
+    assert!(
+        field("device").contains("'demo-laptop' is connected"),
+        "{lines:?}"
+    );
+
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let page = client
+        .get(format!("{url}/signin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("email", email),
+        ("password", password),
+        ("csrf", &hidden_csrf(&page)),
+    ];
+    let r = client
+        .post(format!("{url}/signin"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.url().path(), "/devices");
+    let session: serde_json::Value = client
+        .get(format!("{url}/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let devices: serde_json::Value = client
+        .get(format!("{url}/api/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device = &devices["devices"][0];
+    assert_eq!(
+        (device["name"].as_str(), device["online"].as_bool()),
+        (Some("demo-laptop"), Some(true))
+    );
+    let grep = client
+        .post(format!(
+            "{url}/api/devices/{}/calls",
+            device["id"].as_str().unwrap()
+        ))
+        .header("x-csrf-token", session["csrf"].as_str().unwrap())
+        .json(&json!({ "tool": "grep", "input": { "pattern": "TODO" } }))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(grep["output"]["matches"][0]["path"], "notes/todo.txt");
+
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -22,16 +22,33 @@ impl App {
     /// Starts the app on SQLite in a fresh folder, or on `database_url`.
     pub fn start(database_url: Option<&str>) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let url = database_url.map_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()), str::to_string);
+        let url = database_url.map_or_else(
+            || format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()),
+            str::to_string,
+        );
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--database-url", &url])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-        let url = line.strip_prefix("listening on ").unwrap().split(' ').next().unwrap().to_string();
-        App { url, child, _dir: dir }
+        let line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        App {
+            url,
+            child,
+            _dir: dir,
+        }
     }
 }
 
@@ -53,7 +70,10 @@ pub struct User {
 pub fn unique_email(name: &str) -> String {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).unwrap();
-    format!("{name}-{}@example.com", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!(
+        "{name}-{}@example.com",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 pub fn hidden_csrf(html: &str) -> String {
@@ -65,22 +85,62 @@ impl User {
     pub async fn sign_up(app: &App, name: &str) -> User {
         let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
         let email = unique_email(name);
-        let page = client.get(format!("{}/signup", app.url)).send().await.unwrap().text().await.unwrap();
-        let form = [("email", email.as_str()), ("password", "correct horse battery"), ("csrf", &hidden_csrf(&page))];
-        let response = client.post(format!("{}/signup", app.url)).form(&form).send().await.unwrap();
+        let page = client
+            .get(format!("{}/signup", app.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let form = [
+            ("email", email.as_str()),
+            ("password", "correct horse battery"),
+            ("csrf", &hidden_csrf(&page)),
+        ];
+        let response = client
+            .post(format!("{}/signup", app.url))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.url().path(), "/devices", "sign-up lands on /devices");
-        let session: Value = client.get(format!("{}/api/session", app.url)).send().await.unwrap().json().await.unwrap();
-        User { client, url: app.url.clone(), csrf: session["csrf"].as_str().unwrap().to_string(), email }
+        let session: Value = client
+            .get(format!("{}/api/session", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        User {
+            client,
+            url: app.url.clone(),
+            csrf: session["csrf"].as_str().unwrap().to_string(),
+            email,
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(format!("{}{path}", self.url)).header("x-csrf-token", &self.csrf).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("x-csrf-token", &self.csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -89,7 +149,12 @@ impl User {
     pub async fn pair_device(&self) -> Device {
         let (status, pairing) = self.post("/api/pairing-codes", json!({})).await;
         assert_eq!(status, 200, "{pairing}");
-        assert!(pairing["command"].as_str().unwrap().contains(pairing["code"].as_str().unwrap()));
+        assert!(
+            pairing["command"]
+                .as_str()
+                .unwrap()
+                .contains(pairing["code"].as_str().unwrap())
+        );
         Device::pair(&self.url, pairing["code"].as_str().unwrap()).await
     }
 }
@@ -111,10 +176,13 @@ impl Device {
         options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
         let host = run_host(options);
         let mut state = host.state();
-        tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         Device { dir, host, id }
     }
 }

@@ -1,0 +1,236 @@
+//! `/devices` in real headless Chromium, driven over WebDriver: sign up, add a
+//! device (a real device enrolls with the code the page shows), see it go
+//! online, run `list_directory`, propose `write_file`, see the diff, approve,
+//! and find the file on disk. Saves `target/browser-devices.png`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; without them the test
+//! says it skipped and passes.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{App, Device, unique_email};
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_page_end_to_end_in_chromium() {
+    let (Some(chromium), Some(chromedriver)) = (
+        find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]),
+        find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]),
+    ) else {
+        eprintln!(
+            "skipped: Chromium and ChromeDriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Driver(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let app = App::start(None);
+    let profile = tempfile::tempdir().unwrap();
+
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1000", format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let mut client = None;
+    for _ in 0..50 {
+        if let Ok(c) = ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = client.expect("ChromeDriver did not start");
+    let css = |s: &'static str| Locator::Css(s);
+
+    // Sign up.
+    c.goto(&format!("{}/signup", app.url)).await.unwrap();
+    c.find(css("input[name=email]"))
+        .await
+        .unwrap()
+        .send_keys(&unique_email("browser"))
+        .await
+        .unwrap();
+    c.find(css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    c.find(css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("#add-device"))
+        .await
+        .unwrap();
+    assert!(
+        c.find(css("#no-devices"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("No devices yet")
+    );
+
+    // Add a device: the page shows a code and the command; a real device enrolls with it.
+    c.find(css("#add-device")).await.unwrap().click().await.unwrap();
+    let code_el = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#pair-code"))
+        .await
+        .unwrap();
+    let mut code = String::new();
+    for _ in 0..100 {
+        code = code_el.text().await.unwrap();
+        if code.len() == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let command = c.find(css("#pair-command")).await.unwrap().text().await.unwrap();
+    assert!(
+        command.contains(&format!("FUSION_HOST_CODE={code} fusion-host")),
+        "{command}"
+    );
+    let device = Device::pair(&app.url, &code).await;
+    std::fs::write(device.dir.path().join("scan-notes.txt"), "north wall\n").unwrap();
+
+    // "✓ test-laptop connected", then the list shows it online.
+    let done = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#pair-done:not([hidden])"))
+        .await
+        .unwrap();
+    assert!(done.text().await.unwrap().contains("✓ test-laptop connected"));
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("tr[data-device] .badge.online"))
+        .await
+        .unwrap();
+    let shot = c.screenshot().await.unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("browser-devices.png"), &shot).unwrap();
+
+    // The device page: run list_directory.
+    c.find(css("tr[data-device] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let select = c.wait().at_most(WAIT).for_element(css("#tool")).await.unwrap();
+    select.select_by_value("list_directory").await.unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    let table = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#result table"))
+        .await
+        .unwrap();
+    assert!(table.text().await.unwrap().contains("scan-notes.txt"));
+
+    // Propose write_file, see the diff, approve.
+    select.select_by_value("write_file").await.unwrap();
+    let input = c.find(css("#input")).await.unwrap();
+    input.clear().await.unwrap();
+    input
+        .send_keys(r#"{"path": "approved.txt", "content": "approved in the browser\n"}"#)
+        .await
+        .unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    let diff = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#result pre.diff .add"))
+        .await
+        .unwrap();
+    assert!(diff.text().await.unwrap().contains("+approved in the browser"));
+    assert!(
+        !device.dir.path().join("approved.txt").exists(),
+        "nothing is written before approval"
+    );
+    c.find(css("#approve")).await.unwrap().click().await.unwrap();
+    let applied = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#result .success"))
+        .await
+        .unwrap();
+    assert!(applied.text().await.unwrap().contains("Applied"));
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("approved.txt")).unwrap(),
+        "approved in the browser\n"
+    );
+
+    // Back on /devices the activity log shows the calls.
+    c.goto(&format!("{}/devices", app.url)).await.unwrap();
+    let log = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("write_file") && log.contains("apply"), "{log}");
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(target.join("browser-devices.png"), shot).unwrap();
+    c.close().await.unwrap();
+}
