@@ -679,18 +679,16 @@ impl Dispatcher {
             tool: tool.to_string(),
             mode,
         });
-        let result = self
-            .send_and_wait(
-                device,
-                tool,
-                mode,
-                input,
-                precondition,
-                proposal_id.clone(),
-                timeout,
-                &call_id,
-            )
-            .await;
+        let call = CallEvent {
+            call_id: call_id.clone(),
+            tool: tool.to_string(),
+            mode,
+            input,
+            timeout_ms: timeout.as_millis() as u64,
+            proposal_id: proposal_id.clone(),
+            precondition,
+        };
+        let result = self.send_and_wait(device, call, timeout).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let error_code = match &result {
             Ok(r) if r.ok => None,
@@ -729,27 +727,14 @@ impl Dispatcher {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn send_and_wait(
         &self,
         device: &DeviceRecord,
-        tool: &str,
-        mode: Mode,
-        input: Value,
-        precondition: Option<Precondition>,
-        proposal_id: Option<String>,
+        call: CallEvent,
         timeout: Duration,
-        call_id: &str,
     ) -> Result<CallResult> {
-        let call = CallEvent {
-            call_id: call_id.to_string(),
-            tool: tool.to_string(),
-            mode,
-            input,
-            timeout_ms: timeout.as_millis() as u64,
-            proposal_id,
-            precondition,
-        };
+        let (call_id, tool) = (call.call_id.clone(), call.tool.clone());
+        let call_id = call_id.as_str();
         let (tx, rx) = oneshot::channel();
         let (event_id, mut online) = {
             let mut state = self.state();
@@ -798,7 +783,7 @@ impl Dispatcher {
                 guard.reason = "timeout";
                 Err(Error::Timeout {
                     device_id: device.id.clone(),
-                    tool: tool.to_string(),
+                    tool,
                     after: timeout,
                 })
             }

@@ -435,29 +435,13 @@ impl Runtime {
     async fn refused(&self, response: reqwest::Response) -> Result<SessionEnd> {
         let status = response.status().as_u16();
         let body = response.bytes().await.unwrap_or_default();
-        let e = Error::from_response(&self.options.http.base, status, &body);
-        if e.is_fatal() {
-            Err(e)
-        } else {
-            Ok(SessionEnd::Lost {
-                reason: e.to_string(),
-                healthy: false,
-            })
-        }
+        fatal_or_retry(Error::from_response(&self.options.http.base, status, &body))
     }
 
     /// A transport failure: an untrusted certificate is fatal (retrying cannot
     /// fix it); anything else is a network problem to retry.
     async fn transport(&self, e: reqwest::Error) -> Result<SessionEnd> {
-        let e = self.options.http.explain(e).await;
-        if e.is_fatal() {
-            Err(e)
-        } else {
-            Ok(SessionEnd::Lost {
-                reason: e.to_string(),
-                healthy: false,
-            })
-        }
+        fatal_or_retry(self.options.http.explain(e).await)
     }
 
     fn start_call(&self, call: CallEvent, semaphore: &Arc<Semaphore>) {
@@ -529,6 +513,18 @@ impl Runtime {
             }
             post_result(&options.http, &options.credentials.token, &result).await;
         });
+    }
+}
+
+/// Stops for errors that reconnecting cannot fix; reconnects for the rest.
+fn fatal_or_retry(e: Error) -> Result<SessionEnd> {
+    if e.is_fatal() {
+        Err(e)
+    } else {
+        Ok(SessionEnd::Lost {
+            reason: e.to_string(),
+            healthy: false,
+        })
     }
 }
 
