@@ -60,7 +60,10 @@ fn run_one(tool: &str, input: &str, root: &str) {
     let scope = Scope::single(root, Access::ReadOnly).expect("root");
     let cx = Context::new(&scope);
     let input: Value = serde_json::from_str(input).expect("input JSON");
-    let out = Toolbox::builtin().call(&cx, tool, Mode::Run, input, None).expect("tool call").into_value();
+    let out = Toolbox::builtin()
+        .call(&cx, tool, Mode::Run, input, None)
+        .expect("tool call")
+        .into_value();
     let found = match tool {
         "grep" | "glob" => json!(out["matches"].as_array().map_or(0, Vec::len)),
         "list_directory" => json!(out["entries"].as_array().map_or(0, Vec::len)),
@@ -70,8 +73,15 @@ fn run_one(tool: &str, input: &str, root: &str) {
         _ => Value::Null,
     };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
-    println!("{}", json!({ "found": found, "truncated": out["truncated"], "peak_kb": peak_kb }));
+    let peak_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "{}",
+        json!({ "found": found, "truncated": out["truncated"], "peak_kb": peak_kb })
+    );
 }
 
 struct Row {
@@ -88,7 +98,11 @@ fn timed(cmd: &mut Command) -> (Duration, String) {
     let started = Instant::now();
     let out = cmd.output().expect("run a command");
     let elapsed = started.elapsed();
-    assert!(out.status.success() || out.status.code() == Some(1), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (elapsed, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -131,7 +145,8 @@ fn compare(
         ref_t.push(t2);
         last = (out, out2);
     }
-    let ours: Value = serde_json::from_str(last.0.trim()).unwrap_or_else(|_| serde_json::from_str(warm.trim()).expect("ours JSON"));
+    let ours: Value = serde_json::from_str(last.0.trim())
+        .unwrap_or_else(|_| serde_json::from_str(warm.trim()).expect("ours JSON"));
     let ours_found = match &ours["found"] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -161,7 +176,10 @@ fn count_lines(s: &str) -> String {
 
 /// `rg -c` prints `path:count` per file: the total of matching lines.
 fn sum_counts(s: &str) -> String {
-    s.lines().filter_map(|l| l.rsplit(':').next()?.parse::<u64>().ok()).sum::<u64>().to_string()
+    s.lines()
+        .filter_map(|l| l.rsplit(':').next()?.parse::<u64>().ok())
+        .sum::<u64>()
+        .to_string()
 }
 
 fn first_word(s: &str) -> String {
@@ -174,7 +192,9 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
     let c = d(&corpus.tree);
     let mut rows = Vec::new();
 
-    for (label, dir) in std::iter::once(("corpus", corpus.tree.clone())).chain(trees.iter().map(|t| ("source tree", t.clone()))) {
+    for (label, dir) in std::iter::once(("corpus", corpus.tree.clone()))
+        .chain(trees.iter().map(|t| ("source tree", t.clone())))
+    {
         let s = d(&dir);
         rows.push(compare(
             &format!("grep literal, {label}"),
@@ -243,8 +263,24 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
     ));
     let big = d(&corpus.big);
     let parent = corpus.big.parent().expect("parent").to_path_buf();
-    rows.push(compare("hash_file sha256, 1 GiB", &parent, "hash_file", json!({ "path": "big.bin" }), &["sha256sum", &big], first_word, reps));
-    rows.push(compare("hash_file md5, 1 GiB", &parent, "hash_file", json!({ "path": "big.bin", "algorithm": "md5" }), &["md5sum", &big], first_word, reps));
+    rows.push(compare(
+        "hash_file sha256, 1 GiB",
+        &parent,
+        "hash_file",
+        json!({ "path": "big.bin" }),
+        &["sha256sum", &big],
+        first_word,
+        reps,
+    ));
+    rows.push(compare(
+        "hash_file md5, 1 GiB",
+        &parent,
+        "hash_file",
+        json!({ "path": "big.bin", "algorithm": "md5" }),
+        &["md5sum", &big],
+        first_word,
+        reps,
+    ));
     let text = d(&corpus.text);
     rows.push(compare(
         "read_file, 1 MiB text",
@@ -315,7 +351,11 @@ fn corpus() -> Corpus {
     let root = corpus_root();
     let tree = root.join("tree");
     let done = root.join(".complete");
-    let corpus = Corpus { tree: tree.clone(), big: root.join("big.bin"), text: root.join("one-mib.txt") };
+    let corpus = Corpus {
+        tree: tree.clone(),
+        big: root.join("big.bin"),
+        text: root.join("one-mib.txt"),
+    };
     if done.exists() {
         // fd only honours .gitignore inside a git checkout; an empty .git is enough.
         std::fs::create_dir_all(tree.join(".git")).expect("git dir");
@@ -325,7 +365,26 @@ fn corpus() -> Corpus {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&tree).expect("corpus dir");
     std::fs::write(tree.join(".gitignore"), "build/\n*.log\n").expect("gitignore");
-    let words = ["scan", "point", "cloud", "survey", "north", "south", "wall", "registration", "target", "station", "level", "grid", "fn", "let", "mut", "struct", "impl", "return"];
+    let words = [
+        "scan",
+        "point",
+        "cloud",
+        "survey",
+        "north",
+        "south",
+        "wall",
+        "registration",
+        "target",
+        "station",
+        "level",
+        "grid",
+        "fn",
+        "let",
+        "mut",
+        "struct",
+        "impl",
+        "return",
+    ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut file_no = 0u64;
     for top in 0..50 {
@@ -349,7 +408,8 @@ fn corpus() -> Corpus {
                         w.write_all(&v).expect("write");
                         written += 8;
                     }
-                    w.write_all(b"\0FUSION_NEEDLE_42 inside a binary file\n").expect("write");
+                    w.write_all(b"\0FUSION_NEEDLE_42 inside a binary file\n")
+                        .expect("write");
                 } else {
                     let mut written = 0;
                     let mut line = 0;
@@ -391,7 +451,10 @@ fn corpus() -> Corpus {
     let mut n = 0;
     while text.len() < (1 << 20) - 100 {
         n += 1;
-        text.push_str(&format!("line {n}: the north wall scan is registered to station {}\n", n % 17));
+        text.push_str(&format!(
+            "line {n}: the north wall scan is registered to station {}\n",
+            n % 17
+        ));
     }
     std::fs::write(&corpus.text, text).expect("text");
     std::fs::create_dir_all(tree.join(".git")).expect("git dir");

@@ -1,6 +1,9 @@
 //! `grep`: regex or literal search over a tree, with ripgrep's engine.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use grep_regex::RegexMatcherBuilder;
 use grep_searcher::{
@@ -151,16 +154,16 @@ impl Tool for Grep {
             .as_deref()
             .map(|g| PathGlob::new("grep", "glob", g, false))
             .transpose()?;
-        let mut searcher = SearcherBuilder::new()
-            .binary_detection(BinaryDetection::quit(0))
-            .line_number(true)
-            .before_context(input.before_context)
-            .after_context(input.after_context)
-            .build();
-
+        let search = FileSearch {
+            matcher,
+            before: input.before_context,
+            after: input.after_context,
+            // No file can contribute more than the page needs, plus one to
+            // know that more exist.
+            cap: input.offset + limit + 1,
+        };
         let base = cx.scope().resolve(&input.path)?;
-        let mut state = GrepState {
-            cx,
+        let mut merge = Merge {
             offset: input.offset,
             limit,
             seen: 0,
@@ -184,30 +187,18 @@ impl Tool for Grep {
                 .file_name()
                 .map(std::path::Path::new)
                 .unwrap_or(base.rel());
-            state.search(&mut searcher, &matcher, file, &slash_path(name))?;
+            let found = search.run(cx, &mut search.searcher(), file.into_std(), slash_path(name))?;
+            merge.add(found);
         } else {
             let options = WalkOptions {
                 max_depth: MAX_DEPTH,
                 hidden: input.hidden,
                 respect_ignore: input.respect_ignore,
             };
-            let stats = walk(cx, &base, &options, |entry| {
-                if !entry.file_type.is_file() || glob.as_ref().is_some_and(|g| !g.is_match(entry.rel)) {
-                    return Ok(true);
-                }
-                // A file swapped for a symlink since the listing is not followed.
-                let file = match open_nofollow(entry.parent, entry.name, &entry.location().path()) {
-                    Ok(file) => file,
-                    Err(_) => {
-                        state.out.unreadable += 1;
-                        return Ok(true);
-                    }
-                };
-                state.search(&mut searcher, &matcher, file, &slash_path(entry.rel))
-            })?;
-            state.out.unreadable += stats.unreadable;
+            let unreadable = search_tree(cx, &base, &options, glob.as_ref(), &search, &mut merge)?;
+            merge.out.unreadable += unreadable;
         }
-        let mut out = state.out;
+        let mut out = merge.out;
         if out.truncated {
             out.next_offset = Some(input.offset + out.matches.len());
         }
@@ -215,8 +206,189 @@ impl Tool for Grep {
     }
 }
 
-struct GrepState<'a, 'b> {
-    cx: &'a Context<'b>,
+/// How many threads search file contents: the cores, at most 8.
+fn search_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
+
+/// Walks in order on this thread, opening each candidate file through its
+/// parent's handle, while worker threads search the opened files; results
+/// are merged strictly in walk order, so output and `offset` paging are the
+/// same as a sequential search. Returns the count of unreadable entries.
+fn search_tree(
+    cx: &Context<'_>,
+    base: &crate::scope::Location<'_>,
+    options: &WalkOptions,
+    glob: Option<&PathGlob>,
+    search: &FileSearch,
+    merge: &mut Merge,
+) -> Result<u64> {
+    let stop_flag = AtomicBool::new(false);
+    let stop = &stop_flag;
+    let (job_tx, job_rx) = mpsc::sync_channel::<(usize, std::fs::File, String)>(64);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Found>)>();
+    std::thread::scope(|s| {
+        for _ in 0..search_threads() {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            s.spawn(move || {
+                let mut searcher = search.searcher();
+                loop {
+                    let job = job_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok((index, file, rel)) = job else { return };
+                    let found = if stop.load(Ordering::Relaxed) {
+                        Ok(Found::skipped())
+                    } else {
+                        search.run(cx, &mut searcher, file, rel)
+                    };
+                    if done_tx.send((index, found)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let walker = s.spawn(move || {
+            let mut index = 0;
+            let mut unreadable = 0u64;
+            let stats = walk(cx, base, options, |entry| {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                if !entry.file_type.is_file() || glob.is_some_and(|g| !g.is_match(entry.rel)) {
+                    return Ok(true);
+                }
+                // A file swapped for a symlink since the listing is not followed.
+                match open_nofollow(entry.parent, entry.name, &entry.location().path()) {
+                    Ok(file) => {
+                        let sent = job_tx.send((index, file.into_std(), slash_path(entry.rel)));
+                        index += 1;
+                        Ok(sent.is_ok())
+                    }
+                    Err(_) => {
+                        unreadable += 1;
+                        Ok(true)
+                    }
+                }
+            });
+            drop(job_tx);
+            stats.map(|st| st.unreadable + unreadable)
+        });
+
+        // Merge in walk order as results arrive.
+        let mut pending = BTreeMap::new();
+        let mut next = 0;
+        let mut failure = None;
+        for (index, found) in done_rx {
+            pending.insert(index, found);
+            while let Some(found) = pending.remove(&next) {
+                next += 1;
+                if stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match found {
+                    Ok(found) => {
+                        if !merge.add(found) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let walked = walker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match failure {
+            Some(e) => Err(e),
+            None => walked,
+        }
+    })
+}
+
+/// The search settings every thread shares.
+struct FileSearch {
+    matcher: grep_regex::RegexMatcher,
+    before: usize,
+    after: usize,
+    cap: usize,
+}
+
+impl FileSearch {
+    fn searcher(&self) -> Searcher {
+        SearcherBuilder::new()
+            .binary_detection(BinaryDetection::quit(0))
+            .line_number(true)
+            .before_context(self.before)
+            .after_context(self.after)
+            .build()
+    }
+
+    /// Searches one opened file; at most `cap` matching lines are kept.
+    fn run(
+        &self,
+        cx: &Context<'_>,
+        searcher: &mut Searcher,
+        file: std::fs::File,
+        rel: String,
+    ) -> Result<Found> {
+        cx.checkpoint()?;
+        match file.metadata() {
+            Ok(md) if md.is_file() => {}
+            // A FIFO or device swapped in after the listing: never read.
+            _ => {
+                return Ok(Found {
+                    unreadable: true,
+                    ..Found::skipped()
+                });
+            }
+        }
+        let mut sink = FileSink {
+            cx,
+            rel: &rel,
+            cap: self.cap,
+            found: Found::skipped(),
+            pending_before: Vec::new(),
+        };
+        sink.found.searched = true;
+        if let Err(e) = searcher.search_file(&self.matcher, &file, &mut sink) {
+            if let Some(stop) = e.get_ref().and_then(|inner| inner.downcast_ref::<StopReason>()) {
+                return Err(stop.0.clone().into_error());
+            }
+            return Ok(Found {
+                unreadable: true,
+                ..Found::skipped()
+            });
+        }
+        Ok(sink.found)
+    }
+}
+
+/// What one file contributed.
+struct Found {
+    matches: Vec<GrepMatch>,
+    searched: bool,
+    binary: bool,
+    unreadable: bool,
+}
+
+impl Found {
+    fn skipped() -> Self {
+        Found {
+            matches: Vec::new(),
+            searched: false,
+            binary: false,
+            unreadable: false,
+        }
+    }
+}
+
+/// The result so far, in walk order, with offset and limit applied.
+struct Merge {
     offset: usize,
     limit: usize,
     /// Matching lines seen so far, including skipped ones.
@@ -224,56 +396,38 @@ struct GrepState<'a, 'b> {
     out: GrepOutput,
 }
 
-impl GrepState<'_, '_> {
-    /// Searches one file; `Ok(false)` once the match bound is reached.
-    fn search(
-        &mut self,
-        searcher: &mut Searcher,
-        matcher: &grep_regex::RegexMatcher,
-        file: cap_std::fs::File,
-        rel: &str,
-    ) -> Result<bool> {
-        self.cx.checkpoint()?;
-        let file = file.into_std();
-        let md = file.metadata().map_err(|e| Error::io(rel.as_ref(), e))?;
-        if !md.is_file() {
-            return Ok(true);
+impl Merge {
+    /// Adds one file's matches; `false` once the page is full and one more
+    /// match showed that the result is truncated.
+    fn add(&mut self, found: Found) -> bool {
+        if found.unreadable {
+            self.out.unreadable += 1;
+            return true;
         }
-        let mut sink = FileSink {
-            rel,
-            state: self,
-            found: Vec::new(),
-            counted: 0,
-            pending_before: Vec::new(),
-            binary: false,
-            stop: false,
-        };
-        if let Err(e) = searcher.search_file(matcher, &file, &mut sink) {
-            if let Some(stop) = e.get_ref().and_then(|inner| inner.downcast_ref::<StopReason>()) {
-                return Err(stop.0.clone().into_error());
-            }
-            sink.state.out.unreadable += 1;
-            return Ok(true);
+        if !found.searched {
+            return true;
         }
-        let FileSink {
-            found,
-            counted,
-            binary,
-            stop,
-            ..
-        } = sink;
         self.out.files_searched += 1;
-        if binary && !stop {
+        if found.binary {
             // Matches before the NUL byte are dropped with the file, as ripgrep does.
             self.out.binary_skipped += 1;
-            return Ok(true);
+            return true;
         }
-        if counted > 0 {
+        if !found.matches.is_empty() {
             self.out.files_matched += 1;
         }
-        self.seen += counted;
-        self.out.matches.extend(found);
-        Ok(!stop)
+        for m in found.matches {
+            self.seen += 1;
+            if self.seen <= self.offset {
+                continue;
+            }
+            if self.out.matches.len() == self.limit {
+                self.out.truncated = true;
+                return false;
+            }
+            self.out.matches.push(m);
+        }
+        true
     }
 }
 
@@ -304,16 +458,13 @@ impl std::fmt::Display for StopReason {
 
 impl std::error::Error for StopReason {}
 
-/// Collects one file's matches so a late NUL byte can still discard them.
-struct FileSink<'s, 'a, 'b> {
+/// Collects one file's matches (with context) up to the cap.
+struct FileSink<'s, 'c> {
+    cx: &'s Context<'c>,
     rel: &'s str,
-    state: &'s mut GrepState<'a, 'b>,
-    found: Vec<GrepMatch>,
-    /// Matches in this file, including those skipped by the offset.
-    counted: usize,
+    cap: usize,
+    found: Found,
     pending_before: Vec<String>,
-    binary: bool,
-    stop: bool,
 }
 
 fn line_text(bytes: &[u8]) -> (String, bool) {
@@ -329,11 +480,11 @@ fn line_text(bytes: &[u8]) -> (String, bool) {
     (String::from_utf8_lossy(&bytes[..cut]).into_owned(), true)
 }
 
-impl Sink for FileSink<'_, '_, '_> {
+impl Sink for FileSink<'_, '_> {
     type Error = io::Error;
 
     fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, io::Error> {
-        if let Err(e) = self.state.cx.checkpoint() {
+        if let Err(e) = self.cx.checkpoint() {
             let stop = if matches!(e, Error::Timeout) {
                 Stop::Timeout
             } else {
@@ -342,21 +493,8 @@ impl Sink for FileSink<'_, '_, '_> {
             return Err(io::Error::other(StopReason(stop)));
         }
         let before = std::mem::take(&mut self.pending_before);
-        // 1-based position of this match among all matches of the search.
-        let position = self.state.seen + self.counted + 1;
-        if position > self.state.offset && self.state.out.matches.len() + self.found.len() == self.state.limit
-        {
-            // One past the bound: more exist, so the result is truncated.
-            self.state.out.truncated = true;
-            self.stop = true;
-            return Ok(false);
-        }
-        self.counted += 1;
-        if position <= self.state.offset {
-            return Ok(true);
-        }
         let (line, line_truncated) = line_text(mat.bytes());
-        self.found.push(GrepMatch {
+        self.found.matches.push(GrepMatch {
             path: self.rel.to_string(),
             line_number: mat.line_number().unwrap_or(0),
             line,
@@ -364,7 +502,7 @@ impl Sink for FileSink<'_, '_, '_> {
             before,
             after: Vec::new(),
         });
-        Ok(true)
+        Ok(self.found.matches.len() < self.cap)
     }
 
     fn context(&mut self, _: &Searcher, ctx: &SinkContext<'_>) -> Result<bool, io::Error> {
@@ -372,7 +510,7 @@ impl Sink for FileSink<'_, '_, '_> {
         match ctx.kind() {
             SinkContextKind::Before => self.pending_before.push(text),
             SinkContextKind::After => {
-                if let Some(last) = self.found.last_mut() {
+                if let Some(last) = self.found.matches.last_mut() {
                     last.after.push(text);
                 }
             }
@@ -387,7 +525,7 @@ impl Sink for FileSink<'_, '_, '_> {
     }
 
     fn binary_data(&mut self, _: &Searcher, _: u64) -> Result<bool, io::Error> {
-        self.binary = true;
+        self.found.binary = true;
         Ok(false)
     }
 }
