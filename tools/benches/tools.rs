@@ -253,7 +253,7 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
         |s| {
             // du counts the folder itself; ours counts what is below it.
             let total: u64 = first_word(s).parse().unwrap_or(0);
-            let own = std::fs::metadata(&corpus_root().join("tree")).map(|m| {
+            let own = std::fs::metadata(corpus_root().join("tree")).map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 m.blocks() * 512
             });
@@ -288,7 +288,7 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
         "read_file",
         json!({ "path": "one-mib.txt" }),
         &["sh", "-c", &format!("cat '{text}' | wc -l")],
-        |s| first_word(s),
+        first_word,
         reps,
     ));
 

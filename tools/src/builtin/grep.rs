@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use grep_regex::RegexMatcherBuilder;
 use grep_searcher::{
@@ -206,6 +206,9 @@ impl Tool for Grep {
     }
 }
 
+/// Files per hand-off between the walker and the searching threads.
+const BATCH: usize = 32;
+
 /// How many threads search file contents: the cores, at most 8.
 fn search_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
@@ -225,26 +228,42 @@ fn search_tree(
 ) -> Result<u64> {
     let stop_flag = AtomicBool::new(false);
     let stop = &stop_flag;
-    let (job_tx, job_rx) = mpsc::sync_channel::<(usize, std::fs::File, String)>(64);
+    // Files travel in batches: one channel hand-off per file costs a futex
+    // wake-up each, which measured as the search's largest overhead.
+    let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(8);
     let job_rx = Mutex::new(job_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Found>)>();
+    let (done_tx, done_rx) = mpsc::channel::<Vec<(usize, Result<Found>)>>();
     std::thread::scope(|s| {
         for _ in 0..search_threads() {
             let (job_rx, done_tx) = (&job_rx, done_tx.clone());
             s.spawn(move || {
                 let mut searcher = search.searcher();
                 loop {
-                    let job = job_rx
+                    let batch = job_rx
                         .lock()
                         .map_err(|_| ())
                         .and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((index, file, rel)) = job else { return };
-                    let found = if stop.load(Ordering::Relaxed) {
-                        Ok(Found::skipped())
-                    } else {
-                        search.run(cx, &mut searcher, file, rel)
-                    };
-                    if done_tx.send((index, found)).is_err() {
+                    let Ok(batch) = batch else { return };
+                    let results = batch
+                        .into_iter()
+                        .map(|job| {
+                            if stop.load(Ordering::Relaxed) {
+                                return (job.index, Ok(Found::skipped()));
+                            }
+                            // Opened here, in parallel, through the parent's handle; a
+                            // file swapped for a symlink since the listing is not followed.
+                            let found =
+                                match open_nofollow(&job.dir, &job.name, std::path::Path::new(&job.rel)) {
+                                    Ok(file) => search.run(cx, &mut searcher, file.into_std(), job.rel),
+                                    Err(_) => Ok(Found {
+                                        unreadable: true,
+                                        ..Found::skipped()
+                                    }),
+                                };
+                            (job.index, found)
+                        })
+                        .collect();
+                    if done_tx.send(results).is_err() {
                         return;
                     }
                 }
@@ -254,6 +273,9 @@ fn search_tree(
         let walker = s.spawn(move || {
             let mut index = 0;
             let mut unreadable = 0u64;
+            let mut batch = Vec::with_capacity(BATCH);
+            // The parent folder's handle, duplicated once per folder and shared.
+            let mut current: Option<(*const cap_std::fs::Dir, Arc<cap_std::fs::Dir>)> = None;
             let stats = walk(cx, base, options, |entry| {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(false);
@@ -261,19 +283,36 @@ fn search_tree(
                 if !entry.file_type.is_file() || glob.is_some_and(|g| !g.is_match(entry.rel)) {
                     return Ok(true);
                 }
-                // A file swapped for a symlink since the listing is not followed.
-                match open_nofollow(entry.parent, entry.name, &entry.location().path()) {
-                    Ok(file) => {
-                        let sent = job_tx.send((index, file.into_std(), slash_path(entry.rel)));
-                        index += 1;
-                        Ok(sent.is_ok())
-                    }
-                    Err(_) => {
-                        unreadable += 1;
-                        Ok(true)
-                    }
+                let dir = match &current {
+                    Some((ptr, dir)) if std::ptr::eq(*ptr, entry.parent) => Arc::clone(dir),
+                    _ => match entry.parent.try_clone() {
+                        Ok(dir) => {
+                            let dir = Arc::new(dir);
+                            current = Some((entry.parent as *const _, Arc::clone(&dir)));
+                            dir
+                        }
+                        Err(_) => {
+                            unreadable += 1;
+                            return Ok(true);
+                        }
+                    },
+                };
+                batch.push(Job {
+                    index,
+                    dir,
+                    name: entry.name.clone(),
+                    rel: slash_path(entry.rel),
+                });
+                index += 1;
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    return Ok(job_tx.send(full).is_ok());
                 }
+                Ok(true)
             });
+            if !batch.is_empty() {
+                let _ = job_tx.send(batch);
+            }
             drop(job_tx);
             stats.map(|st| st.unreadable + unreadable)
         });
@@ -282,8 +321,8 @@ fn search_tree(
         let mut pending = BTreeMap::new();
         let mut next = 0;
         let mut failure = None;
-        for (index, found) in done_rx {
-            pending.insert(index, found);
+        for results in done_rx {
+            pending.extend(results);
             while let Some(found) = pending.remove(&next) {
                 next += 1;
                 if stop.load(Ordering::Relaxed) {
@@ -302,12 +341,22 @@ fn search_tree(
                 }
             }
         }
-        let walked = walker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let walked = walker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         match failure {
             Some(e) => Err(e),
             None => walked,
         }
     })
+}
+
+/// One file to search: its folder's handle and its name in it.
+struct Job {
+    index: usize,
+    dir: Arc<cap_std::fs::Dir>,
+    name: std::ffi::OsString,
+    rel: String,
 }
 
 /// The search settings every thread shares.
