@@ -44,7 +44,13 @@ fn main() {
                 i += 1;
             }
             "--write" => {
-                write = Some(PathBuf::from(&args[i + 1]));
+                // `cargo bench` runs in the package folder: relative paths are the workspace's.
+                let path = PathBuf::from(&args[i + 1]);
+                write = Some(if path.is_relative() {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+                } else {
+                    path
+                });
                 i += 1;
             }
             _ => {}

@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, FileType, Metadata};
@@ -52,7 +53,9 @@ pub(crate) struct WalkEntry<'a> {
     /// The entry's type, symlinks not followed.
     pub file_type: FileType,
     /// The handle of the directory holding the entry.
-    pub parent: &'a Dir,
+    /// Shared, so a consumer can keep it after the visit (to open the entry
+    /// on another thread).
+    pub parent: &'a Arc<Dir>,
     /// The entry's name in `parent`.
     pub name: &'a OsString,
     base: &'a Location<'a>,
@@ -109,7 +112,7 @@ pub(crate) fn walk(
     if options.respect_ignore {
         walker.load_ancestor_ignores(base)?;
     }
-    walker.dir(&dir, PathBuf::new(), 1, &mut visit)?;
+    walker.dir(&Arc::new(dir), PathBuf::new(), 1, &mut visit)?;
     Ok(walker.stats)
 }
 
@@ -149,7 +152,7 @@ impl Walker<'_, '_> {
     /// Walks one directory; returns `Ok(false)` when the visitor stopped.
     fn dir(
         &mut self,
-        dir: &Dir,
+        dir: &Arc<Dir>,
         rel: PathBuf,
         depth: usize,
         visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
@@ -174,7 +177,7 @@ impl Walker<'_, '_> {
 
     fn dir_entries(
         &mut self,
-        dir: &Dir,
+        dir: &Arc<Dir>,
         rel: &Path,
         depth: usize,
         visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
@@ -217,7 +220,7 @@ impl Walker<'_, '_> {
                 // and open_dir_nofollow refuses a name swapped for a link since.
                 match dir.open_dir_nofollow(&name) {
                     Ok(sub) => {
-                        if !self.dir(&sub, child, depth + 1, visit)? {
+                        if !self.dir(&Arc::new(sub), child, depth + 1, visit)? {
                             return Ok(false);
                         }
                     }

@@ -272,10 +272,7 @@ fn search_tree(
         drop(done_tx);
         let walker = s.spawn(move || {
             let mut index = 0;
-            let mut unreadable = 0u64;
             let mut batch = Vec::with_capacity(BATCH);
-            // The parent folder's handle, duplicated once per folder and shared.
-            let mut current: Option<(*const cap_std::fs::Dir, Arc<cap_std::fs::Dir>)> = None;
             let stats = walk(cx, base, options, |entry| {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(false);
@@ -283,20 +280,7 @@ fn search_tree(
                 if !entry.file_type.is_file() || glob.is_some_and(|g| !g.is_match(entry.rel)) {
                     return Ok(true);
                 }
-                let dir = match &current {
-                    Some((ptr, dir)) if std::ptr::eq(*ptr, entry.parent) => Arc::clone(dir),
-                    _ => match entry.parent.try_clone() {
-                        Ok(dir) => {
-                            let dir = Arc::new(dir);
-                            current = Some((entry.parent as *const _, Arc::clone(&dir)));
-                            dir
-                        }
-                        Err(_) => {
-                            unreadable += 1;
-                            return Ok(true);
-                        }
-                    },
-                };
+                let dir = Arc::clone(entry.parent);
                 batch.push(Job {
                     index,
                     dir,
@@ -314,7 +298,7 @@ fn search_tree(
                 let _ = job_tx.send(batch);
             }
             drop(job_tx);
-            stats.map(|st| st.unreadable + unreadable)
+            stats.map(|st| st.unreadable)
         });
 
         // Merge in walk order as results arrive.
@@ -696,6 +680,21 @@ mod tests {
         let page = f.run("grep", json!({ "pattern": "hit", "limit": 1, "offset": 149 }));
         assert_eq!(hits(&page), [("a.txt".to_string(), 150)]);
         assert_eq!(page["truncated"], true);
+    }
+
+    #[test]
+    fn sibling_folders_with_the_same_file_names_are_each_searched() {
+        // Regression: a cached folder handle once made every sibling's
+        // `notes.txt` open in the first sibling.
+        let f = Fixture::new();
+        for i in 0..40 {
+            let content = if i == 37 { "the needle\n" } else { "hay\n" };
+            f.write(&format!("d{i:02}/notes.txt"), content);
+            f.write(&format!("d{i:02}/more.txt"), "hay\n");
+        }
+        let out = f.run("grep", json!({ "pattern": "needle" }));
+        assert_eq!(hits(&out), [("d37/notes.txt".to_string(), 1)]);
+        assert_eq!(out["files_searched"], 80);
     }
 
     #[test]
