@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{App, User, hidden_csrf};
+use common::{App, User, hidden_csrf, submit_credentials};
 use serde_json::json;
 
 fn postgres() -> Option<String> {
@@ -73,27 +73,7 @@ async fn accounts_and_csrf(app: &App) {
         .unwrap();
     assert_eq!(r.url().path(), "/signin");
     assert_eq!(alice.get("/api/session").await.0, 401);
-    let page = alice
-        .client
-        .get(format!("{}/signin", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let wrong = [
-        ("email", alice.email.as_str()),
-        ("password", "wrong password!"),
-        ("csrf", &hidden_csrf(&page)),
-    ];
-    let r = alice
-        .client
-        .post(format!("{}/signin", app.url))
-        .form(&wrong)
-        .send()
-        .await
-        .unwrap();
+    let r = submit_credentials(&alice.client, &app.url, "signin", &alice.email, "wrong password!").await;
     assert_eq!(r.status(), 401);
     assert!(
         r.text()
@@ -101,51 +81,20 @@ async fn accounts_and_csrf(app: &App) {
             .unwrap()
             .contains("the email or the password is wrong")
     );
-    let page = alice
-        .client
-        .get(format!("{}/signin", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let right = [
-        ("email", alice.email.as_str()),
-        ("password", "correct horse battery"),
-        ("csrf", &hidden_csrf(&page)),
-    ];
-    let r = alice
-        .client
-        .post(format!("{}/signin", app.url))
-        .form(&right)
-        .send()
-        .await
-        .unwrap();
+    let r = submit_credentials(
+        &alice.client,
+        &app.url,
+        "signin",
+        &alice.email,
+        "correct horse battery",
+    )
+    .await;
     assert_eq!(r.url().path(), "/devices");
     assert_eq!(alice.get("/api/session").await.0, 200);
 
     // Signing up twice with one email is refused plainly.
-    let page = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    let html = page
-        .get(format!("{}/signup", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let again = [
-        ("email", alice.email.as_str()),
-        ("password", "another password"),
-        ("csrf", &hidden_csrf(&html)),
-    ];
-    let r = page
-        .post(format!("{}/signup", app.url))
-        .form(&again)
-        .send()
-        .await
-        .unwrap();
+    let stranger = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let r = submit_credentials(&stranger, &app.url, "signup", &alice.email, "another password").await;
     assert_eq!(r.status(), 400);
     assert!(
         r.text()
@@ -407,25 +356,7 @@ async fn demo_mode_is_ready_to_use() {
     );
 
     let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    let page = client
-        .get(format!("{url}/signin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("email", email),
-        ("password", password),
-        ("csrf", &hidden_csrf(&page)),
-    ];
-    let r = client
-        .post(format!("{url}/signin"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = submit_credentials(&client, &url, "signin", email, password).await;
     assert_eq!(r.url().path(), "/devices");
     let session: serde_json::Value = client
         .get(format!("{url}/api/session"))

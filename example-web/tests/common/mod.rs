@@ -81,29 +81,41 @@ pub fn hidden_csrf(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
+/// Fills and posts the sign-in or sign-up `form` ("signin" or "signup") as a
+/// browser would: load the page, take its CSRF field, submit.
+pub async fn submit_credentials(
+    client: &reqwest::Client,
+    url: &str,
+    form: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = client
+        .get(format!("{url}/{form}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fields = [
+        ("email", email),
+        ("password", password),
+        ("csrf", &hidden_csrf(&page)),
+    ];
+    client
+        .post(format!("{url}/{form}"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
+}
+
 impl User {
     pub async fn sign_up(app: &App, name: &str) -> User {
         let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
         let email = unique_email(name);
-        let page = client
-            .get(format!("{}/signup", app.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let form = [
-            ("email", email.as_str()),
-            ("password", "correct horse battery"),
-            ("csrf", &hidden_csrf(&page)),
-        ];
-        let response = client
-            .post(format!("{}/signup", app.url))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let response = submit_credentials(&client, &app.url, "signup", &email, "correct horse battery").await;
         assert_eq!(response.url().path(), "/devices", "sign-up lands on /devices");
         let session: Value = client
             .get(format!("{}/api/session", app.url))
