@@ -66,10 +66,13 @@ fn run_one(tool: &str, input: &str, root: &str) {
     let scope = Scope::single(root, Access::ReadOnly).expect("root");
     let cx = Context::new(&scope);
     let input: Value = serde_json::from_str(input).expect("input JSON");
-    let out = Toolbox::builtin()
+    let toolbox = Toolbox::builtin();
+    let started = Instant::now();
+    let out = toolbox
         .call(&cx, tool, Mode::Run, input, None)
         .expect("tool call")
         .into_value();
+    let call_us = started.elapsed().as_micros() as u64;
     let found = match tool {
         "grep" | "glob" => json!(out["matches"].as_array().map_or(0, Vec::len)),
         "list_directory" => json!(out["entries"].as_array().map_or(0, Vec::len)),
@@ -86,7 +89,7 @@ fn run_one(tool: &str, input: &str, root: &str) {
         .unwrap_or(0);
     println!(
         "{}",
-        json!({ "found": found, "truncated": out["truncated"], "peak_kb": peak_kb })
+        json!({ "found": found, "truncated": out["truncated"], "peak_kb": peak_kb, "call_us": call_us })
     );
 }
 
@@ -98,6 +101,8 @@ struct Row {
     found: String,
     note: String,
     peak_kb: u64,
+    /// The tool call alone, inside our process (median).
+    in_process: Duration,
 }
 
 fn timed(cmd: &mut Command) -> (Duration, String) {
@@ -142,11 +147,13 @@ fn compare(
     // Warm-up (page cache), then alternate.
     let (_, warm) = timed(&mut ours_cmd());
     timed(&mut reference_cmd());
-    let (mut ours_t, mut ref_t) = (Vec::new(), Vec::new());
+    let (mut ours_t, mut ref_t, mut inner_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = (String::new(), String::new());
     for _ in 0..reps {
         let (t, out) = timed(&mut ours_cmd());
         ours_t.push(t);
+        let inner: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+        inner_t.push(Duration::from_micros(inner["call_us"].as_u64().unwrap_or(0)));
         let (t2, out2) = timed(&mut reference_cmd());
         ref_t.push(t2);
         last = (out, out2);
@@ -173,6 +180,7 @@ fn compare(
         found: ours_found,
         note,
         peak_kb: ours["peak_kb"].as_u64().unwrap_or(0),
+        in_process: median(inner_t),
     }
 }
 
@@ -303,16 +311,17 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
     table.push_str(&format!(
         "Run on {cores} cores; median of {reps} alternating runs after a warm-up; each side is a separate process.\n\n"
     ));
-    table.push_str("| row | ours | reference | ours / reference | found | our peak memory | note |\n|---|---|---|---|---|---|---|\n");
+    table.push_str("| row | ours | reference | ours / reference | ours, call only (in-process) | found | our peak memory | note |\n|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         let ratio = r.ours.as_secs_f64() / r.reference.as_secs_f64();
         table.push_str(&format!(
-            "| {} | {:.1} ms | {:.1} ms (`{}`) | {:.2}× | {} | {:.1} MiB | {} |\n",
+            "| {} | {:.1} ms | {:.1} ms (`{}`) | {:.2}× | {:.1} ms | {} | {:.1} MiB | {} |\n",
             r.name,
             r.ours.as_secs_f64() * 1000.0,
             r.reference.as_secs_f64() * 1000.0,
             r.reference_name,
             ratio,
+            r.in_process.as_secs_f64() * 1000.0,
             r.found,
             r.peak_kb as f64 / 1024.0,
             r.note
