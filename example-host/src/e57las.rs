@@ -68,36 +68,14 @@ impl MutateTool for ConvertE57ToLas {
     fn plan(&self, cx: &Context<'_>, input: &ConvertInput) -> Result<(Plan, Vec<Job>)> {
         let scans = collect_scans(cx, &input.sources)?;
         let mut expect = Vec::new();
-        let mut counted = Vec::new();
         for scan in &scans {
             let loc = cx.scope().resolve(scan)?;
             expect.push(Expectation {
                 path: loc.display(),
                 state: loc.state(cx, false)?,
             });
-            counted.push((loc.display(), count_points(&loc)?));
         }
-        let jobs: Vec<Job> = match &input.merge_into {
-            Some(target) => {
-                let loc = cx.scope().resolve(target)?;
-                vec![Job {
-                    output: loc.display(),
-                    sources: counted.iter().map(|(s, _)| s.clone()).collect(),
-                    points: counted.iter().map(|(_, n)| n).sum(),
-                }]
-            }
-            None => counted
-                .iter()
-                .map(|(source, points)| Job {
-                    output: std::path::Path::new(source)
-                        .with_extension("las")
-                        .display()
-                        .to_string(),
-                    sources: vec![source.clone()],
-                    points: *points,
-                })
-                .collect(),
-        };
+        let jobs = jobs(cx, &scans, input.merge_into.as_deref())?;
         let mut effects = Vec::new();
         for job in &jobs {
             let out = cx.scope().resolve(&job.output)?;
@@ -133,6 +111,34 @@ impl MutateTool for ConvertE57ToLas {
             points,
         })
     }
+}
+
+/// The LAS files to write for `scans`: one beside each scan, or all merged
+/// into `merge_into`. Point counts come from the scans' headers.
+pub(crate) fn jobs(cx: &Context<'_>, scans: &[String], merge_into: Option<&str>) -> Result<Vec<Job>> {
+    let mut counted = Vec::new();
+    for scan in scans {
+        let loc = cx.scope().resolve(scan)?;
+        counted.push((loc.display(), count_points(&loc)?));
+    }
+    Ok(match merge_into {
+        Some(target) => vec![Job {
+            output: cx.scope().resolve(target)?.display(),
+            sources: counted.iter().map(|(s, _)| s.clone()).collect(),
+            points: counted.iter().map(|(_, n)| n).sum(),
+        }],
+        None => counted
+            .into_iter()
+            .map(|(source, points)| Job {
+                output: std::path::Path::new(&source)
+                    .with_extension("las")
+                    .display()
+                    .to_string(),
+                sources: vec![source],
+                points,
+            })
+            .collect(),
+    })
 }
 
 /// The `.e57` files named by `sources` (files as given, folders searched).

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::Global;
 use crate::device::{Fail, exit};
-use crate::e57las::{self, Job};
+use crate::e57las;
 use crate::settings::{self, ConfigFile};
 
 /// `fusion-host tools`: the manifest.
@@ -81,30 +81,7 @@ pub(crate) fn convert(global: &Global, dir: &Path, merge: Option<&str>) -> Resul
     let cx = Context::new(&scope);
     let root = scope.roots()[0].path().display().to_string();
     let scans = e57las::collect_scans(&cx, &[root])?;
-    let mut jobs = Vec::new();
-    for scan in &scans {
-        let loc = scope.resolve(scan)?;
-        let points = e57las::count_points(&loc)?;
-        match merge {
-            Some(_) => {}
-            None => jobs.push(Job {
-                output: Path::new(scan).with_extension("las").display().to_string(),
-                sources: vec![scan.clone()],
-                points,
-            }),
-        }
-    }
-    if let Some(target) = merge {
-        let mut points = 0;
-        for scan in &scans {
-            points += e57las::count_points(&scope.resolve(scan)?)?;
-        }
-        jobs.push(Job {
-            output: scope.resolve(target)?.display(),
-            sources: scans.clone(),
-            points,
-        });
-    }
+    let jobs = e57las::jobs(&cx, &scans, merge)?;
     let total: u64 = jobs.iter().map(|j| j.points).sum();
     let bar = if global.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()

@@ -522,6 +522,28 @@ mod tests {
     }
 
     #[test]
+    fn output_is_capped_and_says_so() {
+        let f = Fixture::new();
+        let cx = Context::new(&f.scope);
+        let args = [
+            "-c".to_string(),
+            "head -c 200000 /dev/zero | tr '\\0' x".to_string(),
+        ];
+        let out = run_program(&cx, "sh", "sh", &args, DEFAULT_PROGRAM_TIMEOUT).unwrap();
+        assert_eq!(out.stdout.len(), MAX_CAPTURE_BYTES);
+        assert!(out.truncated);
+        let out = run_program(
+            &cx,
+            "sh",
+            "sh",
+            &["-c".into(), "echo small".into()],
+            DEFAULT_PROGRAM_TIMEOUT,
+        )
+        .unwrap();
+        assert!(!out.truncated);
+    }
+
+    #[test]
     fn cancellation_kills_the_program() {
         let f = Fixture::new();
         let cancel = crate::Cancellation::new();

@@ -191,12 +191,11 @@ mod tests {
     use crate::{Context, ErrorCode, Mode, Toolbox};
 
     /// A toolbox whose opener is `true`: it "opens" anything and exits 0.
-    fn with_opener(f: &Fixture, program: &str) -> Toolbox {
+    fn with_opener(program: &str) -> Toolbox {
         let mut toolbox = Toolbox::new();
         toolbox
             .add(OpenPath::with_program(program))
             .add(RevealInOs::with_program(program));
-        let _ = f;
         toolbox
     }
 
@@ -204,7 +203,7 @@ mod tests {
     fn opens_documents_and_folders() {
         let f = Fixture::new();
         f.write("plan.pdf", "%PDF");
-        let toolbox = with_opener(&f, "true");
+        let toolbox = with_opener("true");
         let cx = Context::new(&f.scope);
         for (tool, path) in [
             ("open_path", "plan.pdf"),
@@ -225,7 +224,7 @@ mod tests {
         f.write("setup.exe", "MZ");
         f.write("run.sh", "echo hi");
         f.write("doc.txt", "x");
-        let toolbox = with_opener(&f, "true");
+        let toolbox = with_opener("true");
         let cx = Context::new(&f.scope);
         for path in ["setup.exe", "run.sh"] {
             let e = toolbox
@@ -244,7 +243,7 @@ mod tests {
                 .unwrap_err();
             assert_eq!(code(&e), ErrorCode::PermissionDenied);
         }
-        let missing = with_opener(&f, "fusion-no-such-opener");
+        let missing = with_opener("fusion-no-such-opener");
         let e = missing
             .call(&cx, "open_path", Mode::Run, json!({ "path": "doc.txt" }), None)
             .unwrap_err();
