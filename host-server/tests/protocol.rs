@@ -334,16 +334,14 @@ async fn approve_sends_exactly_the_stored_input_and_precondition() {
     let server = Server::start().await;
     let enrolled = server.enroll("alice").await;
     let mut device = ScriptedDevice::connect(&server, &enrolled).await;
-    let d = server.dispatcher.clone();
-    let id = enrolled.device_id.clone();
     let input = json!({ "path": "a.txt", "content": "A" });
-    let planning = tokio::spawn({
-        let input = input.clone();
-        async move {
-            d.call("alice", &id, "write_file", input, CallOptions::default())
-                .await
-        }
-    });
+    let planning = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "write_file",
+        input.clone(),
+        CallOptions::default(),
+    );
     let plan_call = device.next().await.unwrap().call();
     assert_eq!(plan_call.mode, Mode::Plan);
     let plan = json!({
@@ -580,18 +578,13 @@ async fn a_newer_stream_replaces_the_older() {
     ));
     assert!(server.dispatcher.is_online(&enrolled.device_id));
 
-    let d = server.dispatcher.clone();
-    let id = enrolled.device_id.clone();
-    let call = tokio::spawn(async move {
-        d.call(
-            "alice",
-            &id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-    });
+    let call = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "stat",
+        json!({ "path": "." }),
+        CallOptions::default(),
+    );
     let ev = second.next().await.unwrap().call();
     second.answer(&ev, json!({ "kind": "directory" })).await;
     assert_eq!(output(call.await.unwrap().unwrap())["kind"], "directory");
@@ -602,18 +595,13 @@ async fn reconnect_redelivers_an_unanswered_call() {
     let server = Server::start().await;
     let enrolled = server.enroll("alice").await;
     let mut device = ScriptedDevice::connect(&server, &enrolled).await;
-    let d = server.dispatcher.clone();
-    let id = enrolled.device_id.clone();
-    let call = tokio::spawn(async move {
-        d.call(
-            "alice",
-            &id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-    });
+    let call = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "stat",
+        json!({ "path": "." }),
+        CallOptions::default(),
+    );
     let sent = device.next().await.unwrap();
     let first = sent.call();
     drop(device); // the connection drops before the device answers
@@ -637,18 +625,13 @@ async fn results_are_idempotent_and_checked() {
     let other = server.enroll("alice").await;
     let mut device = ScriptedDevice::connect(&server, &alice).await;
     let intruder = ScriptedDevice::connect(&server, &other).await;
-    let d = server.dispatcher.clone();
-    let id = alice.device_id.clone();
-    let call = tokio::spawn(async move {
-        d.call(
-            "alice",
-            &id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-    });
+    let call = server.spawn_call(
+        "alice",
+        &alice.device_id,
+        "stat",
+        json!({ "path": "." }),
+        CallOptions::default(),
+    );
     let ev = device.next().await.unwrap().call();
 
     let response = intruder.answer(&ev, json!({ "kind": "forged" })).await;
@@ -706,12 +689,13 @@ async fn offline_device_gets_a_grace_then_device_offline() {
         .await
         .unwrap();
     assert_eq!(put.status(), 204);
-    let d = server.dispatcher.clone();
-    let id = enrolled.device_id.clone();
-    let call = tokio::spawn(async move {
-        d.call("alice", &id, "list_directory", json!({}), CallOptions::default())
-            .await
-    });
+    let call = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "list_directory",
+        json!({}),
+        CallOptions::default(),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _device = ToolDevice::start(&server, &enrolled).await;
     assert!(output(call.await.unwrap().unwrap())["entries"].is_array());
@@ -726,12 +710,13 @@ async fn caller_timeout_and_dropped_caller_cancel_on_the_device() {
         timeout: Some(Duration::from_millis(200)),
         ..CallOptions::default()
     };
-    let d = server.dispatcher.clone();
-    let id = enrolled.device_id.clone();
-    let call = tokio::spawn(async move {
-        d.call("alice", &id, "grep", json!({ "pattern": "x" }), options)
-            .await
-    });
+    let call = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "grep",
+        json!({ "pattern": "x" }),
+        options,
+    );
     let ev = device.next().await.unwrap().call();
     assert_eq!(ev.timeout_ms, 200);
     let cancel = device.next().await.unwrap();
@@ -743,18 +728,13 @@ async fn caller_timeout_and_dropped_caller_cancel_on_the_device() {
     let response = device.answer(&ev, json!({})).await;
     assert_eq!(response.status(), 404);
 
-    let d = server.dispatcher.clone();
-    let id = enrolled.device_id.clone();
-    let call = tokio::spawn(async move {
-        d.call(
-            "alice",
-            &id,
-            "grep",
-            json!({ "pattern": "y" }),
-            CallOptions::default(),
-        )
-        .await
-    });
+    let call = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "grep",
+        json!({ "pattern": "y" }),
+        CallOptions::default(),
+    );
     let ev = device.next().await.unwrap().call();
     call.abort();
     let cancel = device.next().await.unwrap();

@@ -55,6 +55,24 @@ impl Server {
         }
     }
 
+    /// Starts `dispatcher.call(owner, device, tool, input)` in the background.
+    pub fn spawn_call(
+        &self,
+        owner: &str,
+        device_id: &str,
+        tool: &str,
+        input: Value,
+        options: fusion_host_server::CallOptions,
+    ) -> tokio::task::JoinHandle<fusion_host_server::Result<fusion_host_server::CallOutcome>> {
+        let (d, owner, id, tool) = (
+            self.dispatcher.clone(),
+            owner.to_string(),
+            device_id.to_string(),
+            tool.to_string(),
+        );
+        tokio::spawn(async move { d.call(&owner, &id, &tool, input, options).await })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/api/host{path}", self.addr)
     }
