@@ -172,7 +172,7 @@ pub(crate) fn state_of(cx: &Context<'_>, loc: &Location<'_>, tree: bool) -> Resu
 /// its relative path, kind, size and modification time.
 fn tree_digest(cx: &Context<'_>, loc: &Location<'_>) -> Result<String> {
     let mut hasher = Sha256::new();
-    walk(cx, loc, &WalkOptions::everything(), |entry| {
+    walk(cx, loc, &WalkOptions::everything().with_metadata(), |entry| {
         let md = entry.metadata()?;
         let mtime = md
             .modified()

@@ -5,11 +5,20 @@
 //! Order is deterministic (entries sorted by name, depth first), so that a
 //! bounded result can be continued with an `offset`. `.gitignore` and
 //! `.ignore` files are honoured like ripgrep does, from the root down.
+//!
+//! Reading is parallel, the order is not: worker threads read directories
+//! ahead of the visitor (open, list, filter, sort and, when asked, stat every
+//! entry), in the depth-first order the visitor will want them, while the
+//! visitor runs on the calling thread. How far the workers may run ahead is
+//! bounded in entries and in open directories, so memory and descriptors stay
+//! flat on any tree, and a walk the visitor stops early wastes little.
 
-use std::ffi::OsString;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, FileType, Metadata};
@@ -19,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::scope::Location;
 use crate::tool::Context;
 
-/// How deep and what to show.
+/// How deep, what to show and what to read ahead.
 #[derive(Debug, Clone)]
 pub(crate) struct WalkOptions {
     /// 1 lists the directory's own entries only.
@@ -28,21 +37,58 @@ pub(crate) struct WalkOptions {
     pub hidden: bool,
     /// Honour `.gitignore` / `.ignore` files.
     pub respect_ignore: bool,
+    /// Stat every entry while reading its directory (on the workers), for
+    /// visitors that call [`WalkEntry::metadata`] on every entry.
+    pub metadata: bool,
+    /// The most entries read ahead of the visitor. A visitor that stops after
+    /// a known count (a bounded listing) sets it near that count.
+    pub lookahead: usize,
+    /// Threads reading ahead; 0 reads every directory on the visitor's thread.
+    pub workers: usize,
 }
 
 /// The deepest a walk descends, whatever is asked: deeper trees are reported
 /// through `skipped`, never followed into unbounded recursion.
 pub(crate) const MAX_DEPTH: usize = 256;
 
+/// Entries read ahead of the visitor unless a walk asks for fewer.
+const LOOKAHEAD: usize = 16_384;
+
+/// Directories held open ahead of the visitor, at most.
+const MAX_AHEAD_DIRS: usize = 128;
+
+/// Threads reading ahead, at most.
+const MAX_WORKERS: usize = 4;
+
 impl WalkOptions {
+    /// A filtered walk, as the listing and search tools do it.
+    pub(crate) fn filtered(max_depth: usize, hidden: bool, respect_ignore: bool) -> Self {
+        WalkOptions {
+            max_depth,
+            hidden,
+            respect_ignore,
+            metadata: false,
+            lookahead: LOOKAHEAD,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+        }
+    }
+
     /// Every entry at every depth, ignore files and hidden names included:
     /// what a precondition or a tree copy must see.
     pub(crate) fn everything() -> Self {
-        WalkOptions {
-            max_depth: MAX_DEPTH,
-            hidden: true,
-            respect_ignore: false,
-        }
+        WalkOptions::filtered(MAX_DEPTH, true, false)
+    }
+
+    /// Stat entries while reading ahead.
+    pub(crate) fn with_metadata(mut self) -> Self {
+        self.metadata = true;
+        self
+    }
+
+    /// Read at most about `entries` ahead of the visitor.
+    pub(crate) fn with_lookahead(mut self, entries: usize) -> Self {
+        self.lookahead = entries.clamp(1, LOOKAHEAD);
+        self
     }
 }
 
@@ -58,12 +104,17 @@ pub(crate) struct WalkEntry<'a> {
     pub parent: &'a Arc<Dir>,
     /// The entry's name in `parent`.
     pub name: &'a OsString,
+    metadata: Option<&'a Metadata>,
     base: &'a Location<'a>,
 }
 
 impl WalkEntry<'_> {
-    /// Metadata without following a final symlink.
+    /// Metadata without following a final symlink: read ahead when the walk
+    /// was asked for it, else now.
     pub(crate) fn metadata(&self) -> Result<Metadata> {
+        if let Some(md) = self.metadata {
+            return Ok(md.clone());
+        }
         self.parent
             .symlink_metadata(self.name)
             .map_err(|e| self.base.join(self.rel).err(e))
@@ -84,7 +135,8 @@ pub(crate) struct WalkStats {
 }
 
 /// Walks below `base` (not including it), calling `visit` for each entry in
-/// order. `visit` returns `Ok(false)` to stop the whole walk.
+/// order, on the calling thread. `visit` returns `Ok(false)` to stop the
+/// whole walk.
 pub(crate) fn walk(
     cx: &Context<'_>,
     base: &Location<'_>,
@@ -102,125 +154,412 @@ pub(crate) fn walk(
             _ => base.err(e),
         }
     })?;
+    let ignores = if options.respect_ignore {
+        ancestor_ignores(base)
+    } else {
+        None
+    };
+    let workers = if options.max_depth > 1 { options.workers } else { 0 };
+    let reader = Reader {
+        options,
+        base_path: base.path(),
+        parallel: workers > 0,
+        queue: Mutex::new(Queue::default()),
+        work: Condvar::new(),
+    };
     let mut walker = Walker {
         cx,
         base,
-        options,
-        ignores: Vec::new(),
+        reader: &reader,
         stats: WalkStats::default(),
     };
-    if options.respect_ignore {
-        walker.load_ancestor_ignores(base)?;
-    }
-    walker.dir(&Arc::new(dir), PathBuf::new(), 1, &mut visit)?;
-    Ok(walker.stats)
+    let top = reader.read(dir, Path::new(""), Vec::new(), ignores, false);
+    let top = match top {
+        Ok(listing) => listing,
+        Err(e) => {
+            walker.unreadable(Path::new(""), &e);
+            return Ok(walker.stats);
+        }
+    };
+    std::thread::scope(|s| {
+        // Stops the workers however the visitor ends, a panic included, so
+        // the scope never waits on a worker blocked for work.
+        let _stop = StopOnDrop(&reader);
+        if top.entries.iter().any(|item| item.sub.is_some()) {
+            for _ in 0..workers {
+                s.spawn(|| reader.work());
+            }
+            reader.schedule(&top, Path::new(""));
+        }
+        walker.listing(top, PathBuf::new(), &mut visit)?;
+        Ok(walker.stats)
+    })
 }
 
+/// A directory as read: its kept entries, sorted by name.
+struct Listing {
+    dir: Arc<Dir>,
+    /// The directory's place in depth-first order: the index of each
+    /// ancestor among its siblings, then its own.
+    order: Vec<u32>,
+    entries: Vec<Item>,
+    /// The ignore rules in force inside this directory.
+    ignores: Option<Arc<IgnoreChain>>,
+}
+
+struct Item {
+    name: OsString,
+    file_type: FileType,
+    metadata: Option<Metadata>,
+    /// For a directory the walk descends into: where its listing arrives.
+    sub: Option<Arc<Slot>>,
+}
+
+/// What a reader charges against the lookahead for a listing.
+fn cost(listing: &io::Result<Listing>) -> usize {
+    listing.as_ref().map_or(1, |l| l.entries.len() + 1)
+}
+
+/// Ignore matchers from the root down, shared by every directory below.
+struct IgnoreChain {
+    parent: Option<Arc<IgnoreChain>>,
+    matcher: Gitignore,
+}
+
+impl IgnoreChain {
+    fn ignored(chain: Option<&Arc<IgnoreChain>>, path: &Path, is_dir: bool) -> bool {
+        let mut next = chain;
+        while let Some(link) = next {
+            let m = link.matcher.matched(path, is_dir);
+            if m.is_ignore() {
+                return true;
+            }
+            if m.is_whitelist() {
+                return false;
+            }
+            next = link.parent.as_ref();
+        }
+        false
+    }
+}
+
+/// Where one directory's listing is, from scheduled to taken.
+enum SlotState {
+    /// Not read yet; whoever comes first reads it.
+    Idle,
+    /// A worker is reading it.
+    Running,
+    /// Read, waiting for the visitor.
+    Done(io::Result<Listing>),
+    /// The visitor has it.
+    Taken,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+/// A directory to read: `name` in `parent`.
+struct Task {
+    order: Vec<u32>,
+    slot: Arc<Slot>,
+    parent: Arc<Dir>,
+    name: OsString,
+    rel: PathBuf,
+    ignores: Option<Arc<IgnoreChain>>,
+}
+
+// Tasks are ordered by their place in the walk, earliest first.
+impl PartialEq for Task {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order
+    }
+}
+
+impl Eq for Task {}
+
+impl PartialOrd for Task {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Task {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order.cmp(&other.order)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Workers take the earliest directory in depth-first order: the one the
+    /// visitor will want first.
+    tasks: BinaryHeap<Reverse<Task>>,
+    /// Read and not yet taken by the visitor.
+    ahead_entries: usize,
+    ahead_dirs: usize,
+    stop: bool,
+}
+
+/// Reads directories, on the workers or on the visitor's thread.
+struct Reader<'a> {
+    options: &'a WalkOptions,
+    /// The real path of the walk's base: what ignore patterns are matched against.
+    base_path: PathBuf,
+    parallel: bool,
+    queue: Mutex<Queue>,
+    work: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Reader<'_> {
+    /// Lists `dir` (at `rel`, `order`), keeping what the options show.
+    /// `own_ignores` loads the directory's own ignore files (the base's were
+    /// loaded with its ancestors').
+    fn read(
+        &self,
+        dir: Dir,
+        rel: &Path,
+        order: Vec<u32>,
+        inherited: Option<Arc<IgnoreChain>>,
+        own_ignores: bool,
+    ) -> io::Result<Listing> {
+        let depth = order.len() + 1;
+        let options = self.options;
+        let virtual_dir = self.base_path.join(rel);
+        let ignores = match options.respect_ignore && own_ignores {
+            true => match load_ignore_file(&dir, &virtual_dir) {
+                Some(matcher) => Some(Arc::new(IgnoreChain {
+                    parent: inherited,
+                    matcher,
+                })),
+                None => inherited,
+            },
+            false => inherited,
+        };
+        let mut entries = Vec::new();
+        for entry in dir.entries()? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !options.hidden && name.as_encoded_bytes().first() == Some(&b'.') {
+                continue;
+            }
+            let file_type = entry.file_type()?;
+            if options.respect_ignore
+                && IgnoreChain::ignored(ignores.as_ref(), &virtual_dir.join(&name), file_type.is_dir())
+            {
+                continue;
+            }
+            entries.push(Item {
+                name,
+                file_type,
+                metadata: None,
+                sub: None,
+            });
+        }
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let descend = depth < options.max_depth.min(MAX_DEPTH);
+        for item in &mut entries {
+            if options.metadata {
+                // A failure here is met again, and reported, when the visitor asks.
+                item.metadata = dir.symlink_metadata(&item.name).ok();
+            }
+            if descend && item.file_type.is_dir() {
+                item.sub = Some(Arc::new(Slot {
+                    state: Mutex::new(SlotState::Idle),
+                    ready: Condvar::new(),
+                }));
+            }
+        }
+        Ok(Listing {
+            dir: Arc::new(dir),
+            order,
+            entries,
+            ignores,
+        })
+    }
+
+    /// Opens `name` in `parent` and reads it. Never follows a symlink: the
+    /// entry was listed as a directory, and open_dir_nofollow refuses a name
+    /// swapped for a link since.
+    fn read_sub(
+        &self,
+        parent: &Dir,
+        name: &OsStr,
+        rel: &Path,
+        order: Vec<u32>,
+        inherited: Option<Arc<IgnoreChain>>,
+    ) -> io::Result<Listing> {
+        let dir = parent.open_dir_nofollow(name)?;
+        self.read(dir, rel, order, inherited, true)
+    }
+
+    /// Hands the sub-directories of `listing` to the workers.
+    fn schedule(&self, listing: &Listing, rel: &Path) {
+        if !self.parallel {
+            return;
+        }
+        let tasks: Vec<Reverse<Task>> = (0u32..)
+            .zip(&listing.entries)
+            .filter_map(|(index, item)| {
+                Some(Reverse(Task {
+                    order: child_order(&listing.order, index),
+                    slot: Arc::clone(item.sub.as_ref()?),
+                    parent: Arc::clone(&listing.dir),
+                    name: item.name.clone(),
+                    rel: rel.join(&item.name),
+                    ignores: listing.ignores.clone(),
+                }))
+            })
+            .collect();
+        if tasks.is_empty() {
+            return;
+        }
+        lock(&self.queue).tasks.extend(tasks);
+        self.work.notify_all();
+    }
+
+    /// A worker: reads scheduled directories while the lookahead allows.
+    fn work(&self) {
+        loop {
+            let task = {
+                let mut queue = lock(&self.queue);
+                loop {
+                    if queue.stop {
+                        return;
+                    }
+                    if queue.ahead_entries < self.options.lookahead && queue.ahead_dirs < MAX_AHEAD_DIRS {
+                        if let Some(Reverse(task)) = queue.tasks.pop() {
+                            break task;
+                        }
+                    }
+                    queue = self.work.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            {
+                let mut state = lock(&task.slot.state);
+                if !matches!(*state, SlotState::Idle) {
+                    continue; // the visitor got there first
+                }
+                *state = SlotState::Running;
+            }
+            let listing = self.read_sub(&task.parent, &task.name, &task.rel, task.order, task.ignores);
+            if let Ok(listing) = &listing {
+                self.schedule(listing, &task.rel);
+            }
+            {
+                let mut queue = lock(&self.queue);
+                queue.ahead_entries += cost(&listing);
+                queue.ahead_dirs += 1;
+            }
+            *lock(&task.slot.state) = SlotState::Done(listing);
+            task.slot.ready.notify_all();
+        }
+    }
+
+    /// The visitor's side: the listing of the sub-directory `name` of
+    /// `parent`, read ahead or, when no worker has started it, read now.
+    fn take(
+        &self,
+        slot: &Slot,
+        parent: &Listing,
+        index: u32,
+        name: &OsStr,
+        rel: &Path,
+    ) -> io::Result<Listing> {
+        let mut state = lock(&slot.state);
+        loop {
+            match std::mem::replace(&mut *state, SlotState::Taken) {
+                SlotState::Idle => {
+                    drop(state);
+                    let order = child_order(&parent.order, index);
+                    let listing = self.read_sub(&parent.dir, name, rel, order, parent.ignores.clone());
+                    if let Ok(listing) = &listing {
+                        self.schedule(listing, rel);
+                    }
+                    return listing;
+                }
+                SlotState::Running => {
+                    *state = SlotState::Running;
+                    state = slot.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+                SlotState::Done(listing) => {
+                    drop(state);
+                    {
+                        let mut queue = lock(&self.queue);
+                        queue.ahead_entries -= cost(&listing);
+                        queue.ahead_dirs -= 1;
+                    }
+                    self.work.notify_one();
+                    return listing;
+                }
+                SlotState::Taken => {
+                    return Err(io::Error::other("a directory listing was taken twice"));
+                }
+            }
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.queue).stop = true;
+        self.work.notify_all();
+    }
+}
+
+fn child_order(parent: &[u32], index: u32) -> Vec<u32> {
+    let mut order = Vec::with_capacity(parent.len() + 1);
+    order.extend_from_slice(parent);
+    order.push(index);
+    order
+}
+
+struct StopOnDrop<'a, 'b>(&'a Reader<'b>);
+
+impl Drop for StopOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// The visitor's side of the walk.
 struct Walker<'a, 'b> {
     cx: &'a Context<'b>,
     base: &'a Location<'a>,
-    options: &'a WalkOptions,
-    /// Ignore matchers from the root down to the directory being walked.
-    ignores: Vec<Gitignore>,
+    reader: &'a Reader<'a>,
     stats: WalkStats,
 }
 
 impl Walker<'_, '_> {
-    /// Ignore files between the root and the base apply to the walk too.
-    fn load_ancestor_ignores(&mut self, base: &Location<'_>) -> Result<()> {
-        let root = base.root();
-        let mut rel = PathBuf::new();
-        let mut components = base.rel().components();
-        loop {
-            let dir_rel = if rel.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                rel.as_path()
-            };
-            if let Ok(dir) = root.dir().open_dir_nofollow(dir_rel) {
-                if let Some(ignore) = load_ignore_file(&dir, &root.path().join(&rel)) {
-                    self.ignores.push(ignore);
-                }
-            }
-            match components.next() {
-                Some(c) => rel.push(c),
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Walks one directory; returns `Ok(false)` when the visitor stopped.
-    fn dir(
+    /// Visits one directory's entries, descending into sub-directories as
+    /// they come; returns `Ok(false)` when the visitor stopped.
+    fn listing(
         &mut self,
-        dir: &Arc<Dir>,
+        listing: Listing,
         rel: PathBuf,
-        depth: usize,
         visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
     ) -> Result<bool> {
-        let pushed = if self.options.respect_ignore && depth > 1 {
-            match load_ignore_file(dir, &self.virtual_path(&rel)) {
-                Some(ignore) => {
-                    self.ignores.push(ignore);
-                    true
-                }
-                None => false,
-            }
-        } else {
-            false
-        };
-        let result = self.dir_entries(dir, &rel, depth, visit);
-        if pushed {
-            self.ignores.pop();
-        }
-        result
-    }
-
-    fn dir_entries(
-        &mut self,
-        dir: &Arc<Dir>,
-        rel: &Path,
-        depth: usize,
-        visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
-    ) -> Result<bool> {
-        let mut entries = Vec::new();
-        let read = dir.entries().and_then(|it| {
-            for entry in it {
-                let entry = entry?;
-                entries.push((entry.file_name(), entry.file_type()?));
-            }
-            Ok(())
-        });
-        if let Err(e) = read {
-            self.unreadable(rel, &e);
-            return Ok(true);
-        }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-
-        for (name, file_type) in entries {
+        for (index, item) in (0u32..).zip(&listing.entries) {
             self.cx.checkpoint()?;
-            if !self.options.hidden && name.as_encoded_bytes().first() == Some(&b'.') {
-                continue;
-            }
-            let child = rel.join(&name);
-            if self.options.respect_ignore && self.ignored(&child, file_type.is_dir()) {
-                continue;
-            }
+            let child = rel.join(&item.name);
             let entry = WalkEntry {
                 rel: &child,
-                file_type,
-                parent: dir,
-                name: &name,
+                file_type: item.file_type,
+                parent: &listing.dir,
+                name: &item.name,
+                metadata: item.metadata.as_ref(),
                 base: self.base,
             };
             if !visit(&entry)? {
                 return Ok(false);
             }
-            if file_type.is_dir() && depth < self.options.max_depth.min(MAX_DEPTH) {
-                // Never follows a symlink: `file_type` is the link's own type,
-                // and open_dir_nofollow refuses a name swapped for a link since.
-                match dir.open_dir_nofollow(&name) {
+            if let Some(slot) = &item.sub {
+                match self.reader.take(slot, &listing, index, &item.name, &child) {
                     Ok(sub) => {
-                        if !self.dir(&Arc::new(sub), child, depth + 1, visit)? {
+                        if !self.listing(sub, child, visit)? {
                             return Ok(false);
                         }
                     }
@@ -237,25 +576,33 @@ impl Walker<'_, '_> {
             self.stats.first_unreadable = Some(format!("{}: {e}", self.base.join(rel).display()));
         }
     }
+}
 
-    /// The path ignore matchers see: the real path, so patterns anchored in an
-    /// ignore file line up with the directory that file sits in.
-    fn virtual_path(&self, rel: &Path) -> PathBuf {
-        self.base.path().join(rel)
-    }
-
-    fn ignored(&self, rel: &Path, is_dir: bool) -> bool {
-        let path = self.virtual_path(rel);
-        for ignore in self.ignores.iter().rev() {
-            let m = ignore.matched(&path, is_dir);
-            if m.is_ignore() {
-                return true;
-            }
-            if m.is_whitelist() {
-                return false;
+/// Ignore files between the root and the base (the base's own included)
+/// apply to the walk too.
+fn ancestor_ignores(base: &Location<'_>) -> Option<Arc<IgnoreChain>> {
+    let root = base.root();
+    let mut chain = None;
+    let mut rel = PathBuf::new();
+    let mut components = base.rel().components();
+    loop {
+        let dir_rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel.as_path()
+        };
+        if let Ok(dir) = root.dir().open_dir_nofollow(dir_rel) {
+            if let Some(matcher) = load_ignore_file(&dir, &root.path().join(&rel)) {
+                chain = Some(Arc::new(IgnoreChain {
+                    parent: chain,
+                    matcher,
+                }));
             }
         }
-        false
+        match components.next() {
+            Some(c) => rel.push(c),
+            None => return chain,
+        }
     }
 }
 
@@ -278,4 +625,154 @@ fn load_ignore_file(dir: &Dir, virtual_dir: &Path) -> Option<Gitignore> {
         return None;
     }
     builder.build().ok().filter(|g| !g.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Access, Scope};
+
+    /// A tree wide and deep enough that workers read ahead: 12 folders of 6
+    /// sub-folders of 5 files, names chosen so that creation order, byte
+    /// order and length order all differ.
+    fn tree() -> (tempfile::TempDir, Scope) {
+        let dir = tempfile::tempdir().unwrap();
+        for top in 0..12 {
+            for sub in 0..6 {
+                let folder = dir
+                    .path()
+                    .join(format!("d{}", 11 - top))
+                    .join(format!("S{sub}x{}", "y".repeat(sub)));
+                std::fs::create_dir_all(&folder).unwrap();
+                for f in 0..5 {
+                    std::fs::write(folder.join(format!("{}f", 5 - f)), b"x").unwrap();
+                }
+            }
+        }
+        std::fs::write(dir.path().join("A.txt"), b"top").unwrap();
+        let scope = Scope::single(dir.path(), Access::ReadOnly).unwrap();
+        (dir, scope)
+    }
+
+    /// The expected order, computed independently: std::fs, sorted by bytes.
+    fn expected(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+        let mut names: Vec<OsString> = std::fs::read_dir(dir.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let child = rel.join(&name);
+            out.push(child.clone());
+            if dir.join(&child).is_dir() {
+                expected(dir, &child, out);
+            }
+        }
+    }
+
+    fn visited(scope: &Scope, options: &WalkOptions) -> Vec<PathBuf> {
+        let cx = Context::new(scope);
+        let base = scope.resolve(".").unwrap();
+        let mut seen = Vec::new();
+        walk(&cx, &base, options, |e| {
+            seen.push(e.rel.to_path_buf());
+            Ok(true)
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn read_ahead_keeps_the_sorted_depth_first_order() {
+        let (dir, scope) = tree();
+        let root = scope.roots()[0].path().to_path_buf();
+        let mut want = Vec::new();
+        expected(&root, Path::new(""), &mut want);
+        assert_eq!(want.len(), 12 + 12 * 6 + 12 * 6 * 5 + 1);
+        for workers in [0, 1, 2, 4] {
+            for lookahead in [1, 7, LOOKAHEAD] {
+                let mut options = WalkOptions::everything().with_lookahead(lookahead);
+                options.workers = workers;
+                assert_eq!(
+                    visited(&scope, &options),
+                    want,
+                    "workers {workers}, lookahead {lookahead}"
+                );
+            }
+        }
+        drop(dir);
+    }
+
+    #[test]
+    fn read_ahead_metadata_is_the_entry_s_own() {
+        let (_dir, scope) = tree();
+        let cx = Context::new(&scope);
+        let base = scope.resolve(".").unwrap();
+        let mut files = 0;
+        walk(&cx, &base, &WalkOptions::everything().with_metadata(), |e| {
+            let md = e.metadata()?;
+            assert_eq!(md.is_dir(), e.file_type.is_dir(), "{}", e.rel.display());
+            if e.file_type.is_file() {
+                files += 1;
+                let want = if e.rel == Path::new("A.txt") { 3 } else { 1 };
+                assert_eq!(md.len(), want, "{}", e.rel.display());
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(files, 12 * 6 * 5 + 1);
+    }
+
+    #[test]
+    fn a_visitor_that_stops_early_ends_the_walk() {
+        let (_dir, scope) = tree();
+        let cx = Context::new(&scope);
+        let base = scope.resolve(".").unwrap();
+        let mut seen = 0;
+        walk(&cx, &base, &WalkOptions::everything(), |_| {
+            seen += 1;
+            Ok(seen < 10)
+        })
+        .unwrap();
+        assert_eq!(seen, 10);
+        // An error from the visitor ends it too, and is returned as is.
+        let err = walk(&cx, &base, &WalkOptions::everything(), |_| Err(Error::Cancelled)).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err:?}");
+    }
+
+    #[test]
+    fn a_panicking_visitor_does_not_leave_workers_waiting() {
+        let (_dir, scope) = tree();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let cx = Context::new(&scope);
+            let base = scope.resolve(".").unwrap();
+            let mut seen = 0;
+            walk(&cx, &base, &WalkOptions::everything(), |_| {
+                seen += 1;
+                assert!(seen < 20, "visitor gives up");
+                Ok(true)
+            })
+        }));
+        // Reaching this line at all is the point: the scope joined its workers.
+        assert!(outcome.is_err());
+    }
+
+    #[test]
+    fn ignore_rules_apply_to_what_workers_read() {
+        let (_dir, scope) = tree();
+        let root = scope.roots()[0].path().to_path_buf();
+        std::fs::write(root.join(".gitignore"), "d3/\n*x\n").unwrap();
+        std::fs::write(root.join("d5/.gitignore"), "!S0x\n1f\n").unwrap();
+        let options = WalkOptions::filtered(MAX_DEPTH, false, true);
+        let seen = visited(&scope, &options);
+        let has = |p: &str| seen.iter().any(|s| s == Path::new(p));
+        assert!(
+            !has("d3") && !seen.iter().any(|s| s.starts_with("d3")),
+            "ignored folder skipped"
+        );
+        assert!(!has("d4/S0x"), "*x ignores S0x at any depth");
+        assert!(has("d5/S0x") && has("d5/S0x/2f"), "a deeper rule re-includes it");
+        assert!(!has("d5/S0x/1f"), "and its own rule applies below it");
+        assert!(has("d4/S1xy/1f"), "other folders are untouched");
+    }
 }

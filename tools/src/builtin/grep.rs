@@ -190,11 +190,7 @@ impl Tool for Grep {
             let found = search.run(cx, &mut search.searcher(), file.into_std(), slash_path(name))?;
             merge.add(found);
         } else {
-            let options = WalkOptions {
-                max_depth: MAX_DEPTH,
-                hidden: input.hidden,
-                respect_ignore: input.respect_ignore,
-            };
+            let options = WalkOptions::filtered(MAX_DEPTH, input.hidden, input.respect_ignore);
             let unreadable = search_tree(cx, &base, &options, glob.as_ref(), &search, &mut merge)?;
             merge.out.unreadable += unreadable;
         }

@@ -103,11 +103,10 @@ impl Tool for ListDirectory {
             }
             (true, Some(d)) => d.min(MAX_DEPTH),
         };
-        let options = WalkOptions {
-            max_depth,
-            hidden: input.hidden,
-            respect_ignore: input.respect_ignore,
-        };
+        // Reads no further ahead than the page needs.
+        let options = WalkOptions::filtered(max_depth, input.hidden, input.respect_ignore)
+            .with_metadata()
+            .with_lookahead(input.offset.saturating_add(limit).saturating_add(1));
         let mut entries = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
@@ -255,11 +254,7 @@ impl Tool for Glob {
         let limit = bounded_limit("glob", input.limit, MAX_ENTRIES)?;
         let glob = PathGlob::new("glob", "pattern", &input.pattern, input.case_insensitive)?;
         let base = cx.scope().resolve(&input.path)?;
-        let options = WalkOptions {
-            max_depth: MAX_DEPTH,
-            hidden: input.hidden,
-            respect_ignore: input.respect_ignore,
-        };
+        let options = WalkOptions::filtered(MAX_DEPTH, input.hidden, input.respect_ignore);
         let mut matches = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
@@ -394,7 +389,7 @@ impl Tool for DiskUsage {
         let md = crate::fsutil::lstat(&base)?.ok_or_else(|| Error::NotFound { path: base.path() })?;
         let stats = if md.is_dir() {
             let mut visited = 0u64;
-            walk(cx, &base, &WalkOptions::everything(), |entry| {
+            walk(cx, &base, &WalkOptions::everything().with_metadata(), |entry| {
                 if visited >= max_entries || Instant::now() >= stop_at {
                     out.stopped_by = Some(
                         if visited >= max_entries {

@@ -378,7 +378,7 @@ impl MutateTool for Copy {
         match t.kind {
             EntryKind::Directory => {
                 effects.push(Effect::new(EffectOp::CreateDirectory, t.to.display()));
-                walk(cx, &t.from, &WalkOptions::everything(), |e| {
+                walk(cx, &t.from, &WalkOptions::everything().with_metadata(), |e| {
                     let to = t.to.join(e.rel).display();
                     effects.push(match EntryKind::of(e.file_type) {
                         EntryKind::Directory => Effect::new(EffectOp::CreateDirectory, to),
@@ -628,7 +628,7 @@ impl MutateTool for Delete {
         };
         if kind == EntryKind::Directory {
             let mut empty = true;
-            walk(cx, &loc, &WalkOptions::everything(), |e| {
+            walk(cx, &loc, &WalkOptions::everything().with_metadata(), |e| {
                 empty = false;
                 if !input.recursive {
                     return Ok(false);
