@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::fence::Fenced;
+use crate::fence::{FenceWriter, Fenced};
 use crate::fsutil::{BUF_SIZE, EntryKind, hex, looks_binary, lstat, modified, open_regular, stream};
 use crate::tool::{Context, Tool, ToolSpec};
 
@@ -117,7 +117,12 @@ impl Tool for ReadFile {
             return Ok(out);
         }
 
-        let mut text = Vec::new();
+        // The fence is written first and the text read into it: one copy of
+        // up to 1 MB, no regrowth.
+        let room = usize::try_from(md.len())
+            .unwrap_or(usize::MAX)
+            .min(MAX_READ_BYTES);
+        let mut text = FenceWriter::new(&out.path, room);
         let mut line = Vec::new();
         let mut number = 0u64;
         loop {
@@ -134,13 +139,13 @@ impl Tool for ReadFile {
             if input.end_line.is_some_and(|end| number > end) {
                 break;
             }
-            if text.len() + line.len() > MAX_READ_BYTES {
+            if text.content().len() + line.len() > MAX_READ_BYTES {
                 out.truncated = true;
-                if text.is_empty() {
+                if text.content().is_empty() {
                     // One line alone is over the bound: return its head, cut
                     // where a character ends.
                     let cut = utf8_floor(&line, MAX_READ_BYTES);
-                    text.extend_from_slice(&line[..cut]);
+                    text.push(&line[..cut]);
                     out.line_cut = true;
                     out.end_line = number;
                     out.next_start_line = Some(number + 1);
@@ -149,18 +154,24 @@ impl Tool for ReadFile {
                 }
                 break;
             }
-            text.extend_from_slice(&line);
+            text.push(&line);
             out.end_line = number;
         }
-        if looks_binary(&text) {
+        if looks_binary(text.content()) {
             out.binary = true;
             return Ok(out);
         }
-        let Ok(text) = String::from_utf8(text) else {
-            out.binary = true;
-            return Ok(out);
+        let fenced = match text.finish() {
+            Ok(fenced) => fenced,
+            Err(content) => match String::from_utf8(content) {
+                // Text that happened to hold the boundary: fenced anew.
+                Ok(text) => Fenced::new(&out.path, &text),
+                Err(_) => {
+                    out.binary = true;
+                    return Ok(out);
+                }
+            },
         };
-        let fenced = Fenced::new(&out.path, &text);
         out.fence = Some(fenced.boundary().to_string());
         out.content = Some(fenced.into_string());
         Ok(out)
