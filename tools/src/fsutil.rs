@@ -327,7 +327,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let mut got = Vec::new();
             let n = stream(&cx, data.as_slice(), Path::new("x"), |chunk| {
-                got.extend_from_slice(chunk)
+                got.extend_from_slice(chunk);
             })
             .unwrap();
             assert_eq!(n, len as u64);
@@ -357,7 +357,7 @@ mod tests {
         let cx = Context::new(&scope);
         let mut seen = 0;
         let err = stream(&cx, Failing { good: BUF_SIZE * 3 }, Path::new("scan.e57"), |c| {
-            seen += c.len()
+            seen += c.len();
         })
         .unwrap_err();
         assert!(
