@@ -103,10 +103,12 @@ impl Tool for ListDirectory {
             }
             (true, Some(d)) => d.min(MAX_DEPTH),
         };
-        // Reads no further ahead than the page needs.
-        let options = WalkOptions::filtered(max_depth, input.hidden, input.respect_ignore)
-            .with_metadata()
+        // Reads no further ahead than the page needs. Entries are stat'ed
+        // ahead on the first page only: a later page would stat every entry
+        // it skips.
+        let mut options = WalkOptions::filtered(max_depth, input.hidden, input.respect_ignore)
             .with_lookahead(input.offset.saturating_add(limit).saturating_add(1));
+        options.metadata = input.offset == 0;
         let mut entries = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
