@@ -469,26 +469,8 @@ async fn owners_are_isolated() {
             .unwrap(),
     );
     let d = &server.dispatcher;
-    let not_hers = d
-        .call(
-            "bob",
-            &enrolled.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap_err();
-    let missing = d
-        .call(
-            "bob",
-            "dev_nope",
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let not_hers = server.stat("bob", &enrolled.device_id).await.unwrap_err();
+    let missing = server.stat("bob", "dev_nope").await.unwrap_err();
     assert_eq!(not_hers.code(), "device_not_found");
     assert_eq!(not_hers.status(), missing.status());
     assert_eq!(
@@ -548,17 +530,7 @@ async fn revocation_closes_the_live_stream() {
         .await
         .unwrap();
     assert_eq!(error_code(response).await, (401, "token_revoked".into()));
-    let e = server
-        .dispatcher
-        .call(
-            "alice",
-            &enrolled.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let e = server.stat("alice", &enrolled.device_id).await.unwrap_err();
     assert_eq!(e.code(), "device_revoked");
 }
 
@@ -664,17 +636,7 @@ async fn offline_device_gets_a_grace_then_device_offline() {
         .await
         .unwrap();
     assert_eq!(put.status(), 204);
-    let e = server
-        .dispatcher
-        .call(
-            "alice",
-            &enrolled.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let e = server.stat("alice", &enrolled.device_id).await.unwrap_err();
     assert_eq!(e.code(), "device_offline");
     assert_eq!(e.status(), 503);
     assert!(e.is_retryable());
@@ -773,17 +735,7 @@ async fn shutdown_ends_streams_cleanly() {
     let mut device = ScriptedDevice::connect(&server, &enrolled).await;
     server.dispatcher.shutdown();
     assert!(device.next().await.is_none());
-    let e = server
-        .dispatcher
-        .call(
-            "alice",
-            &enrolled.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let e = server.stat("alice", &enrolled.device_id).await.unwrap_err();
     assert_eq!(e.code(), "shutting_down");
 }
 
@@ -793,15 +745,7 @@ async fn calls_follow_the_latest_manifest() {
     let enrolled = server.enroll("alice").await;
     let _device = ToolDevice::start(&server, &enrolled).await;
     let d = &server.dispatcher;
-    let stat = || {
-        d.call(
-            "alice",
-            &enrolled.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-    };
+    let stat = || server.stat("alice", &enrolled.device_id);
     assert!(stat().await.is_ok());
     // The device comes back with fewer tools.
     let mut smaller = common::manifest();

@@ -73,6 +73,18 @@ impl Server {
         tokio::spawn(async move { d.call(&owner, &id, &tool, input, options).await })
     }
 
+    /// `stat` of a device's folder, as `owner`: the call most tests need.
+    pub async fn stat(
+        &self,
+        owner: &str,
+        device_id: &str,
+    ) -> fusion_host_server::Result<fusion_host_server::CallOutcome> {
+        let options = fusion_host_server::CallOptions::default();
+        self.dispatcher
+            .call(owner, device_id, "stat", json!({ "path": "." }), options)
+            .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/api/host{path}", self.addr)
     }
