@@ -32,7 +32,9 @@ use crate::time::Clock;
 /// How the dispatcher behaves. `Config::default()` is what production wants.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// How long a call to an offline device waits for it to connect. Default 5 s.
+    /// How long a call to an offline device waits for it to connect.
+    /// Default 10 s: a device whose stream the server closed (a restart)
+    /// retries within 1 s, so a restart shorter than ~9 s costs no call.
     pub offline_grace: Duration,
     /// How long a call waits for its result unless the caller says otherwise. Default 60 s.
     pub call_timeout: Duration,
@@ -60,7 +62,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            offline_grace: Duration::from_secs(5),
+            offline_grace: Duration::from_secs(10),
             call_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
             pairing_ttl: Duration::from_secs(10 * 60),

@@ -21,6 +21,10 @@ pub struct Credentials {
     pub owner: String,
     /// The device's name.
     pub name: String,
+    /// The server refused these credentials as revoked or unknown: they are
+    /// kept for reference, but the device must be paired again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -31,6 +35,7 @@ impl std::fmt::Debug for Credentials {
             .field("token", &"<hidden>")
             .field("owner", &self.owner)
             .field("name", &self.name)
+            .field("revoked", &self.revoked)
             .finish()
     }
 }
@@ -102,6 +107,7 @@ mod tests {
             token: "fh_dev_1.secret".into(),
             owner: "alice".into(),
             name: "laptop".into(),
+            revoked: false,
         }
     }
 

@@ -26,9 +26,13 @@
 mod client;
 mod credentials;
 mod error;
+mod journal;
 mod runtime;
 
 pub use client::{DEVICE_PREFIX, Http, device_base};
 pub use credentials::{CREDENTIALS_FILE, Credentials};
 pub use error::{Error, Result};
-pub use runtime::{ConnectionState, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host};
+pub use journal::APPLIED_JOURNAL_FILE;
+pub use runtime::{
+    ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host,
+};

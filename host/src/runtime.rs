@@ -3,15 +3,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use fusion_tools::{
     CallEvent, CallResult, CancelEvent, Cancellation, ClosingEvent, Context, DeviceManifest, EnrollRequest,
-    EnrollResponse, ErrorBody, HelloEvent, Scope, Toolbox,
+    EnrollResponse, ErrorBody, HelloEvent, Mode, Scope, Toolbox,
 };
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::client::Http;
 use crate::credentials::Credentials;
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 
 /// Exchanges a pairing code for credentials (`POST /enroll`).
 pub async fn enroll(
@@ -63,6 +65,7 @@ pub async fn enroll(
         token: enrolled.token,
         owner: enrolled.owner,
         name: name.to_string(),
+        revoked: false,
     })
 }
 
@@ -85,7 +88,21 @@ pub struct HostOptions {
     pub backoff: (Duration, Duration),
     /// How long shutdown waits for running calls before cancelling them. Default 5 s.
     pub shutdown_grace: Duration,
+    /// After the server closed the stream itself (a restart, a deploy), how
+    /// long reconnects stay fast, each within [`FAST_RECONNECT`] (jittered),
+    /// before the exponential backoff takes over again. Default 30 s.
+    pub fast_reconnect_window: Duration,
+    /// A file that keeps the results of applied calls across restarts (next
+    /// to the credentials), so an apply the server re-delivers after a crash
+    /// is answered with its first result instead of being refused as a
+    /// conflict. `None` keeps them in memory only. The binary uses
+    /// [`APPLIED_JOURNAL_FILE`](crate::APPLIED_JOURNAL_FILE) in its configuration directory.
+    pub applied_journal: Option<PathBuf>,
 }
+
+/// The ceiling of each reconnect delay right after the server closed the
+/// stream itself: the first retry comes within this, uniformly jittered.
+pub const FAST_RECONNECT: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for HostOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,6 +132,8 @@ impl HostOptions {
             host_version: host_version.to_string(),
             backoff: (Duration::from_millis(500), Duration::from_secs(30)),
             shutdown_grace: Duration::from_secs(5),
+            fast_reconnect_window: Duration::from_secs(30),
+            applied_journal: None,
         }
     }
 }
@@ -201,13 +220,19 @@ impl Stopper {
 pub fn run_host(options: HostOptions) -> HostHandle {
     let shutdown = CancellationToken::new();
     let (tx, state) = watch::channel(ConnectionState::Connecting);
+    let journal = Journal::open(options.applied_journal.clone());
+    let mut finished = Finished::default();
+    for result in journal.results() {
+        finished.insert(result.clone());
+    }
     let runtime = Runtime {
         options: Arc::new(options),
         shutdown: shutdown.clone(),
         state: tx,
         calls: TaskTracker::new(),
         running: Arc::new(Mutex::new(HashMap::new())),
-        finished: Arc::new(Mutex::new(Finished::default())),
+        finished: Arc::new(Mutex::new(finished)),
+        journal: Arc::new(Mutex::new(journal)),
         last_event_id: Mutex::new(None),
     };
     let task = tokio::spawn(runtime.run());
@@ -247,6 +272,8 @@ struct Runtime {
     calls: TaskTracker,
     running: Arc<Mutex<HashMap<String, Cancellation>>>,
     finished: Arc<Mutex<Finished>>,
+    /// Applied calls' results, kept on disk.
+    journal: Arc<Mutex<Journal>>,
     /// The SSE id of the last call received, sent back as `Last-Event-ID`.
     last_event_id: Mutex<Option<String>>,
 }
@@ -257,24 +284,35 @@ enum SessionEnd {
     /// The connection ended or failed; reconnect.
     Lost {
         reason: String,
+        /// A real event arrived on this session.
         healthy: bool,
+        /// The server ended the stream itself or said it is shutting down:
+        /// it is restarting, so come back quickly.
+        server_closed: bool,
     },
 }
 
 impl Runtime {
     async fn run(self) -> Result<Stopped> {
         let (base, cap) = self.options.backoff;
-        let mut backoff = Backoff::new(base, cap);
+        let mut backoff = Backoff::new(base, cap, self.options.fast_reconnect_window);
         let semaphore = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
         let result = loop {
             let _ = self.state.send(ConnectionState::Connecting);
             match self.session(&semaphore).await {
                 Ok(SessionEnd::Shutdown) => break Ok(()),
-                Ok(SessionEnd::Lost { reason, healthy }) => {
+                Ok(SessionEnd::Lost {
+                    reason,
+                    healthy,
+                    server_closed,
+                }) => {
                     // Reset only after a real event: a server that accepts and
                     // drops at once must not be hammered.
                     if healthy {
                         backoff.reset();
+                    }
+                    if server_closed {
+                        backoff.server_closed();
                     }
                     let delay = backoff.next();
                     tracing::info!(%reason, ?delay, "connection lost; reconnecting");
@@ -321,6 +359,7 @@ impl Runtime {
             Ok(SessionEnd::Lost {
                 reason,
                 healthy: false,
+                server_closed: false,
             })
         };
 
@@ -352,35 +391,38 @@ impl Runtime {
             Ok(r) => return self.refused(r).await,
             Err(e) => return self.transport(e).await,
         };
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = EventStream::new(response.bytes_stream());
         // Before `hello` says otherwise, assume the protocol's 15 s bound.
         let mut idle = Duration::from_secs(45);
         let mut healthy = false;
         loop {
             let next = tokio::select! {
-                next = tokio::time::timeout(idle, events.next()) => next,
+                next = events.next(idle) => next,
                 () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             };
             let event = match next {
-                Err(_) => {
+                Next::Event(event) => event,
+                Next::Idle => {
                     return Ok(SessionEnd::Lost {
                         reason: format!("no data for {}s", idle.as_secs()),
                         healthy,
+                        server_closed: false,
                     });
                 }
-                Ok(None) => {
+                Next::End => {
                     return Ok(SessionEnd::Lost {
                         reason: "the server closed the stream".into(),
                         healthy,
+                        server_closed: healthy,
                     });
                 }
-                Ok(Some(Err(e))) => {
+                Next::Failed(reason) => {
                     return Ok(SessionEnd::Lost {
-                        reason: e.to_string(),
+                        reason,
                         healthy,
+                        server_closed: false,
                     });
                 }
-                Ok(Some(Ok(event))) => event,
             };
             healthy = true;
             match event.event.as_str() {
@@ -471,6 +513,7 @@ impl Runtime {
         let options = Arc::clone(&self.options);
         let running = Arc::clone(&self.running);
         let finished = Arc::clone(&self.finished);
+        let journal = Arc::clone(&self.journal);
         let semaphore = Arc::clone(semaphore);
         self.calls.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
@@ -483,28 +526,40 @@ impl Runtime {
             );
             let call_id = call.call_id.clone();
             tracing::info!(%call_id, tool = %call.tool, mode = call.mode.as_str(), "call");
+            let id = call_id.clone();
             let outcome = tokio::task::spawn_blocking(move || {
                 let cx = Context::new(&scope).with_cancellation(c).with_deadline(deadline);
-                toolbox.call(&cx, &call.tool, call.mode, call.input, call.precondition.as_ref())
+                let outcome =
+                    toolbox.call(&cx, &call.tool, call.mode, call.input, call.precondition.as_ref());
+                let duration_ms = started.elapsed().as_millis() as u64;
+                let result = match outcome {
+                    Ok(out) => CallResult {
+                        call_id: id,
+                        ok: true,
+                        truncated: out.truncated(),
+                        output: Some(out.into_value()),
+                        error: None,
+                        duration_ms,
+                    },
+                    Err(e) => failure(&id, e.to_body(), duration_ms),
+                };
+                // On disk before the result leaves: an apply that took effect
+                // is answered the same way even if this process dies now.
+                if call.mode == Mode::Apply && result.ok {
+                    if let Ok(mut journal) = journal.lock() {
+                        journal.record(&result);
+                    }
+                }
+                result
             })
             .await;
-            let duration_ms = started.elapsed().as_millis() as u64;
-            let result = match outcome {
-                Ok(Ok(out)) => CallResult {
-                    call_id: call_id.clone(),
-                    ok: true,
-                    truncated: out.truncated(),
-                    output: Some(out.into_value()),
-                    error: None,
-                    duration_ms,
-                },
-                Ok(Err(e)) => failure(&call_id, e.to_body(), duration_ms),
-                Err(panic) => failure(
+            let result = outcome.unwrap_or_else(|panic| {
+                failure(
                     &call_id,
                     ErrorBody::new("internal", format!("the tool crashed: {panic}")),
-                    duration_ms,
-                ),
-            };
+                    started.elapsed().as_millis() as u64,
+                )
+            });
             if let Ok(mut f) = finished.lock() {
                 f.insert(result.clone());
             }
@@ -516,12 +571,80 @@ impl Runtime {
     }
 }
 
+/// The SSE events of a stream's body, with an idle timer that counts bytes,
+/// not parsed events: the server's heartbeats are SSE comments, which the
+/// parser drops, and a timer that never saw them would drop every idle
+/// connection.
+struct EventStream {
+    events: Pin<Box<dyn Stream<Item = std::result::Result<eventsource_stream::Event, String>> + Send>>,
+    last_data: Arc<Mutex<tokio::time::Instant>>,
+}
+
+/// What [`EventStream::next`] found.
+enum Next {
+    Event(eventsource_stream::Event),
+    /// No byte for the idle time.
+    Idle,
+    /// The server ended the body.
+    End,
+    /// The body failed.
+    Failed(String),
+}
+
+impl EventStream {
+    fn new<B, E>(body: impl Stream<Item = std::result::Result<B, E>> + Send + 'static) -> Self
+    where
+        B: AsRef<[u8]> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let last_data = Arc::new(Mutex::new(tokio::time::Instant::now()));
+        let seen = Arc::clone(&last_data);
+        let events = body
+            .inspect(move |_| {
+                if let Ok(mut at) = seen.lock() {
+                    *at = tokio::time::Instant::now();
+                }
+            })
+            .eventsource()
+            .map(|e| e.map_err(|e| e.to_string()));
+        EventStream {
+            events: Box::pin(events),
+            last_data,
+        }
+    }
+
+    /// The next event, unless no byte at all arrives for `idle`. Cancel-safe.
+    async fn next(&mut self, idle: Duration) -> Next {
+        loop {
+            let last = self
+                .last_data
+                .lock()
+                .map_or_else(|_| tokio::time::Instant::now(), |at| *at);
+            tokio::select! {
+                next = self.events.next() => return match next {
+                    Some(Ok(event)) => Next::Event(event),
+                    Some(Err(e)) => Next::Failed(e),
+                    None => Next::End,
+                },
+                () = tokio::time::sleep_until(last + idle) => {
+                    let latest = self.last_data.lock().map_or(last, |at| *at);
+                    if latest == last {
+                        return Next::Idle;
+                    }
+                    // Bytes arrived meanwhile (a heartbeat): wait from then.
+                }
+            }
+        }
+    }
+}
+
 /// Stops for errors that reconnecting cannot fix; reconnects for the rest.
 fn fatal_or_retry(e: Error) -> Result<SessionEnd> {
     if e.is_fatal() {
         Err(e)
     } else {
         Ok(SessionEnd::Lost {
+            server_closed: e.code() == Some("shutting_down"),
             reason: e.to_string(),
             healthy: false,
         })
@@ -573,31 +696,56 @@ async fn post_result(http: &Http, token: &str, result: &CallResult) {
 
 /// Capped exponential backoff with full jitter: each delay is uniform in
 /// `[0, min(cap, base * 2^n))`.
+///
+/// After the server closed the stream itself, delays stay within
+/// [`FAST_RECONNECT`] for the fast window: a restarting server is back in
+/// seconds, and calls wait for the device only for the server's offline grace.
 #[derive(Debug)]
 struct Backoff {
     base: Duration,
     cap: Duration,
     attempt: u32,
+    fast_window: Duration,
+    fast_until: Option<tokio::time::Instant>,
 }
 
 impl Backoff {
-    fn new(base: Duration, cap: Duration) -> Self {
+    fn new(base: Duration, cap: Duration, fast_window: Duration) -> Self {
         Backoff {
             base,
             cap,
             attempt: 0,
+            fast_window,
+            fast_until: None,
         }
     }
 
     fn reset(&mut self) {
         self.attempt = 0;
+        self.fast_until = None;
+    }
+
+    /// The server ended the stream or said it is shutting down.
+    fn server_closed(&mut self) {
+        // A server that keeps closing gets one window, not one per close.
+        if self.fast_until.is_none() {
+            self.fast_until = Some(tokio::time::Instant::now() + self.fast_window);
+        }
     }
 
     fn next(&mut self) -> Duration {
-        let ceiling = self
+        let exponential = self
             .base
             .saturating_mul(1u32 << self.attempt.min(16))
             .min(self.cap);
+        let fast = self
+            .fast_until
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        let ceiling = if fast {
+            exponential.min(FAST_RECONNECT).max(self.base.min(FAST_RECONNECT))
+        } else {
+            exponential
+        };
         self.attempt = self.attempt.saturating_add(1);
         let mut bytes = [0u8; 8];
         let _ = getrandom::fill(&mut bytes);
@@ -612,7 +760,11 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_jittered_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut b = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
         let first: Vec<Duration> = (0..4).map(|_| b.next()).collect();
         for (n, d) in first.iter().enumerate() {
             assert!(*d < Duration::from_millis(500) * (1 << n), "attempt {n}: {d:?}");
@@ -628,6 +780,84 @@ mod tests {
         assert!(late.windows(2).any(|w| w[0] != w[1]), "jittered");
         b.reset();
         assert!(b.next() < Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_server_close_reconnects_come_within_a_second_for_the_window() {
+        let mut b = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
+        // Deep into the exponential range after a long outage...
+        for _ in 0..20 {
+            b.next();
+        }
+        // ...the server says it restarts: every retry within the window is fast.
+        b.server_closed();
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(29) {
+            let d = b.next();
+            assert!(d < FAST_RECONNECT, "{d:?} after {waited:?}");
+            tokio::time::advance(d.max(Duration::from_millis(100))).await;
+            waited += d.max(Duration::from_millis(100));
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let late: Vec<Duration> = (0..20).map(|_| b.next()).collect();
+        assert!(
+            late.iter().any(|d| *d > FAST_RECONNECT),
+            "back to the exponential backoff: {late:?}"
+        );
+    }
+
+    /// A response body fed by the test: send chunks, drop to end it.
+    fn body() -> (
+        tokio::sync::mpsc::UnboundedSender<&'static str>,
+        impl Stream<Item = std::result::Result<&'static str, std::convert::Infallible>> + Send + 'static,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (Ok(chunk), rx))
+        });
+        (tx, stream)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_comments_keep_an_idle_stream_alive() {
+        let (tx, body) = body();
+        let mut events = EventStream::new(body);
+        let heartbeat = Duration::from_secs(10);
+        let idle = heartbeat * 3;
+        tx.send("event: hello\ndata: {}\n\n").unwrap();
+        assert!(matches!(events.next(idle).await, Next::Event(e) if e.event == "hello"));
+        // The server sends only `: ping` comments for five heartbeat intervals.
+        let pinger = tokio::spawn({
+            let tx = tx.clone();
+            async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(heartbeat).await;
+                    tx.send(": ping\n\n").unwrap();
+                }
+                tokio::time::sleep(heartbeat).await;
+                tx.send("event: call\ndata: {}\n\n").unwrap();
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let next = events.next(idle).await;
+        assert!(
+            matches!(&next, Next::Event(e) if e.event == "call"),
+            "the stream went idle after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(started.elapsed(), heartbeat * 6);
+        pinger.await.unwrap();
+
+        // Silence, though, ends it after the idle time.
+        let started = tokio::time::Instant::now();
+        assert!(matches!(events.next(idle).await, Next::Idle));
+        assert_eq!(started.elapsed(), idle);
+        drop(tx);
+        assert!(matches!(events.next(idle).await, Next::End));
     }
 
     #[test]

@@ -26,13 +26,11 @@ impl Server {
     }
 
     async fn on(store: Arc<MemoryStore>, addr: SocketAddr) -> Server {
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            Config {
-                offline_grace: Duration::from_secs(5),
-                ..Config::default()
-            },
-        );
+        Self::with_config(store, addr, Config::default()).await
+    }
+
+    async fn with_config(store: Arc<MemoryStore>, addr: SocketAddr, config: Config) -> Server {
+        let dispatcher = Dispatcher::new(store.clone(), config);
         let app = axum::Router::new().nest("/api/host", router(dispatcher.clone()));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -58,9 +56,15 @@ impl Server {
     /// Stops the server the way a deploy would, keeping its store.
     async fn restart(self) -> Server {
         let (store, addr) = (self.store.clone(), self.addr);
+        self.stop().await;
+        Server::on(store, addr).await
+    }
+
+    /// Stops the server; its store lives on in the returned handle.
+    async fn stop(self) -> Arc<MemoryStore> {
         self.dispatcher.shutdown();
         self.task.await.unwrap();
-        Server::on(store, addr).await
+        self.store
     }
 }
 
@@ -451,39 +455,7 @@ async fn a_reconnect_sends_the_last_event_id() {
     // A proxy in front of the real server that records each stream request's Last-Event-ID.
     let server = Server::start().await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
-    let upstream = server.url();
-    let record = Arc::clone(&seen);
-    let proxy = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (upstream, record) = (upstream.clone(), Arc::clone(&record));
-        async move {
-            if req.uri().path().ends_with("/stream") {
-                let id = req
-                    .headers()
-                    .get("last-event-id")
-                    .map(|v| v.to_str().unwrap().to_string());
-                record.lock().unwrap().push(id);
-            }
-            let client = reqwest::Client::new();
-            let url = format!("{upstream}{}", req.uri());
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let mut request = client.request(parts.method, url).body(body);
-            for (k, v) in &parts.headers {
-                request = request.header(k, v);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let headers = response.headers().clone();
-            let mut out =
-                axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
-            *out.status_mut() = status;
-            *out.headers_mut() = headers;
-            out
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
+    let proxy_url = proxy(server.url(), Arc::default(), Arc::clone(&seen)).await;
 
     let http = Http::new(&proxy_url, None, "test").unwrap();
     let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
@@ -522,4 +494,185 @@ async fn a_reconnect_sends_the_last_event_id() {
     assert_eq!(seen.first(), Some(&None), "the first stream has no Last-Event-ID");
     assert_eq!(seen.last(), Some(&Some("1".to_string())), "{seen:?}");
     drop(server);
+}
+
+/// Over real HTTP (so in real time): the paused-clock version of this, over
+/// a fed byte stream, is `heartbeat_comments_keep_an_idle_stream_alive`.
+#[tokio::test]
+async fn an_idle_device_stays_on_one_session_across_heartbeats() {
+    let config = Config {
+        heartbeat: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let server = Server::with_config(
+        Arc::new(MemoryStore::new()),
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+    )
+    .await;
+    let device = start_device(&server, "alice").await;
+    let mut state = device.host.state();
+    let connected = state.borrow_and_update().clone();
+    // Five heartbeat intervals with no calls; the device's idle timeout is three.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !state.has_changed().unwrap(),
+        "the device reconnected while idle: {:?}",
+        *state.borrow()
+    );
+    assert_eq!(*state.borrow(), connected);
+    let out = server.dispatcher.devices("alice").await.unwrap();
+    assert!(out[0].online);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_server_restart_the_device_is_back_within_a_second_and_calls_wait_for_it() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url(), None, "test").unwrap();
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let credentials = enroll(&http, &server.url(), &code.code, "laptop", "test")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+    // The production backoff: 0.5 s doubling to 30 s.
+    let host = run_host(HostOptions::new(
+        http,
+        credentials.clone(),
+        Toolbox::builtin(),
+        scope,
+        "test",
+    ));
+    wait_connected(&host).await;
+    let addr = server.addr;
+    let store = server.stop().await;
+    // Down for a while: long enough for the plain backoff to reach 8-16 s steps.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let server = Server::on(store, addr).await;
+    let back = tokio::time::Instant::now();
+    // A call right after the restart waits for the device instead of failing.
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &credentials.device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(output(out)["kind"], "directory");
+    let took = back.elapsed();
+    assert!(
+        took <= fusion_host::FAST_RECONNECT + Duration::from_millis(200),
+        "the device took {took:?} to come back"
+    );
+    assert!(server.dispatcher.config().offline_grace > fusion_host::FAST_RECONNECT * 2);
+}
+
+/// A reverse proxy to `upstream` whose `/result` requests hang while `hang` is set.
+async fn proxy(
+    upstream: String,
+    hang: Arc<AtomicBool>,
+    record: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) -> String {
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (upstream, hang, record) = (upstream.clone(), Arc::clone(&hang), Arc::clone(&record));
+        async move {
+            if req.uri().path().ends_with("/stream") {
+                let id = req
+                    .headers()
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_string());
+                record.lock().unwrap().push(id);
+            }
+            if req.uri().path().ends_with("/result") && hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let client = reqwest::Client::new();
+            let url = format!("{upstream}{}", req.uri());
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut request = client.request(parts.method, url).body(body);
+            for (k, v) in &parts.headers {
+                request = request.header(k, v);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let mut out =
+                axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn an_apply_redelivered_after_a_crash_answers_with_its_first_result() {
+    let server = Server::start().await;
+    let hang = Arc::new(AtomicBool::new(false));
+    let proxy_url = proxy(server.url(), Arc::clone(&hang), Arc::default()).await;
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let http = Http::new(&proxy_url, None, "test").unwrap();
+    let credentials = enroll(&http, &proxy_url, &code.code, "laptop", "test")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let journal = state_dir.path().join("applied.json");
+    let options = |http: Http| {
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let mut options = HostOptions::new(http, credentials.clone(), Toolbox::builtin(), scope, "test");
+        options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
+        options.applied_journal = Some(journal.clone());
+        options
+    };
+    let first = run_host(options(http));
+    wait_connected(&first).await;
+    let outcome = server
+        .dispatcher
+        .call(
+            "alice",
+            &credentials.device_id,
+            "write_file",
+            json!({ "path": "report.txt", "content": "registered\n" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let CallOutcome::Proposal(p) = outcome else {
+        panic!("expected a proposal")
+    };
+
+    // The apply's result never reaches the server, and the device dies.
+    hang.store(true, Ordering::SeqCst);
+    let d = server.dispatcher.clone();
+    let proposal_id = p.id.clone();
+    let approval = tokio::spawn(async move { d.approve("alice", &proposal_id).await });
+    let file = dir.path().join("report.txt");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(file.exists() && journal.exists()) {
+        assert!(tokio::time::Instant::now() < deadline, "the apply never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.shutdown();
+
+    // A new process with the same credentials and journal gets the apply again.
+    let second = run_host(options(Http::new(&server.url(), None, "test").unwrap()));
+    let applied = tokio::time::timeout(WAIT, approval)
+        .await
+        .expect("the approval finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied.status, ProposalStatus::Applied, "{applied:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "registered\n");
+    second.shutdown();
+    second.join().await.unwrap();
 }
