@@ -1,4 +1,11 @@
 // fusion-host /devices: live status, pairing, approvals and the tool runner.
+/** Says how to continue a truncated result, naming the field the tool gave. */
+function continuation(o) {
+  if (o.next_start_line != null) return `Truncated at the 1 MB bound: run again with start_line ${o.next_start_line} to continue.`;
+  if (o.next_offset != null) return `Truncated: run again with offset ${o.next_offset} to continue.`;
+  return 'Truncated: a bound cut this result short.';
+}
+
 (() => {
   const csrf = document.body.dataset.csrf;
   const api = async (method, url, body) => {
@@ -165,7 +172,7 @@
       else if (Array.isArray(o.matches) && o.matches.length && o.matches[0].line !== undefined) parts.push(table(o.matches, ['path', 'line_number', 'line']));
       else if (Array.isArray(o.matches)) parts.push(table(o.matches, ['path', 'kind']));
       else if (typeof o.content === 'string') parts.push(el('pre', {}, o.content));
-      if (o.truncated) parts.push(el('p', { class: 'muted' }, 'Truncated: more results exist (see next_offset).'));
+      if (o.truncated) parts.push(el('p', { class: 'muted' }, continuation(o)));
       parts.push(el('pre', { class: 'json' }, JSON.stringify(o, null, 2)));
       result.replaceChildren(...parts);
     } catch (e) {

@@ -55,7 +55,9 @@ pub enum Error {
         after: Duration,
     },
     /// The tool ran on the device and failed; its code is passed through.
-    #[error("{}: {}", .0.code, .0.message)]
+    /// The message is the tool's own: the code travels beside it, in
+    /// [`Error::code`], so it is not repeated in the text.
+    #[error("{}", .0.message)]
     Tool(ErrorBody),
     /// No such proposal for this user.
     #[error("proposal {proposal_id} was not found")]
@@ -220,6 +222,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_error_says_its_code_once() {
+        let e = Error::Tool(ErrorBody::new(
+            "outside_scope",
+            "../etc is outside the allowed folders",
+        ));
+        assert_eq!(e.code(), "outside_scope");
+        assert_eq!(e.to_string(), "../etc is outside the allowed folders");
+    }
 
     /// `docs/PROTOCOL.md` must name every code the dispatcher can answer with.
     #[test]
