@@ -45,23 +45,46 @@ impl<E: Into<anyhow::Error>> From<E> for Fail {
     }
 }
 
+const REPAIRING: &str =
+    "This device's pairing was revoked on the server; pairing again with FUSION_HOST_CODE…";
+
 /// `fusion-host` with no subcommand: pair if not paired yet (with
-/// `FUSION_HOST_CODE`), then run.
+/// `FUSION_HOST_CODE`), then run. Credentials the server refuses (the device
+/// was revoked) are replaced by pairing with `FUSION_HOST_CODE` when one is
+/// given, so the one-liner with a fresh code from /devices always works.
 pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
-    if Credentials::load(&dir)?.is_none() {
-        let code = std::env::var("FUSION_HOST_CODE")
-            .ok()
-            .filter(|c| !c.trim().is_empty());
-        let Some(code) = code else {
+    let code = std::env::var("FUSION_HOST_CODE")
+        .ok()
+        .filter(|c| !c.trim().is_empty());
+    let stored = Credentials::load(&dir)?;
+    if stored.as_ref().is_none_or(|c| c.revoked) {
+        let Some(code) = &code else {
             return Err(Fail {
                 code: exit::USAGE,
-                error: HostError::NotEnrolled.into(),
+                error: match stored {
+                    Some(_) => HostError::Revoked.into(),
+                    None => HostError::NotEnrolled.into(),
+                },
             });
         };
-        do_enroll(global, None, &code, None).await?;
+        if stored.is_some() {
+            eprintln!("{REPAIRING}");
+        }
+        do_enroll(global, None, code, None).await?;
+        return run(global, &[], None).await;
     }
-    run(global, &[], None).await
+    match run(global, &[], None).await {
+        Err(fail) if fail.code == exit::REPAIR => {
+            let Some(code) = &code else {
+                return Err(fail);
+            };
+            eprintln!("{REPAIRING}");
+            do_enroll(global, None, code, None).await?;
+            run(global, &[], None).await
+        }
+        other => other,
+    }
 }
 
 /// `fusion-host enroll`.
@@ -111,6 +134,9 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = ConfigFile::load(&dir)?;
     let credentials = Credentials::load(&dir)?.ok_or(HostError::NotEnrolled)?;
+    if credentials.revoked {
+        return Err(HostError::Revoked.into());
+    }
     let scope = settings::scope(roots, &config).map_err(|error| Fail {
         code: exit::USAGE,
         error,
@@ -135,6 +161,7 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
     if let Some(n) = concurrency {
         options.concurrency = n;
     }
+    options.applied_journal = Some(dir.join(fusion_host::APPLIED_JOURNAL_FILE));
     let host = run_host(options);
     let mut state = host.state();
     let state_file = StateFile::new(&dir);
@@ -206,7 +233,19 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
             }
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            if matches!(e, HostError::Revoked) {
+                // Remember it, so `status` does not call a revoked device paired.
+                let revoked = Credentials {
+                    revoked: true,
+                    ..credentials
+                };
+                if let Err(e) = revoked.save(&dir) {
+                    tracing::warn!(error = %e, "could not mark the credentials revoked");
+                }
+            }
+            Err(e.into())
+        }
     }
 }
 
@@ -282,7 +321,8 @@ pub(crate) fn status(global: &Global, roots: &[String]) -> Result<(), Fail> {
         println!(
             "{}",
             json!({
-                "enrolled": credentials.is_some(),
+                "enrolled": credentials.as_ref().is_some_and(|c| !c.revoked),
+                "revoked": credentials.as_ref().is_some_and(|c| c.revoked),
                 "server": credentials.as_ref().map(|c| &c.server),
                 "device_id": credentials.as_ref().map(|c| &c.device_id),
                 "name": credentials.as_ref().map(|c| &c.name),
@@ -296,6 +336,14 @@ pub(crate) fn status(global: &Global, roots: &[String]) -> Result<(), Fail> {
         return Ok(());
     }
     match &credentials {
+        Some(c) if c.revoked => {
+            println!(
+                "paired:    no — device '{}' ({}) was revoked on the server; pair it again: \
+                 FUSION_HOST_CODE=<new code from /devices> fusion-host",
+                c.name, c.device_id
+            );
+            println!("server:    {}", c.server);
+        }
         Some(c) => {
             println!(
                 "paired:    yes — device '{}' ({}) of {}",
@@ -347,6 +395,9 @@ pub(crate) fn logout(global: &Global) -> Result<(), Fail> {
 struct Check {
     check: &'static str,
     ok: bool,
+    /// Informational: neither passed nor failed (an optional file that is absent).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    info: bool,
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     fix: Option<String>,
@@ -355,23 +406,34 @@ struct Check {
 /// `fusion-host doctor`: each check a line with ✓/✗ and the fix.
 pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail> {
     let mut checks = Vec::new();
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config_path = dir.join(settings::CONFIG_FILE);
+    if !config_path.exists() {
+        // Optional: not a failure, but no ✓ for a file that is not there.
+        checks.push(Check {
+            check: "config",
+            ok: true,
+            info: true,
+            detail: format!(
+                "none ({} does not exist; flags and environment apply)",
+                config_path.display()
+            ),
+            fix: None,
+        });
+    }
     let mut add = |check, ok, detail: String, fix: Option<&str>| {
         checks.push(Check {
             check,
             ok,
+            info: false,
             detail,
             fix: fix.map(str::to_string),
         });
     };
-    let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = match ConfigFile::load(&dir) {
+        Ok(c) if !config_path.exists() => c,
         Ok(c) => {
-            add(
-                "config",
-                true,
-                format!("{}", dir.join(settings::CONFIG_FILE).display()),
-                None,
-            );
+            add("config", true, config_path.display().to_string(), None);
             c
         }
         Err(e) => {
@@ -405,6 +467,12 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
     }
     let credentials = Credentials::load(&dir).ok().flatten();
     match &credentials {
+        Some(c) if c.revoked => add(
+            "paired",
+            false,
+            format!("device '{}' ({}) was revoked on the server", c.name, c.device_id),
+            Some("pair it again: FUSION_HOST_CODE=<new code from /devices> fusion-host"),
+        ),
         Some(c) => {
             let mode_ok = credentials_private(&dir);
             add(
@@ -461,7 +529,12 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
         println!("{}", serde_json::to_string_pretty(&checks).unwrap_or_default());
     } else {
         for c in &checks {
-            println!("{} {:<17} {}", if c.ok { "✓" } else { "✗" }, c.check, c.detail);
+            let mark = match (c.info, c.ok) {
+                (true, _) => "·",
+                (false, true) => "✓",
+                (false, false) => "✗",
+            };
+            println!("{mark} {:<17} {}", c.check, c.detail);
             if let Some(fix) = &c.fix {
                 println!("  {:<17} → {fix}", "");
             }

@@ -182,6 +182,59 @@ async fn revocation_stops_the_process_with_the_repair_message() {
         stderr.contains("this device was revoked — pair it again with a new code from /devices"),
         "{stderr}"
     );
+
+    // `status` no longer calls it paired.
+    let out = Command::new(BIN)
+        .args(["status", "--config-dir"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("paired:    no") && text.contains("revoked"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--config-dir"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (status["enrolled"].clone(), status["revoked"].clone()),
+        (json!(false), json!(true))
+    );
+
+    // The one-liner with a fresh code pairs again and connects.
+    let (child, line) = one_liner(&server, config.path(), folder.path()).await;
+    assert!(line.starts_with("✓ Connected to"), "{line}");
+    let devices = server.dispatcher.devices("alice").await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(
+        devices
+            .iter()
+            .any(|d| d.online && d.device.id != device.device.id)
+    );
+    let (_, stderr) = stop(child);
+    assert!(stderr.contains("pairing again"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_address_without_a_scheme_says_what_to_type() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let bare = server.url.trim_start_matches("http://").to_string();
+    let out = Command::new(BIN)
+        .args(["enroll", "--server", &bare, "--code", "BCDF-GHJK", "--config-dir"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("http://{bare}")) && !stderr.contains("relative URL"),
+        "{stderr}"
+    );
+    assert_ne!(out.status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,6 +345,23 @@ async fn doctor_reports_each_check() {
     let folder = tempfile::tempdir().unwrap();
     let (child, _) = one_liner(&server, config.path(), folder.path()).await;
     let (_, _) = stop(child);
+
+    // No config.toml: said plainly, neither passed nor failed.
+    let out = Command::new(BIN)
+        .args(["doctor", "--root"])
+        .arg(folder.path())
+        .arg("--config-dir")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("✓ config"), "{text}");
+    assert!(
+        text.contains("· config") && text.contains("does not exist"),
+        "{text}"
+    );
+    std::fs::write(config.path().join("config.toml"), "name = \"survey-laptop\"\n").unwrap();
+
     let out = Command::new(BIN)
         .args(["doctor", "--json", "--root"])
         .arg(folder.path())

@@ -40,6 +40,7 @@ impl Http {
     /// A client for `server`, trusting the OS store plus the certificates in
     /// `ca_cert` (a PEM bundle). There is deliberately no way to skip verification.
     pub fn new(server: &str, ca_cert: Option<&Path>, host_version: &str) -> Result<Http> {
+        check_server_url(server)?;
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_native_certs(true)
@@ -112,6 +113,37 @@ impl Http {
                 message: root_cause(&e),
             },
         }
+    }
+}
+
+/// Refuses an address that is not an absolute `http(s)://` URL, saying what
+/// to type instead (a bare `host:port` is the usual slip).
+fn check_server_url(server: &str) -> Result<()> {
+    let server = server.trim();
+    let bad = |message: String| {
+        Err(Error::BadServerUrl {
+            server: server.to_string(),
+            message,
+        })
+    };
+    if !server.contains("://") {
+        let local =
+            server.starts_with("127.") || server.starts_with("localhost") || server.starts_with("[::1]");
+        let scheme = if local { "http" } else { "https" };
+        return bad(format!(
+            "it needs http:// or https:// in front, e.g. {scheme}://{server}; copy the address shown on /devices"
+        ));
+    }
+    match reqwest::Url::parse(server) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => bad(format!(
+            "the scheme is `{}`; use http:// or https://",
+            url.scheme()
+        )),
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+            bad("it names no host; use e.g. https://app.example.com".into())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => bad(format!("{e}; use e.g. https://app.example.com")),
     }
 }
 
@@ -257,6 +289,22 @@ mod tests {
             device_base("https://app.example.com/api/host/"),
             "https://app.example.com/api/host"
         );
+    }
+
+    #[test]
+    fn a_server_address_without_a_scheme_says_what_to_type() {
+        let e = Http::new("127.0.0.1:8080", None, "0").unwrap_err();
+        assert!(matches!(e, Error::BadServerUrl { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("`127.0.0.1:8080`"), "{text}");
+        assert!(text.contains("http://127.0.0.1:8080"), "{text}");
+        assert!(!text.contains("relative URL"), "{text}");
+        let e = Http::new("app.example.com", None, "0").unwrap_err();
+        assert!(e.to_string().contains("https://app.example.com"), "{e}");
+        let e = Http::new("ftp://app.example.com", None, "0").unwrap_err();
+        assert!(e.to_string().contains("`ftp`"), "{e}");
+        assert!(Http::new("https://app.example.com", None, "0").is_ok());
+        assert!(Http::new(" http://[::1]:8080/ ", None, "0").is_ok());
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub enum Error {
         /// What rustls reported.
         message: String,
     },
+    /// The server address is not an `http://` or `https://` URL.
+    #[error("`{server}` is not a server address: {message}")]
+    BadServerUrl {
+        /// The address as given.
+        server: String,
+        /// What is wrong and what to type instead.
+        message: String,
+    },
     /// The server could not be reached.
     #[error(
         "cannot reach {server}: {message}; check the address and the network (and HTTPS_PROXY if you use one)"
