@@ -240,9 +240,11 @@ async fn pairing_code(
         .expires_at
         .duration_since(std::time::SystemTime::now())
         .map_or(0, |d| d.as_secs());
-    Ok(Json(
-        json!({ "code": code.code, "expires_at": code.expires_at, "expires_in_s": expires_in, "command": command }),
-    ))
+    // `PairingCode` serializes `expires_at` as RFC 3339, like every time in the API.
+    let mut body = serde_json::to_value(&code).map_err(|e| AppError::internal(e.to_string()))?;
+    body["expires_in_s"] = json!(expires_in);
+    body["command"] = json!(command);
+    Ok(Json(body))
 }
 
 async fn api_token(

@@ -39,7 +39,10 @@ async fn accounts_and_csrf(app: &App) {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(alice.post("/api/pairing-codes", json!({})).await.0, 200);
+    let (status, minted) = alice.post("/api/pairing-codes", json!({})).await;
+    assert_eq!(status, 200);
+    let expires_at = minted["expires_at"].as_str().expect("expires_at is a string");
+    assert!(humantime::parse_rfc3339(expires_at).is_ok(), "{minted}");
 
     // Sign-in and sign-up forms need their own token too.
     let r = reqwest::Client::new()

@@ -90,10 +90,21 @@ pub(crate) fn token_matches(token: &str, stored_hash: &str) -> bool {
     sha256_hex(token).as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
-/// Counts enroll attempts in fixed windows: per client address (all
-/// attempts), and across all addresses (failures only — the code space as a
-/// whole). Over either limit, enroll answers `rate_limited` without even
-/// looking at the code, so a brute-force run can never pair a device.
+/// Limits enroll attempts in fixed windows, as RFC 8628 §5.1 asks of user
+/// codes: per client address, and a global backstop on wrong codes.
+///
+/// Every attempt is counted *before* its code is looked up, under one lock,
+/// so concurrent guesses cannot overrun a limit: an attempt reserves a
+/// failure, and only a code that pairs gives it back.
+///
+/// - An address (an IPv6 /64 counts as one) gets `per_address` attempts per
+///   window.
+/// - When `global_failures` wrong codes were tried in a window, the backstop
+///   engages: until the window ends, only addresses that have not tried yet
+///   in it get their (one) code checked; the rest get `rate_limited`. A flood
+///   therefore checks at most `global_failures` codes plus one per distinct
+///   fresh address, while a person typing a correct code on another machine
+///   is still paired.
 #[derive(Debug)]
 pub(crate) struct EnrollLimiter {
     window: Duration,
@@ -106,7 +117,41 @@ pub(crate) struct EnrollLimiter {
 struct LimiterState {
     started: Instant,
     attempts: HashMap<Option<IpAddr>, u32>,
+    /// Wrong codes tried this window, counting attempts still being checked.
     failures: u32,
+}
+
+/// One counted enroll attempt. It stays counted as a failure unless
+/// [`Attempt::succeeded`] is called.
+#[derive(Debug)]
+pub(crate) struct Attempt<'a> {
+    limiter: &'a EnrollLimiter,
+    window: Instant,
+}
+
+impl Attempt<'_> {
+    /// The code paired a device: this attempt was not a wrong guess.
+    pub(crate) fn succeeded(self) {
+        let mut state = self.limiter.lock();
+        if state.started == self.window {
+            state.failures = state.failures.saturating_sub(1);
+        }
+    }
+}
+
+/// The key an address is limited under: IPv4 as is, IPv6 by its /64 (one
+/// host commonly holds a whole /64).
+fn address_key(addr: Option<IpAddr>) -> Option<IpAddr> {
+    addr.map(|a| match a {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    })
 }
 
 impl EnrollLimiter {
@@ -123,9 +168,14 @@ impl EnrollLimiter {
         }
     }
 
-    /// Counts an attempt from `addr`; `Err(retry_after)` when over a limit.
-    pub(crate) fn attempt(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts an attempt from `addr` before its code is checked;
+    /// `Err(retry_after)` when it may not be checked at all.
+    pub(crate) fn attempt(&self, addr: Option<IpAddr>) -> Result<Attempt<'_>, Duration> {
+        let mut state = self.lock();
         let now = Instant::now();
         if now.duration_since(state.started) >= self.window {
             state.started = now;
@@ -133,26 +183,23 @@ impl EnrollLimiter {
             state.failures = 0;
         }
         let retry_after = self.window.saturating_sub(now.duration_since(state.started));
-        if state.failures >= self.global_failures {
+        let tried = state.attempts.get(&address_key(addr)).copied().unwrap_or(0);
+        if tried >= self.per_address || (state.failures >= self.global_failures && tried > 0) {
             return Err(retry_after);
         }
-        let count = state.attempts.entry(addr).or_insert(0);
-        if *count >= self.per_address {
-            return Err(retry_after);
-        }
-        *count += 1;
-        Ok(())
-    }
-
-    /// Counts a failed attempt against the code space.
-    pub(crate) fn failed(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
+        state.attempts.insert(address_key(addr), tried + 1);
+        state.failures += 1;
+        Ok(Attempt {
+            limiter: self,
+            window: state.started,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn codes_use_the_alphabet_and_normalize() {
@@ -197,21 +244,58 @@ mod tests {
     async fn limiter_windows() {
         let limiter = EnrollLimiter::new(Duration::from_secs(60), 3, 5);
         let a = Some(IpAddr::from([127, 0, 0, 1]));
-        let b = Some(IpAddr::from([127, 0, 0, 2]));
         for _ in 0..3 {
             limiter.attempt(a).unwrap();
         }
         let retry = limiter.attempt(a).unwrap_err();
         assert!(retry <= Duration::from_secs(60));
-        limiter.attempt(b).unwrap();
-        for _ in 0..5 {
-            limiter.failed();
-        }
-        assert!(
-            limiter.attempt(b).is_err(),
-            "the code space is exhausted for everyone"
-        );
         tokio::time::advance(Duration::from_secs(61)).await;
         limiter.attempt(a).unwrap();
+    }
+
+    #[test]
+    fn the_backstop_admits_only_fresh_addresses_once() {
+        let limiter = EnrollLimiter::new(Duration::from_secs(60), 10, 5);
+        let addr = |i: u8| Some(IpAddr::from([10, 0, 0, i]));
+        for _ in 0..5 {
+            limiter.attempt(addr(1)).unwrap();
+        }
+        // Five wrong codes: address 1 is done for the window...
+        assert!(limiter.attempt(addr(1)).is_err());
+        // ...a fresh address gets exactly one check.
+        limiter.attempt(addr(2)).unwrap();
+        assert!(limiter.attempt(addr(2)).is_err());
+        // A success gives its reservation back.
+        limiter.attempt(addr(3)).unwrap().succeeded();
+        assert_eq!(limiter.lock().failures, 6);
+    }
+
+    #[test]
+    fn concurrent_attempts_cannot_overrun_the_backstop() {
+        let limiter = Arc::new(EnrollLimiter::new(Duration::from_secs(60), 1000, 60));
+        let addr = Some(IpAddr::from([10, 0, 0, 1]));
+        // Attempts in flight: none has failed yet when the others are counted.
+        let admitted: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..200)
+                .map(|_| {
+                    let limiter = Arc::clone(&limiter);
+                    s.spawn(move || limiter.attempt(addr).is_ok())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // One address: the first attempt is fresh, the backstop then holds at 60.
+        assert_eq!(admitted.iter().filter(|ok| **ok).count(), 60);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_address() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(Some(a)), address_key(Some(b)));
+        assert_ne!(address_key(Some(a)), address_key(Some(c)));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(address_key(Some(mapped)), Some(IpAddr::from([192, 0, 2, 1])));
     }
 }

@@ -48,9 +48,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The enroll rate-limit window. Default 1 minute.
     pub enroll_window: Duration,
-    /// Enroll attempts per client address per window. Default 10.
+    /// Enroll attempts per client address (an IPv6 /64 counts as one) per
+    /// window. Default 10.
     pub enroll_per_address: u32,
-    /// Failed enroll attempts across all addresses per window. Default 60.
+    /// Wrong codes across all addresses per window before the backstop
+    /// engages: then only addresses that have not tried yet in the window get
+    /// a code checked (one each). Default 60.
     pub enroll_global_failures: u32,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy
     /// that sets it). Default false: the socket's peer address.
@@ -293,10 +296,6 @@ impl Dispatcher {
 
     /// Exchanges a pairing code for a device token (`POST /enroll`).
     pub(crate) async fn enroll(&self, addr: Option<IpAddr>, req: EnrollRequest) -> Result<EnrollResponse> {
-        let limiter = &self.inner.limiter;
-        limiter
-            .attempt(addr)
-            .map_err(|retry_after| Error::RateLimited { retry_after })?;
         for (field, value) in [
             ("name", &req.name),
             ("platform", &req.platform),
@@ -308,8 +307,13 @@ impl Dispatcher {
                 )));
             }
         }
+        // Counted before the lookup: concurrent guesses cannot overrun the limit.
+        let attempt = self
+            .inner
+            .limiter
+            .attempt(addr)
+            .map_err(|retry_after| Error::RateLimited { retry_after })?;
         let Some(code) = normalize_code(&req.code) else {
-            limiter.failed();
             return Err(Error::InvalidCode(
                 "that is not a pairing code: a code is 8 letters like BCDF-GHJK; copy it from /devices",
             ));
@@ -321,13 +325,11 @@ impl Dispatcher {
             .consume_pairing_code(&sha256_hex(&code), now)
             .await?
         else {
-            limiter.failed();
             return Err(Error::InvalidCode(
                 "this pairing code is not known; check it, or mint a new one on /devices",
             ));
         };
         if record.used_at.is_some() {
-            limiter.failed();
             return Err(Error::InvalidCode(
                 "this pairing code was already used; mint a new one on /devices",
             ));
@@ -335,6 +337,7 @@ impl Dispatcher {
         if now >= record.expires_at {
             return Err(Error::CodeExpired);
         }
+        attempt.succeeded();
         let device_id = new_id("dev_");
         let token = new_token(&device_id);
         let device = DeviceRecord {

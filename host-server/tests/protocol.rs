@@ -3,6 +3,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ScriptedDevice, Server, ToolDevice, WAIT, client, ok};
@@ -117,16 +118,48 @@ async fn brute_force_gets_rate_limited_never_a_device() {
     assert!(server.dispatcher.devices("alice").await.unwrap().is_empty());
 }
 
+/// RFC 8628 §5.1: a flood from many addresses checks no more codes than the
+/// documented bound, and a correct code from a fresh address still pairs.
 #[tokio::test]
-async fn failures_across_addresses_exhaust_the_code_space() {
-    let server = Server::with(|c| c.enroll_global_failures = 5).await;
-    for i in 1..=5u8 {
-        let from = Some(IpAddr::from([127, 0, 0, i]));
-        assert_eq!(server.post_enroll_from("BCDF-GHJK", from).await.status(), 400);
+async fn a_flood_from_many_addresses_is_bounded_and_a_correct_code_still_pairs() {
+    let (global, per_address, addresses, guesses) = (20u32, 5u32, 30u8, 8u32);
+    let server = Server::with(|c| {
+        c.enroll_global_failures = global;
+        c.enroll_per_address = per_address;
+    })
+    .await;
+    let server = Arc::new(server);
+    let mut flood = tokio::task::JoinSet::new();
+    for a in 0..addresses {
+        for g in 0..guesses {
+            let server = Arc::clone(&server);
+            flood.spawn(async move {
+                let guess = format!("BCDF-{}", ["GHJK", "LMNP", "QRST", "VWXZ"][(g % 4) as usize]);
+                let from = Some(IpAddr::from([127, 0, 1, 10 + a]));
+                server.post_enroll_from(&guess, from).await.status().as_u16()
+            });
+        }
     }
+    let statuses = flood.join_all().await;
+    let checked = statuses.iter().filter(|s| **s == 400).count() as u32;
+    let limited = statuses.iter().filter(|s| **s == 429).count() as u32;
+    assert_eq!(checked + limited, u32::from(addresses) * guesses, "{statuses:?}");
+    assert!(
+        checked <= global + u32::from(addresses),
+        "{checked} codes checked; the bound is {global} + one per fresh address"
+    );
+    assert!(checked >= global, "the backstop engaged early: {checked}");
+
+    // During the flood's window, a person with a correct code on a fresh address pairs.
     let real = server.dispatcher.mint_pairing_code("alice").await.unwrap();
     let response = server
-        .post_enroll_from(&real.code, Some(IpAddr::from([127, 0, 0, 9])))
+        .post_enroll_from(&real.code, Some(IpAddr::from([127, 0, 2, 1])))
+        .await;
+    assert_eq!(response.status(), 200);
+    // An address of the flood is still refused, even with a correct code.
+    let again = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let response = server
+        .post_enroll_from(&again.code, Some(IpAddr::from([127, 0, 1, 10])))
         .await;
     assert_eq!(response.status(), 429);
 }
