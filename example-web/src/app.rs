@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Authed};
 use crate::db::Db;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .merge(api)
         .merge(crate::pages::router(state))
+        .method_not_allowed_fallback(crate::extract::method_not_allowed)
+        .fallback(crate::extract::not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
@@ -167,8 +170,8 @@ async fn call(
     State(state): State<AppState>,
     Authed(p): Authed,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(body): Json<CallBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CallBody>,
 ) -> Result<Json<Value>, AppError> {
     p.check_csrf(csrf_header(&headers))?;
     let options = CallOptions {
@@ -186,7 +189,7 @@ async fn revoke(
     State(state): State<AppState>,
     Authed(p): Authed,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     p.check_csrf(csrf_header(&headers))?;
     state.dispatcher.revoke(&p.user.id, &id).await?;
@@ -201,7 +204,7 @@ struct ProposalQuery {
 async fn proposals(
     State(state): State<AppState>,
     Authed(p): Authed,
-    Query(q): Query<ProposalQuery>,
+    ApiQuery(q): ApiQuery<ProposalQuery>,
 ) -> Result<Json<Value>, AppError> {
     let status = match q.status.as_deref() {
         None => None,
@@ -270,7 +273,7 @@ async fn approve(
     State(state): State<AppState>,
     Authed(p): Authed,
     headers: HeaderMap,
-    Json(d): Json<Decision>,
+    ApiJson(d): ApiJson<Decision>,
 ) -> Result<Json<Value>, AppError> {
     p.check_csrf(csrf_header(&headers))?;
     let proposal = match d.decision.as_str() {

@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod db;
+mod extract;
 mod pages;
 
 use std::net::SocketAddr;

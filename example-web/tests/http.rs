@@ -406,3 +406,199 @@ async fn demo_mode_is_ready_to_use() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Every `/api` and device route answers a malformed request with JSON
+/// `{code, message}` and a stable code, never axum's plain text or an empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_code_and_message_on_every_route() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "alice").await;
+    // Just over each limit (2 MB for the app's API, 8 MiB for device
+    // routes): far more, and the server closes the socket mid-upload.
+    let over = |limit: usize| format!("{{\"tool\": \"{}\"}}", "x".repeat(limit + 1024));
+    let (big, bigger) = (over(2 * 1024 * 1024), over(8 * 1024 * 1024));
+    // (method, path, content type, body, status, code)
+    let table: Vec<(&str, &str, Option<&str>, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/devices/dev_x/calls",
+            Some("application/json"),
+            "{not json".into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/devices/dev_x/calls",
+            Some("application/json"),
+            r#"{"tool":"stat","nope":1}"#.into(),
+            422,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/api/devices/dev_x/calls",
+            Some("application/json"),
+            r#"{"input":{}}"#.into(),
+            422,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/api/devices/dev_x/calls",
+            None,
+            r#"{"tool":"stat"}"#.into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/api/devices/dev_x/calls",
+            Some("application/json"),
+            big,
+            413,
+            "too_large",
+        ),
+        (
+            "POST",
+            "/api/devices/%FF/calls",
+            Some("application/json"),
+            r#"{"tool":"stat"}"#.into(),
+            400,
+            "invalid_path",
+        ),
+        (
+            "POST",
+            "/api/host/approve",
+            Some("application/json"),
+            "[]".into(),
+            422,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/api/host/approve",
+            Some("text/plain"),
+            "{}".into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "GET",
+            "/api/proposals?status=a&status=b",
+            None,
+            String::new(),
+            400,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            "/api/proposals?status=sideways",
+            None,
+            String::new(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "GET",
+            "/api/nothing-here",
+            None,
+            String::new(),
+            404,
+            "route_not_found",
+        ),
+        (
+            "DELETE",
+            "/api/devices",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/api/pairing-codes",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/api/host/nothing-here",
+            None,
+            String::new(),
+            404,
+            "route_not_found",
+        ),
+        (
+            "GET",
+            "/api/host/enroll",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/api/host/enroll",
+            Some("application/json"),
+            "{".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/host/enroll",
+            None,
+            "{}".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/host/enroll",
+            Some("application/json"),
+            bigger,
+            413,
+            "too_large",
+        ),
+        (
+            "PUT",
+            "/api/host/manifest",
+            Some("application/json"),
+            "{}".into(),
+            401,
+            "token_unknown",
+        ),
+        (
+            "POST",
+            "/api/host/result",
+            Some("application/json"),
+            "{}".into(),
+            401,
+            "token_unknown",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, content_type, body, status, code) in table {
+        let mut request = alice
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.url))
+            .header("x-csrf-token", &alice.csrf)
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        let got_status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        let got_code = json.as_ref().and_then(|j| j["code"].as_str()).unwrap_or("");
+        let message = json.as_ref().and_then(|j| j["message"].as_str()).unwrap_or("");
+        if (got_status, got_code) != (status, code) || message.is_empty() {
+            failures.push(format!("{method} {path}: {got_status} {text:.200}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -109,6 +109,22 @@ pub enum Error {
         /// The call id posted.
         call_id: String,
     },
+    /// No device route has this path.
+    #[error("there is no device route {method} {path}; see docs/PROTOCOL.md")]
+    RouteNotFound {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
+    /// The route exists but not with this method.
+    #[error("{path} does not take {method}")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
     /// The request body is not what the route takes.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -149,6 +165,8 @@ impl Error {
             Error::TokenRevoked => "token_revoked",
             Error::CallUnknown { .. } => "call_unknown",
             Error::CallNotYours { .. } => "call_not_yours",
+            Error::RouteNotFound { .. } => "route_not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::InvalidRequest(_) => "invalid_request",
             Error::TooLarge { .. } => "too_large",
             Error::ProtocolUnsupported(_) => "protocol_unsupported",
@@ -163,7 +181,9 @@ impl Error {
             Error::DeviceNotFound { .. }
             | Error::UnknownTool { .. }
             | Error::ProposalNotFound { .. }
-            | Error::CallUnknown { .. } => StatusCode::NOT_FOUND,
+            | Error::CallUnknown { .. }
+            | Error::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::DeviceOffline { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::DeviceRevoked { .. } | Error::ProposalExpired { .. } => StatusCode::GONE,
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -271,6 +291,14 @@ mod tests {
             Error::CallUnknown { call_id: id() },
             Error::CallNotYours { call_id: id() },
             Error::InvalidRequest(id()),
+            Error::RouteNotFound {
+                method: id(),
+                path: id(),
+            },
+            Error::MethodNotAllowed {
+                method: id(),
+                path: id(),
+            },
             Error::TooLarge { limit: 1 },
             Error::ProtocolUnsupported(id()),
             Error::ShuttingDown,

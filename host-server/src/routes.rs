@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -37,6 +37,19 @@ pub fn router(dispatcher: Dispatcher) -> Router {
         .route("/manifest", put(manifest))
         .route("/stream", get(stream))
         .route("/result", post(result))
+        // Every answer is `{code, message}`, wrong paths and methods too.
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            Error::MethodNotAllowed {
+                method: method.to_string(),
+                path: uri.path().to_string(),
+            }
+        })
+        .fallback(|method: Method, uri: Uri| async move {
+            Error::RouteNotFound {
+                method: method.to_string(),
+                path: uri.path().to_string(),
+            }
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(dispatcher)
 }
