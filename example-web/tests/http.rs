@@ -418,7 +418,8 @@ async fn malformed_requests_get_code_and_message_on_every_route() {
     let over = |limit: usize| format!("{{\"tool\": \"{}\"}}", "x".repeat(limit + 1024));
     let (big, bigger) = (over(2 * 1024 * 1024), over(8 * 1024 * 1024));
     // (method, path, content type, body, status, code)
-    let table: Vec<(&str, &str, Option<&str>, String, u16, &str)> = vec![
+    type Row<'a> = (&'a str, &'a str, Option<&'a str>, String, u16, &'a str);
+    let table: Vec<Row<'_>> = vec![
         (
             "POST",
             "/api/devices/dev_x/calls",
