@@ -296,21 +296,31 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.dispatcher.subscribe();
     let owner = p.user.id;
-    let stream = futures_util::stream::unfold((rx, owner), |(mut rx, owner)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(event) if event.owner() == owner => {
-                    let data = serde_json::to_string(&event).unwrap_or_default();
-                    return Some((Ok(Event::default().event("host").data(data)), (rx, owner)));
+    // The stream ends when the server stops: graceful shutdown waits for open
+    // connections, and an open /devices tab must not hold it up.
+    let stopped = Box::pin(state.dispatcher.stopped());
+    let stream =
+        futures_util::stream::unfold((rx, owner, stopped), |(mut rx, owner, mut stopped)| async move {
+            loop {
+                let received = tokio::select! {
+                    received = rx.recv() => received,
+                    () = &mut stopped => return None,
+                };
+                match received {
+                    Ok(event) if event.owner() == owner => {
+                        let data = serde_json::to_string(&event).unwrap_or_default();
+                        let event = Event::default().event("host").data(data);
+                        return Some((Ok(event), (rx, owner, stopped)));
+                    }
+                    Ok(_) => {}
+                    // A slow page missed some events: tell it to refresh.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let event = Event::default().event("lagged").data("{}");
+                        return Some((Ok(event), (rx, owner, stopped)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-                Ok(_) => {}
-                // A slow page missed some events: tell it to refresh.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((Ok(Event::default().event("lagged").data("{}")), (rx, owner)));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

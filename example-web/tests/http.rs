@@ -603,3 +603,38 @@ async fn malformed_requests_get_code_and_message_on_every_route() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Ctrl-C with a `/devices` tab open: the live-event stream ends, so the
+/// server stops instead of waiting for the tab to close.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_event_streams() {
+    use futures_util::StreamExt;
+    let mut app = App::start(None);
+    let alice = User::sign_up(&app, "alice").await;
+    let events = alice
+        .client
+        .get(format!("{}/events", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut body = events.bytes_stream();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = app.terminate(std::time::Duration::from_secs(20));
+        (app, status)
+    });
+    // The stream ends (the server closed it) rather than hanging.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let (_app, status) = status.await.unwrap();
+    assert!(ended.is_ok(), "the event stream stayed open after SIGTERM");
+    let status = status.expect("the server did not stop with a /devices tab open");
+    assert!(status.success(), "{status:?}");
+}

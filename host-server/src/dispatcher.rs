@@ -254,7 +254,7 @@ impl Dispatcher {
 
     /// Resolves once [`Dispatcher::shutdown`] has been called; hand it to
     /// `axum::serve(...).with_graceful_shutdown(...)`.
-    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
         self.inner.shutdown.clone().cancelled_owned()
     }
 
