@@ -34,6 +34,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/session", get(session))
         .route("/api/devices", get(devices))
+        .route("/api/devices/{id}", get(device))
         .route("/api/devices/{id}/calls", post(call))
         .route("/api/devices/{id}/revoke", post(revoke))
         .route("/api/proposals", get(proposals))
@@ -149,6 +150,22 @@ async fn session(Authed(p): Authed) -> Json<Value> {
 async fn devices(State(state): State<AppState>, Authed(p): Authed) -> Result<Json<Value>, AppError> {
     let devices = state.dispatcher.devices(&p.user.id).await?;
     Ok(Json(json!({ "devices": devices })))
+}
+
+/// One device with its whole manifest (tools with their input schemas).
+async fn device(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, AppError> {
+    let manifest = state.dispatcher.manifest(&p.user.id, &id).await?;
+    let status = state
+        .dispatcher
+        .devices(&p.user.id)
+        .await?
+        .into_iter()
+        .find(|d| d.device.id == id);
+    Ok(Json(json!({ "device": status, "manifest": manifest })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,21 +2,43 @@
 //! through sqlx's `Any` driver with one portable migration set. Implements
 //! the dispatcher's `Store` on the app's own tables.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fusion_host_server::{
-    CallLogEntry, DeviceRecord, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store,
-    StoreError, StoreResult,
+    CallLogEntry, DeviceRecord, ManifestSummary, PairingCodeRecord, ProposalRecord, ProposalStatus,
+    ProposalUpdate, Store, StoreError, StoreResult,
 };
 use fusion_tools::{DeviceManifest, Mode};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 /// The database handle.
 #[derive(Debug, Clone)]
 pub(crate) struct Db {
     pub(crate) pool: AnyPool,
+    /// The call log's writer: entries are written in batches off the call path.
+    log: mpsc::Sender<LogMsg>,
+}
+
+/// The columns of a device row, without its manifest (tens of KB): the call
+/// path reads the device on every call and never needs its tools.
+const DEVICE_COLUMNS: &str =
+    "id, owner, name, platform, host_version, token_hash, created_at, last_seen, revoked_at";
+
+/// How many call-log entries wait for the writer at most; past that,
+/// `log_call` waits (backpressure instead of unbounded memory).
+const LOG_QUEUE: usize = 16_384;
+
+/// How many entries one INSERT writes at most.
+const LOG_BATCH: usize = 256;
+
+enum LogMsg {
+    Entry(CallLogEntry),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
 pub(crate) fn millis(t: SystemTime) -> i64 {
@@ -41,17 +63,111 @@ impl Db {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            // SQLite allows one writer; a single connection avoids busy errors.
-            .max_connections(if sqlite { 1 } else { 8 })
+            // SQLite in WAL mode: readers run beside the one writer, and a
+            // writer waits for another (busy_timeout) instead of failing.
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            // Durable at every checkpoint; a power cut can lose
+                            // the last commits, never corrupt the file.
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url)))?;
-        if sqlite {
-            sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await?;
-        }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Db { pool })
+        let (log, queue) = mpsc::channel(LOG_QUEUE);
+        tokio::spawn(write_call_log(pool.clone(), queue));
+        Ok(Db { pool, log })
     }
+
+    /// Waits until every call-log entry logged so far is written. The app
+    /// calls it on shutdown, after the server stopped taking calls.
+    pub(crate) async fn flush_call_log(&self) {
+        let (done, written) = oneshot::channel();
+        if self.log.send(LogMsg::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Writes the call log in batches: whatever queued up while the last batch
+/// was written goes into the next INSERT, so the log keeps up with the call
+/// rate and no call waits for the database.
+async fn write_call_log(pool: AnyPool, mut queue: mpsc::Receiver<LogMsg>) {
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                LogMsg::Entry(e) => batch.push(e),
+                LogMsg::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < LOG_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = insert_calls(&pool, &batch).await {
+                tracing::error!(error = %e, lost = batch.len(), "could not write the call log");
+            }
+            batch.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn insert_calls(pool: &AnyPool, entries: &[CallLogEntry]) -> Result<(), sqlx::Error> {
+    let mut sql = String::from(
+        "INSERT INTO calls (call_id, owner, device_id, tool, mode, proposal_id, started_at, duration_ms, error_code) VALUES ",
+    );
+    for i in 0..entries.len() {
+        let n = i * 9;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8,
+            n + 9
+        ));
+    }
+    let mut query = sqlx::query(&sql);
+    for c in entries {
+        query = query
+            .bind(c.call_id.clone())
+            .bind(c.owner.clone())
+            .bind(c.device_id.clone())
+            .bind(c.tool.clone())
+            .bind(c.mode.as_str())
+            .bind(c.proposal_id.clone())
+            .bind(millis(c.started_at))
+            .bind(c.duration_ms as i64)
+            .bind(c.error_code.clone());
+    }
+    query.execute(pool).await?;
+    Ok(())
 }
 
 /// A database URL without its password, for messages.
@@ -143,35 +259,38 @@ impl Store for Db {
         code_hash: &str,
         now: SystemTime,
     ) -> StoreResult<Option<PairingCodeRecord>> {
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        // The compare-and-set first, as one statement (a read-then-write
+        // transaction would fail to upgrade under a concurrent writer):
+        // only the first consumer flips used_at.
+        let consumed =
+            sqlx::query("UPDATE pairing_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
+                .bind(code_hash)
+                .bind(millis(now))
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?
+                .rows_affected()
+                == 1;
         let row = sqlx::query(
             "SELECT owner, created_at, expires_at, used_at FROM pairing_codes WHERE code_hash = $1",
         )
         .bind(code_hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(store_err)?;
         let Some(row) = row else { return Ok(None) };
-        let mut record = PairingCodeRecord {
+        Ok(Some(PairingCodeRecord {
             code_hash: code_hash.to_string(),
             owner: row.try_get("owner").map_err(store_err)?,
             created_at: time(row.try_get("created_at").map_err(store_err)?),
             expires_at: time(row.try_get("expires_at").map_err(store_err)?),
-            used_at: opt_time(row.try_get("used_at").map_err(store_err)?),
-        };
-        // The compare-and-set: only the first consumer flips used_at.
-        let done =
-            sqlx::query("UPDATE pairing_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL")
-                .bind(code_hash)
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-        if done.rows_affected() == 0 && record.used_at.is_none() {
-            record.used_at = Some(now);
-        }
-        tx.commit().await.map_err(store_err)?;
-        Ok(Some(record))
+            // As it was before this call: unused if this call consumed it.
+            used_at: if consumed {
+                None
+            } else {
+                opt_time(row.try_get("used_at").map_err(store_err)?)
+            },
+        }))
     }
 
     async fn create_device(&self, d: DeviceRecord) -> StoreResult<()> {
@@ -194,7 +313,7 @@ impl Store for Db {
     }
 
     async fn device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
-        let row = sqlx::query("SELECT * FROM devices WHERE id = $1")
+        let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -203,11 +322,13 @@ impl Store for Db {
     }
 
     async fn devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
-        let rows = sqlx::query("SELECT * FROM devices WHERE owner = $1 ORDER BY created_at")
-            .bind(owner)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE owner = $1 ORDER BY created_at"
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
         rows.iter()
             .map(device_from)
             .collect::<Result<_, _>>()
@@ -225,13 +346,16 @@ impl Store for Db {
     }
 
     async fn save_manifest(&self, id: &str, manifest: &DeviceManifest) -> StoreResult<()> {
-        sqlx::query("UPDATE devices SET manifest = $2, host_version = $3 WHERE id = $1")
-            .bind(id)
-            .bind(json(manifest))
-            .bind(manifest.host_version.clone())
-            .execute(&self.pool)
-            .await
-            .map_err(store_err)?;
+        sqlx::query(
+            "UPDATE devices SET manifest = $2, host_version = $3, manifest_summary = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(json(manifest))
+        .bind(manifest.host_version.clone())
+        .bind(json(&ManifestSummary::from(manifest)))
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
         Ok(())
     }
 
@@ -245,6 +369,28 @@ impl Store for Db {
             Some(row) => json_col(&row, "manifest").map_err(store_err),
             None => Ok(None),
         }
+    }
+
+    async fn manifest_summaries(&self, owner: &str) -> StoreResult<HashMap<String, ManifestSummary>> {
+        let rows =
+            sqlx::query("SELECT id, manifest_summary FROM devices WHERE owner = $1 AND manifest IS NOT NULL")
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_err)?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id").map_err(store_err)?;
+            let summary = match json_col::<ManifestSummary>(&row, "manifest_summary").map_err(store_err)? {
+                Some(s) => Some(s),
+                // Saved before summaries were kept: read the whole manifest once.
+                None => self.manifest(&id).await?.as_ref().map(ManifestSummary::from),
+            };
+            if let Some(summary) = summary {
+                out.insert(id, summary);
+            }
+        }
+        Ok(out)
     }
 
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()> {
@@ -340,26 +486,15 @@ impl Store for Db {
     }
 
     async fn log_call(&self, c: CallLogEntry) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO calls (call_id, owner, device_id, tool, mode, proposal_id, started_at, duration_ms, error_code) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(c.call_id)
-        .bind(c.owner)
-        .bind(c.device_id)
-        .bind(c.tool)
-        .bind(c.mode.as_str())
-        .bind(c.proposal_id)
-        .bind(millis(c.started_at))
-        .bind(c.duration_ms as i64)
-        .bind(c.error_code)
-        .execute(&self.pool)
-        .await
-        .map_err(store_err)?;
-        Ok(())
+        self.log
+            .send(LogMsg::Entry(c))
+            .await
+            .map_err(|_| store_err("the call-log writer stopped"))
     }
 
     async fn calls(&self, owner: &str, limit: usize) -> StoreResult<Vec<CallLogEntry>> {
+        // Read what was logged, including what is still queued.
+        self.flush_call_log().await;
         let rows = sqlx::query("SELECT * FROM calls WHERE owner = $1 ORDER BY started_at DESC LIMIT $2")
             .bind(owner)
             .bind(limit as i64)

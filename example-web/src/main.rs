@@ -125,6 +125,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     dispatcher.shutdown();
     serving.await??;
+    // Every call answered before the stop is in the log.
+    db.flush_call_log().await;
     Ok(())
 }
 

@@ -292,7 +292,12 @@ async fn device_page(
             message: format!("device {id} was not found"),
         });
     };
-    let tools = d.manifest.as_ref().map(|m| m.tools.clone()).unwrap_or_default();
+    let tools = s
+        .dispatcher
+        .manifest(&p.user.id, &id)
+        .await?
+        .map(|m| m.tools)
+        .unwrap_or_default();
     let tools_json = serde_json::to_string(&tools).unwrap_or_default();
     let body = html! {
         section.card {

@@ -638,3 +638,55 @@ async fn shutdown_ends_open_event_streams() {
     let status = status.expect("the server did not stop with a /devices tab open");
     assert!(status.success(), "{status:?}");
 }
+
+/// Pairings and calls at once: the pool has several connections, and a
+/// pairing's compare-and-set must not fail under a concurrent writer.
+async fn concurrent_pairing_and_calls(app: &App) {
+    let alice = User::sign_up(app, "alice").await;
+    let device = alice.pair_device().await;
+    let calls = format!("/api/devices/{}/calls", device.id);
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let (status, minted) = alice.post("/api/pairing-codes", json!({})).await;
+        assert_eq!(status, 200);
+        codes.push(minted["code"].as_str().unwrap().to_string());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for code in codes {
+        let url = app.url.clone();
+        tasks.spawn(async move {
+            let http = fusion_host::Http::new(&url, None, "test").unwrap();
+            fusion_host::enroll(&http, &url, &code, "laptop", "test")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+    }
+    let mut answered = 0;
+    for _ in 0..40 {
+        let (status, out) = alice
+            .post(&calls, json!({ "tool": "stat", "input": { "path": "." } }))
+            .await;
+        assert_eq!(status, 200, "{out}");
+        answered += 1;
+    }
+    for result in tasks.join_all().await {
+        result.expect("every pairing succeeds");
+    }
+    let (_, devices) = alice.get("/api/devices").await;
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 9);
+    // Every call is in the log (written in batches, read back in full).
+    let (_, log) = alice.get("/api/calls").await;
+    assert!(log["calls"].as_array().unwrap().len() >= answered, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_pairing_and_calls() {
+    concurrent_pairing_and_calls(&App::start(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_pairing_and_calls() {
+    let Some(url) = postgres() else { return };
+    concurrent_pairing_and_calls(&App::start(Some(&url))).await;
+}

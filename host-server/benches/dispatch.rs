@@ -22,11 +22,14 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use eventsource_stream::Eventsource;
 use fusion_host_server::{CallOptions, CallOutcome, Config, Dispatcher, MemoryStore, router};
-use fusion_tools::{CallEvent, CallResult, DeviceManifest, EnrollResponse, Toolbox};
+use fusion_tools::EnrollResponse;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+
+mod support;
+
+use support::connect_device;
 
 const OWNER: &str = "bench";
 
@@ -168,78 +171,7 @@ async fn enroll(client: &reqwest::Client, base: &str) -> EnrollResponse {
         .json()
         .await
         .expect("json");
-    client
-        .post(format!("{base}/api/host/enroll"))
-        .json(&json!({ "code": code["code"], "name": "bench", "platform": "linux", "host_version": "bench" }))
-        .send()
-        .await
-        .expect("enroll")
-        .json()
-        .await
-        .expect("enroll json")
-}
-
-/// Connects a device that answers every call at once; returns when its
-/// stream is open. The task holds the connection for as long as it lives.
-async fn connect_device(
-    base: String,
-    enrolled: EnrollResponse,
-    answered: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        "authorization",
-        format!("Bearer {}", enrolled.token).parse().expect("header"),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client");
-    let manifest = DeviceManifest {
-        host_version: "bench".into(),
-        tools: Toolbox::builtin().manifest().tools,
-        roots: Vec::new(),
-    };
-    let put = client
-        .put(format!("{base}/api/host/manifest"))
-        .json(&manifest)
-        .send()
-        .await
-        .expect("manifest");
-    assert_eq!(put.status(), 204);
-    let response = client
-        .get(format!("{base}/api/host/stream"))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), 200);
-    let mut events = response.bytes_stream().eventsource();
-    let hello = events.next().await.expect("hello").expect("hello event");
-    assert_eq!(hello.event, "hello");
-    tokio::spawn(async move {
-        while let Some(Ok(event)) = events.next().await {
-            if event.event != "call" {
-                continue;
-            }
-            let Ok(call) = serde_json::from_str::<CallEvent>(&event.data) else {
-                continue;
-            };
-            let result = CallResult {
-                call_id: call.call_id,
-                ok: true,
-                output: Some(json!({ "kind": "directory" })),
-                error: None,
-                truncated: false,
-                duration_ms: 0,
-            };
-            let _ = client
-                .post(format!("{base}/api/host/result"))
-                .json(&result)
-                .send()
-                .await;
-            answered.fetch_add(1, Ordering::Relaxed);
-        }
-    })
+    support::enroll_with(base, code["code"].as_str().expect("code"), None).await
 }
 
 struct Stats {

@@ -25,7 +25,8 @@ use crate::credentials::{EnrollLimiter, new_id, new_pairing_code, new_token, nor
 use crate::error::{Error, Result};
 use crate::events::HostEvent;
 use crate::store::{
-    CallLogEntry, DeviceRecord, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store,
+    CallLogEntry, DeviceRecord, ManifestSummary, PairingCodeRecord, ProposalRecord, ProposalStatus,
+    ProposalUpdate, Store,
 };
 use crate::time::Clock;
 
@@ -130,8 +131,9 @@ pub struct DeviceStatus {
     pub device: DeviceRecord,
     /// Whether it holds a stream right now.
     pub online: bool,
-    /// Its latest manifest (tools and roots), if it ever sent one.
-    pub manifest: Option<DeviceManifest>,
+    /// What its latest manifest says (folders, tool names), if it ever sent
+    /// one; [`Dispatcher::manifest`] gives the whole manifest.
+    pub manifest: Option<ManifestSummary>,
 }
 
 /// What the call path needs from a manifest: each tool's class. Devices of
@@ -191,6 +193,10 @@ struct Slot {
 struct Session {
     id: String,
     tx: mpsc::UnboundedSender<StreamMsg>,
+    /// The device as it authenticated for this stream. While the stream is
+    /// live, its calls and results are checked against this copy instead of
+    /// a store read each; revocation ends the session and with it the copy.
+    device: DeviceRecord,
 }
 
 /// What the dispatcher pushes to one device's SSE stream.
@@ -367,9 +373,24 @@ impl Dispatcher {
         })
     }
 
+    /// The device record of a live stream, if the device has one.
+    pub(crate) fn live_device(&self, device_id: &str) -> Option<DeviceRecord> {
+        let state = self.state();
+        state
+            .slots
+            .get(device_id)?
+            .session
+            .as_ref()
+            .map(|s| s.device.clone())
+    }
+
     /// The owner's device, or `DeviceNotFound` for anyone else's.
     async fn owned_device(&self, owner: &str, device_id: &str) -> Result<DeviceRecord> {
-        match self.inner.store.device(device_id).await? {
+        let device = match self.live_device(device_id) {
+            Some(live) => Some(live),
+            None => self.inner.store.device(device_id).await?,
+        };
+        match device {
             Some(d) if d.owner == owner => Ok(d),
             _ => Err(Error::DeviceNotFound {
                 device_id: device_id.to_string(),
@@ -377,20 +398,27 @@ impl Dispatcher {
         }
     }
 
-    /// The owner's devices with their live state and latest manifests.
+    /// The owner's devices with their live state and what their manifests
+    /// say: two store queries, whatever the number of devices.
     pub async fn devices(&self, owner: &str) -> Result<Vec<DeviceStatus>> {
         let devices = self.inner.store.devices(owner).await?;
-        let mut out = Vec::with_capacity(devices.len());
-        for device in devices {
-            let manifest = self.inner.store.manifest(&device.id).await?;
-            let online = self.is_online(&device.id);
-            out.push(DeviceStatus {
+        let mut summaries = self.inner.store.manifest_summaries(owner).await?;
+        let state = self.state();
+        Ok(devices
+            .into_iter()
+            .map(|device| DeviceStatus {
+                online: state.slots.get(&device.id).is_some_and(|s| s.session.is_some()),
+                manifest: summaries.remove(&device.id),
                 device,
-                online,
-                manifest,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
+    }
+
+    /// The owner's device's whole latest manifest (tools with their schemas,
+    /// folders), or `DeviceNotFound` for anyone else's.
+    pub async fn manifest(&self, owner: &str, device_id: &str) -> Result<Option<DeviceManifest>> {
+        self.owned_device(owner, device_id).await?;
+        Ok(self.inner.store.manifest(device_id).await?)
     }
 
     /// Whether the device holds a stream right now.
@@ -841,6 +869,7 @@ impl Dispatcher {
             let new = Session {
                 id: session_id.clone(),
                 tx,
+                device: device.clone(),
             };
             if let Some(old) = slot.session.replace(new) {
                 let _ = old.tx.send(StreamMsg::Replaced(ClosingEvent {

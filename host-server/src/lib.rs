@@ -51,7 +51,7 @@ pub use error::{Error, Result};
 pub use events::HostEvent;
 pub use routes::router;
 pub use store::{
-    CallLogEntry, DeviceRecord, MemoryStore, PairingCodeRecord, ProposalRecord, ProposalStatus,
-    ProposalUpdate, Store, StoreError, StoreResult,
+    CallLogEntry, DeviceRecord, ManifestSummary, MemoryStore, PairingCodeRecord, ProposalRecord,
+    ProposalStatus, ProposalUpdate, Store, StoreError, StoreResult,
 };
 pub use time::{Clock, ManualClock};

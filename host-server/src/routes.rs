@@ -245,11 +245,16 @@ impl FromRequestParts<Dispatcher> for AuthedDevice {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::TokenUnknown)?;
         let device_id = token_device_id(token).ok_or(Error::TokenUnknown)?;
-        let device = dispatcher
-            .store()
-            .device(device_id)
-            .await?
-            .ok_or(Error::TokenUnknown)?;
+        // A connected device's results are checked against its live stream's
+        // record: no store read per result.
+        let device = match dispatcher.live_device(device_id) {
+            Some(live) => live,
+            None => dispatcher
+                .store()
+                .device(device_id)
+                .await?
+                .ok_or(Error::TokenUnknown)?,
+        };
         if !token_matches(token, &device.token_hash) {
             return Err(Error::TokenUnknown);
         }

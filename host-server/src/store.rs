@@ -54,6 +54,28 @@ pub struct DeviceRecord {
     pub revoked_at: Option<SystemTime>,
 }
 
+/// What a device list shows of a manifest: the folders and the tool names,
+/// without the tools' descriptions and schemas (tens of KB per device).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    /// The device binary's version.
+    pub host_version: String,
+    /// The allowed folders, each read-only or read-write.
+    pub roots: Vec<fusion_tools::RootInfo>,
+    /// The tools' names, in the manifest's order.
+    pub tools: Vec<String>,
+}
+
+impl From<&DeviceManifest> for ManifestSummary {
+    fn from(m: &DeviceManifest) -> Self {
+        ManifestSummary {
+            host_version: m.host_version.clone(),
+            roots: m.roots.clone(),
+            tools: m.tools.iter().map(|t| t.name.clone()).collect(),
+        }
+    }
+}
+
 /// A minted pairing code. Only its SHA-256 is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairingCodeRecord {
@@ -211,6 +233,19 @@ pub trait Store: Send + Sync + 'static {
     /// The device's latest manifest, if it ever sent one.
     async fn manifest(&self, id: &str) -> StoreResult<Option<DeviceManifest>>;
 
+    /// The manifest summaries of one owner's devices, by device id: what a
+    /// device list shows. The default loads each manifest in turn; a database
+    /// should answer in one query without loading whole manifests.
+    async fn manifest_summaries(&self, owner: &str) -> StoreResult<HashMap<String, ManifestSummary>> {
+        let mut out = HashMap::new();
+        for device in self.devices(owner).await? {
+            if let Some(m) = self.manifest(&device.id).await? {
+                out.insert(device.id, ManifestSummary::from(&m));
+            }
+        }
+        Ok(out)
+    }
+
     /// Marks a device revoked.
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()>;
 
@@ -338,6 +373,19 @@ impl Store for MemoryStore {
 
     async fn manifest(&self, id: &str) -> StoreResult<Option<DeviceManifest>> {
         Ok(self.tables().manifests.get(id).map(|m| DeviceManifest::clone(m)))
+    }
+
+    async fn manifest_summaries(&self, owner: &str) -> StoreResult<HashMap<String, ManifestSummary>> {
+        let tables = self.tables();
+        Ok(tables
+            .devices
+            .iter()
+            .filter(|d| d.owner == owner)
+            .filter_map(|d| {
+                let m = tables.manifests.get(&d.id)?;
+                Some((d.id.clone(), ManifestSummary::from(&**m)))
+            })
+            .collect())
     }
 
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()> {

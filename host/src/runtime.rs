@@ -621,6 +621,8 @@ impl EventStream {
                 .lock()
                 .map_or_else(|_| tokio::time::Instant::now(), |at| *at);
             tokio::select! {
+                // Data that is there wins over a timer that is due.
+                biased;
                 next = self.events.next() => return match next {
                     Some(Ok(event)) => Next::Event(event),
                     Some(Err(e)) => Next::Failed(e),

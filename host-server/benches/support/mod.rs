@@ -1,0 +1,114 @@
+//! Simulated devices for the benches: enrolled over HTTP, each holding a real
+//! SSE stream and answering every `call` at once with a fixed `stat` result.
+//! Shared by `dispatch` (this crate) and example-web's `app` bench.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use eventsource_stream::Eventsource;
+use fusion_tools::{CallEvent, CallResult, DeviceManifest, EnrollResponse, Toolbox};
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// Enrolls with `code` at `base` (the app's URL), from `from` when given: the
+/// server limits enroll attempts per address, so a bench spreads them.
+pub async fn enroll_with(base: &str, code: &str, from: Option<IpAddr>) -> EnrollResponse {
+    let client = reqwest::Client::builder()
+        .local_address(from)
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{base}/api/host/enroll"))
+        .json(&json!({ "code": code, "name": "bench", "platform": "linux", "host_version": "bench" }))
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(
+        response.status(),
+        200,
+        "enroll: {}",
+        response.text().await.unwrap_or_default()
+    );
+    response.json().await.expect("enroll json")
+}
+
+/// A device's HTTP client, with its token.
+fn device_client(enrolled: &EnrollResponse) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", enrolled.token).parse().expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// Sends the built-in tools' manifest, as a device does on connect.
+pub async fn put_manifest(base: &str, enrolled: &EnrollResponse) {
+    let manifest = DeviceManifest {
+        host_version: "bench".into(),
+        tools: Toolbox::builtin().manifest().tools,
+        roots: Vec::new(),
+    };
+    let put = device_client(enrolled)
+        .put(format!("{base}/api/host/manifest"))
+        .json(&manifest)
+        .send()
+        .await
+        .expect("manifest");
+    assert_eq!(put.status(), 204);
+}
+
+/// Connects a device that answers every call at once; returns when its
+/// stream is open. The task holds the connection for as long as it lives.
+pub async fn connect_device(
+    base: String,
+    enrolled: EnrollResponse,
+    answered: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    put_manifest(&base, &enrolled).await;
+    let client = device_client(&enrolled);
+    let response = client
+        .get(format!("{base}/api/host/stream"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    let mut events = response.bytes_stream().eventsource();
+    let hello = events.next().await.expect("hello").expect("hello event");
+    assert_eq!(hello.event, "hello");
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = events.next().await {
+            if event.event != "call" {
+                continue;
+            }
+            let Ok(call) = serde_json::from_str::<CallEvent>(&event.data) else {
+                continue;
+            };
+            let result = CallResult {
+                call_id: call.call_id,
+                ok: true,
+                output: Some(json!({ "kind": "directory" })),
+                error: None,
+                truncated: false,
+                duration_ms: 0,
+            };
+            let client = client.clone();
+            let base = base.clone();
+            let answered = Arc::clone(&answered);
+            // Answer concurrently, as the real device does.
+            tokio::spawn(async move {
+                let _ = client
+                    .post(format!("{base}/api/host/result"))
+                    .json(&result)
+                    .send()
+                    .await;
+                answered.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    })
+}
