@@ -36,6 +36,10 @@ struct Args {
     /// Start with a demo account and an in-process device on a scratch folder.
     #[arg(long)]
     demo: bool,
+    /// Seconds a call to an offline device waits for it to connect. Devices
+    /// come back within about a second after a restart.
+    #[arg(long, env = "OFFLINE_GRACE_S", default_value_t = 10)]
+    offline_grace: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,7 +96,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let dispatcher = Dispatcher::new(Arc::new(db.clone()), Config::default());
+    let config = Config {
+        offline_grace: std::time::Duration::from_secs(args.offline_grace),
+        ..Config::default()
+    };
+    let dispatcher = Dispatcher::new(Arc::new(db.clone()), config);
     let state = AppState {
         db: db.clone(),
         dispatcher: dispatcher.clone(),
