@@ -28,12 +28,76 @@ impl ConfigFile {
     pub(crate) fn load(dir: &Path) -> anyhow::Result<ConfigFile> {
         let path = dir.join(CONFIG_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("{} is not valid configuration", path.display())),
+            Ok(text) => toml::from_str(&windows_paths_verbatim(&text)).with_context(|| {
+                format!(
+                    "{} is not valid configuration (write paths as 'C:\\Scans' in single quotes, or C:/Scans)",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
+}
+
+/// Takes Windows paths in double-quoted TOML strings as the user meant them.
+///
+/// In a TOML basic string a backslash starts an escape, so `"C:\Scans"` does
+/// not parse and `"C:\new"` holds a line break. Every basic string that starts
+/// with a drive (`"X:\`) gets its lone backslashes doubled before parsing;
+/// pairs that are already doubled, and everything else, stay as written.
+fn windows_paths_verbatim(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            '#' => {
+                for c in chars.by_ref() {
+                    out.push(c);
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '\'' => {
+                for c in chars.by_ref() {
+                    out.push(c);
+                    if c == '\'' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                let ahead: String = chars.clone().take(3).collect();
+                let b = ahead.as_bytes();
+                let drive = b.len() == 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\';
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' if drive => {
+                            out.push_str("\\\\");
+                            if chars.peek() == Some(&'\\') {
+                                chars.next();
+                            }
+                        }
+                        '\\' => {
+                            out.push(c);
+                            if let Some(escaped) = chars.next() {
+                                out.push(escaped);
+                            }
+                        }
+                        '"' | '\n' => {
+                            out.push(c);
+                            break;
+                        }
+                        c => out.push(c),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The configuration directory: `FUSION_HOST_CONFIG_DIR` / `--config-dir`, or
@@ -147,6 +211,38 @@ mod tests {
         std::fs::write(dir.path().join(CONFIG_FILE), "serverr = \"x\"\n").unwrap();
         let e = ConfigFile::load(dir.path()).unwrap_err();
         assert!(format!("{e:#}").contains("serverr"), "{e:#}");
+    }
+
+    #[test]
+    fn windows_paths_in_double_quotes_mean_what_they_say() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            concat!(
+                "# C:\\comment \"quoted\"\n",
+                "name = \"rig \\\"7\\\"\"\n",
+                "roots = [\"C:\\Scans:ro\", \"D:\\new\\tmp\", \"E:\\\\done\\\\right\", 'F:\\literal', \"G:\\trailing\\\"]\n",
+                "ca_cert = \"C:\\certs\\acme root.pem\"\n",
+            ),
+        )
+        .unwrap();
+        let config = ConfigFile::load(dir.path()).unwrap();
+        assert_eq!(config.name.as_deref(), Some("rig \"7\""));
+        assert_eq!(
+            config.roots,
+            [
+                r"C:\Scans:ro",
+                r"D:\new\tmp",
+                r"E:\done\right",
+                r"F:\literal",
+                r"G:\trailing\"
+            ]
+        );
+        assert_eq!(config.ca_cert, Some(PathBuf::from(r"C:\certs\acme root.pem")));
+        assert_eq!(
+            parse_root(&config.roots[0]),
+            (PathBuf::from(r"C:\Scans"), Access::ReadOnly)
+        );
     }
 
     fn scope_err(flags: &[String], config: &ConfigFile) -> String {

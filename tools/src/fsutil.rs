@@ -72,11 +72,21 @@ pub(crate) fn open_regular(loc: &Location<'_>) -> Result<(File, Metadata)> {
     options.read(true);
     #[cfg(unix)]
     cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = loc
-        .root()
-        .dir()
-        .open_with(loc.rel_or_dot(), &options)
-        .map_err(|e| loc.err(e))?;
+    let file = match loc.root().dir().open_with(loc.rel_or_dot(), &options) {
+        Ok(file) => file,
+        // Windows answers "access denied" for opening a folder as a file; say
+        // what it is instead, as on Unix.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(match loc.root().dir().metadata(loc.rel_or_dot()) {
+                Ok(md) if !md.is_file() => Error::NotAFile {
+                    path: loc.path(),
+                    found: EntryKind::of(md.file_type()).article(),
+                },
+                _ => loc.err(e),
+            });
+        }
+        Err(e) => return Err(loc.err(e)),
+    };
     let md = file.metadata().map_err(|e| loc.err(e))?;
     if !md.is_file() {
         return Err(Error::NotAFile {

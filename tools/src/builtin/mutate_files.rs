@@ -158,6 +158,24 @@ fn write_at(cx: &Context<'_>, path: &str, create_parents: bool, content: &[u8]) 
     })
 }
 
+/// Whether a text uses CRLF line endings throughout (as files made on
+/// Windows do): at least one line break, and every `\n` after a `\r`.
+fn is_crlf(text: &[u8]) -> bool {
+    let lf = text.iter().filter(|b| **b == b'\n').count();
+    lf > 0 && text.windows(2).filter(|w| w == b"\r\n").count() == lf
+}
+
+/// `new` with its bare `\n` line breaks made `\r\n` when `current` uses
+/// CRLF: a model writes `\n`, and a CRLF file must stay CRLF (and its diff
+/// must not mark every line as changed). Anything else stays as given.
+fn keep_line_endings<'a>(current: Option<&[u8]>, new: &'a str) -> std::borrow::Cow<'a, str> {
+    if current.is_some_and(is_crlf) && new.contains('\n') && !new.contains('\r') {
+        std::borrow::Cow::Owned(new.replace('\n', "\r\n"))
+    } else {
+        std::borrow::Cow::Borrowed(new)
+    }
+}
+
 fn text(bytes: &[u8]) -> Option<&str> {
     if looks_binary(bytes) {
         None
@@ -214,7 +232,8 @@ pub struct WriteFileInput {
 impl MutateTool for WriteFile {
     type Input = WriteFileInput;
     type Output = WriteOutput;
-    type Staged = ();
+    /// The bytes to write: the content, in the current file's line endings.
+    type Staged = String;
 
     fn spec(&self) -> ToolSpec {
         ToolSpec::mutate(
@@ -226,7 +245,7 @@ impl MutateTool for WriteFile {
         .idempotent(true)
     }
 
-    fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, ())> {
+    fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, String)> {
         check_size("write_file", "content", input.content.len())?;
         let target = Target::examine(cx, &input.path, input.create_parents)?;
         if target.current.is_some() && !input.overwrite {
@@ -235,7 +254,8 @@ impl MutateTool for WriteFile {
                 hint: "set overwrite to replace it",
             });
         }
-        let new = input.content.as_bytes();
+        let content = keep_line_endings(target.current.as_deref(), &input.content);
+        let new = content.as_bytes();
         let summary = match &target.current {
             None => format!("create {} ({} bytes)", target.loc.display(), new.len()),
             Some(old) => format!(
@@ -251,11 +271,11 @@ impl MutateTool for WriteFile {
             Precondition::new(target.expect.clone()),
         )
         .with_diff(target.diff(new));
-        Ok((plan, ()))
+        Ok((plan, content.into_owned()))
     }
 
-    fn apply(&self, cx: &Context<'_>, input: &Self::Input, _: ()) -> Result<WriteOutput> {
-        write_at(cx, &input.path, input.create_parents, input.content.as_bytes())
+    fn apply(&self, cx: &Context<'_>, input: &Self::Input, content: String) -> Result<WriteOutput> {
+        write_at(cx, &input.path, input.create_parents, content.as_bytes())
     }
 }
 
@@ -311,7 +331,17 @@ impl EditFile {
         }
         let mut text = old.to_string();
         let mut replacements = 0u64;
+        let crlf = is_crlf(old.as_bytes());
         for (i, edit) in edits.iter().enumerate() {
+            // In a CRLF file, `\n` in find and replace means the file's `\r\n`.
+            let (find, replace) = if crlf {
+                (
+                    keep_line_endings(Some(old.as_bytes()), &edit.find),
+                    keep_line_endings(Some(old.as_bytes()), &edit.replace),
+                )
+            } else {
+                (edit.find.as_str().into(), edit.replace.as_str().into())
+            };
             let field = format!("edits[{i}].find");
             if edit.find.is_empty() {
                 return Err(Error::invalid_input(
@@ -320,7 +350,7 @@ impl EditFile {
                     "is empty; give the exact text to replace",
                 ));
             }
-            let count = text.matches(edit.find.as_str()).count();
+            let count = text.matches(find.as_ref()).count();
             match count {
                 0 => {
                     return Err(Error::invalid_input(
@@ -343,7 +373,7 @@ impl EditFile {
                 }
                 _ => {}
             }
-            text = text.replace(edit.find.as_str(), &edit.replace);
+            text = text.replace(find.as_ref(), &replace);
             replacements += count as u64;
         }
         Ok((text, replacements))
@@ -439,7 +469,7 @@ impl MutateTool for AppendFile {
             });
         }
         let mut new = target.current.clone().unwrap_or_default();
-        new.extend_from_slice(input.content.as_bytes());
+        new.extend_from_slice(keep_line_endings(target.current.as_deref(), &input.content).as_bytes());
         let summary = format!("append {} bytes to {}", input.content.len(), target.loc.display());
         let effects = target.effects(EffectOp::AppendFile, input.content.len() as u64);
         let plan = Plan::new(summary, effects, Precondition::new(target.expect.clone()))
@@ -489,6 +519,54 @@ mod tests {
         assert_eq!(f.read("notes.txt"), "one\nTWO\n");
         assert_eq!(out["created"], false);
         assert_eq!(out["size"], 8);
+    }
+
+    #[test]
+    fn crlf_files_stay_crlf_and_their_diffs_show_only_what_changed() {
+        let f = Fixture::new();
+        f.write("scan.txt", "north\r\nsouth\r\neast\r\n");
+        // edit_file: the model's `\n` means the file's `\r\n`.
+        let input =
+            json!({ "path": "scan.txt", "edits": [{ "find": "south\neast", "replace": "SOUTH\nEAST" }] });
+        let plan = f.plan("edit_file", input.clone());
+        let diff = plan.diff.clone().unwrap();
+        assert!(
+            diff.contains(" north\r\n"),
+            "unchanged lines stay context: {diff:?}"
+        );
+        assert!(
+            diff.ends_with("@@ -1,3 +1,3 @@\n north\r\n-south\r\n-east\r\n+SOUTH\r\n+EAST\r\n"),
+            "{diff:?}"
+        );
+        f.apply("edit_file", input, &plan).unwrap();
+        assert_eq!(f.read("scan.txt"), "north\r\nSOUTH\r\nEAST\r\n");
+
+        // write_file and append_file keep CRLF too.
+        let input = json!({ "path": "scan.txt", "content": "north\nwest\n", "overwrite": true });
+        let plan = f.plan("write_file", input.clone());
+        assert!(
+            plan.diff.as_deref().unwrap().contains(" north\r\n"),
+            "{:?}",
+            plan.diff
+        );
+        f.apply("write_file", input, &plan).unwrap();
+        assert_eq!(f.read("scan.txt"), "north\r\nwest\r\n");
+        let input = json!({ "path": "scan.txt", "content": "up\n" });
+        let plan = f.plan("append_file", input.clone());
+        f.apply("append_file", input, &plan).unwrap();
+        assert_eq!(f.read("scan.txt"), "north\r\nwest\r\nup\r\n");
+
+        // LF files, mixed files and explicit `\r\n` are left as given.
+        f.write("lf.txt", "a\nb\n");
+        let input = json!({ "path": "lf.txt", "content": "a\nc\n", "overwrite": true });
+        let plan = f.plan("write_file", input.clone());
+        f.apply("write_file", input, &plan).unwrap();
+        assert_eq!(f.read("lf.txt"), "a\nc\n");
+        f.write("mixed.txt", "a\r\nb\n");
+        let input = json!({ "path": "mixed.txt", "content": "x\ny\n", "overwrite": true });
+        let plan = f.plan("write_file", input.clone());
+        f.apply("write_file", input, &plan).unwrap();
+        assert_eq!(f.read("mixed.txt"), "x\ny\n");
     }
 
     #[test]

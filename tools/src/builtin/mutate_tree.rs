@@ -460,12 +460,16 @@ fn copy_entry(
             let temp = temp_name(to_name);
             to_dir.create_dir(&temp).map_err(|e| Error::io(&to_path, e))?;
             let result = (|| {
-                let src = from_dir
-                    .open_dir_nofollow(from_name)
-                    .map_err(|e| Error::io(&to_path, e))?;
-                let dst = to_dir.open_dir(&temp).map_err(|e| Error::io(&to_path, e))?;
-                counts.directories += 1;
-                copy_tree(cx, &src, &dst, counts, &to_path)?;
+                {
+                    let src = from_dir
+                        .open_dir_nofollow(from_name)
+                        .map_err(|e| Error::io(&to_path, e))?;
+                    let dst = to_dir.open_dir(&temp).map_err(|e| Error::io(&to_path, e))?;
+                    counts.directories += 1;
+                    copy_tree(cx, &src, &dst, counts, &to_path)?;
+                }
+                // Both handles are closed here: Windows refuses to rename a
+                // folder that is open (a sharing violation).
                 to_dir
                     .rename(&temp, to_dir, to_name)
                     .map_err(|e| Error::io(&to_path, e))
