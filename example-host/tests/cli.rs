@@ -36,6 +36,7 @@ async fn server() -> Server {
 struct Running(Option<Child>);
 
 impl Running {
+    #[cfg(target_os = "linux")]
     fn id(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
     }

@@ -116,6 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Credentials::load(dir.path()).unwrap(), None);
         let path = sample().save(dir.path()).unwrap();
+        assert_eq!(path, dir.path().join(CREDENTIALS_FILE));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
