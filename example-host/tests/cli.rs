@@ -162,6 +162,22 @@ async fn the_one_liner_pairs_connects_and_answers() {
 
 /// The path as the device prints it: canonical, in the form a user reads
 /// (`C:\...`, not `\\?\C:\...`, on Windows).
+/// `fusion-host doctor` for `folder` with the profile in `config`.
+fn doctor(folder: &Path, config: &Path, json: bool) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.arg("doctor");
+    if json {
+        command.arg("--json");
+    }
+    command
+        .arg("--root")
+        .arg(folder)
+        .arg("--config-dir")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 fn dunce_path(p: &Path) -> String {
     dunce::canonicalize(p).unwrap().display().to_string()
 }
@@ -389,13 +405,7 @@ async fn doctor_reports_each_check() {
     let (_, _) = stop(child);
 
     // No config.toml: said plainly, neither passed nor failed.
-    let out = Command::new(BIN)
-        .args(["doctor", "--root"])
-        .arg(folder.path())
-        .arg("--config-dir")
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = doctor(folder.path(), config.path(), false);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("✓ config"), "{text}");
     assert!(
@@ -404,13 +414,7 @@ async fn doctor_reports_each_check() {
     );
     std::fs::write(config.path().join("config.toml"), "name = \"survey-laptop\"\n").unwrap();
 
-    let out = Command::new(BIN)
-        .args(["doctor", "--json", "--root"])
-        .arg(folder.path())
-        .arg("--config-dir")
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = doctor(folder.path(), config.path(), true);
     let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = checks
         .as_array()
@@ -444,13 +448,7 @@ async fn doctor_reports_each_check() {
         .revoke("alice", &device.device.id)
         .await
         .unwrap();
-    let out = Command::new(BIN)
-        .args(["doctor", "--root"])
-        .arg(folder.path())
-        .arg("--config-dir")
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = doctor(folder.path(), config.path(), false);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("✗ token") && text.contains("pair this device again"),

@@ -14,9 +14,8 @@
 #[path = "../../host-server/benches/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -84,16 +83,7 @@ async fn serve_memory() {
     let app = axum::Router::new()
         .nest("/api/host", router(dispatcher))
         .merge(api);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    println!("listening on http://{}", listener.local_addr().expect("addr"));
-    std::io::stdout().flush().expect("stdout");
-    tokio::spawn(async {
-        let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
-        std::process::exit(0);
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .expect("serve");
+    support::serve_until_stdin_closes(app).await;
 }
 
 async fn memory_devices(State(d): State<Dispatcher>) -> Json<Value> {
@@ -129,23 +119,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut command: Command) -> Server {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server");
-        let line = BufReader::new(child.stdout.take().expect("stdout"))
-            .lines()
-            .next()
-            .expect("a listening line")
-            .expect("read");
-        let base = line
-            .strip_prefix("listening on ")
-            .and_then(|l| l.split(' ').next())
-            .expect("listening on URL")
-            .to_string();
+    fn start(command: Command) -> Server {
+        let (child, base) = support::spawn_server(command);
         Server {
             child,
             base,

@@ -12,9 +12,7 @@
 //! handler does — so the difference from `POST /bench/echo` is what the
 //! dispatcher and the device's round trip add.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -64,17 +62,7 @@ async fn serve() {
     let app = axum::Router::new()
         .nest("/api/host", router(dispatcher))
         .merge(bench);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    println!("LISTEN {}", listener.local_addr().expect("addr"));
-    std::io::stdout().flush().expect("stdout");
-    // Runs until the parent closes our stdin.
-    tokio::spawn(async {
-        let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
-        std::process::exit(0);
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .expect("serve");
+    support::serve_until_stdin_closes(app).await;
 }
 
 async fn echo(Json(body): Json<Value>) -> Json<Value> {
@@ -121,23 +109,10 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start() -> ServerProcess {
-        let mut child = Command::new(std::env::current_exe().expect("current exe"))
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the server process");
-        let stdout = child.stdout.take().expect("stdout");
-        let line = BufReader::new(stdout)
-            .lines()
-            .next()
-            .expect("LISTEN line")
-            .expect("read");
-        let addr = line.strip_prefix("LISTEN ").expect("LISTEN prefix").to_string();
-        ServerProcess {
-            child,
-            base: format!("http://{addr}"),
-        }
+        let mut command = Command::new(std::env::current_exe().expect("current exe"));
+        command.arg("--serve");
+        let (child, base) = support::spawn_server(command);
+        ServerProcess { child, base }
     }
 
     /// Resident memory of the server process, from /proc.

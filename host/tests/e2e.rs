@@ -148,6 +148,20 @@ async fn wait_connected(host: &HostHandle) {
     .unwrap();
 }
 
+/// `stat` of the device's folder, as alice: the call most tests make.
+async fn stat(server: &Server, device_id: &str) -> fusion_host_server::Result<CallOutcome> {
+    server
+        .dispatcher
+        .call(
+            "alice",
+            device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+}
+
 fn output(outcome: CallOutcome) -> Value {
     match outcome {
         CallOutcome::Output(o) => o.output,
@@ -216,17 +230,7 @@ async fn reconnects_by_itself_after_a_server_restart() {
     .unwrap()
     .unwrap();
     wait_connected(&device.host).await;
-    let out = server
-        .dispatcher
-        .call(
-            "alice",
-            &device.credentials.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
+    let out = stat(&server, &device.credentials.device_id).await.unwrap();
     assert_eq!(output(out)["kind"], "directory");
 }
 
@@ -468,16 +472,7 @@ async fn a_reconnect_sends_the_last_event_id() {
     options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
     let host = run_host(options);
     wait_connected(&host).await;
-    let out = server
-        .dispatcher
-        .call(
-            "alice",
-            &credentials.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await;
+    let out = stat(&server, &credentials.device_id).await;
     assert!(out.is_ok());
     // The server restarts; the device comes back through the proxy.
     let mut state = host.state();
@@ -551,17 +546,7 @@ async fn after_a_server_restart_the_device_is_back_within_a_second_and_calls_wai
     let server = Server::on(store, addr).await;
     let back = tokio::time::Instant::now();
     // A call right after the restart waits for the device instead of failing.
-    let out = server
-        .dispatcher
-        .call(
-            "alice",
-            &credentials.device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
+    let out = stat(&server, &credentials.device_id).await.unwrap();
     assert_eq!(output(out)["kind"], "directory");
     let took = back.elapsed();
     assert!(

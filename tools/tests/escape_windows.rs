@@ -66,6 +66,23 @@ impl Sandbox {
             .map(Outcome::into_value)
     }
 
+    /// Plans `tool` with `input`, then applies it with the plan's precondition.
+    fn plan_and_apply(&self, tool: &str, input: Value) -> Value {
+        let Outcome::Plan(plan) = self.call(tool, Mode::Plan, input.clone()).unwrap() else {
+            panic!("{tool} gives a plan")
+        };
+        Toolbox::builtin()
+            .call(
+                &Context::new(&self.scope),
+                tool,
+                Mode::Apply,
+                input,
+                Some(&plan.precondition),
+            )
+            .unwrap()
+            .into_value()
+    }
+
     fn outside_untouched(&self) {
         let names: Vec<_> = std::fs::read_dir(self.base.join("outside"))
             .unwrap()
@@ -197,18 +214,7 @@ fn long_paths_inside_a_root_work() {
     let out = s.read(&rel).unwrap();
     assert!(out["content"].as_str().unwrap().contains("deep"), "{out}");
     let input = json!({ "path": rel, "content": "deeper\n", "overwrite": true });
-    let Outcome::Plan(plan) = s.call("write_file", Mode::Plan, input.clone()).unwrap() else {
-        panic!("a plan")
-    };
-    Toolbox::builtin()
-        .call(
-            &Context::new(&s.scope),
-            "write_file",
-            Mode::Apply,
-            input,
-            Some(&plan.precondition),
-        )
-        .unwrap();
+    s.plan_and_apply("write_file", input);
     assert_eq!(std::fs::read_to_string(&full).unwrap(), "deeper\n");
 }
 
@@ -219,17 +225,6 @@ fn long_paths_inside_a_root_can_be_created() {
     let s = Sandbox::new();
     let rel = deep_path();
     let input = json!({ "path": rel, "content": "deep\n", "create_parents": true });
-    let Outcome::Plan(plan) = s.call("write_file", Mode::Plan, input.clone()).unwrap() else {
-        panic!("a plan")
-    };
-    Toolbox::builtin()
-        .call(
-            &Context::new(&s.scope),
-            "write_file",
-            Mode::Apply,
-            input,
-            Some(&plan.precondition),
-        )
-        .unwrap();
+    s.plan_and_apply("write_file", input);
     assert_eq!(std::fs::read_to_string(s.root.join(&rel)).unwrap(), "deep\n");
 }

@@ -3,7 +3,9 @@
 //! Shared by `dispatch` (this crate) and example-web's `app` bench.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::IpAddr;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -111,4 +113,41 @@ pub async fn connect_device(
             });
         }
     })
+}
+
+/// Serves `app` on 127.0.0.1:0 in a server process: prints `listening on
+/// URL` for the parent, and exits when the parent closes its stdin.
+pub async fn serve_until_stdin_closes(app: axum::Router) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("listening on http://{}", listener.local_addr().expect("addr"));
+    std::io::stdout().flush().expect("stdout");
+    tokio::spawn(async {
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+        std::process::exit(0);
+    });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .expect("serve");
+}
+
+/// Starts a server process and reads its `listening on URL` line: the child
+/// (stdin piped: dropping it stops the server) and the URL.
+pub fn spawn_server(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server process");
+    let line = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .expect("a listening line")
+        .expect("read");
+    let base = line
+        .strip_prefix("listening on ")
+        .and_then(|l| l.split(' ').next())
+        .expect("listening on URL")
+        .to_string();
+    (child, base)
 }
