@@ -503,10 +503,16 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
                 format!("device '{}' ({}) of {}", c.name, c.device_id, c.owner),
                 None,
             );
+            let file = dir.join(fusion_host::CREDENTIALS_FILE).display().to_string();
             add(
                 "credentials file",
                 mode_ok,
-                dir.join(fusion_host::CREDENTIALS_FILE).display().to_string(),
+                if cfg!(unix) {
+                    file
+                } else {
+                    // Not checked here: say so rather than claim it.
+                    format!("{file} (access follows the profile folder's; not checked)")
+                },
                 (!mode_ok).then_some("run `chmod 600` on it: other users can read the token"),
             );
         }
@@ -738,6 +744,9 @@ fn credentials_private(dir: &Path) -> bool {
         .is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
 }
 
+/// Windows: the file sits in the user's profile (`%APPDATA%`), whose ACL
+/// admits only the user, SYSTEM and administrators; no stricter ACL is set
+/// yet, and this check does not read it.
 #[cfg(not(unix))]
 fn credentials_private(_: &Path) -> bool {
     true
