@@ -519,3 +519,58 @@ impl Store for Db {
             .map_err(store_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn count_calls(db: &Db) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM calls")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    /// `log_call` only queues; `flush_call_log` returns once every queued
+    /// entry is in the table (what a clean shutdown relies on).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_call_log_is_written_in_batches_and_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("t.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind("usr_1")
+            .bind("a@example.com")
+            .bind("x")
+            .bind(0i64)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let n = 3 * LOG_BATCH + 17;
+        for i in 0..n {
+            db.log_call(CallLogEntry {
+                call_id: format!("call_{i}"),
+                owner: "usr_1".into(),
+                device_id: "dev_1".into(),
+                tool: "stat".into(),
+                mode: Mode::Run,
+                proposal_id: None,
+                started_at: SystemTime::now(),
+                duration_ms: 1,
+                error_code: (i % 7 == 0).then(|| "not_found".to_string()),
+            })
+            .await
+            .unwrap();
+        }
+        db.flush_call_log().await;
+        assert_eq!(count_calls(&db).await, n as i64);
+        let recent = db.calls("usr_1", 10).await.unwrap();
+        assert_eq!(recent.len(), 10);
+    }
+}

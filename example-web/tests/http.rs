@@ -690,3 +690,47 @@ async fn postgres_concurrent_pairing_and_calls() {
     let Some(url) = postgres() else { return };
     concurrent_pairing_and_calls(&App::start(Some(&url))).await;
 }
+
+/// The call log is written in batches off the call path; a clean stop
+/// (SIGTERM) right after a burst of calls still keeps every record.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_keeps_every_call_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+    let mut app = App::start(Some(&url));
+    let mut alice = User::sign_up(&app, "alice").await;
+    let device = alice.pair_device().await;
+    let calls = format!("{}/api/devices/{}/calls", app.url, device.id);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let (client, calls, csrf) = (alice.client.clone(), calls.clone(), alice.csrf.clone());
+        burst.spawn(async move {
+            client
+                .post(calls)
+                .header("x-csrf-token", csrf)
+                .json(&json!({ "tool": "stat", "input": { "path": "." } }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    for status in burst.join_all().await {
+        assert_eq!(status, 200);
+    }
+    device.host.shutdown();
+    let status = tokio::task::spawn_blocking(move || app.terminate(std::time::Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the app stops");
+    assert!(status.success(), "{status:?}");
+
+    // The same database, a new process: every call is in the log.
+    let app = App::start(Some(&url));
+    alice.url = app.url.clone();
+    let (status, log) = alice.get("/api/calls").await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["calls"].as_array().unwrap().len(), 60);
+}
