@@ -162,6 +162,16 @@ async fn the_one_liner_pairs_connects_and_answers() {
 
 /// The path as the device prints it: canonical, in the form a user reads
 /// (`C:\...`, not `\\?\C:\...`, on Windows).
+/// `fusion-host status --json` for the profile in `config`.
+fn status_json(config: &Path) -> Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--config-dir"])
+        .arg(config)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `fusion-host doctor` for `folder` with the profile in `config`.
 fn doctor(folder: &Path, config: &Path, json: bool) -> std::process::Output {
     let mut command = Command::new(BIN);
@@ -252,12 +262,7 @@ async fn revocation_stops_the_process_with_the_repair_message() {
         text.contains("paired:    no") && text.contains("revoked"),
         "{text}"
     );
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--config-dir"])
-        .arg(config.path())
-        .output()
-        .unwrap();
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = status_json(config.path());
     assert_eq!(
         (status["enrolled"].clone(), status["revoked"].clone()),
         (json!(false), json!(true))
@@ -380,12 +385,7 @@ fn convert_ifc_names_the_missing_program() {
 #[test]
 fn status_and_logout_speak_plainly() {
     let config = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--config-dir"])
-        .arg(config.path())
-        .output()
-        .unwrap();
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = status_json(config.path());
     assert_eq!(status["enrolled"], false);
     assert_eq!(status["running"], false);
     let out = Command::new(BIN)

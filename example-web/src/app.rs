@@ -158,13 +158,7 @@ async fn device(
     Authed(p): Authed,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, AppError> {
-    let manifest = state.dispatcher.manifest(&p.user.id, &id).await?;
-    let status = state
-        .dispatcher
-        .devices(&p.user.id)
-        .await?
-        .into_iter()
-        .find(|d| d.device.id == id);
+    let (status, manifest) = state.dispatcher.device(&p.user.id, &id).await?;
     Ok(Json(json!({ "device": status, "manifest": manifest })))
 }
 

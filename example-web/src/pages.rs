@@ -284,20 +284,8 @@ async fn device_page(
     let Some(p) = p else {
         return Ok(Redirect::to("/signin").into_response());
     };
-    let devices = s.dispatcher.devices(&p.user.id).await?;
-    let Some(d) = devices.into_iter().find(|d| d.device.id == id) else {
-        return Err(AppError {
-            status: axum::http::StatusCode::NOT_FOUND,
-            code: "device_not_found".into(),
-            message: format!("device {id} was not found"),
-        });
-    };
-    let tools = s
-        .dispatcher
-        .manifest(&p.user.id, &id)
-        .await?
-        .map(|m| m.tools)
-        .unwrap_or_default();
+    let (d, manifest) = s.dispatcher.device(&p.user.id, &id).await?;
+    let tools = manifest.map(|m| m.tools).unwrap_or_default();
     let tools_json = serde_json::to_string(&tools).unwrap_or_default();
     let body = html! {
         section.card {

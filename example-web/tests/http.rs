@@ -124,6 +124,18 @@ async fn api_round_trip_and_isolation(app: &App) {
         16
     );
 
+    // One device: its whole manifest (schemas included), its owner only.
+    let one = format!("/api/devices/{}", device.id);
+    let (status, detail) = alice.get(&one).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["device"]["id"], device.id.as_str());
+    assert_eq!(detail["device"]["online"], true);
+    let tools = detail["manifest"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 16);
+    assert!(tools.iter().all(|t| t["inputSchema"].is_object()), "{detail}");
+    let (status, err) = bob.get(&one).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("device_not_found")));
+
     let calls = format!("/api/devices/{}/calls", device.id);
     let (status, out) = alice
         .post(&calls, json!({ "tool": "list_directory", "input": {} }))

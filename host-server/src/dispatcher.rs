@@ -414,11 +414,29 @@ impl Dispatcher {
             .collect())
     }
 
-    /// The owner's device's whole latest manifest (tools with their schemas,
-    /// folders), or `DeviceNotFound` for anyone else's.
-    pub async fn manifest(&self, owner: &str, device_id: &str) -> Result<Option<DeviceManifest>> {
-        self.owned_device(owner, device_id).await?;
-        Ok(self.inner.store.manifest(device_id).await?)
+    /// One of the owner's devices, with its live state and its whole latest
+    /// manifest (tools with their schemas, folders), or `DeviceNotFound` for
+    /// anyone else's. Read from the store, so `last_seen` is current.
+    pub async fn device(
+        &self,
+        owner: &str,
+        device_id: &str,
+    ) -> Result<(DeviceStatus, Option<DeviceManifest>)> {
+        let device = match self.inner.store.device(device_id).await? {
+            Some(d) if d.owner == owner => d,
+            _ => {
+                return Err(Error::DeviceNotFound {
+                    device_id: device_id.to_string(),
+                });
+            }
+        };
+        let manifest = self.inner.store.manifest(device_id).await?;
+        let status = DeviceStatus {
+            online: self.is_online(&device.id),
+            manifest: manifest.as_ref().map(ManifestSummary::from),
+            device,
+        };
+        Ok((status, manifest))
     }
 
     /// Whether the device holds a stream right now.

@@ -744,7 +744,7 @@ impl Backoff {
             .fast_until
             .is_some_and(|until| tokio::time::Instant::now() < until);
         let ceiling = if fast {
-            exponential.min(FAST_RECONNECT).max(self.base.min(FAST_RECONNECT))
+            exponential.min(FAST_RECONNECT)
         } else {
             exponential
         };
