@@ -162,6 +162,7 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
         options.concurrency = n;
     }
     options.applied_journal = Some(dir.join(fusion_host::APPLIED_JOURNAL_FILE));
+    // Recovered rename batches are logged as warnings by run_host.
     let host = run_host(options);
     let mut state = host.state();
     let state_file = StateFile::new(&dir);

@@ -131,7 +131,7 @@ async fn api_round_trip_and_isolation(app: &App) {
     assert_eq!(detail["device"]["id"], device.id.as_str());
     assert_eq!(detail["device"]["online"], true);
     let tools = detail["manifest"]["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 16);
+    assert_eq!(tools.len(), 17);
     assert!(tools.iter().all(|t| t["inputSchema"].is_object()), "{detail}");
     let (status, err) = bob.get(&one).await;
     assert_eq!((status, err["code"].as_str()), (404, Some("device_not_found")));

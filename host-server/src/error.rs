@@ -214,9 +214,15 @@ impl Error {
         )
     }
 
-    /// The wire form.
+    /// The wire form; a device's error keeps its `details`.
     pub fn to_body(&self) -> ErrorBody {
-        ErrorBody::new(self.code(), self.to_string())
+        match self {
+            Error::Tool(body) => ErrorBody {
+                message: self.to_string(),
+                ..body.clone()
+            },
+            _ => ErrorBody::new(self.code(), self.to_string()),
+        }
     }
 }
 

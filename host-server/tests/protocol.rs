@@ -193,7 +193,7 @@ async fn manifest_needs_a_token_and_is_kept() {
         .unwrap();
     assert_eq!(response.status(), 204);
     let devices = server.dispatcher.devices("alice").await.unwrap();
-    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 16);
+    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 17);
     assert!(!devices[0].online);
 
     let response = client(&enrolled.token)

@@ -170,12 +170,19 @@ pub struct Stopped {
 /// A running device.
 #[derive(Debug)]
 pub struct HostHandle {
+    recovered: Vec<fusion_tools::RenameRecovery>,
     shutdown: CancellationToken,
     state: watch::Receiver<ConnectionState>,
     task: tokio::task::JoinHandle<Result<Stopped>>,
 }
 
 impl HostHandle {
+    /// Rename batches a crash had interrupted, finished or rolled back before
+    /// the first call was taken (each also logged as a warning).
+    pub fn recovered(&self) -> &[fusion_tools::RenameRecovery] {
+        &self.recovered
+    }
+
     /// Asks the device to stop: no new calls, running ones get the shutdown
     /// grace, then are cancelled.
     pub fn shutdown(&self) {
@@ -217,9 +224,18 @@ impl Stopper {
 }
 
 /// Starts the device on the current tokio runtime.
+///
+/// First it finishes or rolls back any rename batch a crash interrupted in
+/// the allowed folders ([`fusion_tools::recover_renames`]; see
+/// [`HostHandle::recovered`]), so no call ever sees a half-renamed folder.
 pub fn run_host(options: HostOptions) -> HostHandle {
     let shutdown = CancellationToken::new();
     let (tx, state) = watch::channel(ConnectionState::Connecting);
+    // Before any call: a folder holds all old names or all new ones.
+    let recovered = fusion_tools::recover_renames(&options.scope);
+    for recovery in &recovered {
+        tracing::warn!("{recovery}");
+    }
     let journal = Journal::open(options.applied_journal.clone());
     let mut finished = Finished::default();
     for result in journal.results() {
@@ -237,6 +253,7 @@ pub fn run_host(options: HostOptions) -> HostHandle {
     };
     let task = tokio::spawn(runtime.run());
     HostHandle {
+        recovered,
         shutdown,
         state,
         task,

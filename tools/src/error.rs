@@ -45,6 +45,12 @@ pub enum ErrorCode {
     ProgramFailed,
     /// An I/O error not covered by a more specific code.
     Io,
+    /// A batch has problems found before anything changed; the error's
+    /// `details.problems` lists each with a code of its own.
+    InvalidBatch,
+    /// A step of a batch failed part-way; what was done was rolled back and
+    /// the error's `details` says what happened to each item.
+    BatchFailed,
 }
 
 impl ErrorCode {
@@ -67,6 +73,8 @@ impl ErrorCode {
             ErrorCode::ProgramNotFound => "program_not_found",
             ErrorCode::ProgramFailed => "program_failed",
             ErrorCode::Io => "io",
+            ErrorCode::InvalidBatch => "invalid_batch",
+            ErrorCode::BatchFailed => "batch_failed",
         }
     }
 }
@@ -206,6 +214,20 @@ pub enum Error {
         /// The last part of what it wrote to stderr.
         stderr: String,
     },
+    /// A batch has problems; nothing was changed.
+    #[error("{}", batch_problems_message(.problems))]
+    InvalidBatch {
+        /// Every problem found, in input order.
+        problems: Vec<crate::builtin::BatchProblem>,
+    },
+    /// A batch failed part-way and was rolled back.
+    #[error("{message}")]
+    BatchFailed {
+        /// What failed, what was rolled back, and what to do.
+        message: String,
+        /// The structured account (per item), for `details`.
+        details: serde_json::Value,
+    },
     /// Any other I/O error, with the path it happened on.
     #[error("i/o error on {}: {source}", .path.display())]
     Io {
@@ -237,6 +259,8 @@ impl Error {
             Error::ProgramNotFound { .. } => ErrorCode::ProgramNotFound,
             Error::ProgramFailed { .. } => ErrorCode::ProgramFailed,
             Error::Io { .. } => ErrorCode::Io,
+            Error::InvalidBatch { .. } => ErrorCode::InvalidBatch,
+            Error::BatchFailed { .. } => ErrorCode::BatchFailed,
         }
     }
 
@@ -255,11 +279,24 @@ impl Error {
         }
     }
 
-    /// The wire form: code plus message.
+    /// The wire form: code, message and, for batches, the structured details.
     pub fn to_body(&self) -> ErrorBody {
         ErrorBody {
             code: self.code().as_str().to_string(),
             message: self.to_string(),
+            details: self.details(),
+        }
+    }
+
+    /// Structured detail beyond the message, where the error has some.
+    pub fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            Error::InvalidBatch { problems } => Some(serde_json::json!({
+                "problems_total": problems.len(),
+                "problems": problems,
+            })),
+            Error::BatchFailed { details, .. } => Some(details.clone()),
+            _ => None,
         }
     }
 
@@ -314,7 +351,8 @@ fn is_escape(e: &io::Error) -> bool {
         .is_some_and(|inner| inner.to_string() == "a path led outside of the filesystem")
 }
 
-/// The error as it travels on the wire: `{"code": "...", "message": "..."}`.
+/// The error as it travels on the wire: `{"code": "...", "message": "..."}`,
+/// plus `details` for errors that carry structure (a batch's problems).
 ///
 /// The code is a string, not [`ErrorCode`], so that a peer with a newer set of
 /// codes still parses.
@@ -324,6 +362,10 @@ pub struct ErrorBody {
     pub code: String,
     /// A human-readable message that names the input and says what to do.
     pub message: String,
+    /// Structured detail, for errors that have it (`invalid_batch`,
+    /// `batch_failed`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ErrorBody {
@@ -332,8 +374,27 @@ impl ErrorBody {
         ErrorBody {
             code: code.into(),
             message: message.into(),
+            details: None,
         }
     }
+}
+
+/// "3 problems in the batch; nothing was changed: first …; fix them and plan again".
+fn batch_problems_message(problems: &[crate::builtin::BatchProblem]) -> String {
+    let shown: Vec<String> = problems
+        .iter()
+        .take(3)
+        .map(|p| format!("{} ({})", p.message, p.code))
+        .collect();
+    let more = match problems.len() {
+        n if n > 3 => format!("; and {} more (see details.problems)", n - 3),
+        _ => String::new(),
+    };
+    format!(
+        "{} problem(s) in the batch, nothing was changed: {}{more}; fix the listed items and plan again",
+        problems.len(),
+        shown.join("; ")
+    )
 }
 
 /// The result type of this crate.
@@ -362,6 +423,8 @@ mod tests {
             ErrorCode::ProgramNotFound,
             ErrorCode::ProgramFailed,
             ErrorCode::Io,
+            ErrorCode::InvalidBatch,
+            ErrorCode::BatchFailed,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

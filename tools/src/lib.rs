@@ -1,5 +1,5 @@
 //! The local-tool contract of fusion-host, the sandboxed [`Scope`], and the
-//! sixteen built-in filesystem tools.
+//! seventeen built-in filesystem tools.
 //!
 //! A tool is the MCP triple — name, description, a JSON Schema for its input
 //! derived from a Rust type — plus a [`Class`]:
@@ -86,7 +86,7 @@
 //!
 //! // The manifest is a valid MCP `tools/list` result.
 //! let manifest = serde_json::to_value(toolbox.manifest())?;
-//! assert_eq!(manifest["tools"].as_array().unwrap().len(), 17);
+//! assert_eq!(manifest["tools"].as_array().unwrap().len(), 18);
 //! # Ok(())
 //! # }
 //! ```

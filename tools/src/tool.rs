@@ -401,6 +401,21 @@ pub enum PathState {
     },
     /// A FIFO, socket or device.
     Special,
+    /// An entry known by identity rather than content: what a rename depends
+    /// on, since it never reads or changes the content (hashing a folder of
+    /// multi-gigabyte scans to rename them would take hours).
+    Identity {
+        /// What the entry is.
+        entry: crate::fsutil::EntryKind,
+        /// The file id: `device:inode` in hex (volume serial and file index on
+        /// Windows).
+        id: String,
+        /// Size in bytes.
+        size: u64,
+        /// Modification time, RFC 3339 with nanoseconds, where the platform has it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modified: Option<String>,
+    },
 }
 
 impl std::fmt::Display for PathState {
@@ -420,6 +435,18 @@ impl std::fmt::Display for PathState {
             }
             PathState::Symlink { target } => write!(f, "a symbolic link to {target}"),
             PathState::Special => f.write_str("a special file"),
+            PathState::Identity {
+                entry,
+                id,
+                size,
+                modified,
+            } => {
+                write!(f, "{} (id {id}, {size} bytes", entry.article())?;
+                match modified {
+                    Some(m) => write!(f, ", modified {m})"),
+                    None => f.write_str(")"),
+                }
+            }
         }
     }
 }
@@ -547,6 +574,17 @@ fn into_conflict(e: Error, approved: &Precondition) -> Error {
             conflict(path.display().to_string(), format!("it is now {found}"))
         }
         Error::BinaryFile { ref path } => conflict(path.display().to_string(), "it is now binary".into()),
+        Error::InvalidBatch { ref problems } if !problems.is_empty() => {
+            let first = &problems[0];
+            let more = match problems.len() {
+                1 => String::new(),
+                n => format!("; {} more item(s) changed too", n - 1),
+            };
+            conflict(
+                first.path.clone(),
+                format!("{} ({}){more}", first.message, first.code),
+            )
+        }
         Error::InvalidInput { tool, field, message } => conflict(
             approved
                 .expect
@@ -615,7 +653,7 @@ impl Toolbox {
         Self::default()
     }
 
-    /// A toolbox with the sixteen built-in tools.
+    /// A toolbox with the seventeen built-in tools.
     pub fn builtin() -> Self {
         let mut toolbox = Self::new();
         crate::builtin::register(&mut toolbox);
@@ -743,6 +781,7 @@ mod tests {
                 "move",
                 "open_path",
                 "read_file",
+                "rename_batch",
                 "reveal_in_os",
                 "stat",
                 "write_file",

@@ -1,4 +1,4 @@
-//! The sixteen built-in tools.
+//! The seventeen built-in tools.
 
 mod grep;
 mod listing;
@@ -6,6 +6,7 @@ mod mutate_files;
 mod mutate_tree;
 mod open;
 mod read;
+mod rename;
 
 pub use grep::{Grep, GrepInput, GrepMatch, GrepOutput, MAX_CONTEXT, MAX_LINE_BYTES, MAX_MATCHES};
 pub use listing::{
@@ -23,6 +24,10 @@ pub use open::{OpenInput, OpenOutput, OpenPath, RevealInOs};
 pub use read::{
     HashAlgorithm, HashFile, HashFileInput, HashFileOutput, MAX_READ_BYTES, ReadFile, ReadFileInput,
     ReadFileOutput, Stat, StatInput, StatOutput,
+};
+pub use rename::{
+    BatchProblem, BatchProblemCode, MAX_BATCH, RENAME_JOURNAL, RecoveryOutcome, RenameBatch,
+    RenameBatchInput, RenameBatchOutput, RenamePair, RenameRecovery, recover_renames,
 };
 
 use crate::tool::Toolbox;
@@ -46,6 +51,7 @@ pub(crate) fn register(toolbox: &mut Toolbox) {
         .add_mutating(Move)
         .add_mutating(Copy)
         .add_mutating(Delete)
+        .add_mutating(RenameBatch)
         .add(OpenPath::default())
         .add(RevealInOs::default());
 }
