@@ -47,6 +47,9 @@ pub(crate) fn call(
         code: exit::USAGE,
         error,
     })?;
+    for recovery in fusion_tools::recover_renames(&scope) {
+        eprintln!("! {recovery}");
+    }
     let toolbox = crate::toolbox();
     let cx = Context::new(&scope);
     let result = match toolbox.class(tool) {

@@ -4,6 +4,7 @@
 mod device;
 mod e57las;
 mod local;
+mod rename;
 mod settings;
 
 use std::path::PathBuf;
@@ -100,6 +101,38 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Rename files by a naming schema, as one all-or-nothing batch: prints
+    /// the plan as a table; renames only with --apply.
+    ///
+    /// Example: fusion-host rename 'scans/*.e57' --to '{mtime:%Y-%m-%d}_north_{n:03}.{ext}'
+    ///
+    /// Tokens: {name} {stem} {ext} {parent}, {n} a counter ({n:03} three digits,
+    /// {n:03:100} from 100), {mtime} the modification date ({mtime:%Y%m%d_%H%M}
+    /// any strftime format, local time), {1}… groups of --match, {{ and }} braces.
+    Rename {
+        /// Which files: a glob relative to the first allowed folder
+        /// (`scans/*.e57`; `**/*.e57` at any depth).
+        pattern: String,
+        /// The new name of each file (in its own folder), from tokens.
+        #[arg(long = "to", value_name = "TEMPLATE")]
+        to: String,
+        /// Only files whose name matches this regular expression; its groups
+        /// are {1}, {2}… in --to.
+        #[arg(long = "match", value_name = "REGEX")]
+        matcher: Option<String>,
+        /// The order {n} counts in.
+        #[arg(long, value_enum, default_value_t = rename::Order::Name)]
+        sort: rename::Order,
+        /// An allowed folder, `PATH` or `PATH:ro`. Repeatable.
+        #[arg(long = "root", value_name = "PATH[:ro]")]
+        roots: Vec<String>,
+        /// Rename now (otherwise only the plan is printed).
+        #[arg(long)]
+        apply: bool,
+        /// How many rows of the plan to print.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+    },
     /// Convert point clouds: `fusion-host convert e57 --to las [--merge FILE] DIR`.
     Convert {
         /// The input format.
@@ -188,6 +221,26 @@ fn main() -> ExitCode {
                 roots,
                 apply,
             }) => local::call(global, tool, input, roots, *apply),
+            Some(Command::Rename {
+                pattern,
+                to,
+                matcher,
+                sort,
+                roots,
+                apply,
+                rows,
+            }) => rename::rename(
+                global,
+                &rename::RenameArgs {
+                    pattern,
+                    to,
+                    matcher: matcher.as_deref(),
+                    order: *sort,
+                    roots,
+                    apply: *apply,
+                    rows: *rows,
+                },
+            ),
             Some(Command::Convert { from, to, merge, dir }) => {
                 if (*from, *to) != (Format::E57, Format::Las) {
                     Err(device::Fail {

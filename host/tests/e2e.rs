@@ -109,13 +109,17 @@ struct Device {
 }
 
 async fn start_device(server: &Server, owner: &str) -> Device {
+    start_device_in(server, owner, tempfile::tempdir().unwrap()).await
+}
+
+/// A device whose allowed folder is `dir`, prepared by the test.
+async fn start_device_in(server: &Server, owner: &str, dir: tempfile::TempDir) -> Device {
     let http = Http::new(&server.url(), None, "test").unwrap();
     let code = server.dispatcher.mint_pairing_code(owner).await.unwrap();
     let credentials = enroll(&http, &server.url(), &code.code, "test-laptop", "test")
         .await
         .unwrap();
     assert_eq!(credentials.owner, owner);
-    let dir = tempfile::tempdir().unwrap();
     let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
     let (started, cancelled) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let mut toolbox = Toolbox::builtin();
@@ -214,6 +218,110 @@ async fn propose_approve_apply_writes_the_file() {
     let applied = server.dispatcher.approve("alice", &p.id).await.unwrap();
     assert_eq!(applied.status, ProposalStatus::Applied);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "scan registered\n");
+}
+
+#[tokio::test]
+async fn a_rename_batch_is_one_proposal_with_its_problems_named() {
+    let server = Server::start().await;
+    let device = start_device(&server, "alice").await;
+    let id = &device.credentials.device_id;
+    for i in 1..=480 {
+        std::fs::write(device.dir.path().join(format!("Scan_{i:04}.e57")), i.to_string()).unwrap();
+    }
+    let renames: Vec<Value> = (1..=480)
+        .map(|i| json!({ "from": format!("Scan_{i:04}.e57"), "to": format!("2026-11-03_north_{i:03}.e57") }))
+        .collect();
+    let outcome = server
+        .dispatcher
+        .call(
+            "alice",
+            id,
+            "rename_batch",
+            json!({ "renames": renames }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let CallOutcome::Proposal(p) = outcome else {
+        panic!("expected a proposal")
+    };
+    assert_eq!(p.plan.effects_total, 480);
+    assert!(
+        p.plan.summary.starts_with("rename 480 entries"),
+        "{}",
+        p.plan.summary
+    );
+    let pending = server
+        .dispatcher
+        .store()
+        .proposals("alice", Some(ProposalStatus::Pending))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "one approval for the whole batch");
+    let applied = server.dispatcher.approve("alice", &p.id).await.unwrap();
+    assert_eq!(applied.status, ProposalStatus::Applied);
+    assert!(device.dir.path().join("2026-11-03_north_480.e57").exists());
+    assert!(!device.dir.path().join("Scan_0001.e57").exists());
+
+    // Problems come back as one error whose details list each.
+    let e = server
+        .dispatcher
+        .call(
+            "alice",
+            id,
+            "rename_batch",
+            json!({ "renames": [
+                { "from": "missing.e57", "to": "x.e57" },
+                { "from": "2026-11-03_north_001.e57", "to": "2026-11-03_north_002.e57" },
+            ] }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    let body = e.to_body();
+    assert_eq!(body.code, "invalid_batch");
+    let problems = &body.details.unwrap()["problems"];
+    assert_eq!(problems[0]["code"], "source_missing");
+    assert_eq!(problems[1]["code"], "target_exists");
+}
+
+/// A batch interrupted by a crash (one file at its temporary name, the
+/// journal beside it) is rolled back before the device takes a call.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_device_rolls_back_an_interrupted_rename_at_start() {
+    use std::os::unix::fs::MetadataExt as _;
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.e57"), "a").unwrap();
+    std::fs::write(dir.path().join("b.e57"), "b").unwrap();
+    let id = |name: &str| {
+        let md = std::fs::symlink_metadata(dir.path().join(name)).unwrap();
+        format!("{:x}:{:x}", md.dev(), md.ino())
+    };
+    let journal = json!({ "version": 1, "batch": "feed", "items": [
+        { "from": "a.e57", "to": "north_1.e57", "temp": ".fusion-rename-feed-0", "id": id("a.e57") },
+        { "from": "b.e57", "to": "north_2.e57", "temp": ".fusion-rename-feed-1", "id": id("b.e57") },
+    ] });
+    std::fs::write(dir.path().join(fusion_tools::RENAME_JOURNAL), journal.to_string()).unwrap();
+    std::fs::rename(dir.path().join("a.e57"), dir.path().join(".fusion-rename-feed-0")).unwrap();
+    let device = start_device_in(&server, "alice", dir).await;
+    let recovered = device.host.recovered();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(
+        recovered[0].outcome,
+        fusion_tools::RecoveryOutcome::RolledBack { moved_back: 1 }
+    );
+    assert!(
+        recovered[0]
+            .to_string()
+            .contains("every entry has its old name again")
+    );
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("a.e57")).unwrap(),
+        "a"
+    );
+    assert!(!device.dir.path().join(fusion_tools::RENAME_JOURNAL).exists());
 }
 
 #[tokio::test]
