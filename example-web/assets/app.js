@@ -143,6 +143,13 @@ function continuation(o) {
     t.append(body);
     return t;
   };
+  // A plan without a diff (a rename batch, a move): its first rows as a table.
+  const effectsView = (plan) => {
+    const rows = plan.effects.slice(0, 20).map((e) => ({ what: e.op, path: e.path, 'new path': e.to, size: e.bytes }));
+    const parts = [table(rows, ['what', 'path', 'new path', 'size'])];
+    if (plan.effects_total > rows.length) parts.push(el('p', { class: 'muted more' }, `… and ${plan.effects_total - rows.length} more (${plan.effects_total} in all)`));
+    return parts;
+  };
   document.getElementById('run').addEventListener('click', async () => {
     result.replaceChildren(el('p', { class: 'muted' }, 'Running…'));
     let body;
@@ -156,6 +163,7 @@ function continuation(o) {
         const box = el('div', { class: 'proposal' });
         box.append(el('p', {}, out.plan.summary));
         if (out.plan.diff) box.append(diffView(out.plan.diff));
+        else if (out.plan.effects.length) box.append(...effectsView(out.plan));
         const approve = el('button', { class: 'primary', id: 'approve' }, 'Approve');
         const reject = el('button', { id: 'reject' }, 'Reject');
         const actions = el('div');
@@ -176,7 +184,10 @@ function continuation(o) {
       parts.push(el('pre', { class: 'json' }, JSON.stringify(o, null, 2)));
       result.replaceChildren(...parts);
     } catch (e) {
-      result.replaceChildren(el('p', { class: 'error' }, `${e.code}: ${e.message}`));
+      const parts = [el('p', { class: 'error' }, `${e.code}: ${e.message}`)];
+      // A batch's problems, each with its code.
+      if (e.details && Array.isArray(e.details.problems)) parts.push(table(e.details.problems, ['code', 'index', 'path', 'message']));
+      result.replaceChildren(...parts);
     }
   });
 })();

@@ -65,6 +65,8 @@ pub(crate) struct AppError {
     pub(crate) status: StatusCode,
     pub(crate) code: String,
     pub(crate) message: String,
+    /// Structured detail from a device's error (a batch's problems).
+    pub(crate) details: Option<Value>,
 }
 
 impl AppError {
@@ -73,6 +75,7 @@ impl AppError {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_input".into(),
             message: format!("{field}: {message}"),
+            details: None,
         }
     }
 
@@ -81,6 +84,7 @@ impl AppError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized".into(),
             message: message.into(),
+            details: None,
         }
     }
 
@@ -89,6 +93,7 @@ impl AppError {
             status: StatusCode::FORBIDDEN,
             code: code.into(),
             message: message.into(),
+            details: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl AppError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal".into(),
             message: "something went wrong on the server; try again".into(),
+            details: None,
         }
     }
 }
@@ -120,6 +126,7 @@ impl From<fusion_host_server::Error> for AppError {
             status: e.status(),
             code: e.code().to_string(),
             message: e.to_string(),
+            details: e.to_body().details,
         }
     }
 }
@@ -128,7 +135,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({ "code": self.code, "message": self.message })),
+            Json(match self.details {
+                Some(details) => json!({ "code": self.code, "message": self.message, "details": details }),
+                None => json!({ "code": self.code, "message": self.message }),
+            }),
         )
             .into_response()
     }

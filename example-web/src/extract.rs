@@ -78,6 +78,7 @@ impl From<JsonRejection> for AppError {
             status: rejection.status(),
             code: code.into(),
             message,
+            details: None,
         }
     }
 }
@@ -88,6 +89,7 @@ impl From<QueryRejection> for AppError {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_query".into(),
             message: format!("the query string is not valid here: {}", rejection.body_text()),
+            details: None,
         }
     }
 }
@@ -98,6 +100,7 @@ impl From<PathRejection> for AppError {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_path".into(),
             message: format!("a path segment is not valid: {}", rejection.body_text()),
+            details: None,
         }
     }
 }
@@ -119,6 +122,7 @@ pub(crate) async fn not_found(method: Method, uri: Uri) -> Response {
                 "there is no {method} {}; see the JSON API in the README",
                 uri.path()
             ),
+            details: None,
         }
         .into_response()
     } else {
@@ -133,6 +137,7 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             status: StatusCode::METHOD_NOT_ALLOWED,
             code: "method_not_allowed".into(),
             message: format!("{} does not take {method}", uri.path()),
+            details: None,
         }
         .into_response()
     } else {

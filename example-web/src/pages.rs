@@ -186,6 +186,35 @@ fn diff_view(diff: &str) -> Markup {
     }
 }
 
+/// Rows of a plan shown on the page; the rest are counted.
+const PLAN_ROWS: usize = 20;
+
+/// A plan's effects as a table (a rename batch, a move, a delete): the first
+/// rows and how many there are in all.
+fn effects_view(plan: &fusion_tools::Plan) -> Markup {
+    let total = plan.effects_total as usize;
+    let shown = &plan.effects[..plan.effects.len().min(PLAN_ROWS)];
+    let has_to = shown.iter().any(|e| e.to.is_some());
+    html! {
+        table.effects {
+            thead { tr { th { "What" } th { "Path" } @if has_to { th { "New path" } } th { "Size" } } }
+            tbody {
+                @for e in shown {
+                    tr {
+                        td.muted { (serde_json::to_value(e.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
+                        td { code { (e.path) } }
+                        @if has_to { td { code { (e.to.as_deref().unwrap_or("")) } } }
+                        td.muted { (e.bytes.map(|b| format!("{b} B")).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        @if total > shown.len() {
+            p.muted.more { "… and " (total - shown.len()) " more (" (total) " in all)" }
+        }
+    }
+}
+
 async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) -> Result<Response, AppError> {
     let Some(p) = p else {
         return Ok(Redirect::to("/signin").into_response());
@@ -248,7 +277,7 @@ async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) ->
                         div { button.primary.small data-decide="approve" data-id=(prop.id) type="button" { "Approve" } " " button.small data-decide="reject" data-id=(prop.id) type="button" { "Reject" } }
                     }
                     p { (prop.plan.summary) }
-                    @if let Some(diff) = &prop.plan.diff { (diff_view(diff)) }
+                    @if let Some(diff) = &prop.plan.diff { (diff_view(diff)) } @else if !prop.plan.effects.is_empty() { (effects_view(&prop.plan)) }
                 }
             }
         }

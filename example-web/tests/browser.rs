@@ -1,7 +1,9 @@
 //! `/devices` in real headless Chromium, driven over WebDriver: sign up, add a
 //! device (a real device enrolls with the code the page shows), see it go
 //! online, run `list_directory`, propose `write_file`, see the diff, approve,
-//! and find the file on disk. Saves `target/browser-devices.png`.
+//! and find the file on disk; a `rename_batch` shows its problems, then its
+//! plan as a table with one Approve. Saves `target/browser-devices.png` and
+//! `target/browser-rename-batch.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test
 //! says it skipped and passes.
@@ -217,6 +219,81 @@ async fn devices_page_end_to_end_in_chromium() {
         std::fs::read_to_string(device.dir.path().join("approved.txt")).unwrap(),
         "approved in the browser\n"
     );
+
+    // A rename batch: its problems as a table, then a plan of 30 renames as a
+    // table of its first 20 rows, approved once on /devices.
+    for i in 1..=30 {
+        std::fs::write(device.dir.path().join(format!("Scan_{i:04}.e57")), i.to_string()).unwrap();
+    }
+    select.select_by_value("rename_batch").await.unwrap();
+    let input = c.find(css("#input")).await.unwrap();
+    input.clear().await.unwrap();
+    input
+        .send_keys(r#"{"renames": [{"from": "missing.e57", "to": "x.e57"}]}"#)
+        .await
+        .unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    let problems = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#result table"))
+        .await
+        .unwrap();
+    assert!(problems.text().await.unwrap().contains("source_missing"));
+    let renames: Vec<_> = (1..=30)
+        .map(|i| json!({ "from": format!("Scan_{i:04}.e57"), "to": format!("2026-11-03_north_{i:03}.e57") }))
+        .collect();
+    input.clear().await.unwrap();
+    input
+        .send_keys(&json!({ "renames": renames }).to_string())
+        .await
+        .unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("#result .proposal table"))
+        .await
+        .unwrap();
+    c.goto(&format!("{}/devices", app.url)).await.unwrap();
+    let batch = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css(".proposal table.effects"))
+        .await
+        .unwrap();
+    assert_eq!(batch.find_all(css("tbody tr")).await.unwrap().len(), 20);
+    assert!(batch.text().await.unwrap().contains("2026-11-03_north_001.e57"));
+    let more = c
+        .find(css(".proposal .more"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(more.contains("and 10 more (30 in all)"), "{more}");
+    assert_eq!(
+        c.find_all(css(".proposal [data-decide=approve]"))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one Approve for the batch"
+    );
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(target.join("browser-rename-batch.png"), shot).unwrap();
+    c.find(css(".proposal [data-decide=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let renamed = device.dir.path().join("2026-11-03_north_030.e57");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !renamed.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(renamed.exists(), "the approved batch renamed the files");
+    assert!(!device.dir.path().join("Scan_0001.e57").exists());
 
     // Back on /devices the activity log shows the calls.
     c.goto(&format!("{}/devices", app.url)).await.unwrap();
