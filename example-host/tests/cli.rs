@@ -119,7 +119,7 @@ async fn the_one_liner_pairs_connects_and_answers() {
 
     let devices = server.dispatcher.devices("alice").await.unwrap();
     assert!(devices[0].online);
-    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 18);
+    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 19);
     let out = server
         .dispatcher
         .call(
@@ -357,7 +357,7 @@ fn call_runs_a_tool_locally_and_applies_only_when_asked() {
 
     let out = Command::new(BIN).args(["tools", "--json"]).output().unwrap();
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(manifest["tools"].as_array().unwrap().len(), 18);
+    assert_eq!(manifest["tools"].as_array().unwrap().len(), 19);
 }
 
 #[test]

@@ -44,7 +44,11 @@ fn main() {
     let pairs = |forward: bool| -> Value {
         let renames: Vec<Value> = (0..files)
             .map(|i| {
-                let (from, to) = if forward { (old(i), new(i)) } else { (new(i), old(i)) };
+                let (from, to) = if forward {
+                    (old(i), new(i))
+                } else {
+                    (new(i), old(i))
+                };
                 json!({ "from": from, "to": to })
             })
             .collect();
@@ -53,7 +57,11 @@ fn main() {
     let check = |forward: bool| {
         let name = if forward { new(files - 1) } else { old(files - 1) };
         assert!(dir.join(&name).exists(), "{name} is missing");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files, "a leftover in the folder");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            files,
+            "a leftover in the folder"
+        );
     };
 
     // rename_batch: plan, then apply, alternating direction.
@@ -83,9 +91,16 @@ fn main() {
     for _ in 0..reps.min(3) {
         let started = Instant::now();
         for i in 0..files {
-            let (from, to) = if forward { (old(i), new(i)) } else { (new(i), old(i)) };
+            let (from, to) = if forward {
+                (old(i), new(i))
+            } else {
+                (new(i), old(i))
+            };
             let input = json!({ "source": from, "destination": to });
-            let Outcome::Plan(plan) = toolbox.call(&cx, "move", Mode::Plan, input.clone(), None).unwrap() else {
+            let Outcome::Plan(plan) = toolbox
+                .call(&cx, "move", Mode::Plan, input.clone(), None)
+                .unwrap()
+            else {
                 panic!("a plan")
             };
             toolbox
@@ -103,7 +118,11 @@ fn main() {
     for _ in 0..reps {
         let text: String = (0..files)
             .map(|i| {
-                let (from, to) = if forward { (old(i), new(i)) } else { (new(i), old(i)) };
+                let (from, to) = if forward {
+                    (old(i), new(i))
+                } else {
+                    (new(i), old(i))
+                };
                 format!("{from}\t{to}\n")
             })
             .collect();

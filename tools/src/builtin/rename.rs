@@ -259,6 +259,20 @@ pub(crate) fn examine(
         if i % 256 == 0 {
             cx.checkpoint()?;
         }
+        // A name Windows cannot hold is its own problem there, named as such
+        // (the scope would only call it a path it refuses).
+        if on_windows {
+            let name = pair.to.rsplit(['/', '\\']).next().unwrap_or(&pair.to);
+            if let Some(reason) = windows_name_problem(name) {
+                problem(
+                    BatchProblemCode::WindowsName,
+                    Some(i),
+                    &pair.to,
+                    format!("{} cannot be a name on Windows: {reason}", pair.to),
+                );
+                continue;
+            }
+        }
         let ((from_root, batch_root, from), (to_root, _, to)) =
             match (locate(scope, &pair.from), locate(scope, &pair.to)) {
                 (Ok(from), Ok(to)) => (from, to),
@@ -284,20 +298,6 @@ pub(crate) fn examine(
                 ),
             );
             continue;
-        }
-        if on_windows {
-            if let Some(reason) = to
-                .file_name()
-                .and_then(|n| windows_name_problem(&n.to_string_lossy()))
-            {
-                problem(
-                    BatchProblemCode::WindowsName,
-                    Some(i),
-                    &pair.to,
-                    format!("{} cannot be a name on Windows: {reason}", pair.to),
-                );
-                continue;
-            }
         }
         if from == to {
             unchanged += 1;
@@ -1095,7 +1095,8 @@ mod tests {
         f.snapshot()
             .into_iter()
             .filter_map(|(p, c)| {
-                c.map(|c| (p.display().to_string(), String::from_utf8_lossy(&c).into_owned()))
+                let p = p.display().to_string().replace('\\', "/");
+                c.map(|c| (p, String::from_utf8_lossy(&c).into_owned()))
             })
             .collect()
     }
@@ -1481,6 +1482,51 @@ mod tests {
         assert!(e.to_string().contains("split it"), "{e}");
         let e = f.plan_err("rename_batch", json!({ "renames": [{ "from": "a" }] }));
         assert!(e.to_string().contains("renames[0]"), "{e}");
+    }
+
+    /// Windows (and Wine) volumes are case-insensitive: the new spelling
+    /// finds the source itself, and the rename goes through a temporary name.
+    #[cfg(windows)]
+    #[test]
+    fn case_only_renames_work_on_a_case_insensitive_volume() {
+        let f = Fixture::new();
+        f.write("Scan.E57", "s");
+        let list = [("Scan.E57", "scan.e57")];
+        let plan = f.plan("rename_batch", pairs(&list));
+        let out = f.apply("rename_batch", pairs(&list), &plan).unwrap();
+        assert_eq!(out["case_only"], 1);
+        let names: Vec<_> = std::fs::read_dir(f.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["scan.e57"]);
+    }
+
+    /// A file another program holds open without delete sharing cannot be
+    /// renamed on Windows: the batch stops there and undoes what it did.
+    #[cfg(windows)]
+    #[test]
+    fn a_file_locked_by_another_program_rolls_the_batch_back() {
+        use std::os::windows::fs::OpenOptionsExt as _;
+        let f = Fixture::new();
+        for name in ["a", "b", "c"] {
+            f.write(name, name);
+        }
+        let before = state(&f);
+        let list = [("a", "a2"), ("b", "b2"), ("c", "c2")];
+        let plan = f.plan("rename_batch", pairs(&list));
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .share_mode(0)
+            .open(f.path("b"))
+            .unwrap();
+        let e = f.apply("rename_batch", pairs(&list), &plan).unwrap_err();
+        drop(lock);
+        assert_eq!(code(&e), ErrorCode::BatchFailed, "{e}");
+        let details = e.to_body().details.unwrap();
+        assert_eq!(details["failed"]["index"], 1, "{details}");
+        assert_eq!(details["moved_back"], 1, "{details}");
+        assert_eq!(state(&f), before);
     }
 
     #[test]
