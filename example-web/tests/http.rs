@@ -121,7 +121,7 @@ async fn api_round_trip_and_isolation(app: &App) {
             .as_array()
             .unwrap()
             .len(),
-        16
+        17
     );
 
     // One device: its whole manifest (schemas included), its owner only.

@@ -803,6 +803,6 @@ async fn calls_follow_the_latest_manifest() {
             .unwrap()
             .tools
             .len(),
-        15
+        16
     );
 }
