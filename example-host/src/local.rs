@@ -78,6 +78,25 @@ pub(crate) fn call(
     }
 }
 
+/// `fusion-host mcp`: the tools over MCP on stdin/stdout. Nothing but the
+/// protocol goes to stdout; notes go to stderr.
+pub(crate) async fn mcp(global: &Global, roots: &[String]) -> Result<(), Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let scope = settings::scope(roots, &config).map_err(|error| Fail {
+        code: exit::USAGE,
+        error,
+    })?;
+    for recovery in fusion_tools::recover_renames(&scope) {
+        eprintln!("! {recovery}");
+    }
+    fusion_host::mcp::LocalMcp::new(crate::toolbox(), scope, crate::device::VERSION)
+        .serve_stdio()
+        .await
+        .context("the MCP connection failed")?;
+    Ok(())
+}
+
 /// `fusion-host convert e57 --to las [--merge FILE] DIR`.
 pub(crate) fn convert(global: &Global, dir: &Path, merge: Option<&str>) -> Result<(), Fail> {
     let scope = Scope::single(dir, Access::ReadWrite)?;

@@ -101,6 +101,16 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Serve this device's tools to a local MCP client (Claude Desktop, an
+    /// editor, any MCP client) over stdin/stdout. Opens no port and needs no
+    /// pairing; changes are planned first and applied only with the plan's
+    /// apply_token (or after the client's own approval prompt).
+    Mcp {
+        /// An allowed folder, `PATH` or `PATH:ro`. Repeatable.
+        /// Default: `roots` in config.toml, else the current directory.
+        #[arg(long = "root", value_name = "PATH[:ro]")]
+        roots: Vec<String>,
+    },
     /// Rename files by a naming schema, as one all-or-nothing batch: prints
     /// the plan as a table; renames only with --apply.
     ///
@@ -221,6 +231,7 @@ fn main() -> ExitCode {
                 roots,
                 apply,
             }) => local::call(global, tool, input, roots, *apply),
+            Some(Command::Mcp { roots }) => local::mcp(global, roots).await,
             Some(Command::Rename {
                 pattern,
                 to,

@@ -27,6 +27,8 @@ mod client;
 mod credentials;
 mod error;
 mod journal;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 mod runtime;
 
 pub use client::{DEVICE_PREFIX, Http, device_base};

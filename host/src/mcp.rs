@@ -1,0 +1,440 @@
+//! The device's tools for a local MCP client, over stdio (`fusion-host mcp`).
+//!
+//! Read and action tools run on arrival. A mutate tool keeps its consent:
+//! called without approval it returns its plan (the diff, the effects) and a
+//! one-time `apply_token` bound to the input and the precondition it was
+//! planned against; the change happens only when the client calls the tool
+//! again with that token, and the precondition is re-verified then. Where the
+//! client can ask its user (elicitation, protocol 2025-11-25 and older), the
+//! server asks there instead and applies on "approve".
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fusion_tools::{
+    Cancellation, Class, Context, Mode, Outcome, Plan, Precondition, Scope, ToolDescriptor, Toolbox,
+};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{ElicitationError, RequestContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Map, Value, json};
+
+/// The argument that carries an apply token.
+pub const APPLY_TOKEN: &str = "apply_token";
+
+/// How long an apply token stays good.
+pub const APPLY_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The most plans waiting for their token at once; the oldest goes first.
+const MAX_PENDING: usize = 256;
+
+/// How often a running tool reports progress to a client that asked for it.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A planned change waiting for its apply token.
+struct Pending {
+    tool: String,
+    input: Value,
+    precondition: Precondition,
+    planned: Instant,
+}
+
+/// An MCP server over a toolbox and a scope.
+#[derive(Clone)]
+pub struct LocalMcp {
+    toolbox: Arc<Toolbox>,
+    scope: Arc<Scope>,
+    version: String,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+}
+
+impl LocalMcp {
+    /// A server for `toolbox` confined to `scope`; `version` is reported as
+    /// the server's version.
+    pub fn new(toolbox: Toolbox, scope: Scope, version: &str) -> Self {
+        LocalMcp {
+            toolbox: Arc::new(toolbox),
+            scope: Arc::new(scope),
+            version: version.to_string(),
+            pending: Arc::default(),
+        }
+    }
+
+    /// Serves MCP on stdin/stdout until the client closes the stream.
+    pub async fn serve_stdio(self) -> Result<(), std::io::Error> {
+        use rmcp::ServiceExt as _;
+        let running = self
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(std::io::Error::other)?;
+        running.waiting().await.map_err(std::io::Error::other)?;
+        Ok(())
+    }
+
+    /// The tools as MCP lists them, in name order.
+    pub fn tools(&self) -> Vec<Tool> {
+        self.toolbox.manifest().tools.iter().map(mcp_tool).collect()
+    }
+
+    /// The pending plan of `token`, spent, if it was given for `tool` with
+    /// exactly `input`. A token shown with other input stays unspent.
+    fn take_pending(&self, token: &str, tool: &str, input: &Value) -> Result<Pending, McpError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, p| p.planned.elapsed() < APPLY_TOKEN_TTL);
+        match pending.get(token) {
+            None => Err(invalid_params(
+                format!(
+                    "the {APPLY_TOKEN} is unknown, used already or expired (they last {} min); call {tool} \
+                     without it to plan again",
+                    APPLY_TOKEN_TTL.as_secs() / 60
+                ),
+                Some(json!({ "code": "invalid_input" })),
+            )),
+            Some(p) if p.tool != tool || p.input != *input => Err(invalid_params(
+                format!(
+                    "this {APPLY_TOKEN} was given for {} with other input; an approved plan is applied with \
+                     exactly the input it was planned with",
+                    p.tool
+                ),
+                Some(json!({ "code": "invalid_input" })),
+            )),
+            Some(_) => Ok(pending.remove(token).expect("present")),
+        }
+    }
+
+    fn remember(&self, tool: &str, input: Value, plan: &Plan) -> String {
+        let mut random = [0u8; 16];
+        let _ = getrandom::fill(&mut random);
+        let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, p| p.planned.elapsed() < APPLY_TOKEN_TTL);
+        if pending.len() >= MAX_PENDING {
+            if let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.planned)
+                .map(|(k, _)| k.clone())
+            {
+                pending.remove(&oldest);
+            }
+        }
+        pending.insert(
+            token.clone(),
+            Pending {
+                tool: tool.to_string(),
+                input,
+                precondition: plan.precondition.clone(),
+                planned: Instant::now(),
+            },
+        );
+        token
+    }
+
+    /// Runs one toolbox call on the blocking pool, stopped by the request's
+    /// cancellation, reporting progress while it runs when the client asked.
+    async fn run(
+        &self,
+        context: &RequestContext<RoleServer>,
+        tool: &str,
+        mode: Mode,
+        input: Value,
+        precondition: Option<Precondition>,
+    ) -> Result<Outcome, fusion_tools::Error> {
+        let cancel = Cancellation::new();
+        let (toolbox, scope, name) = (
+            Arc::clone(&self.toolbox),
+            Arc::clone(&self.scope),
+            tool.to_string(),
+        );
+        let flag = cancel.clone();
+        let mut work = tokio::task::spawn_blocking(move || {
+            let cx = Context::new(&scope).with_cancellation(flag);
+            toolbox.call(&cx, &name, mode, input, precondition.as_ref())
+        });
+        let progress_token = context.meta.get_progress_token();
+        let started = Instant::now();
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                joined = &mut work => {
+                    return joined.unwrap_or_else(|e| Err(fusion_tools::Error::Io {
+                        path: tool.into(),
+                        source: std::io::Error::other(format!("the tool crashed: {e}")),
+                    }));
+                }
+                () = context.ct.cancelled(), if !cancel.is_cancelled() => cancel.cancel(),
+                _ = ticks.tick(), if progress_token.is_some() => {
+                    let elapsed = started.elapsed().as_secs_f64().floor();
+                    let param = ProgressNotificationParam::new(progress_token.clone().expect("checked above"), elapsed)
+                        .with_message(format!("{tool} running for {elapsed:.0} s"));
+                    let _ = context.peer.notify_progress(param).await;
+                }
+            }
+        }
+    }
+
+    /// Asks the client's user to approve `plan`, where the client can.
+    /// `None` when it cannot (or the protocol forbids server requests).
+    async fn ask(&self, context: &RequestContext<RoleServer>, tool: &str, plan: &Plan) -> Option<bool> {
+        let can_ask = context
+            .peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.elicitation.is_some());
+        if !can_ask {
+            return None;
+        }
+        let mut message = format!("Approve this change by {tool}?\n\n{}\n", plan.summary);
+        if let Some(diff) = &plan.diff {
+            message.push('\n');
+            message.push_str(&diff.chars().take(8000).collect::<String>());
+        } else {
+            for effect in plan.effects.iter().take(20) {
+                message.push_str(&format!(
+                    "\n{:?} {}{}",
+                    effect.op,
+                    effect.path,
+                    effect
+                        .to
+                        .as_deref()
+                        .map(|t| format!(" → {t}"))
+                        .unwrap_or_default()
+                ));
+            }
+            if plan.effects_total > 20 {
+                message.push_str(&format!("\n… and {} more", plan.effects_total - 20));
+            }
+        }
+        match context.peer.elicit::<Approval>(message).await {
+            Ok(Some(answer)) => Some(answer.approve),
+            Ok(None) | Err(ElicitationError::UserDeclined) | Err(ElicitationError::UserCancelled) => {
+                Some(false)
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// The answer to an approval question.
+#[derive(Debug, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+struct Approval {
+    /// Apply the change.
+    approve: bool,
+}
+
+rmcp::elicit_safe!(Approval);
+
+/// A tool as MCP lists it. A mutate tool takes an optional `apply_token`
+/// beside its own input, and its output is the plan or what applying did.
+pub fn mcp_tool(descriptor: &ToolDescriptor) -> Tool {
+    let mut value = serde_json::to_value(descriptor).unwrap_or(Value::Null);
+    if descriptor.class == Class::Mutate {
+        if let Some(props) = value["inputSchema"]["properties"].as_object_mut() {
+            props.insert(
+                APPLY_TOKEN.into(),
+                json!({
+                    "type": "string",
+                    "description": "Leave out to get the plan (the exact change) and a one-time apply_token; \
+                                    call again with the same input and that token to apply it, once a person \
+                                    has approved the plan."
+                }),
+            );
+        }
+        let output = value
+            .get("outputSchema")
+            .cloned()
+            .unwrap_or(json!({ "type": "object" }));
+        value["outputSchema"] = mutate_output_schema(output);
+        if let Some(description) = value["description"].as_str() {
+            value["description"] = Value::String(format!(
+                "{description} Changes nothing until applied: the first call returns the plan and an \
+                 apply_token; show the plan to the user and call again with the token to apply."
+            ));
+        }
+    }
+    serde_json::from_value(value).unwrap_or_else(|_| Tool::default())
+}
+
+/// What a mutate tool returns: its plan (with the token) or its applied output.
+fn mutate_output_schema(applied: Value) -> Value {
+    let mut plan = schemars::schema_for!(Plan).to_value();
+    if let Some(map) = plan.as_object_mut() {
+        map.remove("$schema");
+        map.remove("title");
+    }
+    let mut defs = Map::new();
+    for schema in [&mut plan, &mut applied.clone()] {
+        if let Some(Value::Object(d)) = schema.as_object_mut().and_then(|m| m.remove("$defs")) {
+            defs.extend(d);
+        }
+    }
+    let mut applied = applied;
+    if let Some(map) = applied.as_object_mut() {
+        map.remove("$defs");
+    }
+    let mut schema = json!({
+        "type": "object",
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["planned", "applied", "rejected"],
+                "description": "planned: nothing changed yet, see plan and apply_token; applied: see output; \
+                                rejected: the user said no"
+            },
+            "plan": plan,
+            "apply_token": { "type": "string" },
+            "expires_in_s": { "type": "integer" },
+            "output": applied,
+        },
+        "required": ["status"],
+    });
+    if !defs.is_empty() {
+        schema["$defs"] = Value::Object(defs);
+    }
+    schema
+}
+
+/// A tool error as an MCP result: `isError`, the code in the text and in
+/// `structuredContent`.
+fn error_result(e: &fusion_tools::Error) -> CallToolResult {
+    let body = e.to_body();
+    let mut result = CallToolResult::structured_error(serde_json::to_value(&body).unwrap_or(Value::Null));
+    result.content = vec![ContentBlock::text(format!("{}: {}", body.code, body.message))];
+    result
+}
+
+fn invalid_params(message: String, data: Option<Value>) -> McpError {
+    McpError::invalid_params(message, data)
+}
+
+impl ServerHandler for LocalMcp {
+    fn get_info(&self) -> ServerConfig {
+        let roots: Vec<String> = self
+            .scope
+            .root_infos()
+            .iter()
+            .map(|r| match r.access {
+                fusion_tools::Access::ReadOnly => format!("{} (read-only)", r.path),
+                fusion_tools::Access::ReadWrite => r.path.clone(),
+            })
+            .collect();
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("fusion-host", self.version.clone()))
+            .with_instructions(format!(
+                "Tools on this computer's files, confined to these folders: {}. Relative paths are relative to \
+                 the first. Tools that change files return a plan first; apply it with the apply_token only \
+                 after the user approved it.",
+                roots.join(", ")
+            ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        let Some(class) = self.toolbox.class(&name) else {
+            let available: Vec<&str> = self.toolbox.names().collect();
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool `{name}`; this server offers: {}",
+                    available.join(", ")
+                ),
+                Some(json!({ "code": "unknown_tool" })),
+            ));
+        };
+        let mut arguments = request.arguments.unwrap_or_default();
+        let token = match arguments.remove(APPLY_TOKEN) {
+            None => None,
+            Some(Value::String(t)) if class == Class::Mutate => Some(t),
+            Some(_) => {
+                return Err(invalid_params(
+                    format!(
+                        "`{APPLY_TOKEN}` is a string, and only mutate tools take it; `{name}` is a {} tool",
+                        class.as_str()
+                    ),
+                    Some(json!({ "code": "invalid_input" })),
+                ));
+            }
+        };
+        let input = Value::Object(arguments);
+        let outcome = match (class, token) {
+            (Class::Mutate, Some(token)) => {
+                let pending = self.take_pending(&token, &name, &input)?;
+                self.run(&context, &name, Mode::Apply, input, Some(pending.precondition))
+                    .await
+                    .map(|o| json!({ "status": "applied", "output": o.into_value() }))
+            }
+            (Class::Mutate, None) => match self.run(&context, &name, Mode::Plan, input.clone(), None).await {
+                Ok(Outcome::Plan(plan)) => match self.ask(&context, &name, &plan).await {
+                    Some(true) => self
+                        .run(
+                            &context,
+                            &name,
+                            Mode::Apply,
+                            input,
+                            Some(plan.precondition.clone()),
+                        )
+                        .await
+                        .map(|o| json!({ "status": "applied", "output": o.into_value() })),
+                    Some(false) => Ok(json!({ "status": "rejected", "plan": plan })),
+                    None => {
+                        let token = self.remember(&name, input, &plan);
+                        Ok(json!({
+                            "status": "planned",
+                            "plan": plan,
+                            "apply_token": token,
+                            "expires_in_s": APPLY_TOKEN_TTL.as_secs(),
+                        }))
+                    }
+                },
+                Ok(Outcome::Output(v)) => Ok(v),
+                Err(e) => Err(e),
+            },
+            _ => self
+                .run(&context, &name, Mode::Run, input, None)
+                .await
+                .map(Outcome::into_value),
+        };
+        match outcome {
+            Ok(value) => {
+                let mut result = CallToolResult::structured(value.clone());
+                if let Some(text) = readable(&value) {
+                    result.content = vec![ContentBlock::text(text)];
+                }
+                Ok(result.into())
+            }
+            // Malformed arguments are the client's error, as JSON-RPC says.
+            Err(e @ fusion_tools::Error::InvalidInput { .. }) => Err(invalid_params(
+                e.to_string(),
+                Some(serde_json::to_value(e.to_body()).unwrap_or(Value::Null)),
+            )),
+            Err(e) => Ok(error_result(&e).into()),
+        }
+    }
+}
+
+/// The text beside `structuredContent`: the same JSON, pretty; a plan's diff
+/// is shown as it is, so a client that only shows text shows the change.
+fn readable(value: &Value) -> Option<String> {
+    let mut text = serde_json::to_string_pretty(value).ok()?;
+    if let Some(diff) = value["plan"]["diff"].as_str() {
+        text = format!(
+            "{}\n\n{diff}\n{text}",
+            value["plan"]["summary"].as_str().unwrap_or_default()
+        );
+    }
+    Some(text)
+}
