@@ -277,7 +277,7 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
                     w.write_point(las_point).map_err(las_error)?;
                 }
                 written += 1;
-                if written % 65_536 == 0 {
+                if written.is_multiple_of(65_536) {
                     cx.checkpoint()?;
                     progress(written);
                 }

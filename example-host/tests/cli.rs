@@ -197,14 +197,13 @@ fn dunce_path(p: &Path) -> String {
 fn assert_listens_on_nothing(pid: u32) {
     let mut inodes = std::collections::HashSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        if let Ok(target) = std::fs::read_link(fd.unwrap().path()) {
-            if let Some(inode) = target
+        if let Ok(target) = std::fs::read_link(fd.unwrap().path())
+            && let Some(inode) = target
                 .to_string_lossy()
                 .strip_prefix("socket:[")
                 .and_then(|s| s.strip_suffix(']'))
-            {
-                inodes.insert(inode.to_string());
-            }
+        {
+            inodes.insert(inode.to_string());
         }
     }
     assert!(!inodes.is_empty(), "the device should hold its connection");

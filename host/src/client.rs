@@ -166,12 +166,12 @@ fn find_rustls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                // Continue *at* the payload: it may be another io::Error.
-                current = Some(inner);
-                continue;
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            // Continue *at* the payload: it may be another io::Error.
+            current = Some(inner);
+            continue;
         }
         current = err.source();
     }

@@ -64,10 +64,10 @@ impl Journal {
             self.results.pop_front();
         }
         self.results.push_back(result.clone());
-        if let Some(path) = &self.path {
-            if let Err(e) = write_atomically(path, &serde_json::to_vec(&self.results).unwrap_or_default()) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the applied-calls journal");
-            }
+        if let Some(path) = &self.path
+            && let Err(e) = write_atomically(path, &serde_json::to_vec(&self.results).unwrap_or_default())
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the applied-calls journal");
         }
     }
 }

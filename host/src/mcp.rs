@@ -112,14 +112,13 @@ impl LocalMcp {
         let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.retain(|_, p| p.planned.elapsed() < APPLY_TOKEN_TTL);
-        if pending.len() >= MAX_PENDING {
-            if let Some(oldest) = pending
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending
                 .iter()
                 .min_by_key(|(_, p)| p.planned)
                 .map(|(k, _)| k.clone())
-            {
-                pending.remove(&oldest);
-            }
+        {
+            pending.remove(&oldest);
         }
         pending.insert(
             token.clone(),

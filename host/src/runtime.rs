@@ -272,10 +272,10 @@ const FINISHED_KEEP: usize = 1024;
 
 impl Finished {
     fn insert(&mut self, result: CallResult) {
-        if self.order.len() >= FINISHED_KEEP {
-            if let Some(old) = self.order.pop_front() {
-                self.results.remove(&old);
-            }
+        if self.order.len() >= FINISHED_KEEP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.results.remove(&old);
         }
         self.order.push_back(result.call_id.clone());
         self.results.insert(result.call_id.clone(), result);
@@ -465,16 +465,15 @@ impl Runtime {
                     Err(e) => tracing::warn!(error = %e, "unreadable call event ignored"),
                 },
                 "cancel" => {
-                    if let Ok(cancel) = serde_json::from_str::<CancelEvent>(&event.data) {
-                        if let Some(c) = self
+                    if let Ok(cancel) = serde_json::from_str::<CancelEvent>(&event.data)
+                        && let Some(c) = self
                             .running
                             .lock()
                             .ok()
                             .and_then(|r| r.get(&cancel.call_id).cloned())
-                        {
-                            tracing::info!(call_id = %cancel.call_id, reason = %cancel.reason, "call cancelled by the server");
-                            c.cancel();
-                        }
+                    {
+                        tracing::info!(call_id = %cancel.call_id, reason = %cancel.reason, "call cancelled by the server");
+                        c.cancel();
                     }
                 }
                 "revoked" => {
@@ -562,10 +561,11 @@ impl Runtime {
                 };
                 // On disk before the result leaves: an apply that took effect
                 // is answered the same way even if this process dies now.
-                if call.mode == Mode::Apply && result.ok {
-                    if let Ok(mut journal) = journal.lock() {
-                        journal.record(&result);
-                    }
+                if call.mode == Mode::Apply
+                    && result.ok
+                    && let Ok(mut journal) = journal.lock()
+                {
+                    journal.record(&result);
                 }
                 result
             })

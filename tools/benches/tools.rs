@@ -441,10 +441,10 @@ fn corpus() -> Corpus {
                             s.push_str(words[(rng.next() % words.len() as u64) as usize]);
                             s.push(' ');
                         }
-                        if file_no % 1999 == 0 && line == 7 {
+                        if file_no.is_multiple_of(1999) && line == 7 {
                             s.push_str("FUSION_NEEDLE_42");
                         }
-                        if file_no % 997 == 0 && line == 3 {
+                        if file_no.is_multiple_of(997) && line == 3 {
                             s.push_str(&format!("needle_{:04}_end", file_no % 10_000));
                         }
                         s.push('\n');

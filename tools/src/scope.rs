@@ -144,10 +144,10 @@ impl Scope {
         if requested.contains('\0') {
             return Err(refuse("it contains a NUL byte"));
         }
-        if cfg!(windows) {
-            if let Some(reason) = windows_hazard(requested) {
-                return Err(refuse(reason));
-            }
+        if cfg!(windows)
+            && let Some(reason) = windows_hazard(requested)
+        {
+            return Err(refuse(reason));
         }
         let path = Path::new(requested);
         if path.is_absolute() || path.has_root() {
@@ -155,10 +155,10 @@ impl Scope {
             if let Some(location) = self.locate(&normal) {
                 return Ok(location);
             }
-            if let Some(canonical) = canonicalize_existing_prefix(&normal) {
-                if let Some(location) = self.locate(&canonical) {
-                    return Ok(location);
-                }
+            if let Some(canonical) = canonicalize_existing_prefix(&normal)
+                && let Some(location) = self.locate(&canonical)
+            {
+                return Ok(location);
             }
             return Err(refuse("it is not under any allowed folder"));
         }

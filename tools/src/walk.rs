@@ -432,10 +432,11 @@ impl Reader<'_> {
                     if queue.stop {
                         return;
                     }
-                    if queue.ahead_entries < self.options.lookahead && queue.ahead_dirs < MAX_AHEAD_DIRS {
-                        if let Some(Reverse(task)) = queue.tasks.pop() {
-                            break task;
-                        }
+                    if queue.ahead_entries < self.options.lookahead
+                        && queue.ahead_dirs < MAX_AHEAD_DIRS
+                        && let Some(Reverse(task)) = queue.tasks.pop()
+                    {
+                        break task;
                     }
                     queue = self.work.wait(queue).unwrap_or_else(PoisonError::into_inner);
                 }
@@ -591,13 +592,13 @@ fn ancestor_ignores(base: &Location<'_>) -> Option<Arc<IgnoreChain>> {
         } else {
             rel.as_path()
         };
-        if let Ok(dir) = root.dir().open_dir_nofollow(dir_rel) {
-            if let Some(matcher) = load_ignore_file(&dir, &root.path().join(&rel)) {
-                chain = Some(Arc::new(IgnoreChain {
-                    parent: chain,
-                    matcher,
-                }));
-            }
+        if let Ok(dir) = root.dir().open_dir_nofollow(dir_rel)
+            && let Some(matcher) = load_ignore_file(&dir, &root.path().join(&rel))
+        {
+            chain = Some(Arc::new(IgnoreChain {
+                parent: chain,
+                matcher,
+            }));
         }
         match components.next() {
             Some(c) => rel.push(c),

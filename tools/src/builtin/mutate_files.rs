@@ -131,13 +131,11 @@ fn write_at(cx: &Context<'_>, path: &str, create_parents: bool, content: &[u8]) 
     let loc = cx.scope().resolve(path)?;
     loc.require_writable()?;
     loc.require_not_root("overwritten")?;
-    if create_parents {
-        if let Some(parent) = loc.rel().parent().filter(|p| !p.as_os_str().is_empty()) {
-            loc.root()
-                .dir()
-                .create_dir_all(parent)
-                .map_err(|e| loc.with_rel(parent.to_path_buf()).err(e))?;
-        }
+    if create_parents && let Some(parent) = loc.rel().parent().filter(|p| !p.as_os_str().is_empty()) {
+        loc.root()
+            .dir()
+            .create_dir_all(parent)
+            .map_err(|e| loc.with_rel(parent.to_path_buf()).err(e))?;
     }
     let (dir, name) = loc.open_parent()?;
     let full = loc.path();
