@@ -47,7 +47,14 @@ pub(crate) fn router(state: AppState) -> Router {
     let approve = Router::new()
         .route("/approve", post(approve))
         .with_state(state.clone());
+    let mcp = fusion_host_server::mcp::McpConfig::new(&state.public_url);
+    let mcp_tokens = std::sync::Arc::new(auth::McpTokens(state.db.clone()));
     Router::new()
+        .nest(
+            "/mcp",
+            fusion_host_server::mcp::mcp_router(state.dispatcher.clone(), mcp_tokens, mcp.clone()),
+        )
+        .merge(fusion_host_server::mcp::protected_resource_router(mcp))
         .nest(
             "/api/host",
             device_routes(state.dispatcher.clone()).merge(approve),

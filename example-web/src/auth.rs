@@ -187,18 +187,9 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        let row = sqlx::query(
-            "SELECT u.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
-        )
-        .bind(sha256(token))
-        .fetch_optional(&state.db.pool)
-        .await?;
-        return match row {
-            Some(row) => Ok(Some(Principal {
-                user: User {
-                    id: row.try_get("id")?,
-                    email: row.try_get("email")?,
-                },
+        return match api_token_user(&state.db, token).await? {
+            Some(user) => Ok(Some(Principal {
+                user,
                 csrf: None,
                 session_token: None,
             })),
@@ -229,6 +220,34 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
         csrf: Some(row.try_get("csrf")?),
         session_token: Some(token),
     }))
+}
+
+/// The user an API token (`fhu_…`) belongs to.
+pub(crate) async fn api_token_user(db: &Db, token: &str) -> Result<Option<User>, AppError> {
+    let row = sqlx::query(
+        "SELECT u.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+    )
+    .bind(sha256(token))
+    .fetch_optional(&db.pool)
+    .await?;
+    match row {
+        Some(row) => Ok(Some(User {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+        })),
+        None => Ok(None),
+    }
+}
+
+/// `/mcp` authenticates with the same API tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct McpTokens(pub(crate) Db);
+
+#[async_trait::async_trait]
+impl fusion_host_server::mcp::McpAuth for McpTokens {
+    async fn owner(&self, token: &str) -> Option<String> {
+        api_token_user(&self.0, token).await.ok().flatten().map(|u| u.id)
+    }
 }
 
 /// A request that must be signed in (401 otherwise).

@@ -41,6 +41,8 @@ mod credentials;
 mod dispatcher;
 mod error;
 mod events;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 mod routes;
 mod store;
 mod time;

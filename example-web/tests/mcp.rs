@@ -1,0 +1,208 @@
+//! `/mcp` on the app, as a real process with a real paired device, driven by
+//! the official Rust MCP client over Streamable HTTP; and the HTTP-level
+//! rules (Bearer, RFC 9728 metadata, Host and Origin) checked by hand.
+
+mod common;
+
+use common::{App, User};
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt as _};
+use serde_json::{Value, json};
+
+async fn client(app: &App, token: &str) -> RunningService<RoleClient, ()> {
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(token);
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap()
+}
+
+fn params(tool: &str, args: Value) -> CallToolRequestParams {
+    let Value::Object(map) = args else {
+        panic!("an object")
+    };
+    CallToolRequestParams::new(tool.to_string()).with_arguments(map)
+}
+
+#[tokio::test]
+async fn devices_over_mcp_with_proposals_and_isolation() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "alice").await;
+    let device = alice.pair_device().await;
+    std::fs::write(device.dir.path().join("north.e57"), "scan").unwrap();
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+
+    let mcp = client(&app, &token).await;
+    let tools = mcp.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for name in [
+        "list_devices",
+        "get_proposal",
+        "wait_for_approval",
+        "read_file",
+        "write_file",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let read_file = tools.iter().find(|t| t.name == "read_file").unwrap();
+    assert!(
+        read_file.input_schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("device")),
+        "device tools take a device"
+    );
+
+    let out = mcp.call_tool(params("list_devices", json!({}))).await.unwrap();
+    let devices = out.structured_content.unwrap();
+    assert_eq!(devices["devices"][0]["id"], device.id);
+    assert_eq!(devices["devices"][0]["online"], true);
+
+    let out = mcp
+        .call_tool(params(
+            "glob",
+            json!({ "device": "test-laptop", "pattern": "*.e57" }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.is_error, Some(false));
+    assert_eq!(out.structured_content.unwrap()["matches"][0]["path"], "north.e57");
+
+    // A change is a proposal to approve on /devices, followed with wait_for_approval.
+    let out = mcp
+        .call_tool(params(
+            "write_file",
+            json!({ "device": device.id, "path": "notes.txt", "content": "from an agent\n" }),
+        ))
+        .await
+        .unwrap();
+    let proposal = out.structured_content.unwrap();
+    assert_eq!(proposal["status"], "pending");
+    assert!(proposal["approve_url"].as_str().unwrap().ends_with("/devices"));
+    assert!(
+        proposal["plan"]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+from an agent")
+    );
+    let id = proposal["proposal_id"].as_str().unwrap().to_string();
+    let out = mcp
+        .call_tool(params(
+            "wait_for_approval",
+            json!({ "proposal_id": id, "timeout_s": 1 }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["status"], "pending");
+    let (status, _) = alice
+        .post(
+            "/api/host/approve",
+            json!({ "proposal_id": id, "decision": "approve" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let out = mcp
+        .call_tool(params("wait_for_approval", json!({ "proposal_id": id })))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["status"], "applied");
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(),
+        "from an agent\n"
+    );
+
+    // Tool errors are results; a bad call is a JSON-RPC error.
+    let out = mcp
+        .call_tool(params(
+            "read_file",
+            json!({ "device": device.id, "path": "../../etc/passwd" }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.is_error, Some(true));
+    assert_eq!(out.structured_content.unwrap()["code"], "outside_scope");
+    let e = mcp
+        .call_tool(params("read_file", json!({ "path": "x" })))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("device"), "{e}");
+
+    // Another user sees none of it: their list is empty, the device and the
+    // proposal are not found.
+    let bob = User::sign_up(&app, "bob").await;
+    let (_, bob_token) = bob.post("/api/tokens", json!({})).await;
+    let bob_mcp = client(&app, bob_token["token"].as_str().unwrap()).await;
+    let out = bob_mcp
+        .call_tool(params("list_devices", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["devices"], json!([]));
+    let out = bob_mcp
+        .call_tool(params("get_proposal", json!({ "proposal_id": id })))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["code"], "proposal_not_found");
+    let out = bob_mcp
+        .call_tool(params("stat", json!({ "device": device.id, "path": "." })))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.structured_content.unwrap()["code"], "device_not_found");
+    mcp.cancel().await.unwrap();
+    bob_mcp.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn mcp_http_rules() {
+    let app = App::start(None);
+    let http = reqwest::Client::new();
+    let init = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "t", "version": "0" } } });
+    let post = |token: Option<&str>| {
+        let mut r = http
+            .post(format!("{}/mcp", app.url))
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r
+    };
+    let r = post(None).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(
+        challenge.starts_with("Bearer resource_metadata=\"")
+            && challenge.contains("/.well-known/oauth-protected-resource/mcp"),
+        "{challenge}"
+    );
+    let r = post(Some("fhu_not_a_token")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let metadata: Value = http
+        .get(format!("{}/.well-known/oauth-protected-resource/mcp", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], format!("{}/mcp", app.url));
+    // A page on another origin, or a rebound host name, is refused before
+    // the token is even looked at.
+    let r = post(None)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = post(None).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
