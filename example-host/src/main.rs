@@ -192,7 +192,7 @@ pub(crate) fn toolbox() -> Toolbox {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match cli.global.verbose {
-        0 => "warn",
+        0 => "warn,rmcp=error",
         1 => "info,fusion_host=info",
         _ => "debug",
     };

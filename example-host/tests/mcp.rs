@@ -2,11 +2,19 @@
 //! client over stdio.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use rmcp::service::RunningService;
+use fusion_host::mcp::LocalMcp;
+use fusion_tools::{Access, Scope, Tool, ToolSpec, Toolbox};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ClientRequest,
+    ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, ProgressNotificationParam, Request,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext, RunningService};
 use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceExt as _};
+use rmcp::{ClientHandler, RoleClient, ServiceExt as _};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fusion-host");
@@ -26,6 +34,12 @@ fn args(v: Value) -> CallToolRequestParams {
         panic!("arguments are an object")
     };
     CallToolRequestParams::new("").with_arguments(map)
+}
+
+fn named(tool: &str, v: Value) -> CallToolRequestParams {
+    let mut params = args(v);
+    params.name = tool.to_string().into();
+    params
 }
 
 async fn call(client: &RunningService<RoleClient, ()>, tool: &str, input: Value) -> CallToolResult {
@@ -155,4 +169,151 @@ async fn tools_list_and_calls_over_stdio() {
     assert_eq!(out.is_error, Some(true));
     assert_eq!(out.structured_content.unwrap()["code"], "conflict");
     client.cancel().await.unwrap();
+}
+
+/// A client that can ask its user (elicitation) and watches progress.
+#[derive(Clone, Default)]
+struct Person {
+    approve: bool,
+    asked: Arc<Mutex<Vec<String>>>,
+    progress: Arc<Mutex<Vec<f64>>>,
+}
+
+impl ClientHandler for Person {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_elicitation().build(),
+            Implementation::new("person", "0"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        if let ElicitRequestParams::FormElicitationParams { message, .. } = request {
+            self.asked.lock().unwrap().push(message);
+        }
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({ "approve": self.approve })))
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        self.progress.lock().unwrap().push(params.progress);
+    }
+}
+
+/// Runs until cancelled or `seconds` pass, checking the flag as tools do.
+struct Slow {
+    cancelled: Arc<AtomicBool>,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct SlowInput {
+    seconds: u64,
+}
+
+impl Tool for Slow {
+    type Input = SlowInput;
+    type Output = Value;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::read("slow", "Waits, for tests of progress and cancellation.")
+    }
+
+    fn run(&self, cx: &fusion_tools::Context<'_>, input: SlowInput) -> fusion_tools::Result<Value> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(input.seconds) {
+            if let Err(e) = cx.checkpoint() {
+                self.cancelled.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(json!({}))
+    }
+}
+
+/// The server in this process over a pipe, with the `slow` tool added.
+async fn in_process(folder: &Path, person: Person) -> (RunningService<RoleClient, Person>, Arc<AtomicBool>) {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut toolbox = Toolbox::builtin();
+    toolbox.add(Slow {
+        cancelled: Arc::clone(&cancelled),
+    });
+    let scope = Scope::single(folder, Access::ReadWrite).unwrap();
+    let server = LocalMcp::new(toolbox, scope, "test");
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    (person.serve(client_io).await.unwrap(), cancelled)
+}
+
+#[tokio::test]
+async fn a_client_that_can_ask_gets_the_question_instead_of_a_token() {
+    let folder = tempfile::tempdir().unwrap();
+    let person = Person {
+        approve: true,
+        ..Person::default()
+    };
+    let (client, _) = in_process(folder.path(), person.clone()).await;
+    let out = client
+        .call_tool(named(
+            "write_file",
+            json!({ "path": "a.txt", "content": "approved\n" }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["status"], "applied");
+    assert_eq!(
+        std::fs::read_to_string(folder.path().join("a.txt")).unwrap(),
+        "approved\n"
+    );
+    let asked = person.asked.lock().unwrap().clone();
+    assert!(
+        asked[0].contains("+approved"),
+        "the question shows the diff: {asked:?}"
+    );
+
+    let person = Person::default();
+    let (client, _) = in_process(folder.path(), person).await;
+    let out = client
+        .call_tool(named("write_file", json!({ "path": "b.txt", "content": "no\n" })))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["status"], "rejected");
+    assert!(!folder.path().join("b.txt").exists());
+}
+
+#[tokio::test]
+async fn long_calls_report_progress_and_stop_when_cancelled() {
+    let folder = tempfile::tempdir().unwrap();
+    let person = Person::default();
+    let (client, cancelled) = in_process(folder.path(), person.clone()).await;
+    let handle = client
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(named("slow", json!({ "seconds": 60 })))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while person.progress.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !person.progress.lock().unwrap().is_empty(),
+        "a progress notification within 10 s"
+    );
+    handle.cancel(Some("the user stopped it".into())).await.unwrap();
+    while !cancelled.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        cancelled.load(Ordering::SeqCst),
+        "notifications/cancelled stops the tool"
+    );
 }
