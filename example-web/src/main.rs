@@ -108,8 +108,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         public_url: public_url.clone(),
     };
     let app = app::router(state);
+    let bound = format!("http://{addr}");
+    let public = if public_url == bound {
+        String::new()
+    } else {
+        format!("public address {public_url}, ")
+    };
     println!(
-        "listening on {public_url} (database {})",
+        "listening on {bound} ({public}database {})",
         db::redact(&database_url)
     );
 
@@ -171,10 +177,14 @@ async fn demo(
         state.wait_for(|s| matches!(s, fusion_host::ConnectionState::Connected { .. })),
     )
     .await;
+    let token = auth::mint_api_token(db, &user)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     println!();
     println!("fusion-host demo is running");
     println!("  open       {url}/devices");
     println!("  sign in    {email} / {password}");
+    println!("  MCP        {url}/mcp with header `Authorization: Bearer {token}`");
     println!(
         "  device     'demo-laptop' is connected, answering calls for {}",
         folder.display()
