@@ -425,10 +425,11 @@ impl ServerHandler for LocalMcp {
     }
 }
 
-/// The text beside `structuredContent`: the same JSON, pretty; a plan's diff
-/// is shown as it is, so a client that only shows text shows the change.
+/// The text beside `structuredContent`: the same JSON, compact (a page of a
+/// listing is 1,000 entries); a plan's diff is shown first as it is, so a
+/// client that only shows text shows the change.
 fn readable(value: &Value) -> Option<String> {
-    let mut text = serde_json::to_string_pretty(value).ok()?;
+    let mut text = serde_json::to_string(value).ok()?;
     if let Some(diff) = value["plan"]["diff"].as_str() {
         text = format!(
             "{}\n\n{diff}\n{text}",

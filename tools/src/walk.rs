@@ -45,6 +45,10 @@ pub(crate) struct WalkOptions {
     pub lookahead: usize,
     /// Threads reading ahead; 0 reads every directory on the visitor's thread.
     pub workers: usize,
+    /// Resume just after this entry (its path below the base, by component):
+    /// everything before it in walk order is neither visited nor read, so a
+    /// continued listing costs its own page, not a walk from the start.
+    pub resume_after: Option<Vec<OsString>>,
 }
 
 /// The deepest a walk descends, whatever is asked: deeper trees are reported
@@ -70,7 +74,22 @@ impl WalkOptions {
             metadata: false,
             lookahead: LOOKAHEAD,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+            resume_after: None,
         }
+    }
+
+    /// Where the resume point lies inside the directory at `rel`: the name
+    /// of its component there; `None` when `rel` is not on the way to it.
+    fn resume_component(&self, rel: &Path) -> Option<&OsStr> {
+        let after = self.resume_after.as_ref()?;
+        let mut depth = 0;
+        for component in rel.components() {
+            if after.get(depth)?.as_os_str() != component.as_os_str() {
+                return None;
+            }
+            depth += 1;
+        }
+        after.get(depth).map(OsString::as_os_str)
     }
 
     /// Every entry at every depth, ignore files and hidden names included:
@@ -362,6 +381,11 @@ impl Reader<'_> {
             });
         }
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        // On the way to a resume point, what sorts before it was walked by an
+        // earlier page: neither kept, nor stat'ed, nor read below.
+        if let Some(resume) = options.resume_component(rel) {
+            entries.retain(|item| item.name.as_os_str() >= resume);
+        }
         let descend = depth < options.max_depth.min(MAX_DEPTH);
         for item in &mut entries {
             if options.metadata {
@@ -543,6 +567,13 @@ impl Walker<'_, '_> {
         rel: PathBuf,
         visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
     ) -> Result<bool> {
+        // The entry on the way to the resume point was visited by an earlier
+        // page (itself, or as an ancestor of it); what is below it was not.
+        let resume = self
+            .reader
+            .options
+            .resume_component(&rel)
+            .map(OsStr::to_os_string);
         for (index, item) in (0u32..).zip(&listing.entries) {
             self.cx.checkpoint()?;
             let child = rel.join(&item.name);
@@ -554,7 +585,7 @@ impl Walker<'_, '_> {
                 metadata: item.metadata.as_ref(),
                 base: self.base,
             };
-            if !visit(&entry)? {
+            if resume.as_ref() != Some(&item.name) && !visit(&entry)? {
                 return Ok(false);
             }
             if let Some(slot) = &item.sub {

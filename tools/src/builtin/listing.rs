@@ -36,13 +36,26 @@ pub struct ListDirectoryInput {
     /// Skip what `.gitignore` / `.ignore` files exclude. Default false.
     #[serde(default)]
     pub respect_ignore: bool,
-    /// Skip this many entries (to continue a truncated listing).
+    /// Size and modification time of every entry. Default true; false lists
+    /// names and kinds only, without reading each entry's metadata, up to
+    /// 20000 entries per call (a tree at a glance).
+    #[serde(default = "default_true")]
+    pub details: bool,
+    /// Continue a truncated listing: the `next_cursor` of the previous page.
+    /// Each page then costs only itself (an `offset` re-walks what it skips).
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Skip this many entries (to continue a truncated listing; prefer `cursor`).
     #[serde(default)]
     pub offset: usize,
-    /// Return at most this many entries (1 to 1000, default 1000).
+    /// Return at most this many entries (1 to 1000, default 1000; with
+    /// `details: false`, 1 to 20000, default 20000).
     #[serde(default)]
     pub limit: Option<usize>,
 }
+
+/// The most entries a names-only listing (`details: false`) returns in one call.
+pub const MAX_NAME_ENTRIES: usize = 20_000;
 
 /// One listed entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -51,8 +64,9 @@ pub struct Entry {
     pub path: String,
     /// File, directory, symlink or other.
     pub kind: EntryKind,
-    /// Size in bytes (a symlink's own size).
-    pub size: u64,
+    /// Size in bytes (a symlink's own size); absent with `details: false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// Last modification, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<String>,
@@ -72,8 +86,49 @@ pub struct ListDirectoryOutput {
     /// The `offset` that continues this listing, when truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<usize>,
+    /// The `cursor` that continues this listing, when truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     /// Sub-folders that could not be read (permission denied), not listed.
     pub unreadable: u64,
+}
+
+/// A cursor: the last path a page returned, so the next page resumes the
+/// walk right after it. Opaque to callers: `c1.` and the path in hex.
+pub(crate) fn cursor_after(slash_path: &str) -> String {
+    format!("c1.{}", crate::fsutil::hex(slash_path.as_bytes()))
+}
+
+/// The walk's resume point from a `cursor`, checked to stay below the base.
+pub(crate) fn resume_from(tool: &str, cursor: &str, offset: usize) -> Result<Vec<std::ffi::OsString>> {
+    let bad = |why: &str| {
+        Error::invalid_input(
+            tool,
+            "cursor",
+            format!("{why}; pass the next_cursor of the previous page unchanged"),
+        )
+    };
+    if offset != 0 {
+        return Err(Error::invalid_input(
+            tool,
+            "offset",
+            "give either `cursor` or `offset`, not both",
+        ));
+    }
+    let hex = cursor
+        .strip_prefix("c1.")
+        .ok_or_else(|| bad("it is not a cursor of this tool"))?;
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| bad("it is damaged"))?;
+    let path = String::from_utf8(bytes).map_err(|_| bad("it is damaged"))?;
+    let components: Vec<std::ffi::OsString> = path.split('/').map(std::ffi::OsString::from).collect();
+    if components.iter().any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(bad("it does not name a path below the listed folder"));
+    }
+    Ok(components)
 }
 
 impl Tool for ListDirectory {
@@ -84,12 +139,18 @@ impl Tool for ListDirectory {
         ToolSpec::read(
             "list_directory",
             "List a folder's entries (type, size, modified time, symlink flag); optionally recursive. \
-             Returns at most 1000 entries per call with `truncated` and `next_offset` to continue.",
+             Returns at most 1000 entries per call (20000 names with `details: false`) with `truncated` and \
+             `next_cursor` to continue.",
         )
     }
 
     fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
-        let limit = bounded_limit("list_directory", input.limit, MAX_ENTRIES)?;
+        let cap = if input.details {
+            MAX_ENTRIES
+        } else {
+            MAX_NAME_ENTRIES
+        };
+        let limit = bounded_limit("list_directory", input.limit, cap)?;
         let base = cx.scope().resolve(&input.path)?;
         let max_depth = match (input.recursive, input.max_depth) {
             (false, _) => 1,
@@ -108,7 +169,10 @@ impl Tool for ListDirectory {
         // it skips.
         let mut options = WalkOptions::filtered(max_depth, input.hidden, input.respect_ignore)
             .with_lookahead(input.offset.saturating_add(limit).saturating_add(1));
-        options.metadata = input.offset == 0;
+        options.metadata = input.details && input.offset == 0;
+        if let Some(cursor) = &input.cursor {
+            options.resume_after = Some(resume_from("list_directory", cursor, input.offset)?);
+        }
         let mut entries = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
@@ -121,12 +185,17 @@ impl Tool for ListDirectory {
                 truncated = true;
                 return Ok(false);
             }
-            let md = entry.metadata()?;
+            let (size, modified) = if input.details {
+                let md = entry.metadata()?;
+                (Some(md.len()), modified(&md))
+            } else {
+                (None, None)
+            };
             entries.push(Entry {
                 path: slash_path(entry.rel),
                 kind: EntryKind::of(entry.file_type),
-                size: md.len(),
-                modified: modified(&md),
+                size,
+                modified,
                 symlink: entry.file_type.is_symlink(),
             });
             Ok(true)
@@ -134,6 +203,10 @@ impl Tool for ListDirectory {
         Ok(ListDirectoryOutput {
             path: base.display(),
             next_offset: truncated.then_some(input.offset + entries.len()),
+            next_cursor: entries
+                .last()
+                .filter(|_| truncated)
+                .map(|e| cursor_after(&e.path)),
             entries,
             truncated,
             unreadable: stats.unreadable,
@@ -178,7 +251,10 @@ pub struct GlobInput {
     /// Only `file`s, only `directory`s, or both (default).
     #[serde(default)]
     pub kind: Option<EntryKind>,
-    /// Skip this many matches (to continue a truncated result).
+    /// Continue a truncated result: the `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Skip this many matches (to continue a truncated result; prefer `cursor`).
     #[serde(default)]
     pub offset: usize,
     /// Return at most this many matches (1 to 1000, default 1000).
@@ -207,6 +283,9 @@ pub struct GlobOutput {
     /// The `offset` that continues, when truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<usize>,
+    /// The `cursor` that continues, when truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     /// Sub-folders that could not be read, not searched.
     pub unreadable: u64,
 }
@@ -256,7 +335,10 @@ impl Tool for Glob {
         let limit = bounded_limit("glob", input.limit, MAX_ENTRIES)?;
         let glob = PathGlob::new("glob", "pattern", &input.pattern, input.case_insensitive)?;
         let base = cx.scope().resolve(&input.path)?;
-        let options = WalkOptions::filtered(MAX_DEPTH, input.hidden, input.respect_ignore);
+        let mut options = WalkOptions::filtered(MAX_DEPTH, input.hidden, input.respect_ignore);
+        if let Some(cursor) = &input.cursor {
+            options.resume_after = Some(resume_from("glob", cursor, input.offset)?);
+        }
         let mut matches = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
@@ -282,6 +364,10 @@ impl Tool for Glob {
         Ok(GlobOutput {
             path: base.display(),
             next_offset: truncated.then_some(input.offset + matches.len()),
+            next_cursor: matches
+                .last()
+                .filter(|_| truncated)
+                .map(|m| cursor_after(&m.path)),
             matches,
             truncated,
             unreadable: stats.unreadable,
@@ -510,6 +596,110 @@ mod tests {
         let page = f.run("list_directory", json!({ "limit": 2, "offset": 5 }));
         assert_eq!(paths(&page, "entries"), ["f0005", "f0006"]);
         assert_eq!(page["next_offset"], 7);
+    }
+
+    /// Every page size, through nested folders, hidden names and ignore
+    /// rules: the pages a cursor chains are exactly the one long listing.
+    #[test]
+    fn cursor_pages_join_into_the_whole_listing() {
+        let f = Fixture::new();
+        for path in [
+            "a/1.txt",
+            "a/b/2.txt",
+            "a/b/c/3.las",
+            "a/b/c/4.e57",
+            "a/d.e57",
+            "b.e57",
+            "c/.hidden/5.e57",
+            "c/6.e57",
+            "c/ignored.log",
+            "d/e/f/g/7.e57",
+            "z.txt",
+        ] {
+            f.write(path, "x");
+        }
+        f.write(".gitignore", "*.log\n");
+        for (tool, args, key) in [
+            ("list_directory", json!({ "recursive": true }), "entries"),
+            (
+                "list_directory",
+                json!({ "recursive": true, "hidden": false, "respect_ignore": true }),
+                "entries",
+            ),
+            ("glob", json!({ "pattern": "*.e57" }), "matches"),
+            (
+                "glob",
+                json!({ "pattern": "**", "hidden": true, "respect_ignore": false }),
+                "matches",
+            ),
+        ] {
+            let whole = paths(&f.run(tool, args.clone()), key);
+            assert!(whole.len() > 3, "{tool} {args}: {whole:?}");
+            for limit in 1..=whole.len() {
+                let mut joined = Vec::new();
+                let mut input = args.clone();
+                input["limit"] = json!(limit);
+                loop {
+                    let page = f.run(tool, input.clone());
+                    joined.extend(paths(&page, key));
+                    match page.get("next_cursor") {
+                        Some(cursor) => input["cursor"] = cursor.clone(),
+                        None => break,
+                    }
+                }
+                assert_eq!(joined, whole, "{tool} {args} by {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_only_listings_skip_metadata_and_page_by_20000() {
+        let f = Fixture::new();
+        f.write("a/b.txt", "12345");
+        let out = f.run("list_directory", json!({ "recursive": true, "details": false }));
+        assert_eq!(paths(&out, "entries"), ["a", "a/b.txt"]);
+        assert_eq!(
+            out["entries"][1],
+            json!({ "path": "a/b.txt", "kind": "file", "symlink": false })
+        );
+        let out = f.run("list_directory", json!({ "recursive": true }));
+        assert_eq!(out["entries"][1]["size"], 5);
+        let e = f.run_err("list_directory", json!({ "details": false, "limit": 20_001 }));
+        assert!(e.to_string().contains("20000"), "{e}");
+        let e = f.run_err("list_directory", json!({ "limit": 1001 }));
+        assert!(e.to_string().contains("1000"), "{e}");
+    }
+
+    #[test]
+    fn a_cursor_survives_its_entry_being_removed_and_bad_ones_are_named() {
+        let f = Fixture::new();
+        for name in ["a", "b/1", "b/2", "c"] {
+            f.write(name, "");
+        }
+        let page = f.run("list_directory", json!({ "recursive": true, "limit": 3 }));
+        assert_eq!(paths(&page, "entries"), ["a", "b", "b/1"]);
+        std::fs::remove_file(f.path("b/1")).unwrap();
+        let rest = f.run(
+            "list_directory",
+            json!({ "recursive": true, "cursor": page["next_cursor"] }),
+        );
+        assert_eq!(paths(&rest, "entries"), ["b/2", "c"]);
+        for (cursor, says) in [
+            ("nope", "not a cursor"),
+            ("c1.zz", "damaged"),
+            ("c1.2e2e", "below the listed folder"),
+        ] {
+            let e = f.run_err("list_directory", json!({ "cursor": cursor }));
+            assert!(
+                e.to_string().contains("cursor") && e.to_string().contains(says),
+                "{cursor}: {e}"
+            );
+        }
+        let e = f.run_err(
+            "glob",
+            json!({ "pattern": "*", "cursor": page["next_cursor"], "offset": 2 }),
+        );
+        assert!(e.to_string().contains("either `cursor` or `offset`"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,299 @@
+//! `fusion-host mcp` against the official Node filesystem server
+//! (`@modelcontextprotocol/server-filesystem`), both as processes over stdio,
+//! driven by the same rmcp client on the same folder.
+//!
+//! ```sh
+//! scripts/check-mcp-interop   # installs the Node server under /var/cache/fusion-host/mcp-interop
+//! cargo bench -p example-host --bench mcp -- [--reps N] [--write docs/BENCHMARKS.md]
+//! ```
+//!
+//! `FUSION_MCP_FS_SERVER` points at the Node server's `dist/index.js` when it
+//! is elsewhere. Rows: the whole tree of a 20,000-file folder (ours pages
+//! `list_directory`, 1,000 entries a call; theirs is one `directory_tree`),
+//! a search by name, reading a 1 MiB text file, and memory after start-up.
+//! Each row checks that both found the same number of things.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt as _};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fusion-host");
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone());
+    let reps: usize = flag("--reps").map_or(5, |v| v.parse().expect("--reps N"));
+    let write = flag("--write").map(|p| {
+        let path = PathBuf::from(p);
+        if path.is_relative() {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+        } else {
+            path
+        }
+    });
+    let node_server = std::env::var("FUSION_MCP_FS_SERVER").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from("/var/cache/fusion-host/mcp-interop/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
+    });
+    if !node_server.exists() || which("node").is_none() {
+        println!(
+            "skipped: the Node filesystem server is not at {} (run scripts/check-mcp-interop once, or set FUSION_MCP_FS_SERVER)",
+            node_server.display()
+        );
+        return;
+    }
+    let corpus = corpus();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(&corpus, &node_server, reps, write.as_deref()));
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// 20 folders × 20 sub-folders × 50 small files, and a 1 MiB text file.
+fn corpus() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-mcp");
+    let done = root.join(".complete");
+    if done.exists() {
+        return root;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    for a in 0..20 {
+        for b in 0..20 {
+            let dir = root.join(format!("site{a:02}/scan{b:02}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for c in 0..50 {
+                std::fs::write(dir.join(format!("point_{c:02}.txt")), format!("{a} {b} {c}\n")).unwrap();
+            }
+        }
+    }
+    let line = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 survey\n";
+    std::fs::write(root.join("one-mib.txt"), line.repeat((1 << 20) / line.len())).unwrap();
+    std::fs::write(&done, "").unwrap();
+    root
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn start(program: &str, args: &[&str]) -> (Client, u32) {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    let transport = TokioChildProcess::new(cmd).unwrap();
+    let pid = transport.id().unwrap_or(0);
+    let client = ().serve(transport).await.unwrap();
+    client.list_all_tools().await.unwrap();
+    (client, pid)
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(map) = args else { unreachable!() };
+    let out = client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map))
+        .await
+        .unwrap();
+    assert_ne!(out.is_error, Some(true), "{tool}: {out:?}");
+    out
+}
+
+fn text(out: &CallToolResult) -> String {
+    out.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+/// Resident memory of a process, in KiB (`VmRSS`), or 0 off Linux.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn count_tree(node: &Value) -> usize {
+    node.as_array().map_or(0, |children| {
+        children
+            .iter()
+            .map(|c| 1 + c.get("children").map_or(0, count_tree))
+            .sum()
+    })
+}
+
+struct Row {
+    name: &'static str,
+    ours: Duration,
+    theirs: Duration,
+    ours_found: usize,
+    theirs_found: usize,
+    note: String,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn run(corpus: &Path, node_server: &Path, reps: usize, write: Option<&Path>) {
+    let dir = corpus.to_str().unwrap();
+    let (ours, our_pid) = start(BIN, &["mcp", "--root", dir]).await;
+    let (theirs, their_pid) = start("node", &[node_server.to_str().unwrap(), dir]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (our_idle, their_idle) = (rss_kib(our_pid), rss_kib(their_pid));
+
+    let mut rows = Vec::new();
+    // The whole tree: names and kinds, as theirs gives it, and with each
+    // entry's size and mtime (pages of 1,000 chained by cursor).
+    for (name, details, limit) in [
+        ("whole tree, names and kinds", false, 20_000),
+        ("whole tree with size and mtime", true, 1_000),
+    ] {
+        let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n, mut pages) = (vec![], vec![], 0, 0, 0);
+        for _ in 0..reps {
+            let started = Instant::now();
+            let mut input = json!({ "recursive": true, "max_depth": 64, "details": details, "limit": limit });
+            let (mut n, mut calls) = (0, 0);
+            loop {
+                let out = call(&ours, "list_directory", input.clone()).await;
+                let page = out.structured_content.unwrap();
+                n += page["entries"].as_array().map_or(0, Vec::len);
+                calls += 1;
+                match page.get("next_cursor") {
+                    Some(cursor) => input["cursor"] = cursor.clone(),
+                    None => break,
+                }
+            }
+            ours_t.push(started.elapsed());
+            (ours_n, pages) = (n, calls);
+            let started = Instant::now();
+            let out = call(&theirs, "directory_tree", json!({ "path": dir })).await;
+            theirs_t.push(started.elapsed());
+            let tree: Value = serde_json::from_str(&text(&out)).unwrap_or(Value::Null);
+            theirs_n = count_tree(&tree);
+        }
+        rows.push(Row {
+            name,
+            ours: median(ours_t),
+            theirs: median(theirs_t),
+            ours_found: ours_n,
+            theirs_found: theirs_n,
+            note: format!(
+                "20,000 files in 420 folders; ours: {pages} `list_directory` call(s){}; theirs: one `directory_tree` (names and types)",
+                if details { " of 1,000 chained by `cursor`, each entry stat'ed" } else { ", `details: false`" }
+            ),
+        });
+    }
+
+    // A search by name.
+    let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n) = (vec![], vec![], 0, 0);
+    for _ in 0..reps {
+        let started = Instant::now();
+        let out = call(&ours, "glob", json!({ "pattern": "point_42.txt" })).await;
+        ours_t.push(started.elapsed());
+        ours_n = out.structured_content.unwrap()["matches"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let started = Instant::now();
+        let out = call(
+            &theirs,
+            "search_files",
+            json!({ "path": dir, "pattern": "**/point_42.txt" }),
+        )
+        .await;
+        theirs_t.push(started.elapsed());
+        theirs_n = text(&out).lines().filter(|l| l.contains("point_42.txt")).count();
+    }
+    rows.push(Row {
+        name: "search by name `point_42.txt`",
+        ours: median(ours_t),
+        theirs: median(theirs_t),
+        ours_found: ours_n,
+        theirs_found: theirs_n,
+        note: "ours: `glob`; theirs: `search_files`".into(),
+    });
+
+    // Reading a 1 MiB file.
+    let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n) = (vec![], vec![], 0, 0);
+    for _ in 0..reps {
+        let started = Instant::now();
+        let out = call(&ours, "read_file", json!({ "path": "one-mib.txt" })).await;
+        ours_t.push(started.elapsed());
+        ours_n = out.structured_content.unwrap()["content"]
+            .as_str()
+            .map_or(0, |c| c.lines().count());
+        let started = Instant::now();
+        let out = call(
+            &theirs,
+            "read_text_file",
+            json!({ "path": format!("{dir}/one-mib.txt") }),
+        )
+        .await;
+        theirs_t.push(started.elapsed());
+        theirs_n = text(&out).lines().count();
+    }
+    rows.push(Row {
+        name: "read a 1 MiB text file",
+        ours: median(ours_t),
+        theirs: median(theirs_t),
+        ours_found: ours_n,
+        theirs_found: theirs_n,
+        note: "lines; ours adds the two fence lines around the content".into(),
+    });
+    let (our_after, their_after) = (rss_kib(our_pid), rss_kib(their_pid));
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut table = format!(
+        "{cores} cores; median of {reps} calls per row, each a round trip through rmcp's client to a \
+         separate process over stdio, ours and theirs alternating.\n\n\
+         | row | `fusion-host mcp` | Node `server-filesystem` | theirs / ours | found (ours / theirs) | note |\n\
+         |---|---|---|---|---|---|\n"
+    );
+    for r in &rows {
+        table.push_str(&format!(
+            "| {} | {:.1} ms | {:.1} ms | {:.1}× | {} / {} | {} |\n",
+            r.name,
+            r.ours.as_secs_f64() * 1000.0,
+            r.theirs.as_secs_f64() * 1000.0,
+            r.theirs.as_secs_f64() / r.ours.as_secs_f64(),
+            r.ours_found,
+            r.theirs_found,
+            r.note
+        ));
+    }
+    table.push_str(&format!(
+        "| memory after start-up (RSS) | {:.1} MiB | {:.1} MiB | {:.1}× | | after the rows: {:.1} MiB / {:.1} MiB |\n",
+        our_idle as f64 / 1024.0,
+        their_idle as f64 / 1024.0,
+        their_idle as f64 / our_idle.max(1) as f64,
+        our_after as f64 / 1024.0,
+        their_after as f64 / 1024.0,
+    ));
+    println!("{table}");
+    if let Some(path) = write {
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let (start, end) = ("<!-- mcp-bench:start -->", "<!-- mcp-bench:end -->");
+        let block = format!("{start}\n{table}{end}");
+        let updated = match (doc.find(start), doc.find(end)) {
+            (Some(a), Some(b)) => format!("{}{block}{}", &doc[..a], &doc[b + end.len()..]),
+            _ => format!("{doc}\n{block}\n"),
+        };
+        std::fs::write(path, updated).expect("write the table");
+    }
+    let _ = ours.cancel().await;
+    let _ = theirs.cancel().await;
+}
