@@ -4,12 +4,15 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::{App, User};
-use rmcp::model::CallToolRequestParams;
-use rmcp::service::RunningService;
+use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
+use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt as _};
+use rmcp::{ClientHandler, RoleClient, ServiceExt as _};
 use serde_json::{Value, json};
 
 async fn client(app: &App, token: &str) -> RunningService<RoleClient, ()> {
@@ -205,4 +208,67 @@ async fn mcp_http_rules() {
     assert_eq!(r.status(), 403);
     let r = post(None).header("host", "evil.example").send().await.unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// A client of the 2025-11-25 revision, which keeps a session, counting
+/// `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct Watch {
+    changed: Arc<AtomicUsize>,
+}
+
+impl ClientHandler for Watch {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("watch", "0"))
+            .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.changed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_tool_list_follows_devices_as_they_come() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "alice").await;
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+
+    // The stateless revision: a short time to live on the list.
+    let fresh = client(&app, &token).await;
+    let listed = fresh.list_tools(None).await.unwrap();
+    assert_eq!(
+        listed.ttl_ms,
+        Some(5000),
+        "{:?}",
+        fresh.peer_info().map(|p| p.protocol_version.clone())
+    );
+    assert!(
+        !listed.tools.iter().any(|t| t.name == "read_file"),
+        "no device yet"
+    );
+
+    // A session of the older revision hears about the new device.
+    let watch = Watch::default();
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(&token);
+    let session = watch
+        .clone()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    let _device = alice.pair_device().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watch.changed.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        watch.changed.load(Ordering::SeqCst) > 0,
+        "tools/list_changed within 10 s"
+    );
+    let tools = session.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "read_file"));
+    session.cancel().await.unwrap();
+    fresh.cancel().await.unwrap();
 }

@@ -577,10 +577,8 @@ impl ServerHandler for RemoteMcp {
         };
         Ok(match result {
             Ok(value) => {
-                let mut result = CallToolResult::structured(value.clone());
-                result.content = vec![ContentBlock::text(
-                    serde_json::to_string_pretty(&value).unwrap_or_default(),
-                )];
+                let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+                result.structured_content = Some(value);
                 result
             }
             Err(e) => error_result(&e),

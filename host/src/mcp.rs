@@ -409,10 +409,10 @@ impl ServerHandler for LocalMcp {
         };
         match outcome {
             Ok(value) => {
-                let mut result = CallToolResult::structured(value.clone());
-                if let Some(text) = readable(&value) {
-                    result.content = vec![ContentBlock::text(text)];
-                }
+                // One serialization for the text, and the value itself as the
+                // structure: a page of a listing is not copied or encoded twice.
+                let mut result = CallToolResult::success(vec![ContentBlock::text(readable(&value))]);
+                result.structured_content = Some(value);
                 Ok(result.into())
             }
             // Malformed arguments are the client's error, as JSON-RPC says.
@@ -428,13 +428,13 @@ impl ServerHandler for LocalMcp {
 /// The text beside `structuredContent`: the same JSON, compact (a page of a
 /// listing is 1,000 entries); a plan's diff is shown first as it is, so a
 /// client that only shows text shows the change.
-fn readable(value: &Value) -> Option<String> {
-    let mut text = serde_json::to_string(value).ok()?;
-    if let Some(diff) = value["plan"]["diff"].as_str() {
-        text = format!(
+fn readable(value: &Value) -> String {
+    let text = value.to_string();
+    match value["plan"]["diff"].as_str() {
+        Some(diff) => format!(
             "{}\n\n{diff}\n{text}",
             value["plan"]["summary"].as_str().unwrap_or_default()
-        );
+        ),
+        None => text,
     }
-    Some(text)
 }
