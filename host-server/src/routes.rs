@@ -71,8 +71,7 @@ async fn enroll(
 
 async fn manifest(
     State(dispatcher): State<Dispatcher>,
-    AuthedDevice(device): AuthedDevice,
-    Body(manifest): Body<DeviceManifest>,
+    AuthedBody(device, manifest): AuthedBody<DeviceManifest>,
 ) -> Result<StatusCode, Error> {
     dispatcher.set_manifest(&device, manifest).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -80,8 +79,7 @@ async fn manifest(
 
 async fn result(
     State(dispatcher): State<Dispatcher>,
-    AuthedDevice(device): AuthedDevice,
-    Body(result): Body<CallResult>,
+    AuthedBody(device, result): AuthedBody<CallResult>,
 ) -> Result<Json<ResultAck>, Error> {
     dispatcher.deliver(&device.id, result).map(Json)
 }
@@ -268,6 +266,37 @@ impl FromRequestParts<Dispatcher> for AuthedDevice {
 /// `Json<T>` whose rejections are answered in this crate's error format
 /// (`invalid_request`, or `too_large` with 413).
 struct Body<T>(T);
+
+/// A device's request body and the device, authenticated *after* the body
+/// is read. A refusal sent while the client is still uploading (a revoked
+/// device's 60 KB manifest) makes the server close a socket with unread
+/// data, which some TCP stacks (Windows) turn into a reset: the device then
+/// sees "connection reset" instead of "revoked" and retries forever. The body
+/// is bounded by the router's body limit.
+struct AuthedBody<T>(DeviceRecord, T);
+
+impl<T: DeserializeOwned> FromRequest<Dispatcher> for AuthedBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, dispatcher: &Dispatcher) -> Result<Self, Error> {
+        let (mut parts, body) = req.into_parts();
+        let bytes =
+            match axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), dispatcher).await
+            {
+                Ok(bytes) => bytes,
+                Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(Error::TooLarge {
+                        limit: dispatcher.config().max_body_bytes,
+                    });
+                }
+                Err(rejection) => return Err(Error::InvalidRequest(rejection.body_text())),
+            };
+        let AuthedDevice(device) = AuthedDevice::from_request_parts(&mut parts, dispatcher).await?;
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Body(value) = Body::<T>::from_request(request, dispatcher).await?;
+        Ok(AuthedBody(device, value))
+    }
+}
 
 impl<T: DeserializeOwned> FromRequest<Dispatcher> for Body<T> {
     type Rejection = Error;

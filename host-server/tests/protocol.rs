@@ -565,6 +565,29 @@ async fn revocation_closes_the_live_stream() {
     assert_eq!(error_code(response).await, (401, "token_revoked".into()));
     let e = server.stat("alice", &enrolled.device_id).await.unwrap_err();
     assert_eq!(e.code(), "device_revoked");
+
+    // A revoked device learns it from its manifest upload too, however large
+    // the manifest: a refusal sent before the body is read closes the socket
+    // on unread data, which Windows turns into a reset ("connection reset"
+    // instead of "revoked", and the device retried forever).
+    let mut manifest = fusion_tools::DeviceManifest {
+        host_version: "test".into(),
+        tools: fusion_tools::Toolbox::builtin().manifest().tools,
+        roots: Vec::new(),
+    };
+    let padding = manifest.tools[0].clone();
+    while serde_json::to_vec(&manifest).unwrap().len() < 4 * 1024 * 1024 {
+        manifest.tools.extend(std::iter::repeat_n(padding.clone(), 500));
+    }
+    for _ in 0..5 {
+        let response = client(&enrolled.token)
+            .put(server.url("/manifest"))
+            .json(&manifest)
+            .send()
+            .await
+            .expect("a refusal, not a reset");
+        assert_eq!(error_code(response).await, (401, "token_revoked".into()));
+    }
 }
 
 #[tokio::test]
