@@ -17,6 +17,8 @@ pub(crate) mod exit {
     pub(crate) const USAGE: u8 = 2;
     /// The device must be paired again (revoked, unknown token).
     pub(crate) const REPAIR: u8 = 3;
+    /// Stopped at once by a second stop signal.
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -216,9 +218,18 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
     tokio::pin!(stop, join);
     let joined = tokio::select! {
         () = &mut stop => {
-            eprintln!("stopping…");
+            // The first signal is graceful: no new calls, the running ones get
+            // the shutdown grace. A second one stops at once.
+            eprintln!("stopping… (finishing the call in progress; signal again to stop now)");
             stopper.shutdown();
-            join.await
+            tokio::select! {
+                result = &mut join => result,
+                () = shutdown_signal() => {
+                    eprintln!("stopped at once; a running call was cut short");
+                    StateFile::new(&dir).remove();
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            }
         }
         result = &mut join => result,
     };

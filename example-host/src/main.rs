@@ -5,6 +5,7 @@ mod device;
 mod e57las;
 mod local;
 mod rename;
+mod service;
 mod settings;
 
 use std::path::PathBuf;
@@ -100,6 +101,20 @@ enum Command {
         /// Apply a mutate tool's plan right away.
         #[arg(long)]
         apply: bool,
+    },
+    /// Keep this device running under the system's supervisor: a systemd
+    /// user unit on Linux (a system unit with --system), a launchd agent on
+    /// macOS. `install --print` shows the unit without writing it.
+    Service {
+        /// install, uninstall, status or logs.
+        #[command(subcommand)]
+        action: service::Action,
+        /// A system-wide unit (Linux, as root) instead of your user's.
+        #[arg(long, global = true)]
+        system: bool,
+        /// With install: print the unit instead of writing it.
+        #[arg(long, global = true)]
+        print: bool,
     },
     /// Serve this device's tools to a local MCP client (Claude Desktop, an
     /// editor, any MCP client) over stdin/stdout. Opens no port and needs no
@@ -232,6 +247,11 @@ fn main() -> ExitCode {
                 apply,
             }) => local::call(global, tool, input, roots, *apply),
             Some(Command::Mcp { roots }) => local::mcp(global, roots).await,
+            Some(Command::Service {
+                action,
+                system,
+                print,
+            }) => service::service(global, *action, *system, *print),
             Some(Command::Rename {
                 pattern,
                 to,

@@ -1,0 +1,411 @@
+//! `fusion-host service install | uninstall | status | logs`: keep the device
+//! running under the system's supervisor — a systemd unit on Linux (a user
+//! unit, or a system one with `--system`), a launchd agent on macOS.
+//!
+//! The unit runs `fusion-host run` with this binary and this profile's
+//! configuration folder. The token stays in the 0600 credentials file; the
+//! unit holds no secret. The supervisor restarts on failure, but not on the
+//! exits that a restart cannot fix: bad configuration (2) and "revoked, pair
+//! again" (3).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::Global;
+use crate::device::{Fail, exit};
+use crate::settings;
+
+/// The unit's name, on every system.
+pub(crate) const UNIT: &str = "fusion-host";
+
+/// launchd's label.
+pub(crate) const LABEL: &str = "dev.fusion-host.device";
+
+/// What `service` was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub(crate) enum Action {
+    /// Write the unit and start it now and at every log-in (boot with --system).
+    Install,
+    /// Stop the service and remove its unit.
+    Uninstall,
+    /// Whether the service is installed and running.
+    Status,
+    /// Follow the service's log.
+    Logs,
+}
+
+/// Where a unit goes, and how it is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unit {
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
+}
+
+/// The systemd unit that runs `exe run --config-dir config_dir`.
+pub(crate) fn systemd_unit(exe: &Path, config_dir: &Path, system: bool) -> String {
+    let wanted_by = if system {
+        "multi-user.target"
+    } else {
+        "default.target"
+    };
+    format!(
+        "# Written by `fusion-host service install`; remove with `fusion-host service uninstall`.\n\
+         [Unit]\n\
+         Description=fusion-host device: this computer's allowed folders for the web app\n\
+         Documentation=https://github.com/fusion-host/fusion-host\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={} run --config-dir {}\n\
+         Restart=on-failure\n\
+         RestartSec=5\n\
+         # 2: bad configuration, 3: revoked (pair again). A restart fixes neither.\n\
+         RestartPreventExitStatus={} {}\n\
+         # The first SIGTERM finishes the call in progress (at most 5 s).\n\
+         KillSignal=SIGTERM\n\
+         TimeoutStopSec=15\n\
+         \n\
+         [Install]\n\
+         WantedBy={wanted_by}\n",
+        systemd_quote(exe),
+        systemd_quote(config_dir),
+        exit::USAGE,
+        exit::REPAIR,
+    )
+}
+
+/// A path as one systemd command-line word.
+fn systemd_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        s
+    } else {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%")
+        )
+    }
+}
+
+/// The launchd agent that runs `exe run --config-dir config_dir`, kept alive
+/// while it exits with failure (launchd cannot tell exit codes apart, so a
+/// revoked device is restarted every `ThrottleInterval` and says so in its log).
+pub(crate) fn launchd_plist(exe: &Path, config_dir: &Path, log: &Path) -> String {
+    let esc = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<!-- Written by `fusion-host service install`; remove with `fusion-host service uninstall`. -->
+<plist version="1.0">
+<dict>
+  <key>Label</key>
+  <string>{LABEL}</string>
+  <key>ProgramArguments</key>
+  <array>
+    <string>{}</string>
+    <string>run</string>
+    <string>--config-dir</string>
+    <string>{}</string>
+  </array>
+  <key>RunAtLoad</key>
+  <true/>
+  <key>KeepAlive</key>
+  <dict>
+    <key>SuccessfulExit</key>
+    <false/>
+  </dict>
+  <key>ThrottleInterval</key>
+  <integer>5</integer>
+  <key>StandardOutPath</key>
+  <string>{}</string>
+  <key>StandardErrorPath</key>
+  <string>{}</string>
+</dict>
+</plist>
+"#,
+        esc(exe),
+        esc(config_dir),
+        esc(log),
+        esc(log),
+    )
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("HOME is not set; cannot tell where the service unit goes"))
+}
+
+/// The unit for this system, this binary and this profile.
+pub(crate) fn unit(config_dir: &Path, system: bool) -> anyhow::Result<Unit> {
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot tell where this binary is")?;
+    if cfg!(target_os = "macos") {
+        if system {
+            bail!("--system is for Linux; on macOS the service is a launchd agent of your user");
+        }
+        let log = config_dir.join("fusion-host.log");
+        return Ok(Unit {
+            path: home()?
+                .join("Library/LaunchAgents")
+                .join(format!("{LABEL}.plist")),
+            text: launchd_plist(&exe, config_dir, &log),
+        });
+    }
+    if cfg!(target_os = "linux") {
+        let dir = if system {
+            PathBuf::from("/etc/systemd/system")
+        } else {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .map_or_else(|| home().map(|h| h.join(".config")), Ok)?
+                .join("systemd/user")
+        };
+        return Ok(Unit {
+            path: dir.join(format!("{UNIT}.service")),
+            text: systemd_unit(&exe, config_dir, system),
+        });
+    }
+    bail!(
+        "`fusion-host service` knows systemd (Linux) and launchd (macOS); on this system run `fusion-host run` from its own supervisor"
+    )
+}
+
+fn supervisor(system: bool) -> Vec<String> {
+    if cfg!(target_os = "macos") {
+        vec!["launchctl".into()]
+    } else if system {
+        vec!["systemctl".into()]
+    } else {
+        vec!["systemctl".into(), "--user".into()]
+    }
+}
+
+/// Runs the supervisor's command, saying what it ran.
+fn run(args: &[String]) -> anyhow::Result<bool> {
+    eprintln!("$ {}", args.join(" "));
+    match Command::new(&args[0]).args(&args[1..]).status() {
+        Ok(status) => Ok(status.success()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "`{}` is not installed; the unit is written but nothing started it",
+                args[0]
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot run {}", args[0])),
+    }
+}
+
+/// `fusion-host service ACTION [--system] [--print]`.
+pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool) -> Result<(), Fail> {
+    let config_dir = settings::config_dir(global.config_dir.as_deref())?;
+    let unit = unit(&config_dir, system).map_err(|error| Fail {
+        code: exit::USAGE,
+        error,
+    })?;
+    let sup = supervisor(system);
+    let with = |more: &[&str]| -> Vec<String> {
+        sup.iter()
+            .cloned()
+            .chain(more.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    match action {
+        Action::Install if print => {
+            print!("{}", unit.text);
+            Ok(())
+        }
+        Action::Install => {
+            if !config_dir.join(fusion_host::CREDENTIALS_FILE).exists() {
+                return Err(Fail {
+                    code: exit::USAGE,
+                    error: anyhow!(
+                        "this device is not paired yet ({} has no credentials); pair it first, then install the service",
+                        config_dir.display()
+                    ),
+                });
+            }
+            if let Some(parent) = unit.path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&unit.path, &unit.text)
+                .with_context(|| format!("cannot write {}", unit.path.display()))?;
+            println!("✓ wrote {}", unit.path.display());
+            let started = if cfg!(target_os = "macos") {
+                run(&with(&["load", "-w", &unit.path.display().to_string()]))?
+            } else {
+                run(&with(&["daemon-reload"]))?
+                    && run(&with(&["enable", "--now", &format!("{UNIT}.service")]))?
+            };
+            if !started {
+                return Err(anyhow!(
+                    "the supervisor did not start the service; see `fusion-host service status`"
+                )
+                .into());
+            }
+            println!(
+                "✓ fusion-host runs as a service now, and again after every {}",
+                if system { "boot" } else { "log-in" }
+            );
+            Ok(())
+        }
+        Action::Uninstall => {
+            if !unit.path.exists() {
+                println!("no service installed ({} does not exist)", unit.path.display());
+                return Ok(());
+            }
+            let _ = if cfg!(target_os = "macos") {
+                run(&with(&["unload", "-w", &unit.path.display().to_string()]))
+            } else {
+                run(&with(&["disable", "--now", &format!("{UNIT}.service")]))
+            };
+            std::fs::remove_file(&unit.path)
+                .with_context(|| format!("cannot remove {}", unit.path.display()))?;
+            if !cfg!(target_os = "macos") {
+                let _ = run(&with(&["daemon-reload"]));
+            }
+            println!("✓ removed {}", unit.path.display());
+            Ok(())
+        }
+        Action::Status => {
+            if !unit.path.exists() {
+                println!(
+                    "not installed ({} does not exist); `fusion-host service install` installs it",
+                    unit.path.display()
+                );
+                return Ok(());
+            }
+            println!("installed: {}", unit.path.display());
+            let args = if cfg!(target_os = "macos") {
+                with(&["list", LABEL])
+            } else {
+                with(&["status", "--no-pager", &format!("{UNIT}.service")])
+            };
+            run(&args)?;
+            Ok(())
+        }
+        Action::Logs => {
+            let mut args: Vec<String> = if cfg!(target_os = "macos") {
+                vec![
+                    "tail".into(),
+                    "-f".into(),
+                    config_dir.join("fusion-host.log").display().to_string(),
+                ]
+            } else {
+                let mut a = vec!["journalctl".to_string()];
+                if !system {
+                    a.push("--user".into());
+                }
+                a.extend(["-u".into(), format!("{UNIT}.service"), "-f".into()]);
+                a
+            };
+            run(&std::mem::take(&mut args))?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_systemd_unit_is_exactly_this() {
+        let unit = systemd_unit(
+            Path::new("/usr/local/bin/fusion-host"),
+            Path::new("/home/ana/.config/fusion-host"),
+            false,
+        );
+        let golden = "\
+# Written by `fusion-host service install`; remove with `fusion-host service uninstall`.
+[Unit]
+Description=fusion-host device: this computer's allowed folders for the web app
+Documentation=https://github.com/fusion-host/fusion-host
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart=/usr/local/bin/fusion-host run --config-dir /home/ana/.config/fusion-host
+Restart=on-failure
+RestartSec=5
+# 2: bad configuration, 3: revoked (pair again). A restart fixes neither.
+RestartPreventExitStatus=2 3
+# The first SIGTERM finishes the call in progress (at most 5 s).
+KillSignal=SIGTERM
+TimeoutStopSec=15
+
+[Install]
+WantedBy=default.target
+";
+        assert_eq!(unit, golden);
+        assert!(systemd_unit(Path::new("/x"), Path::new("/y"), true).contains("WantedBy=multi-user.target"));
+        assert!(!unit.to_lowercase().contains("token"), "no secret in the unit");
+    }
+
+    #[test]
+    fn odd_paths_are_quoted_for_systemd() {
+        let unit = systemd_unit(
+            Path::new("/opt/my tools/fusion-host"),
+            Path::new("/home/a/100%"),
+            false,
+        );
+        assert!(
+            unit.contains(r#"ExecStart="/opt/my tools/fusion-host" run --config-dir "/home/a/100%%""#),
+            "{unit}"
+        );
+    }
+
+    #[test]
+    fn the_launchd_plist_keeps_the_agent_alive_on_failure() {
+        let plist = launchd_plist(
+            Path::new("/Applications/fusion-host"),
+            Path::new("/Users/a/Library/Application Support/fusion-host"),
+            Path::new("/tmp/l&g"),
+        );
+        for needle in [
+            "<string>dev.fusion-host.device</string>",
+            "<string>/Applications/fusion-host</string>",
+            "<string>/Users/a/Library/Application Support/fusion-host</string>",
+            "<key>SuccessfulExit</key>\n    <false/>",
+            "<string>/tmp/l&amp;g</string>",
+        ] {
+            assert!(plist.contains(needle), "{needle} in {plist}");
+        }
+    }
+
+    /// `systemd-analyze verify` reads the unit as systemd would, where it is installed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn systemd_accepts_the_unit() {
+        let Ok(exe) = std::env::current_exe() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fusion-host.service");
+        std::fs::write(&path, systemd_unit(&exe, dir.path(), false)).unwrap();
+        match Command::new("systemd-analyze").arg("verify").arg(&path).output() {
+            Err(_) => eprintln!("skipped: systemd-analyze is not installed"),
+            Ok(out) => {
+                let said = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "systemd-analyze verify: {said}");
+                assert!(
+                    !said.contains("fusion-host.service:"),
+                    "warnings about the unit: {said}"
+                );
+            }
+        }
+    }
+}
