@@ -13,6 +13,9 @@
 //! a search by name, reading a 1 MiB text file, and memory after start-up.
 //! Each row checks that both found the same number of things.
 
+#[path = "../../tools/benches/support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,14 +31,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone());
     let reps: usize = flag("--reps").map_or(5, |v| v.parse().expect("--reps N"));
-    let write = flag("--write").map(|p| {
-        let path = PathBuf::from(p);
-        if path.is_relative() {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-        } else {
-            path
-        }
-    });
+    let write = flag("--write").map(|p| support::workspace_path(env!("CARGO_MANIFEST_DIR"), &p));
     let node_server = std::env::var("FUSION_MCP_FS_SERVER").map(PathBuf::from).unwrap_or_else(|_| {
         PathBuf::from("/var/cache/fusion-host/mcp-interop/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
     });
@@ -285,14 +281,7 @@ async fn run(corpus: &Path, node_server: &Path, reps: usize, write: Option<&Path
     ));
     println!("{table}");
     if let Some(path) = write {
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (start, end) = ("<!-- mcp-bench:start -->", "<!-- mcp-bench:end -->");
-        let block = format!("{start}\n{table}{end}");
-        let updated = match (doc.find(start), doc.find(end)) {
-            (Some(a), Some(b)) => format!("{}{block}{}", &doc[..a], &doc[b + end.len()..]),
-            _ => format!("{doc}\n{block}\n"),
-        };
-        std::fs::write(path, updated).expect("write the table");
+        support::write_table(path, "mcp-bench", &table);
     }
     let _ = ours.cancel().await;
     let _ = theirs.cancel().await;

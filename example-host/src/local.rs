@@ -41,15 +41,7 @@ pub(crate) fn call(
             code: exit::USAGE,
             error,
         })?;
-    let dir = settings::config_dir(global.config_dir.as_deref())?;
-    let config = ConfigFile::load(&dir)?;
-    let scope = settings::scope(roots, &config).map_err(|error| Fail {
-        code: exit::USAGE,
-        error,
-    })?;
-    for recovery in fusion_tools::recover_renames(&scope) {
-        eprintln!("! {recovery}");
-    }
+    let scope = local_scope(global, roots)?;
     let toolbox = crate::toolbox();
     let cx = Context::new(&scope);
     let result = match toolbox.class(tool) {
@@ -78,9 +70,11 @@ pub(crate) fn call(
     }
 }
 
-/// `fusion-host mcp`: the tools over MCP on stdin/stdout. Nothing but the
-/// protocol goes to stdout; notes go to stderr.
-pub(crate) async fn mcp(global: &Global, roots: &[String]) -> Result<(), Fail> {
+/// The allowed folders of a command that works here, without a server
+/// (`call`, `rename`, `mcp`): from `--root`, else the configuration. A rename
+/// batch a crash interrupted is finished or rolled back first, and said so
+/// on stderr (stdout may be a protocol).
+pub(crate) fn local_scope(global: &Global, roots: &[String]) -> Result<Scope, Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = ConfigFile::load(&dir)?;
     let scope = settings::scope(roots, &config).map_err(|error| Fail {
@@ -90,6 +84,13 @@ pub(crate) async fn mcp(global: &Global, roots: &[String]) -> Result<(), Fail> {
     for recovery in fusion_tools::recover_renames(&scope) {
         eprintln!("! {recovery}");
     }
+    Ok(scope)
+}
+
+/// `fusion-host mcp`: the tools over MCP on stdin/stdout. Nothing but the
+/// protocol goes to stdout; notes go to stderr.
+pub(crate) async fn mcp(global: &Global, roots: &[String]) -> Result<(), Fail> {
+    let scope = local_scope(global, roots)?;
     fusion_host::mcp::LocalMcp::new(crate::toolbox(), scope, crate::device::VERSION)
         .serve_stdio()
         .await

@@ -13,14 +13,13 @@ use std::time::SystemTime;
 use anyhow::{Context as _, anyhow, bail};
 use chrono::format::{Item, StrftimeItems};
 use fusion_tools::{
-    BatchProblem, Context, Error as ToolError, Mode, Outcome, RenameBatchInput, RenamePair, Scope, Toolbox,
+    BatchProblem, Context, Error as ToolError, Mode, Outcome, RenameBatchInput, RenamePair, Toolbox,
 };
 use regex::Regex;
 use serde_json::json;
 
 use crate::Global;
 use crate::device::{Fail, exit};
-use crate::settings::{self, ConfigFile};
 
 /// How the matched files are numbered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -323,12 +322,7 @@ pub(crate) fn rename(global: &Global, args: &RenameArgs<'_>) -> Result<(), Fail>
         .transpose()
         .context("--match is not a regular expression")
         .map_err(usage)?;
-    let dir = settings::config_dir(global.config_dir.as_deref())?;
-    let config = ConfigFile::load(&dir)?;
-    let scope: Scope = settings::scope(args.roots, &config).map_err(usage)?;
-    for recovery in fusion_tools::recover_renames(&scope) {
-        eprintln!("! {recovery}");
-    }
+    let scope = crate::local::local_scope(global, args.roots)?;
     let toolbox = crate::toolbox();
     let cx = Context::new(&scope);
     let expanded = expand(

@@ -9,7 +9,9 @@
 //! Every run renames `Scan_NNNNN.e57` to `2026-11-03_north_NNNNN.e57` or back,
 //! in a folder under `target/bench-rename`, and checks the folder afterwards.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,14 +23,7 @@ fn main() {
     let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone());
     let files: usize = flag("--files").map_or(10_000, |v| v.parse().expect("--files N"));
     let reps: usize = flag("--reps").map_or(5, |v| v.parse().expect("--reps N"));
-    let write = flag("--write").map(|p| {
-        let path = PathBuf::from(p);
-        if path.is_relative() {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-        } else {
-            path
-        }
-    });
+    let write = flag("--write").map(|p| support::workspace_path(env!("CARGO_MANIFEST_DIR"), &p));
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-rename");
     let _ = std::fs::remove_dir_all(&dir);
@@ -171,14 +166,7 @@ fn main() {
     );
     println!("{table}");
     if let Some(path) = write {
-        let doc = std::fs::read_to_string(&path).unwrap_or_default();
-        let (start, end) = ("<!-- rename-bench:start -->", "<!-- rename-bench:end -->");
-        let block = format!("{start}\n{table}{end}");
-        let updated = match (doc.find(start), doc.find(end)) {
-            (Some(a), Some(b)) => format!("{}{block}{}", &doc[..a], &doc[b + end.len()..]),
-            _ => format!("{doc}\n{block}\n"),
-        };
-        std::fs::write(&path, updated).expect("write the table");
+        support::write_table(&path, "rename-bench", &table);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

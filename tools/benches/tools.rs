@@ -15,6 +15,8 @@
 //! short says so. Our tool's peak resident memory comes from its own
 //! `/proc/self/status`.
 
+mod support;
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,13 +46,7 @@ fn main() {
                 i += 1;
             }
             "--write" => {
-                // `cargo bench` runs in the package folder: relative paths are the workspace's.
-                let path = PathBuf::from(&args[i + 1]);
-                write = Some(if path.is_relative() {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-                } else {
-                    path
-                });
+                write = Some(support::workspace_path(env!("CARGO_MANIFEST_DIR"), &args[i + 1]));
                 i += 1;
             }
             _ => {}
@@ -335,14 +331,7 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
     }
     println!("{table}");
     if let Some(path) = write {
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (start, end) = ("<!-- tools-bench:start -->", "<!-- tools-bench:end -->");
-        let block = format!("{start}\n{table}{end}");
-        let updated = match (doc.find(start), doc.find(end)) {
-            (Some(a), Some(b)) => format!("{}{block}{}", &doc[..a], &doc[b + end.len()..]),
-            _ => format!("{doc}\n{block}\n"),
-        };
-        std::fs::write(path, updated).expect("write the table");
+        support::write_table(path, "tools-bench", &table);
     }
 }
 
