@@ -94,9 +94,39 @@ pub struct ListDirectoryOutput {
 }
 
 /// A cursor: the last path a page returned, so the next page resumes the
-/// walk right after it. Opaque to callers: `c1.` and the path in hex.
-pub(crate) fn cursor_after(slash_path: &str) -> String {
-    format!("c1.{}", crate::fsutil::hex(slash_path.as_bytes()))
+/// walk right after it. Opaque to callers: `c1.` and the path's components,
+/// `/`-joined, in hex — the name's own bytes on Unix, so a name that is not
+/// UTF-8 resumes exactly where it was.
+pub(crate) fn cursor_after(rel: &Path) -> String {
+    let mut bytes = Vec::new();
+    for (i, component) in rel.components().enumerate() {
+        if i > 0 {
+            bytes.push(b'/');
+        }
+        bytes.extend_from_slice(&name_bytes(component.as_os_str()));
+    }
+    format!("c1.{}", crate::fsutil::hex(&bytes))
+}
+
+#[cfg(unix)]
+fn name_bytes(name: &std::ffi::OsStr) -> Vec<u8> {
+    std::os::unix::ffi::OsStrExt::as_bytes(name).to_vec()
+}
+
+/// Windows names are UTF-16; only an unpaired surrogate is not UTF-8.
+#[cfg(not(unix))]
+fn name_bytes(name: &std::ffi::OsStr) -> Vec<u8> {
+    name.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn name_from(bytes: &[u8]) -> Option<std::ffi::OsString> {
+    Some(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes).to_os_string())
+}
+
+#[cfg(not(unix))]
+fn name_from(bytes: &[u8]) -> Option<std::ffi::OsString> {
+    std::str::from_utf8(bytes).ok().map(std::ffi::OsString::from)
 }
 
 /// The walk's resume point from a `cursor`, checked to stay below the base.
@@ -123,8 +153,11 @@ pub(crate) fn resume_from(tool: &str, cursor: &str, offset: usize) -> Result<Vec
         .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(|| bad("it is damaged"))?;
-    let path = String::from_utf8(bytes).map_err(|_| bad("it is damaged"))?;
-    let components: Vec<std::ffi::OsString> = path.split('/').map(std::ffi::OsString::from).collect();
+    let components = bytes
+        .split(|b| *b == b'/')
+        .map(name_from)
+        .collect::<Option<Vec<std::ffi::OsString>>>()
+        .ok_or_else(|| bad("it is damaged"))?;
     if components.iter().any(|c| c.is_empty() || c == "." || c == "..") {
         return Err(bad("it does not name a path below the listed folder"));
     }
@@ -176,6 +209,7 @@ impl Tool for ListDirectory {
         let mut entries = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
+        let mut last = std::path::PathBuf::new();
         let stats = walk(cx, &base, &options, |entry| {
             seen += 1;
             if seen <= input.offset {
@@ -185,6 +219,8 @@ impl Tool for ListDirectory {
                 truncated = true;
                 return Ok(false);
             }
+            last.as_mut_os_string().clear();
+            last.push(entry.rel);
             let (size, modified) = if input.details {
                 let md = entry.metadata()?;
                 (Some(md.len()), modified(&md))
@@ -203,10 +239,7 @@ impl Tool for ListDirectory {
         Ok(ListDirectoryOutput {
             path: base.display(),
             next_offset: truncated.then_some(input.offset + entries.len()),
-            next_cursor: entries
-                .last()
-                .filter(|_| truncated)
-                .map(|e| cursor_after(&e.path)),
+            next_cursor: truncated.then(|| cursor_after(&last)),
             entries,
             truncated,
             unreadable: stats.unreadable,
@@ -342,6 +375,7 @@ impl Tool for Glob {
         let mut matches = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
+        let mut last = std::path::PathBuf::new();
         let stats = walk(cx, &base, &options, |entry| {
             let kind = EntryKind::of(entry.file_type);
             if input.kind.is_some_and(|k| k != kind) || !glob.is_match(entry.rel) {
@@ -355,6 +389,8 @@ impl Tool for Glob {
                 truncated = true;
                 return Ok(false);
             }
+            last.as_mut_os_string().clear();
+            last.push(entry.rel);
             matches.push(GlobMatch {
                 path: slash_path(entry.rel),
                 kind,
@@ -364,10 +400,7 @@ impl Tool for Glob {
         Ok(GlobOutput {
             path: base.display(),
             next_offset: truncated.then_some(input.offset + matches.len()),
-            next_cursor: matches
-                .last()
-                .filter(|_| truncated)
-                .map(|m| cursor_after(&m.path)),
+            next_cursor: truncated.then(|| cursor_after(&last)),
             matches,
             truncated,
             unreadable: stats.unreadable,
@@ -668,6 +701,35 @@ mod tests {
         assert!(e.to_string().contains("20000"), "{e}");
         let e = f.run_err("list_directory", json!({ "limit": 1001 }));
         assert!(e.to_string().contains("1000"), "{e}");
+    }
+
+    /// A name that is not UTF-8 (possible on Linux) is listed lossily, but
+    /// the cursor keeps its bytes: the next page starts right after it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_cursor_at_a_name_that_is_not_utf8_resumes_exactly() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let f = Fixture::new();
+        for name in [&b"a\xff"[..], b"a\xfe", b"a\xfd", b"b"] {
+            std::fs::write(f.root().join(std::ffi::OsStr::from_bytes(name)), "").unwrap();
+        }
+        let whole = f.run("list_directory", json!({}));
+        let mut input = json!({ "limit": 1 });
+        let mut pages = 0;
+        loop {
+            let page = f.run("list_directory", input.clone());
+            pages += 1;
+            assert!(pages <= 10, "the cursor does not advance: {page}");
+            match page.get("next_cursor") {
+                Some(cursor) => input["cursor"] = cursor.clone(),
+                None => break,
+            }
+        }
+        assert_eq!(
+            pages,
+            whole["entries"].as_array().unwrap().len(),
+            "one page per entry, none repeated or lost"
+        );
     }
 
     #[test]
