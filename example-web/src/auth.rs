@@ -245,8 +245,12 @@ pub(crate) struct McpTokens(pub(crate) Db);
 
 #[async_trait::async_trait]
 impl fusion_host_server::mcp::McpAuth for McpTokens {
-    async fn owner(&self, token: &str) -> Option<String> {
-        api_token_user(&self.0, token).await.ok().flatten().map(|u| u.id)
+    async fn user(&self, token: &str) -> Option<fusion_host_server::mcp::McpUser> {
+        let user = api_token_user(&self.0, token).await.ok().flatten()?;
+        Some(fusion_host_server::mcp::McpUser {
+            owner: user.id,
+            name: user.email,
+        })
     }
 }
 

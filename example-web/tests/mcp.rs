@@ -84,6 +84,11 @@ async fn devices_over_mcp_with_proposals_and_isolation() {
         .unwrap();
     let proposal = out.structured_content.unwrap();
     assert_eq!(proposal["status"], "pending");
+    let asker = proposal["requested_by"].as_str().unwrap();
+    assert!(
+        asker.starts_with("alice") && asker.ends_with("@example.com (MCP)"),
+        "{asker}"
+    );
     assert!(proposal["approve_url"].as_str().unwrap().ends_with("/devices"));
     assert!(
         proposal["plan"]["diff"]

@@ -30,11 +30,21 @@ use serde_json::{Map, Value, json};
 
 use crate::{CallOptions, CallOutcome, Dispatcher, Error, HostEvent, ProposalRecord, ProposalStatus};
 
+/// Who a Bearer token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpUser {
+    /// The owner id the dispatcher knows the user's devices by.
+    pub owner: String,
+    /// How the user is shown to people (an email), as the `requested_by` of
+    /// the proposals made over MCP: "alice@example.com (MCP)".
+    pub name: String,
+}
+
 /// How the app tells who a Bearer token belongs to.
 #[async_trait::async_trait]
 pub trait McpAuth: Send + Sync + 'static {
-    /// The owner (user id) of `token`, or `None` when it is unknown or revoked.
-    async fn owner(&self, token: &str) -> Option<String>;
+    /// The user of `token`, or `None` when it is unknown or revoked.
+    async fn user(&self, token: &str) -> Option<McpUser>;
 }
 
 /// Where the MCP endpoint lives, for the checks and links it needs.
@@ -100,9 +110,9 @@ impl McpConfig {
     }
 }
 
-/// The owner a request was authenticated as, put in its extensions.
+/// The user a request was authenticated as, put in its extensions.
 #[derive(Debug, Clone)]
-struct Owner(String);
+struct Owner(McpUser);
 
 /// The router to nest at [`McpConfig::path`].
 pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpConfig) -> Router {
@@ -188,7 +198,7 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
     }
     let token = bearer(headers);
     let owner = match token {
-        Some(t) => guard.auth.owner(t).await,
+        Some(t) => guard.auth.user(t).await,
         None => None,
     };
     let Some(owner) = owner else {
@@ -245,7 +255,7 @@ const TOOLS_TTL_MS: u64 = 5_000;
 /// The longest `wait_for_approval` waits in one call.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-fn owner_of(extensions: &rmcp::model::Extensions) -> Result<String, McpError> {
+fn user_of(extensions: &rmcp::model::Extensions) -> Result<McpUser, McpError> {
     extensions
         .get::<Parts>()
         .and_then(|p| p.extensions.get::<Owner>())
@@ -347,6 +357,7 @@ impl RemoteMcp {
             "status": p.status,
             "device_id": p.device_id,
             "tool": p.tool,
+            "requested_by": p.requested_by,
             "plan": p.plan,
             "approve_url": format!("{}{}", self.config.public_url, self.config.approve_path),
             "output": p.output,
@@ -356,10 +367,11 @@ impl RemoteMcp {
 
     async fn call_device_tool(
         &self,
-        owner: &str,
+        user: &McpUser,
         name: &str,
         mut arguments: Map<String, Value>,
     ) -> Result<Value, Error> {
+        let owner = user.owner.as_str();
         let wanted = match arguments.remove("device") {
             Some(Value::String(d)) => d,
             _ => {
@@ -377,7 +389,7 @@ impl RemoteMcp {
                 device_id: wanted.clone(),
             })?;
         let options = CallOptions {
-            requested_by: Some(format!("{owner} (MCP)")),
+            requested_by: Some(format!("{} (MCP)", user.name)),
             ..CallOptions::default()
         };
         match self
@@ -468,7 +480,7 @@ impl ServerHandler for RemoteMcp {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // Sessions of the older revision hear when the tool list changes.
-        let Ok(owner) = owner_of(&context.extensions) else {
+        let Ok(McpUser { owner, .. }) = user_of(&context.extensions) else {
             return;
         };
         let mut events = self.dispatcher.subscribe();
@@ -498,7 +510,7 @@ impl ServerHandler for RemoteMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let owner = owner_of(&context.extensions)?;
+        let owner = user_of(&context.extensions)?.owner;
         let tools = self
             .tools(&owner)
             .await
@@ -511,7 +523,8 @@ impl ServerHandler for RemoteMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let owner = owner_of(&context.extensions)?;
+        let user = user_of(&context.extensions)?;
+        let owner = user.owner.clone();
         let arguments = request.arguments.unwrap_or_default();
         let name = request.name.to_string();
         let proposal_id = || match arguments.get("proposal_id") {
@@ -561,7 +574,7 @@ impl ServerHandler for RemoteMcp {
                     }
                 }
             }
-            _ => match self.call_device_tool(&owner, &name, arguments.clone()).await {
+            _ => match self.call_device_tool(&user, &name, arguments.clone()).await {
                 Err(Error::InvalidRequest(message)) => return Err(McpError::invalid_params(message, None)),
                 Err(Error::UnknownTool { .. }) => {
                     return Err(McpError::invalid_params(
