@@ -145,8 +145,16 @@ function continuation(o) {
   };
   // A plan without a diff (a rename batch, a move): its first rows as a table.
   const effectsView = (plan) => {
-    const rows = plan.effects.slice(0, 20).map((e) => ({ what: e.op, path: e.path, 'new path': e.to, size: e.bytes }));
-    const parts = [table(rows, ['what', 'path', 'new path', 'size'])];
+    const shown = plan.effects.slice(0, 20);
+    // The folder every path shares, shown once; the rows then read as names.
+    const all = shown.flatMap((e) => (e.to ? [e.path, e.to] : [e.path]));
+    let prefix = all.length ? all.reduce((p, s) => { let i = 0; while (i < p.length && p[i] === s[i]) i++; return p.slice(0, i); }) : '';
+    prefix = prefix.slice(0, Math.max(prefix.lastIndexOf('/'), prefix.lastIndexOf('\\')) + 1);
+    const short = (p) => (p ? p.slice(prefix.length) : p);
+    const rows = shown.map((e) => ({ what: e.op, path: short(e.path), 'new path': short(e.to), size: e.bytes }));
+    const parts = [];
+    if (prefix) parts.push(el('p', { class: 'muted folder' }, `In ${prefix.replace(/[\\/]$/, '')}:`));
+    parts.push(table(rows, ['what', 'path', 'new path', 'size']));
     if (plan.effects_total > rows.length) parts.push(el('p', { class: 'muted more' }, `… and ${plan.effects_total - rows.length} more (${plan.effects_total} in all)`));
     return parts;
   };

@@ -195,15 +195,22 @@ fn effects_view(plan: &fusion_tools::Plan) -> Markup {
     let total = plan.effects_total as usize;
     let shown = &plan.effects[..plan.effects.len().min(PLAN_ROWS)];
     let has_to = shown.iter().any(|e| e.to.is_some());
+    let folder = common_folder(
+        shown
+            .iter()
+            .flat_map(|e| std::iter::once(e.path.as_str()).chain(e.to.as_deref())),
+    );
+    let short = |p: &str| p.get(folder.len()..).unwrap_or(p).to_string();
     html! {
+        @if !folder.is_empty() { p.muted.folder { "In " code { (folder.trim_end_matches(['/', '\\'])) } ":" } }
         table.effects {
             thead { tr { th { "What" } th { "Path" } @if has_to { th { "New path" } } th { "Size" } } }
             tbody {
                 @for e in shown {
                     tr {
                         td.muted { (serde_json::to_value(e.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
-                        td { code { (e.path) } }
-                        @if has_to { td { code { (e.to.as_deref().unwrap_or("")) } } }
+                        td { code { (short(&e.path)) } }
+                        @if has_to { td { code { (short(e.to.as_deref().unwrap_or(""))) } } }
                         td.muted { (e.bytes.map(|b| format!("{b} B")).unwrap_or_default()) }
                     }
                 }
@@ -212,6 +219,27 @@ fn effects_view(plan: &fusion_tools::Plan) -> Markup {
         @if total > shown.len() {
             p.muted.more { "… and " (total - shown.len()) " more (" (total) " in all)" }
         }
+    }
+}
+
+/// The folder every path shares, with its trailing separator ("" if none):
+/// a batch of 480 renames in one folder reads as names, not as 960 full paths.
+fn common_folder<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = paths.next() else {
+        return String::new();
+    };
+    let mut prefix = first;
+    for path in paths {
+        let common = prefix
+            .bytes()
+            .zip(path.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        prefix = &prefix[..common];
+    }
+    match prefix.rfind(['/', '\\']) {
+        Some(end) => prefix[..=end].to_string(),
+        None => String::new(),
     }
 }
 
@@ -342,4 +370,17 @@ async fn device_page(
         }
     };
     Ok(layout(&d.device.name, Some(&p), body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn common_folder_stops_at_a_separator() {
+        let f = |v: &[&str]| super::common_folder(v.iter().copied());
+        assert_eq!(f(&["/s/scans/Scan_1.e57", "/s/scans/Scan_2.e57"]), "/s/scans/");
+        assert_eq!(f(&["/s/scans/a", "/s/scans2/a"]), "/s/");
+        assert_eq!(f(&[r"C:\s\a.e57", r"C:\s\b.e57"]), r"C:\s\");
+        assert_eq!(f(&["a", "b"]), "");
+        assert_eq!(f(&[]), "");
+    }
 }
