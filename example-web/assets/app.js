@@ -33,7 +33,8 @@ function continuation(o) {
       const ev = JSON.parse(msg.data);
       if (ev.type === 'device_online' || ev.type === 'device_offline') {
         const online = ev.type === 'device_online';
-        document.querySelectorAll(`[data-device="${ev.device_id}"] .badge, [data-badge="${ev.device_id}"]`).forEach((b) => {
+        // Only the status badge: a row also has its folders' access badges.
+        document.querySelectorAll(`[data-badge="${ev.device_id}"]`).forEach((b) => {
           b.className = 'badge ' + (online ? 'online' : 'offline');
           b.textContent = online ? 'online' : 'offline';
         });

@@ -222,6 +222,28 @@ fn effects_view(plan: &fusion_tools::Plan) -> Markup {
     }
 }
 
+/// A call's outcome as people read it: ok, refused (the device's rules said
+/// no: outside the allowed folders, read-only), a conflict (the disk changed
+/// since the plan), or failed. A refusal is not an outage and must not look
+/// like one.
+fn outcome_badge(code: Option<&str>) -> Markup {
+    let class = match code {
+        None => "ok",
+        Some("outside_scope" | "permission_denied") => "refused",
+        Some("conflict") => "conflict",
+        Some(_) => "failed",
+    };
+    html! { span class={ "badge " (class) } title=(code.unwrap_or("ok")) { (code.unwrap_or("ok")) } }
+}
+
+/// Whether the device may change files in a folder.
+fn access_badge(access: fusion_tools::Access) -> Markup {
+    match access {
+        fusion_tools::Access::ReadOnly => html! { span.badge.readonly { "read-only" } },
+        fusion_tools::Access::ReadWrite => html! { span.badge.readwrite { "read-write" } },
+    }
+}
+
 /// The folder every path shares, with its trailing separator ("" if none):
 /// a batch of 480 renames in one folder reads as names, not as 960 full paths.
 fn common_folder<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
@@ -259,6 +281,7 @@ async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) ->
         .map(|d| (d.device.id.as_str(), d.device.name.as_str()))
         .collect();
     let active: Vec<_> = devices.iter().filter(|d| d.device.revoked_at.is_none()).collect();
+    let revoked: Vec<_> = devices.iter().filter(|d| d.device.revoked_at.is_some()).collect();
     let body = html! {
         section.card {
             div.row {
@@ -281,12 +304,28 @@ async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) ->
                         @for d in &active {
                             tr data-device=(d.device.id) {
                                 td { a href={ "/devices/" (d.device.id) } { (d.device.name) } }
-                                td { span class={ "badge " (if d.online { "online" } else { "offline" }) } { (if d.online { "online" } else { "offline" }) } }
+                                td { span class={ "badge " (if d.online { "online" } else { "offline" }) } data-badge=(d.device.id) { (if d.online { "online" } else { "offline" }) } }
                                 td.muted { (d.device.platform) }
                                 td.muted { (d.device.last_seen.map(ago).unwrap_or_default()) }
-                                td.muted { @if let Some(m) = &d.manifest { @for r in &m.roots { div { (r.path) @if r.access == fusion_tools::Access::ReadOnly { " (read-only)" } } } } }
+                                td.muted { @if let Some(m) = &d.manifest { @for r in &m.roots { div.folder { (r.path) " " (access_badge(r.access)) } } } }
                                 td { (d.manifest.as_ref().map_or(0, |m| m.tools.len())) }
                                 td { button.danger.small data-revoke=(d.device.id) data-name=(d.device.name) type="button" { "Revoke" } }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !revoked.is_empty() {
+                h2.revoked-title { "Revoked" }
+                p.muted { "These no longer connect or run anything; pair the computer again to use it." }
+                table.devices.revoked {
+                    tbody {
+                        @for d in &revoked {
+                            tr data-revoked=(d.device.id) {
+                                td { (d.device.name) }
+                                td { span.badge.revoked { "revoked" } }
+                                td.muted { (d.device.platform) }
+                                td.muted { "revoked " (d.device.revoked_at.map(ago).unwrap_or_default()) }
                             }
                         }
                     }
@@ -321,7 +360,7 @@ async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) ->
                                 td { (names.get(c.device_id.as_str()).copied().unwrap_or("?")) }
                                 td { (c.tool) }
                                 td.muted { (c.mode.as_str()) }
-                                td { @match &c.error_code { Some(code) => span.badge.offline { (code) }, None => span.badge.online { "ok" } } }
+                                td { (outcome_badge(c.error_code.as_deref())) }
                                 td.muted { (c.duration_ms) " ms" }
                             }
                         }
@@ -351,7 +390,7 @@ async fn device_page(
                 a href="/devices" { "← All devices" }
             }
             p.muted { (d.device.platform) " · fusion-host " (d.device.host_version) }
-            @if let Some(m) = &d.manifest { p { "Folders: " @for r in &m.roots { code { (r.path) } " " } } }
+            @if let Some(m) = &d.manifest { p { "Folders: " @for r in &m.roots { code { (r.path) } " " (access_badge(r.access)) " " } } }
         }
         section.card #runner data-device=(d.device.id) {
             h2 { "Run a tool" }

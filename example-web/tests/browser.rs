@@ -254,6 +254,19 @@ async fn devices_page_end_to_end_in_chromium() {
         .for_element(css("#result .proposal table"))
         .await
         .unwrap();
+    // A refused call, for the activity log's badges.
+    select.select_by_value("read_file").await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(r#"{"path": "../../etc/passwd"}"#).await.unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    let refused = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#result .error"))
+        .await
+        .unwrap();
+    assert!(refused.text().await.unwrap().contains("outside_scope"));
+
     c.goto(&format!("{}/devices", app.url)).await.unwrap();
     let batch = c
         .wait()
@@ -307,6 +320,16 @@ async fn devices_page_end_to_end_in_chromium() {
         .await
         .unwrap();
     assert!(log.contains("write_file") && log.contains("apply"), "{log}");
+    // Outcomes read as what they are: a refusal and a failed plan are not
+    // an outage, and the folder says whether the device may change it.
+    for badge in [".badge.ok", ".badge.refused", ".badge.failed", ".badge.readwrite"] {
+        assert!(
+            !c.find_all(css(badge)).await.unwrap().is_empty(),
+            "{badge} on /devices"
+        );
+    }
+    let refused = c.find(css(".badge.refused")).await.unwrap().text().await.unwrap();
+    assert_eq!(refused, "outside_scope");
     let shot = c.screenshot().await.unwrap();
     std::fs::write(target.join("browser-devices.png"), shot).unwrap();
     c.close().await.unwrap();

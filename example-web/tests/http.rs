@@ -246,6 +246,29 @@ async fn api_round_trip_and_isolation(app: &App) {
         .unwrap()
         .unwrap_err();
     assert!(e.to_string().contains("pair it again"), "{e}");
+    // The page shows it as revoked, apart from the working devices.
+    let html = alice
+        .client
+        .get(format!("{}/devices", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let revoked = html
+        .split("table class=\"devices revoked\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .expect("a revoked table");
+    assert!(
+        revoked.contains("badge revoked") && revoked.contains("test-laptop"),
+        "{html}"
+    );
+    assert!(
+        !revoked.contains("data-revoke="),
+        "no Revoke button on a revoked device: {revoked}"
+    );
 }
 
 async fn pages_render(app: &App) {
