@@ -58,15 +58,7 @@ async fn accounts_and_csrf(app: &App) {
     assert_eq!(r.status(), 403);
 
     // Sign out, then sign in again; a wrong password is refused.
-    let page = alice
-        .client
-        .get(format!("{}/devices", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = alice.html("/devices").await;
     let r = alice
         .client
         .post(format!("{}/signout", app.url))
@@ -247,15 +239,7 @@ async fn api_round_trip_and_isolation(app: &App) {
         .unwrap_err();
     assert!(e.to_string().contains("pair it again"), "{e}");
     // The page shows it as revoked, apart from the working devices.
-    let html = alice
-        .client
-        .get(format!("{}/devices", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = alice.html("/devices").await;
     let revoked = html
         .split("table class=\"devices revoked\"")
         .nth(1)
@@ -273,27 +257,11 @@ async fn api_round_trip_and_isolation(app: &App) {
 
 async fn pages_render(app: &App) {
     let alice = User::sign_up(app, "alice").await;
-    let html = alice
-        .client
-        .get(format!("{}/devices", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = alice.html("/devices").await;
     assert!(html.contains("No devices yet — add one"));
     assert!(html.contains("Nothing to approve"));
     let device = alice.pair_device().await;
-    let html = alice
-        .client
-        .get(format!("{}/devices", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = alice.html("/devices").await;
     assert!(html.contains("test-laptop") && html.contains("badge online"));
     let html = alice
         .client

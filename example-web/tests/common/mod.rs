@@ -176,6 +176,18 @@ impl User {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A page's HTML, as this user's browser would get it.
+    pub async fn html(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Mints a code and pairs a real device on a fresh folder.
     pub async fn pair_device(&self) -> Device {
         let (status, pairing) = self.post("/api/pairing-codes", json!({})).await;
