@@ -226,36 +226,62 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         readers.push((loc, reader));
     }
 
+    // Scale and offsets from the extent of every input, before anything is
+    // written: a georeferenced scan (UTM-sized coordinates) and a local one
+    // in the same file are fine when their span fits, and refused when not.
+    let mut extent = Extent::empty();
+    for (loc, reader) in &mut readers {
+        for pc in reader.pointclouds() {
+            cx.checkpoint()?;
+            match header_extent(&pc) {
+                Some(e) => extent.merge(&e),
+                None => scan_extent(loc, reader, &pc, &mut extent)?,
+            }
+        }
+    }
+    if extent.is_empty() {
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "sources",
+            "the scans hold no points with cartesian coordinates; nothing to convert",
+        ));
+    }
+    let transforms = extent.transforms(&job.sources)?;
+
     let pending = out.create_file(false)?;
-    let mut writer: Option<las::Writer<std::io::BufWriter<std::fs::File>>> = None;
+    let mut builder = las::Builder::from((1, 2));
+    builder.point_format = las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
+    builder.generating_software = "fusion-host".into();
+    builder.transforms = transforms;
+    let header = builder.into_header().map_err(las_error)?;
+    let file = std::io::BufWriter::new(pending.try_clone_file()?);
+    let mut writer = las::Writer::new(file, header).map_err(las_error)?;
     let mut written = 0u64;
     for (loc, reader) in &mut readers {
         for pc in reader.pointclouds() {
+            // A scan with no points may have no data section at all.
+            if pc.records == 0 {
+                continue;
+            }
             let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
             for point in iter {
                 let point = point.map_err(|e| e57_error(loc, e))?;
                 let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
                     continue;
                 };
-                if writer.is_none() {
-                    // Offsets near the first point keep millimetre scale valid
-                    // for projected coordinates (UTM northings are ~10^6 m).
-                    let mut builder = las::Builder::from((1, 2));
-                    builder.point_format =
-                        las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
-                    builder.generating_software = "fusion-host".into();
-                    let axis = |v: f64| las::Transform {
-                        scale: 0.001,
-                        offset: (v / 1000.0).round() * 1000.0,
-                    };
-                    builder.transforms = las::Vector {
-                        x: axis(x),
-                        y: axis(y),
-                        z: axis(z),
-                    };
-                    let header = builder.into_header().map_err(las_error)?;
-                    let file = std::io::BufWriter::new(pending.try_clone_file()?);
-                    writer = Some(las::Writer::new(file, header).map_err(las_error)?);
+                // A header whose bounds understate its points must not reach
+                // the LAS writer: an unrepresentable point makes it fail, and
+                // panic when dropped.
+                if !fits(&transforms, [x, y, z]) {
+                    return Err(Error::invalid_input(
+                        "convert_e57_to_las",
+                        "sources",
+                        format!(
+                            "a point of {} at ({x:.3}, {y:.3}, {z:.3}) lies outside the bounds its header declares; \
+                             convert it on its own",
+                            loc.display()
+                        ),
+                    ));
                 }
                 let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
                 let las_point = las::Point {
@@ -273,9 +299,7 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
                     }),
                     ..las::Point::default()
                 };
-                if let Some(w) = writer.as_mut() {
-                    w.write_point(las_point).map_err(las_error)?;
-                }
+                writer.write_point(las_point).map_err(las_error)?;
                 written += 1;
                 if written.is_multiple_of(65_536) {
                     cx.checkpoint()?;
@@ -284,25 +308,156 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
             }
         }
     }
-    match writer.as_mut() {
-        Some(w) => w.close().map_err(las_error)?,
-        None => {
-            return Err(Error::invalid_input(
-                "convert_e57_to_las",
-                "sources",
-                "the scans hold no points with cartesian coordinates; nothing to convert",
-            ));
-        }
-    }
+    writer.close().map_err(las_error)?;
     drop(writer);
     progress(written);
     pending.commit()?;
     Ok(written)
 }
 
+/// Millimetres: what survey deliverables are checked at.
+const SCALE: f64 = 0.001;
+
+/// The box every point of a job lies in, in output coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Extent {
+    min: [f64; 3],
+    max: [f64; 3],
+}
+
+impl Extent {
+    fn empty() -> Self {
+        Extent {
+            min: [f64::INFINITY; 3],
+            max: [f64::NEG_INFINITY; 3],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.min[0] > self.max[0]
+    }
+
+    fn add(&mut self, p: [f64; 3]) {
+        for ((min, max), v) in self.min.iter_mut().zip(&mut self.max).zip(p) {
+            *min = min.min(v);
+            *max = max.max(v);
+        }
+    }
+
+    fn merge(&mut self, other: &Extent) {
+        if !other.is_empty() {
+            self.add(other.min);
+            self.add(other.max);
+        }
+    }
+
+    /// Offsets at the middle of each axis, at millimetre scale, or why the
+    /// extent cannot be held that way.
+    fn transforms(&self, sources: &[String]) -> Result<las::Vector<las::Transform>> {
+        let axis = |i: usize| las::Transform {
+            scale: SCALE,
+            offset: ((self.min[i] + self.max[i]) / 2.0).round(),
+        };
+        let transforms = las::Vector {
+            x: axis(0),
+            y: axis(1),
+            z: axis(2),
+        };
+        if fits(&transforms, self.min) && fits(&transforms, self.max) {
+            return Ok(transforms);
+        }
+        let span = |i: usize| (self.max[i] - self.min[i]) / 1000.0;
+        Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "merge_into",
+            format!(
+                "the scans span {:.0} km × {:.0} km × {:.0} km; at millimetre precision a LAS file holds at most \
+                 {:.0} km along an axis. Scans in different coordinate systems (a georeferenced one and a local \
+                 one, say) cannot share a file: convert them into separate files ({})",
+                span(0),
+                span(1),
+                span(2),
+                f64::from(u32::MAX) * SCALE / 1000.0,
+                sources.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Whether `p` can be stored with `transforms` (LAS keeps 32-bit integers).
+fn fits(transforms: &las::Vector<las::Transform>, p: [f64; 3]) -> bool {
+    [
+        (&transforms.x, p[0]),
+        (&transforms.y, p[1]),
+        (&transforms.z, p[2]),
+    ]
+    .iter()
+    .all(|(t, v)| {
+        let n = ((v - t.offset) / t.scale).round();
+        n.is_finite() && n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX)
+    })
+}
+
+/// A scan's extent from its header: the bounds' corners, posed. `None` when
+/// the header lacks any bound.
+fn header_extent(pc: &e57::PointCloud) -> Option<Extent> {
+    if pc.records == 0 {
+        return Some(Extent::empty());
+    }
+    let b = pc.cartesian_bounds.as_ref()?;
+    let (xs, ys, zs) = ([b.x_min?, b.x_max?], [b.y_min?, b.y_max?], [b.z_min?, b.z_max?]);
+    let mut extent = Extent::empty();
+    for x in xs {
+        for y in ys {
+            for z in zs {
+                extent.add(match &pc.transform {
+                    Some(t) => pose(t, [x, y, z]),
+                    None => [x, y, z],
+                });
+            }
+        }
+    }
+    Some(extent)
+}
+
+/// A point moved by a scan's pose: rotated by its unit quaternion, then translated.
+fn pose(t: &e57::Transform, v: [f64; 3]) -> [f64; 3] {
+    let (w, q) = (t.rotation.w, [t.rotation.x, t.rotation.y, t.rotation.z]);
+    let cross = |a: [f64; 3], b: [f64; 3]| {
+        [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ]
+    };
+    let c = cross(q, v);
+    let t2 = [2.0 * c[0], 2.0 * c[1], 2.0 * c[2]];
+    let c2 = cross(q, t2);
+    [
+        v[0] + w * t2[0] + c2[0] + t.translation.x,
+        v[1] + w * t2[1] + c2[1] + t.translation.y,
+        v[2] + w * t2[2] + c2[2] + t.translation.z,
+    ]
+}
+
+/// A scan's extent by reading its points, for a header without bounds.
+fn scan_extent<R: std::io::Read + std::io::Seek>(
+    loc: &Location<'_>,
+    reader: &mut e57::E57Reader<R>,
+    pc: &e57::PointCloud,
+    extent: &mut Extent,
+) -> Result<()> {
+    for point in reader.pointcloud_simple(pc).map_err(|e| e57_error(loc, e))? {
+        if let e57::CartesianCoordinate::Valid { x, y, z } = point.map_err(|e| e57_error(loc, e))?.cartesian {
+            extent.add([x, y, z]);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
-    use fusion_tools::{Access, Scope};
+    use fusion_tools::{Access, Outcome, Scope};
 
     use super::*;
 
@@ -436,6 +591,79 @@ pub(crate) mod tests {
         let reader = las::Reader::from_path(dir.path().join("site.las")).unwrap();
         assert_eq!(reader.header().number_of_points(), 250);
         assert!(!dir.path().join("a.las").exists());
+    }
+
+    /// A georeferenced scan and a local one 3,000 km apart share a file:
+    /// offsets come from both (the first point's offset overflowed, and the
+    /// LAS writer panicked while dropped).
+    #[test]
+    fn scans_far_apart_share_a_file_when_their_span_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("local.e57"), 100, false, 0.0);
+        write_e57(&dir.path().join("utm.e57"), 100, false, 3_000_000.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let (_, out) = call(
+            &scope,
+            json!({ "sources": ["local.e57", "utm.e57"], "merge_into": "site.las" }),
+        );
+        assert_eq!(out.points, 200);
+        let mut reader = las::Reader::from_path(dir.path().join("site.las")).unwrap();
+        let xs: Vec<f64> = reader.points().map(|p| p.unwrap().x).collect();
+        assert!((xs[0] - 0.0).abs() < 0.0006, "{}", xs[0]);
+        assert!(
+            (xs[199] - (3_000_000.0 + 99.0 * 0.01)).abs() < 0.0006,
+            "{}",
+            xs[199]
+        );
+    }
+
+    /// 5,000 km do not fit at millimetre scale: refused before anything is
+    /// written, with what to do, and nothing left behind.
+    #[test]
+    fn a_span_too_wide_for_one_file_is_refused_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("local.e57"), 10, false, 0.0);
+        write_e57(&dir.path().join("utm.e57"), 10, false, 5_000_000.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let cx = Context::new(&scope);
+        let input = json!({ "sources": ["local.e57", "utm.e57"], "merge_into": "site.las" });
+        let toolbox = crate::toolbox();
+        let Outcome::Plan(plan) = toolbox
+            .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
+            .unwrap()
+        else {
+            panic!("a plan")
+        };
+        let e = toolbox
+            .call(
+                &cx,
+                "convert_e57_to_las",
+                Mode::Apply,
+                input,
+                Some(&plan.precondition),
+            )
+            .unwrap_err();
+        assert_eq!(e.code().as_str(), "invalid_input");
+        assert!(e.to_string().contains("separate files"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.ends_with(".e57"))
+            .collect();
+        assert!(names.is_empty(), "nothing left behind: {names:?}");
+    }
+
+    #[test]
+    fn empty_scans_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("empty.e57"), 0, false, 0.0);
+        write_e57(&dir.path().join("full.e57"), 20, false, 0.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let (_, out) = call(
+            &scope,
+            json!({ "sources": ["empty.e57", "full.e57"], "merge_into": "site.las" }),
+        );
+        assert_eq!(out.points, 20);
     }
 
     #[test]
