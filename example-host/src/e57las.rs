@@ -25,10 +25,35 @@ pub(crate) struct ConvertE57ToLas;
 pub(crate) struct ConvertInput {
     /// E57 files, or folders whose `.e57` files (at any depth) are converted.
     pub(crate) sources: Vec<String>,
-    /// Merge every scan into this one LAS file. Without it each scan becomes
-    /// `NAME.las` beside `NAME.e57`.
+    /// Merge every scan into this one file; `.laz` writes compressed LAZ,
+    /// `.las` plain LAS. Without it each scan becomes `NAME.las` (or
+    /// `NAME.laz`, see `to`) beside `NAME.e57`.
     #[serde(default)]
     pub(crate) merge_into: Option<String>,
+    /// The output format for one file per scan: `las` (default) or `laz`
+    /// (compressed, about a fifth of the size). With `merge_into` its
+    /// extension decides.
+    #[serde(default)]
+    pub(crate) to: Option<OutputFormat>,
+}
+
+/// LAS or its compressed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OutputFormat {
+    /// Plain LAS 1.2.
+    Las,
+    /// LAZ: LAS 1.2 compressed with LASzip.
+    Laz,
+}
+
+impl OutputFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Las => "las",
+            OutputFormat::Laz => "laz",
+        }
+    }
 }
 
 /// One LAS file to write.
@@ -60,8 +85,8 @@ impl MutateTool for ConvertE57ToLas {
         ToolSpec::mutate(
             "convert_e57_to_las",
             "Convert E57 point clouds (registered scans: cartesian coordinates with the scan pose applied, \
-             intensity and colour when present) to LAS 1.2, one LAS per scan or merged into one file. \
-             The plan lists each output with its point count; outputs must not exist yet.",
+             intensity and colour when present) to LAS 1.2 or compressed LAZ, one file per scan or merged \
+             into one. The plan lists each output with its point count; outputs must not exist yet.",
         )
     }
 
@@ -75,7 +100,7 @@ impl MutateTool for ConvertE57ToLas {
                 state: loc.state(cx, false)?,
             });
         }
-        let jobs = jobs(cx, &scans, input.merge_into.as_deref())?;
+        let jobs = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
         let mut effects = Vec::new();
         for job in &jobs {
             let out = cx.scope().resolve(&job.output)?;
@@ -94,9 +119,14 @@ impl MutateTool for ConvertE57ToLas {
         }
         let points: u64 = jobs.iter().map(|j| j.points).sum();
         let summary = format!(
-            "convert {} E57 scan(s), {points} points, into {} LAS file(s)",
+            "convert {} E57 scan(s), {points} points, into {} {} file(s)",
             scans.len(),
-            jobs.len()
+            jobs.len(),
+            if jobs.iter().all(|j| j.output.ends_with(".laz")) {
+                "LAZ"
+            } else {
+                "LAS"
+            }
         );
         Ok((Plan::new(summary, effects, Precondition::new(expect)), jobs))
     }
@@ -113,9 +143,44 @@ impl MutateTool for ConvertE57ToLas {
     }
 }
 
-/// The LAS files to write for `scans`: one beside each scan, or all merged
-/// into `merge_into`. Point counts come from the scans' headers.
-pub(crate) fn jobs(cx: &Context<'_>, scans: &[String], merge_into: Option<&str>) -> Result<Vec<Job>> {
+/// The files to write for `scans`: one beside each scan (`.las`, or `.laz`
+/// with `to`), or all merged into `merge_into`, whose extension says which.
+/// Point counts come from the scans' headers.
+pub(crate) fn jobs(
+    cx: &Context<'_>,
+    scans: &[String],
+    merge_into: Option<&str>,
+    to: Option<OutputFormat>,
+) -> Result<Vec<Job>> {
+    if let Some(target) = merge_into {
+        let ext = std::path::Path::new(target)
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let format = match ext.as_deref() {
+            Some("las") => OutputFormat::Las,
+            Some("laz") => OutputFormat::Laz,
+            _ => {
+                return Err(Error::invalid_input(
+                    "convert_e57_to_las",
+                    "merge_into",
+                    format!(
+                        "{target} must end in .las or .laz (compressed); the extension says which is written"
+                    ),
+                ));
+            }
+        };
+        if to.is_some_and(|t| t != format) {
+            return Err(Error::invalid_input(
+                "convert_e57_to_las",
+                "to",
+                format!(
+                    "says {} but merge_into {target} is the other format; leave `to` out",
+                    to.map_or("", |t| t.extension())
+                ),
+            ));
+        }
+    }
+    let per_scan = to.unwrap_or(OutputFormat::Las).extension();
     let mut counted = Vec::new();
     for scan in scans {
         let loc = cx.scope().resolve(scan)?;
@@ -131,7 +196,7 @@ pub(crate) fn jobs(cx: &Context<'_>, scans: &[String], merge_into: Option<&str>)
             .into_iter()
             .map(|(source, points)| Job {
                 output: std::path::Path::new(&source)
-                    .with_extension("las")
+                    .with_extension(per_scan)
                     .display()
                     .to_string(),
                 sources: vec![source],
@@ -253,6 +318,11 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     builder.point_format = las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
     builder.generating_software = "fusion-host".into();
     builder.transforms = transforms;
+    builder.date = Some(chrono::Utc::now().date_naive());
+    builder.point_format.is_compressed = out
+        .path()
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("laz"));
     let header = builder.into_header().map_err(las_error)?;
     let file = std::io::BufWriter::new(pending.try_clone_file()?);
     let mut writer = las::Writer::new(file, header).map_err(las_error)?;
@@ -651,6 +721,59 @@ pub(crate) mod tests {
             .filter(|n| !n.ends_with(".e57"))
             .collect();
         assert!(names.is_empty(), "nothing left behind: {names:?}");
+    }
+
+    #[test]
+    fn laz_is_written_compressed_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("north.e57"), 5_000, true, 0.0);
+        write_e57(&dir.path().join("south.e57"), 5_000, true, 10.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let (plan, out) = call(&scope, json!({ "sources": ["north.e57"], "to": "laz" }));
+        assert!(plan.summary.contains("into 1 LAZ file"), "{}", plan.summary);
+        assert_eq!(out.points, 5_000);
+        let (_, out) = call(
+            &scope,
+            json!({ "sources": ["north.e57", "south.e57"], "merge_into": "site.laz" }),
+        );
+        assert_eq!(out.points, 10_000);
+        for name in ["north.laz", "site.laz"] {
+            let path = dir.path().join(name);
+            let mut reader = las::Reader::from_path(&path).unwrap();
+            assert!(reader.header().point_format().is_compressed, "{name}");
+            assert!(reader.header().date().is_some(), "{name} has a creation date");
+            let first = reader.points().next().unwrap().unwrap();
+            assert!((first.y - 5_400_000.0).abs() < 0.001, "{name}: {first:?}");
+            assert_eq!(first.color.unwrap().red, 65535);
+        }
+        let plain = std::fs::metadata(dir.path().join("north.e57")).unwrap().len();
+        let laz = std::fs::metadata(dir.path().join("north.laz")).unwrap().len();
+        assert!(laz < plain, "compressed: {laz} bytes against the E57's {plain}");
+    }
+
+    #[test]
+    fn the_output_format_is_never_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("a.e57"), 10, false, 0.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let cx = Context::new(&scope);
+        let toolbox = crate::toolbox();
+        for (input, says) in [
+            (
+                json!({ "sources": ["a.e57"], "merge_into": "site.txt" }),
+                "must end in .las or .laz",
+            ),
+            (
+                json!({ "sources": ["a.e57"], "merge_into": "site.las", "to": "laz" }),
+                "leave `to` out",
+            ),
+            (json!({ "sources": ["a.e57"], "to": "ply" }), "unknown variant"),
+        ] {
+            let e = toolbox
+                .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
+                .unwrap_err();
+            assert!(e.to_string().contains(says), "{input}: {e}");
+        }
     }
 
     #[test]

@@ -99,12 +99,32 @@ pub(crate) async fn mcp(global: &Global, roots: &[String]) -> Result<(), Fail> {
 }
 
 /// `fusion-host convert e57 --to las [--merge FILE] DIR`.
-pub(crate) fn convert(global: &Global, dir: &Path, merge: Option<&str>) -> Result<(), Fail> {
+pub(crate) fn convert(
+    global: &Global,
+    dir: &Path,
+    merge: Option<&str>,
+    to: e57las::OutputFormat,
+) -> Result<(), Fail> {
     let scope = Scope::single(dir, Access::ReadWrite)?;
     let cx = Context::new(&scope);
     let root = scope.roots()[0].path().display().to_string();
     let scans = e57las::collect_scans(&cx, &[root])?;
-    let jobs = e57las::jobs(&cx, &scans, merge)?;
+    let merge = merge.map(|m| {
+        // A bare name gets the format's extension.
+        if Path::new(m).extension().is_some() {
+            m.to_string()
+        } else {
+            format!(
+                "{m}.{}",
+                if to == e57las::OutputFormat::Laz {
+                    "laz"
+                } else {
+                    "las"
+                }
+            )
+        }
+    });
+    let jobs = e57las::jobs(&cx, &scans, merge.as_deref(), merge.is_none().then_some(to))?;
     let total: u64 = jobs.iter().map(|j| j.points).sum();
     let bar = if global.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
@@ -138,9 +158,14 @@ pub(crate) fn convert(global: &Global, dir: &Path, merge: Option<&str>) -> Resul
     bar.finish_and_clear();
     if !global.json {
         println!(
-            "converted {} scan(s) into {} LAS file(s), {done} points",
+            "converted {} scan(s) into {} {} file(s), {done} points",
             scans.len(),
-            jobs.len()
+            jobs.len(),
+            if to == e57las::OutputFormat::Laz {
+                "LAZ"
+            } else {
+                "LAS"
+            }
         );
     }
     Ok(())

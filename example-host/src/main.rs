@@ -158,7 +158,7 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         rows: usize,
     },
-    /// Convert point clouds: `fusion-host convert e57 --to las [--merge FILE] DIR`.
+    /// Convert point clouds: `fusion-host convert e57 --to las|laz [--merge FILE] DIR`.
     Convert {
         /// The input format.
         from: Format,
@@ -177,6 +177,7 @@ enum Command {
 enum Format {
     E57,
     Las,
+    Laz,
 }
 
 /// Input of `convert_ifc`.
@@ -272,16 +273,18 @@ fn main() -> ExitCode {
                     rows: *rows,
                 },
             ),
-            Some(Command::Convert { from, to, merge, dir }) => {
-                if (*from, *to) != (Format::E57, Format::Las) {
-                    Err(device::Fail {
-                        code: device::exit::USAGE,
-                        error: anyhow::anyhow!("only `convert e57 --to las` is supported"),
-                    })
-                } else {
-                    local::convert(global, dir, merge.as_deref())
+            Some(Command::Convert { from, to, merge, dir }) => match (*from, *to) {
+                (Format::E57, Format::Las) => {
+                    local::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Las)
                 }
-            }
+                (Format::E57, Format::Laz) => {
+                    local::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Laz)
+                }
+                _ => Err(device::Fail {
+                    code: device::exit::USAGE,
+                    error: anyhow::anyhow!("only `convert e57 --to las` and `--to laz` are supported"),
+                }),
+            },
         }
     });
     match result {

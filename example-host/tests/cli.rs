@@ -473,6 +473,22 @@ fn convert_e57_to_las_on_the_command_line() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("300 points"));
     assert!(folder.path().join("scan.las").exists());
+    let out = Command::new(BIN)
+        .args(["convert", "e57", "--to", "laz", "--merge", "site"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("into 1 LAZ file(s)"));
+    assert!(
+        folder.path().join("site.laz").exists(),
+        "a bare --merge name gets .laz"
+    );
     // Running again does not overwrite the LAS file.
     let out = Command::new(BIN)
         .args(["convert", "e57", "--to", "las"])
