@@ -106,7 +106,20 @@ pub(crate) fn convert(
     to: e57las::OutputFormat,
 ) -> Result<(), Fail> {
     let scope = Scope::single(dir, Access::ReadWrite)?;
-    let cx = Context::new(&scope);
+    // Ctrl-C stops the conversion at its next step; the half-written file
+    // is removed on the way out instead of being left behind.
+    let cancel = fusion_tools::Cancellation::new();
+    let interrupt = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping… (the file being written is removed)");
+                cancel.cancel();
+            }
+        })
+    };
+    let _stop_listening = AbortOnDrop(interrupt);
+    let cx = Context::new(&scope).with_cancellation(cancel);
     let root = scope.roots()[0].path().display().to_string();
     let scans = e57las::collect_scans(&cx, &[root])?;
     let merge = merge.map(|m| {
@@ -169,4 +182,13 @@ pub(crate) fn convert(
         );
     }
     Ok(())
+}
+
+/// Stops a background task when the command ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

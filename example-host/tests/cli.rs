@@ -720,3 +720,45 @@ fn kill_9_during_a_rename_leaves_all_old_or_all_new_names() {
         "no kill landed inside an apply; the timing probe is off"
     );
 }
+
+/// Ctrl-C during a conversion removes the half-written file: the output is
+/// whole or absent, and no `.…fusion-partial-…` file is left.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_conversion_leaves_nothing_behind() {
+    let folder = tempfile::tempdir().unwrap();
+    write_e57(&folder.path().join("big.e57"), 3_000_000);
+    let child = Command::new(BIN)
+        .args(["convert", "e57", "--to", "las"])
+        .arg(folder.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let names: Vec<String> = std::fs::read_dir(folder.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("fusion-partial")),
+        "a partial file was left: {names:?}"
+    );
+    if out.status.success() {
+        eprintln!("the conversion finished before the interrupt; nothing to check beyond that");
+    } else {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("the file being written is removed"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !folder.path().join("big.las").exists(),
+            "no half file at the final name"
+        );
+    }
+}

@@ -109,7 +109,7 @@ pub use builtin::*;
 pub use error::{Error, ErrorBody, ErrorCode, Result};
 pub use fence::Fenced;
 pub use fsutil::EntryKind;
-pub use pending::PendingFile;
+pub use pending::{PendingFile, STALE_PARTIAL};
 pub use protocol::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest,
     EnrollResponse, HelloEvent, Mode, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX,

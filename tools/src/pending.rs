@@ -40,6 +40,7 @@ impl Location<'_> {
                 hint: "choose another name, or allow overwriting",
             });
         }
+        remove_stale_partials(&dir, &name);
         let mut random = [0u8; 6];
         let _ = getrandom::fill(&mut random);
         let mut temp = OsString::from(".");
@@ -59,6 +60,39 @@ impl Location<'_> {
             file,
             committed: false,
         })
+    }
+}
+
+/// How long a partial file must have been left alone before a new write of
+/// the same target removes it: one being written is touched at every buffer.
+pub const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Removes what an interrupted write of `name` left in `dir` (a crash, a
+/// kill, a power cut: nothing ran to clean up): `.NAME.fusion-partial-*`
+/// files untouched for [`STALE_PARTIAL`]. Best effort.
+fn remove_stale_partials(dir: &Dir, name: &std::ffi::OsStr) {
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".fusion-partial-");
+    let Ok(entries) = dir.entries() else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        if !file_name
+            .as_encoded_bytes()
+            .starts_with(prefix.as_encoded_bytes())
+        {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(cap_std::fs::Metadata::is_file)
+            .and_then(|md| md.modified().ok())
+            .and_then(|t| t.into_std().elapsed().ok())
+            .is_some_and(|age| age >= STALE_PARTIAL);
+        if stale {
+            let _ = dir.remove_file(&file_name);
+        }
     }
 }
 
@@ -161,5 +195,43 @@ mod tests {
         ));
         let outside = f.scope.resolve("../x.las");
         assert_eq!(code(&outside.unwrap_err()), ErrorCode::OutsideScope);
+    }
+
+    /// What a killed write left behind is removed by the next write of the
+    /// same file, once nobody has touched it for a while; a partial that is
+    /// still being written, and other files, are left alone.
+    #[test]
+    fn the_next_write_removes_a_stale_partial() {
+        let f = Fixture::new();
+        let old = std::time::SystemTime::now() - super::STALE_PARTIAL - std::time::Duration::from_secs(60);
+        for (name, age) in [
+            (".site.las.fusion-partial-0123456789ab", Some(old)),
+            (".site.las.fusion-partial-fresh0000000", None),
+            (".other.las.fusion-partial-0123456789ab", Some(old)),
+        ] {
+            f.write(name, "partial");
+            if let Some(t) = age {
+                std::fs::File::options()
+                    .write(true)
+                    .open(f.path(name))
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+            }
+        }
+        let pending = f.scope.resolve("site.las").unwrap().create_file(false).unwrap();
+        pending.commit().unwrap();
+        assert!(
+            !f.exists(".site.las.fusion-partial-0123456789ab"),
+            "the stale one is gone"
+        );
+        assert!(
+            f.exists(".site.las.fusion-partial-fresh0000000"),
+            "a fresh one may still be written"
+        );
+        assert!(
+            f.exists(".other.las.fusion-partial-0123456789ab"),
+            "another file's is not ours"
+        );
     }
 }
