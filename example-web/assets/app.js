@@ -85,7 +85,10 @@ function continuation(o) {
   const decide = async (id, decision, where) => {
     try {
       const p = await api('POST', '/api/host/approve', { proposal_id: id, decision });
-      if (where) where.replaceChildren(el('p', { class: 'success' }, decision === 'approve' ? `✓ Applied (${p.status})` : 'Rejected'));
+      const said = decision !== 'approve' ? 'Rejected'
+        : p.status === 'applied' ? '✓ Applied'
+        : `Not applied (${p.status})${p.error ? `: ${p.error.message}` : ''}`;
+      if (where) where.replaceChildren(el('p', { class: p.status === 'applied' ? 'success' : 'error' }, said));
       else location.reload();
     } catch (e) {
       (where || document.body).prepend(el('p', { class: 'error' }, `${e.code}: ${e.message}`));
@@ -159,7 +162,14 @@ function continuation(o) {
     if (plan.effects_total > rows.length) parts.push(el('p', { class: 'muted more' }, `… and ${plan.effects_total - rows.length} more (${plan.effects_total} in all)`));
     return parts;
   };
-  document.getElementById('run').addEventListener('click', async () => {
+  const runButton = document.getElementById('run');
+  // One call at a time: a double click must not make two proposals.
+  runButton.addEventListener('click', async () => {
+    if (runButton.disabled) return;
+    runButton.disabled = true;
+    try { await runOnce(); } finally { runButton.disabled = false; }
+  });
+  const runOnce = async () => {
     result.replaceChildren(el('p', { class: 'muted' }, 'Running…'));
     let body;
     try { body = JSON.parse(input.value || '{}'); } catch (e) {
@@ -198,5 +208,5 @@ function continuation(o) {
       if (e.details && Array.isArray(e.details.problems)) parts.push(table(e.details.problems, ['code', 'index', 'path', 'message']));
       result.replaceChildren(...parts);
     }
-  });
+  };
 })();

@@ -2,6 +2,7 @@
 //! interpolation, so names and file content can never become markup.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -380,7 +381,21 @@ async fn device_page(
     let Some(p) = p else {
         return Ok(Redirect::to("/signin").into_response());
     };
-    let (d, manifest) = s.dispatcher.device(&p.user.id, &id).await?;
+    let (d, manifest) = match s.dispatcher.device(&p.user.id, &id).await {
+        Ok(found) => found,
+        // A page, not the API's JSON: someone followed a stale or mistyped link.
+        Err(fusion_host_server::Error::DeviceNotFound { .. }) => {
+            let body = html! {
+                section.card {
+                    h1 { "No such device" }
+                    p { "None of your devices has the id " code { (id) } ". It may have been removed, or the link is mistyped." }
+                    p { a href="/devices" { "← Your devices" } }
+                }
+            };
+            return Ok((StatusCode::NOT_FOUND, layout("No such device", Some(&p), body)).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let tools = manifest.map(|m| m.tools).unwrap_or_default();
     let tools_json = serde_json::to_string(&tools).unwrap_or_default();
     let body = html! {

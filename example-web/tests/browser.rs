@@ -214,7 +214,7 @@ async fn devices_page_end_to_end_in_chromium() {
         .for_element(css("#result .success"))
         .await
         .unwrap();
-    assert!(applied.text().await.unwrap().contains("Applied"));
+    assert_eq!(applied.text().await.unwrap(), "✓ Applied");
     assert_eq!(
         std::fs::read_to_string(device.dir.path().join("approved.txt")).unwrap(),
         "approved in the browser\n"

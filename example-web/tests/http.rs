@@ -273,6 +273,25 @@ async fn pages_render(app: &App) {
         .await
         .unwrap();
     assert!(html.contains("Run a tool") && html.contains("list_directory"));
+    // A device that is not yours, or not at all, is a page that says so.
+    let r = alice
+        .client
+        .get(format!("{}/devices/dev_nonexistent", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("No such device") && html.contains("dev_nonexistent"),
+        "{html}"
+    );
     // Unauthenticated pages redirect to sign-in; the health check answers.
     let r = reqwest::Client::new()
         .get(format!("{}/devices", app.url))
