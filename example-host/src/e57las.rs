@@ -592,26 +592,29 @@ pub(crate) mod tests {
         writer.finalize().unwrap();
     }
 
-    fn call(scope: &Scope, input: serde_json::Value) -> (Plan, ConvertOutput) {
-        let mut toolbox = Toolbox::new();
-        toolbox.add_mutating(ConvertE57ToLas);
+    /// Plans `input` with the device's toolbox, then applies that plan.
+    fn plan_and_apply(scope: &Scope, input: serde_json::Value) -> (Plan, Result<fusion_tools::Outcome>) {
+        let toolbox = crate::toolbox();
         let cx = Context::new(scope);
-        let fusion_tools::Outcome::Plan(plan) = toolbox
+        let Outcome::Plan(plan) = toolbox
             .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
             .unwrap()
         else {
             panic!("expected a plan")
         };
-        let out = toolbox
-            .call(
-                &cx,
-                "convert_e57_to_las",
-                Mode::Apply,
-                input,
-                Some(&plan.precondition),
-            )
-            .unwrap();
-        (plan, serde_json::from_value(out.into_value()).unwrap())
+        let applied = toolbox.call(
+            &cx,
+            "convert_e57_to_las",
+            Mode::Apply,
+            input,
+            Some(&plan.precondition),
+        );
+        (plan, applied)
+    }
+
+    fn call(scope: &Scope, input: serde_json::Value) -> (Plan, ConvertOutput) {
+        let (plan, out) = plan_and_apply(scope, input);
+        (plan, serde_json::from_value(out.unwrap().into_value()).unwrap())
     }
 
     #[test]
@@ -695,24 +698,8 @@ pub(crate) mod tests {
         write_e57(&dir.path().join("local.e57"), 10, false, 0.0);
         write_e57(&dir.path().join("utm.e57"), 10, false, 5_000_000.0);
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
-        let cx = Context::new(&scope);
         let input = json!({ "sources": ["local.e57", "utm.e57"], "merge_into": "site.las" });
-        let toolbox = crate::toolbox();
-        let Outcome::Plan(plan) = toolbox
-            .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
-            .unwrap()
-        else {
-            panic!("a plan")
-        };
-        let e = toolbox
-            .call(
-                &cx,
-                "convert_e57_to_las",
-                Mode::Apply,
-                input,
-                Some(&plan.precondition),
-            )
-            .unwrap_err();
+        let e = plan_and_apply(&scope, input).1.unwrap_err();
         assert_eq!(e.code().as_str(), "invalid_input");
         assert!(e.to_string().contains("separate files"), "{e}");
         let names: Vec<_> = std::fs::read_dir(dir.path())

@@ -299,7 +299,7 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
             Ok(())
         }
         Action::Logs => {
-            let mut args: Vec<String> = if cfg!(target_os = "macos") {
+            let args: Vec<String> = if cfg!(target_os = "macos") {
                 vec![
                     "tail".into(),
                     "-f".into(),
@@ -313,7 +313,7 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
                 a.extend(["-u".into(), format!("{UNIT}.service"), "-f".into()]);
                 a
             };
-            run(&std::mem::take(&mut args))?;
+            run(&args)?;
             Ok(())
         }
     }

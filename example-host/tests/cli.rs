@@ -456,35 +456,30 @@ async fn doctor_reports_each_check() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// `fusion-host convert e57 ARGS… FOLDER`, which must succeed; its stdout.
+fn converted(folder: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["convert", "e57"])
+        .args(args)
+        .arg(folder)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn convert_e57_to_las_on_the_command_line() {
     let folder = tempfile::tempdir().unwrap();
     write_e57(&folder.path().join("scan.e57"), 300);
-    let out = Command::new(BIN)
-        .args(["convert", "e57", "--to", "las"])
-        .arg(folder.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("300 points"));
+    assert!(converted(folder.path(), &["--to", "las"]).contains("300 points"));
     assert!(folder.path().join("scan.las").exists());
-    let out = Command::new(BIN)
-        .args(["convert", "e57", "--to", "laz", "--merge", "site"])
-        .arg(folder.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("into 1 LAZ file(s)"));
+    assert!(converted(folder.path(), &["--to", "laz", "--merge", "site"]).contains("into 1 LAZ file(s)"));
     assert!(
         folder.path().join("site.laz").exists(),
         "a bare --merge name gets .laz"

@@ -116,8 +116,9 @@ struct Owner(McpUser);
 
 /// The router to nest at [`McpConfig::path`].
 pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpConfig) -> Router {
+    let hosts = Arc::new(config.hosts());
     let http = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(config.hosts())
+        .with_allowed_hosts(hosts.to_vec())
         .with_allowed_origins([config.public_url.clone()])
         .with_legacy_session_mode(true)
         .with_sse_keep_alive(Some(Duration::from_secs(15)));
@@ -132,6 +133,7 @@ pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpCon
     );
     let guard = Guard {
         auth,
+        hosts,
         config: Arc::new(config),
     };
     Router::new()
@@ -167,6 +169,8 @@ pub fn protected_resource_router(config: McpConfig) -> Router {
 struct Guard {
     auth: Arc<dyn McpAuth>,
     config: Arc<McpConfig>,
+    /// [`McpConfig::hosts`], worked out once.
+    hosts: Arc<Vec<String>>,
 }
 
 /// Host and Origin first (a DNS-rebinding page gets 403 whatever it
@@ -176,7 +180,7 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
     let host_ok = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| guard.config.hosts().iter().any(|a| a.eq_ignore_ascii_case(h)));
+        .is_some_and(|h| guard.hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
     let origin_ok = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())

@@ -36,6 +36,7 @@ const MAX_PENDING: usize = 256;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// A planned change waiting for its apply token.
+#[derive(Debug)]
 struct Pending {
     tool: String,
     input: Value,
@@ -86,7 +87,7 @@ impl LocalMcp {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.retain(|_, p| p.planned.elapsed() < APPLY_TOKEN_TTL);
         match pending.get(token) {
-            None => Err(invalid_params(
+            None => Err(McpError::invalid_params(
                 format!(
                     "the {APPLY_TOKEN} is unknown, used already or expired (they last {} min); call {tool} \
                      without it to plan again",
@@ -94,7 +95,7 @@ impl LocalMcp {
                 ),
                 Some(json!({ "code": "invalid_input" })),
             )),
-            Some(p) if p.tool != tool || p.input != *input => Err(invalid_params(
+            Some(p) if p.tool != tool || p.input != *input => Err(McpError::invalid_params(
                 format!(
                     "this {APPLY_TOKEN} was given for {} with other input; an approved plan is applied with \
                      exactly the input it was planned with",
@@ -305,10 +306,6 @@ fn error_result(e: &fusion_tools::Error) -> CallToolResult {
     result
 }
 
-fn invalid_params(message: String, data: Option<Value>) -> McpError {
-    McpError::invalid_params(message, data)
-}
-
 impl ServerHandler for LocalMcp {
     fn get_info(&self) -> ServerConfig {
         let roots: Vec<String> = self
@@ -359,7 +356,7 @@ impl ServerHandler for LocalMcp {
             None => None,
             Some(Value::String(t)) if class == Class::Mutate => Some(t),
             Some(_) => {
-                return Err(invalid_params(
+                return Err(McpError::invalid_params(
                     format!(
                         "`{APPLY_TOKEN}` is a string, and only mutate tools take it; `{name}` is a {} tool",
                         class.as_str()
@@ -416,7 +413,7 @@ impl ServerHandler for LocalMcp {
                 Ok(result.into())
             }
             // Malformed arguments are the client's error, as JSON-RPC says.
-            Err(e @ fusion_tools::Error::InvalidInput { .. }) => Err(invalid_params(
+            Err(e @ fusion_tools::Error::InvalidInput { .. }) => Err(McpError::invalid_params(
                 e.to_string(),
                 Some(serde_json::to_value(e.to_body()).unwrap_or(Value::Null)),
             )),
@@ -436,5 +433,54 @@ fn readable(value: &Value) -> String {
             value["plan"]["summary"].as_str().unwrap_or_default()
         ),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fusion_tools::{Access, Plan, Precondition, Scope, Toolbox};
+    use serde_json::json;
+
+    use super::*;
+
+    fn server() -> (tempfile::TempDir, LocalMcp) {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        (dir, LocalMcp::new(Toolbox::builtin(), scope, "test"))
+    }
+
+    fn plan() -> Plan {
+        Plan::new("write a.txt", Vec::new(), Precondition::default())
+    }
+
+    #[test]
+    fn an_apply_token_expires() {
+        let (_dir, mcp) = server();
+        let input = json!({ "path": "a.txt", "content": "x" });
+        let token = mcp.remember("write_file", input.clone(), &plan());
+        let long_ago = Instant::now().checked_sub(APPLY_TOKEN_TTL + Duration::from_secs(1));
+        let Some(long_ago) = long_ago else { return };
+        if let Some(p) = mcp.pending.lock().unwrap().get_mut(&token) {
+            p.planned = long_ago;
+        }
+        let e = mcp.take_pending(&token, "write_file", &input).unwrap_err();
+        assert!(e.message.contains("expired"), "{e:?}");
+    }
+
+    #[test]
+    fn the_oldest_plan_gives_way_past_the_bound() {
+        let (_dir, mcp) = server();
+        let input = json!({ "path": "a.txt", "content": "x" });
+        let first = mcp.remember("write_file", input.clone(), &plan());
+        let mut last = String::new();
+        for _ in 0..MAX_PENDING {
+            last = mcp.remember("write_file", input.clone(), &plan());
+        }
+        assert_eq!(mcp.pending.lock().unwrap().len(), MAX_PENDING);
+        assert!(
+            mcp.take_pending(&first, "write_file", &input).is_err(),
+            "the oldest went"
+        );
+        assert!(mcp.take_pending(&last, "write_file", &input).is_ok());
     }
 }

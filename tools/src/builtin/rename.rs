@@ -540,7 +540,7 @@ pub(crate) fn examine(
 fn identity(md: &Metadata) -> PathState {
     PathState::Identity {
         entry: EntryKind::of(md.file_type()),
-        id: format!("{:x}:{:x}", md.dev(), md.ino()),
+        id: id_of(md),
         size: md.len(),
         modified: md
             .modified()
@@ -549,6 +549,7 @@ fn identity(md: &Metadata) -> PathState {
     }
 }
 
+/// A file id that survives renames: `device:inode` in hex.
 fn id_of(md: &Metadata) -> String {
     format!("{:x}:{:x}", md.dev(), md.ino())
 }
