@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fusion_host_server::{
-    CallLogEntry, DeviceRecord, ManifestSummary, PairingCodeRecord, ProposalRecord, ProposalStatus,
-    ProposalUpdate, Store, StoreError, StoreResult,
+    CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, ManifestSummary,
+    PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store, StoreError, StoreResult,
 };
 use fusion_tools::{DeviceManifest, Mode};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -192,6 +192,28 @@ fn device_from(row: &AnyRow) -> Result<DeviceRecord, sqlx::Error> {
     })
 }
 
+fn authorization_from(row: &AnyRow) -> Result<DeviceAuthorizationRecord, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(DeviceAuthorizationRecord {
+        id: row.try_get("id")?,
+        device_code_hash: row.try_get("device_code_hash")?,
+        user_code_hash: row.try_get("user_code_hash")?,
+        name: row.try_get("name")?,
+        platform: row.try_get("platform")?,
+        host_version: row.try_get("host_version")?,
+        address: row.try_get("address")?,
+        created_at: time(row.try_get("created_at")?),
+        expires_at: time(row.try_get("expires_at")?),
+        status: DeviceAuthorizationStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown device authorization status {status}").into())
+        })?,
+        decided_by: row.try_get("decided_by")?,
+        decided_at: opt_time(row.try_get("decided_at")?),
+        interval_secs: u32::try_from(row.try_get::<i64, _>("interval_secs")?).unwrap_or(u32::MAX),
+        last_polled_at: opt_time(row.try_get("last_polled_at")?),
+    })
+}
+
 fn status_from(s: &str) -> ProposalStatus {
     match s {
         "approved" => ProposalStatus::Approved,
@@ -291,6 +313,88 @@ impl Store for Db {
                 opt_time(row.try_get("used_at").map_err(store_err)?)
             },
         }))
+    }
+
+    async fn create_device_authorization(&self, a: DeviceAuthorizationRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO device_authorizations (id, device_code_hash, user_code_hash, name, platform, host_version, \
+             address, created_at, expires_at, status, decided_by, decided_at, interval_secs, last_polled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(a.id)
+        .bind(a.device_code_hash)
+        .bind(a.user_code_hash)
+        .bind(a.name)
+        .bind(a.platform)
+        .bind(a.host_version)
+        .bind(a.address)
+        .bind(millis(a.created_at))
+        .bind(millis(a.expires_at))
+        .bind(a.status.as_str())
+        .bind(a.decided_by)
+        .bind(a.decided_at.map(millis))
+        .bind(i64::from(a.interval_secs))
+        .bind(a.last_polled_at.map(millis))
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn device_authorization_by_user_code(
+        &self,
+        user_code_hash: &str,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        sqlx::query(
+            "SELECT * FROM device_authorizations WHERE user_code_hash = $1 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(user_code_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .and_then(|row| row.as_ref().map(authorization_from).transpose())
+        .map_err(store_err)
+    }
+
+    async fn device_authorization_by_device_code(
+        &self,
+        device_code_hash: &str,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        sqlx::query("SELECT * FROM device_authorizations WHERE device_code_hash = $1")
+            .bind(device_code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .and_then(|row| row.as_ref().map(authorization_from).transpose())
+            .map_err(store_err)
+    }
+
+    async fn update_device_authorization(
+        &self,
+        from: DeviceAuthorizationStatus,
+        a: &DeviceAuthorizationRecord,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE device_authorizations SET status = $3, decided_by = $4, decided_at = $5, \
+             interval_secs = $6, last_polled_at = $7 WHERE id = $1 AND status = $2",
+        )
+        .bind(&a.id)
+        .bind(from.as_str())
+        .bind(a.status.as_str())
+        .bind(&a.decided_by)
+        .bind(a.decided_at.map(millis))
+        .bind(i64::from(a.interval_secs))
+        .bind(a.last_polled_at.map(millis))
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn owner_label(&self, owner: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)
     }
 
     async fn create_device(&self, d: DeviceRecord) -> StoreResult<()> {

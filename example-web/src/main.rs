@@ -2,6 +2,7 @@
 //! app's own tables, `/devices`, a JSON API, and `--demo`.
 
 mod app;
+mod approve;
 mod auth;
 mod db;
 mod extract;
@@ -98,6 +99,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{addr}"));
     let config = Config {
         offline_grace: std::time::Duration::from_secs(args.offline_grace),
+        verification_uri: Some(format!("{}/device", public_url.trim_end_matches('/'))),
         ..Config::default()
     };
     let dispatcher = Dispatcher::new(Arc::new(db.clone()), config);

@@ -1,7 +1,7 @@
 //! Server-rendered pages: sign up/in/out and `/devices`. maud escapes every
 //! interpolation, so names and file content can never become markup.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,13 +22,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/signout", post(signout))
         .route("/devices", get(devices_page))
         .route("/devices/{id}", get(device_page))
+        .route("/device", get(crate::approve::page).post(crate::approve::decide))
         .with_state(state)
 }
 
 const CSS: &str = include_str!("../assets/app.css");
 const JS: &str = include_str!("../assets/app.js");
 
-fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -64,9 +65,40 @@ struct Credentials {
     email: String,
     password: String,
     csrf: String,
+    /// Where to go once signed in (a page that sent the person here).
+    #[serde(default)]
+    next: Option<String>,
 }
 
-fn auth_page(kind: &str, error: Option<&str>, jar: CookieJar, secure: bool) -> (CookieJar, Markup) {
+/// `?next=` of the sign-in and sign-up pages.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Next {
+    next: Option<String>,
+}
+
+impl Next {
+    /// Only a path on this site: never `//elsewhere` or `https://elsewhere`.
+    fn safe(next: Option<&str>) -> Option<&str> {
+        next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+    }
+
+    /// `/signin?next=…` for a page that needs a signed-in person.
+    pub(crate) fn signin_to(next: &str) -> String {
+        match serde_urlencoded::to_string([("next", next)]) {
+            Ok(query) => format!("/signin?{query}"),
+            Err(_) => "/signin".into(),
+        }
+    }
+}
+
+fn auth_page(
+    kind: &str,
+    error: Option<&str>,
+    next: Option<&str>,
+    jar: CookieJar,
+    secure: bool,
+) -> (CookieJar, Markup) {
+    let next = Next::safe(next);
     // Double-submit cookie: the form must carry the value of this cookie.
     let token = auth::random_hex(16);
     let jar = jar.add(auth::cookie(FORM_CSRF_COOKIE, token.clone(), secure));
@@ -79,24 +111,28 @@ fn auth_page(kind: &str, error: Option<&str>, jar: CookieJar, secure: bool) -> (
         section.card.narrow {
             h1 { (title) }
             @if let Some(e) = error { p.error role="alert" { (e) } }
+            @if next.is_some_and(|n| n.starts_with("/device?") || n == "/device") {
+                p.muted { "Sign in to approve the device that is asking to join your account." }
+            }
             form method="post" action=(action) {
                 input type="hidden" name="csrf" value=(token);
+                @if let Some(next) = next { input type="hidden" name="next" value=(next); }
                 label { "Email" input type="email" name="email" required autocomplete="username"; }
                 label { "Password" input type="password" name="password" required minlength="10" autocomplete=(if kind == "signup" { "new-password" } else { "current-password" }); }
                 button.primary type="submit" { (title) }
             }
-            p.muted { a href=(other) { (other_label) } }
+            p.muted { a href=(next.map_or_else(|| other.to_string(), |n| format!("{other}?{}", serde_urlencoded::to_string([("next", n)]).unwrap_or_default()))) { (other_label) } }
         }
     };
     (jar, layout(title, None, body))
 }
 
-async fn signin_page(State(s): State<AppState>, jar: CookieJar) -> impl IntoResponse {
-    auth_page("signin", None, jar, s.secure_cookies)
+async fn signin_page(State(s): State<AppState>, Query(q): Query<Next>, jar: CookieJar) -> impl IntoResponse {
+    auth_page("signin", None, q.next.as_deref(), jar, s.secure_cookies)
 }
 
-async fn signup_page(State(s): State<AppState>, jar: CookieJar) -> impl IntoResponse {
-    auth_page("signup", None, jar, s.secure_cookies)
+async fn signup_page(State(s): State<AppState>, Query(q): Query<Next>, jar: CookieJar) -> impl IntoResponse {
+    auth_page("signup", None, q.next.as_deref(), jar, s.secure_cookies)
 }
 
 fn form_csrf_ok(jar: &CookieJar, form: &Credentials) -> bool {
@@ -118,6 +154,7 @@ async fn authenticate(s: AppState, jar: CookieJar, form: Credentials, new: bool)
         let (jar, page) = auth_page(
             kind,
             Some("The form expired; please try again."),
+            form.next.as_deref(),
             jar,
             s.secure_cookies,
         );
@@ -131,12 +168,21 @@ async fn authenticate(s: AppState, jar: CookieJar, form: Credentials, new: bool)
     let user = match user {
         Ok(u) => u,
         Err(e) => {
-            let (jar, page) = auth_page(kind, Some(&e.message), jar, s.secure_cookies);
+            let (jar, page) = auth_page(
+                kind,
+                Some(&e.message),
+                form.next.as_deref(),
+                jar,
+                s.secure_cookies,
+            );
             return (e.status, jar, page).into_response();
         }
     };
     match auth::start_session(&s.db, &user, s.secure_cookies).await {
-        Ok(cookie) => (jar.add(cookie), Redirect::to("/devices")).into_response(),
+        Ok(cookie) => {
+            let to = Next::safe(form.next.as_deref()).unwrap_or("/devices");
+            (jar.add(cookie), Redirect::to(to)).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -161,7 +207,7 @@ async fn signout(
     Ok((jar.remove(SESSION_COOKIE), Redirect::to("/signin")).into_response())
 }
 
-fn ago(t: std::time::SystemTime) -> String {
+pub(crate) fn ago(t: std::time::SystemTime) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(t)
         .map_or(0, |d| d.as_secs());

@@ -37,6 +37,13 @@ pub(crate) fn sha256_hex(s: &str) -> String {
     hex(&Sha256::digest(s.as_bytes()))
 }
 
+/// `bytes` random bytes as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    random(&mut buf);
+    hex(&buf)
+}
+
 /// A random id: `prefix` + 32 hex characters (128 bits).
 pub(crate) fn new_id(prefix: &str) -> String {
     let mut bytes = [0u8; 16];

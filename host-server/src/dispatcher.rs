@@ -56,6 +56,17 @@ pub struct Config {
     /// engages: then only addresses that have not tried yet in the window get
     /// a code checked (one each). Default 60.
     pub enroll_global_failures: u32,
+    /// How long a device authorization request (`POST /device/code`) can be
+    /// approved. Default 15 minutes.
+    pub device_code_ttl: Duration,
+    /// How often a device may poll `POST /device/token`. Default 5 s (RFC
+    /// 8628's default); polling faster gets `slow_down`, which adds 5 s.
+    pub device_poll_interval: Duration,
+    /// The app's page where a signed-in person approves a device, e.g.
+    /// `https://app.example.com/device`: the `verification_uri` a device
+    /// shows. `None` (the default) turns the device flow off: then
+    /// `POST /device/code` answers `unsupported_grant_type`.
+    pub verification_uri: Option<String>,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy
     /// that sets it). Default false: the socket's peer address.
     pub trust_forwarded_for: bool,
@@ -75,6 +86,9 @@ impl Default for Config {
             enroll_window: Duration::from_secs(60),
             enroll_per_address: 10,
             enroll_global_failures: 60,
+            device_code_ttl: Duration::from_secs(15 * 60),
+            device_poll_interval: Duration::from_secs(5),
+            verification_uri: None,
             trust_forwarded_for: false,
             clock: Clock::system(),
         }
@@ -136,6 +150,21 @@ pub struct DeviceStatus {
     pub manifest: Option<ManifestSummary>,
 }
 
+/// Checks what a device says about itself when it asks to be paired: each
+/// field 1 to 200 characters.
+pub(crate) fn check_device_fields(name: &str, platform: &str, host_version: &str) -> Result<(), String> {
+    for (field, value) in [
+        ("name", name),
+        ("platform", platform),
+        ("host_version", host_version),
+    ] {
+        if value.trim().is_empty() || value.len() > 200 {
+            return Err(format!("{field} must be 1 to 200 characters"));
+        }
+    }
+    Ok(())
+}
+
 /// What the call path needs from a manifest: each tool's class. Devices of
 /// the same build share one index.
 type ToolIndex = BTreeMap<String, Class>;
@@ -160,6 +189,10 @@ struct Inner {
     state: Mutex<State>,
     events: broadcast::Sender<HostEvent>,
     limiter: EnrollLimiter,
+    /// User codes typed on `/device`.
+    user_code_limiter: EnrollLimiter,
+    /// Device authorization requests.
+    request_limiter: EnrollLimiter,
     shutdown: CancellationToken,
 }
 
@@ -218,11 +251,14 @@ struct Pending {
 impl Dispatcher {
     /// A dispatcher over the app's store.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
-        let limiter = EnrollLimiter::new(
-            config.enroll_window,
-            config.enroll_per_address,
-            config.enroll_global_failures,
-        );
+        let limiter = || {
+            EnrollLimiter::new(
+                config.enroll_window,
+                config.enroll_per_address,
+                config.enroll_global_failures,
+            )
+        };
+        let (limiter, user_code_limiter, request_limiter) = (limiter(), limiter(), limiter());
         let (events, _) = broadcast::channel(1024);
         Dispatcher {
             inner: Arc::new(Inner {
@@ -231,6 +267,8 @@ impl Dispatcher {
                 state: Mutex::new(State::default()),
                 events,
                 limiter,
+                user_code_limiter,
+                request_limiter,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -272,13 +310,42 @@ impl Dispatcher {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn emit(&self, event: HostEvent) {
+    pub(crate) fn user_code_limiter(&self) -> &EnrollLimiter {
+        &self.inner.user_code_limiter
+    }
+
+    pub(crate) fn request_limiter(&self) -> &EnrollLimiter {
+        &self.inner.request_limiter
+    }
+
+    pub(crate) fn emit(&self, event: HostEvent) {
         // No receivers is normal: nobody has a page open.
         let _ = self.inner.events.send(event);
     }
 
-    fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.inner.config.clock.now()
+    }
+
+    /// The client address that rate limits count: the socket's peer, or the
+    /// first `X-Forwarded-For` hop when [`Config::trust_forwarded_for`] is set.
+    /// For an app's own pages that take codes (`/device`).
+    pub fn client_addr(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<IpAddr> {
+        if self.inner.config.trust_forwarded_for {
+            let forwarded = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        peer.map(|p| p.ip())
     }
 
     /// Mints a pairing code for `owner`, valid for [`Config::pairing_ttl`].
@@ -302,17 +369,7 @@ impl Dispatcher {
 
     /// Exchanges a pairing code for a device token (`POST /enroll`).
     pub(crate) async fn enroll(&self, addr: Option<IpAddr>, req: EnrollRequest) -> Result<EnrollResponse> {
-        for (field, value) in [
-            ("name", &req.name),
-            ("platform", &req.platform),
-            ("host_version", &req.host_version),
-        ] {
-            if value.trim().is_empty() || value.len() > 200 {
-                return Err(Error::InvalidRequest(format!(
-                    "{field} must be 1 to 200 characters"
-                )));
-            }
-        }
+        check_device_fields(&req.name, &req.platform, &req.host_version).map_err(Error::InvalidRequest)?;
         // Counted before the lookup: concurrent guesses cannot overrun the limit.
         let attempt = self
             .inner
@@ -344,14 +401,37 @@ impl Dispatcher {
             return Err(Error::CodeExpired);
         }
         attempt.succeeded();
+        let (device, token, owner_label) = self
+            .pair_device(&record.owner, &req.name, &req.platform, &req.host_version)
+            .await?;
+        Ok(EnrollResponse {
+            device_id: device.id,
+            token,
+            owner: device.owner,
+            owner_label,
+            server_time: crate::time::format(now),
+            protocol_version: PROTOCOL_VERSION,
+        })
+    }
+
+    /// Creates `owner`'s new device with a fresh token; returns it, the
+    /// token (shown once) and how the owner is named to people.
+    pub(crate) async fn pair_device(
+        &self,
+        owner: &str,
+        name: &str,
+        platform: &str,
+        host_version: &str,
+    ) -> Result<(DeviceRecord, String, Option<String>)> {
+        let now = self.now();
         let device_id = new_id("dev_");
         let token = new_token(&device_id);
         let device = DeviceRecord {
-            id: device_id.clone(),
-            owner: record.owner.clone(),
-            name: req.name.trim().to_string(),
-            platform: req.platform,
-            host_version: req.host_version,
+            id: device_id,
+            owner: owner.to_string(),
+            name: name.trim().to_string(),
+            platform: platform.to_string(),
+            host_version: host_version.to_string(),
             token_hash: sha256_hex(&token),
             created_at: now,
             last_seen: Some(now),
@@ -361,16 +441,11 @@ impl Dispatcher {
         tracing::info!(device_id = %device.id, owner = %device.owner, "device enrolled");
         self.emit(HostEvent::DeviceEnrolled {
             owner: device.owner.clone(),
-            device_id: device.id,
-            name: device.name,
+            device_id: device.id.clone(),
+            name: device.name.clone(),
         });
-        Ok(EnrollResponse {
-            device_id,
-            token,
-            owner: record.owner,
-            server_time: crate::time::format(now),
-            protocol_version: PROTOCOL_VERSION,
-        })
+        let label = self.inner.store.owner_label(owner).await?;
+        Ok((device, token, label))
     }
 
     /// The device record of a live stream, if the device has one.

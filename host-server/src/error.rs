@@ -91,6 +91,22 @@ pub enum Error {
         /// When to try again.
         retry_after: Duration,
     },
+    /// No device is asking with this user code (`/device`).
+    #[error(
+        "no device is asking with that code; check it against the code your device shows (8 letters like WDJB-MJHT)"
+    )]
+    UserCodeUnknown,
+    /// The device's code expired before anyone decided.
+    #[error("this code has expired; run `fusion-host login` on the device again for a new one")]
+    UserCodeExpired,
+    /// The request was decided already.
+    #[error(
+        "this device was {status} already; a code is decided once, so run `fusion-host login` again to ask anew"
+    )]
+    UserCodeDecided {
+        /// `approved`, `denied` or `issued`.
+        status: &'static str,
+    },
     /// The bearer token is missing, malformed or unknown.
     #[error("this device's token is not known to the server; pair it again with a new code from /devices")]
     TokenUnknown,
@@ -161,6 +177,9 @@ impl Error {
             Error::InvalidCode(_) => "invalid_code",
             Error::CodeExpired => "code_expired",
             Error::RateLimited { .. } => "rate_limited",
+            Error::UserCodeUnknown => "invalid_user_code",
+            Error::UserCodeExpired => "user_code_expired",
+            Error::UserCodeDecided { .. } => "user_code_used",
             Error::TokenUnknown => "token_unknown",
             Error::TokenRevoked => "token_revoked",
             Error::CallUnknown { .. } => "call_unknown",
@@ -189,9 +208,11 @@ impl Error {
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Tool(body) if body.code == "conflict" => StatusCode::CONFLICT,
             Error::Tool(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::ProposalResolved { .. } => StatusCode::CONFLICT,
+            Error::ProposalResolved { .. } | Error::UserCodeDecided { .. } => StatusCode::CONFLICT,
             Error::InvalidCode(_)
             | Error::CodeExpired
+            | Error::UserCodeUnknown
+            | Error::UserCodeExpired
             | Error::InvalidRequest(_)
             | Error::ProtocolUnsupported(_) => StatusCode::BAD_REQUEST,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -292,6 +313,9 @@ mod tests {
             Error::RateLimited {
                 retry_after: Duration::from_secs(1),
             },
+            Error::UserCodeUnknown,
+            Error::UserCodeExpired,
+            Error::UserCodeDecided { status: "denied" },
             Error::TokenUnknown,
             Error::TokenRevoked,
             Error::CallUnknown { call_id: id() },

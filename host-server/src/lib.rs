@@ -38,6 +38,7 @@
 //! ```
 
 mod credentials;
+mod device_flow;
 mod dispatcher;
 mod error;
 mod events;
@@ -48,12 +49,14 @@ mod store;
 mod time;
 
 pub use credentials::{CODE_ALPHABET, CODE_LEN};
+pub use device_flow::DeviceAuthorization;
 pub use dispatcher::{CallOptions, CallOutcome, Config, DeviceStatus, Dispatcher, PairingCode, ToolOutput};
 pub use error::{Error, Result};
 pub use events::HostEvent;
 pub use routes::router;
 pub use store::{
-    CallLogEntry, DeviceRecord, ManifestSummary, MemoryStore, PairingCodeRecord, ProposalRecord,
-    ProposalStatus, ProposalUpdate, Store, StoreError, StoreResult,
+    CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, ManifestSummary,
+    MemoryStore, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store, StoreError,
+    StoreResult,
 };
 pub use time::{Clock, ManualClock};

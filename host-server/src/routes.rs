@@ -1,17 +1,18 @@
-//! The device-facing routes: `POST /enroll`, `PUT /manifest`, `GET /stream`
-//! (SSE), `POST /result`. Nest them under any prefix (`/api/host` by default).
+//! The device-facing routes: `POST /enroll`, `POST /device/code` and
+//! `POST /device/token` (RFC 8628), `PUT /manifest`, `GET /stream` (SSE),
+//! `POST /result`. Nest them under any prefix (`/api/host` by default).
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use fusion_tools::{
     CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER, PROTOCOL_VERSION,
     ResultAck,
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::{token_device_id, token_matches};
+use crate::device_flow::{CodeForm, OAuthError, TokenForm};
 use crate::dispatcher::{Dispatcher, StreamMsg};
 use crate::error::Error;
 use crate::store::DeviceRecord;
@@ -34,6 +36,8 @@ pub fn router(dispatcher: Dispatcher) -> Router {
     let limit = dispatcher.config().max_body_bytes;
     Router::new()
         .route("/enroll", post(enroll))
+        .route("/device/code", post(device_code))
+        .route("/device/token", post(device_token))
         .route("/manifest", put(manifest))
         .route("/stream", get(stream))
         .route("/result", post(result))
@@ -61,12 +65,27 @@ async fn enroll(
     Body(req): Body<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, Error> {
     check_protocol(&headers)?;
-    let addr = client_addr(
-        &dispatcher,
-        connect_info.map(|Extension(ConnectInfo(a))| a),
-        &headers,
-    );
+    let addr = dispatcher.client_addr(connect_info.map(|Extension(ConnectInfo(a))| a), &headers);
     dispatcher.enroll(addr, req).await.map(Json)
+}
+
+async fn device_code(
+    State(dispatcher): State<Dispatcher>,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Result<Form<CodeForm>, FormRejection>,
+) -> Result<Response, OAuthError> {
+    let Form(form) = form.map_err(|e| OAuthError::invalid_request(e.body_text()))?;
+    let addr = dispatcher.client_addr(connect_info.map(|Extension(ConnectInfo(a))| a), &headers);
+    dispatcher.request_device_code(addr, form).await
+}
+
+async fn device_token(
+    State(dispatcher): State<Dispatcher>,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> Result<Response, OAuthError> {
+    let Form(form) = form.map_err(|e| OAuthError::invalid_request(e.body_text()))?;
+    dispatcher.exchange_device_code(form).await
 }
 
 async fn manifest(
@@ -198,21 +217,6 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.dispatcher.disconnect(&self.device_id, &self.session_id);
     }
-}
-
-/// The client address for rate limiting.
-fn client_addr(dispatcher: &Dispatcher, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-    if dispatcher.config().trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    peer.map(|p| p.ip())
 }
 
 /// Refuses a device that says it speaks another protocol version. A device

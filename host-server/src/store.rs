@@ -91,6 +91,74 @@ pub struct PairingCodeRecord {
     pub used_at: Option<SystemTime>,
 }
 
+/// Where a device authorization request (RFC 8628) is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAuthorizationStatus {
+    /// Waiting for a signed-in person to approve or deny it on `/device`.
+    Pending,
+    /// Approved; the device's next poll gets its token.
+    Approved,
+    /// Denied; it can never be approved.
+    Denied,
+    /// Approved, and the token was issued: the device code is spent.
+    Issued,
+}
+
+impl DeviceAuthorizationStatus {
+    /// The status as stored: `pending`, `approved`, `denied`, `issued`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceAuthorizationStatus::Pending => "pending",
+            DeviceAuthorizationStatus::Approved => "approved",
+            DeviceAuthorizationStatus::Denied => "denied",
+            DeviceAuthorizationStatus::Issued => "issued",
+        }
+    }
+
+    /// The status named by [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Denied, Self::Issued]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A device authorization request (`POST /device/code`): a device asking
+/// to be paired by whoever approves its user code. Only hashes of the two
+/// codes are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuthorizationRecord {
+    /// `da_` + 32 hex characters.
+    pub id: String,
+    /// SHA-256 of the device code (the device's 256-bit secret), lowercase hex.
+    pub device_code_hash: String,
+    /// SHA-256 of the normalized user code (8 letters, no dash), lowercase hex.
+    pub user_code_hash: String,
+    /// The name the device asks to be shown under.
+    pub name: String,
+    /// Its operating system and architecture.
+    pub platform: String,
+    /// Its binary's version.
+    pub host_version: String,
+    /// The address it asked from, as the server saw it.
+    pub address: Option<String>,
+    /// When it asked.
+    pub created_at: SystemTime,
+    /// When both codes stop working.
+    pub expires_at: SystemTime,
+    /// Where it is now.
+    pub status: DeviceAuthorizationStatus,
+    /// Who approved or denied it; the device belongs to them.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<SystemTime>,
+    /// The minimum seconds between two polls; `slow_down` adds 5.
+    pub interval_secs: u32,
+    /// When the device last polled for its token.
+    pub last_polled_at: Option<SystemTime>,
+}
+
 /// Where a proposal is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,6 +282,33 @@ pub trait Store: Send + Sync + 'static {
         now: SystemTime,
     ) -> StoreResult<Option<PairingCodeRecord>>;
 
+    /// Saves a new device authorization request.
+    async fn create_device_authorization(&self, request: DeviceAuthorizationRecord) -> StoreResult<()>;
+
+    /// The newest device authorization request whose user code hashes to
+    /// `user_code_hash`, whatever its status.
+    async fn device_authorization_by_user_code(
+        &self,
+        user_code_hash: &str,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>>;
+
+    /// The device authorization request whose device code hashes to
+    /// `device_code_hash`.
+    async fn device_authorization_by_device_code(
+        &self,
+        device_code_hash: &str,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>>;
+
+    /// Replaces the mutable fields (`status`, `decided_by`, `decided_at`,
+    /// `interval_secs`, `last_polled_at`) of request `update.id` only if its
+    /// status is `from` now; returns whether it did. This is what makes a
+    /// request decided once and its token issued once.
+    async fn update_device_authorization(
+        &self,
+        from: DeviceAuthorizationStatus,
+        update: &DeviceAuthorizationRecord,
+    ) -> StoreResult<bool>;
+
     /// Saves a newly paired device.
     async fn create_device(&self, device: DeviceRecord) -> StoreResult<()>;
 
@@ -276,6 +371,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// One owner's most recent calls, newest first.
     async fn calls(&self, owner: &str, limit: usize) -> StoreResult<Vec<CallLogEntry>>;
+
+    /// How `owner` is named to the devices they pair (an email address), so
+    /// a device can say whose it is in words a person recognises. `None`
+    /// (the default) shows the owner id.
+    async fn owner_label(&self, owner: &str) -> StoreResult<Option<String>> {
+        let _ = owner;
+        Ok(None)
+    }
 }
 
 /// An in-memory [`Store`], for tests and demos. Nothing survives a restart.
@@ -288,6 +391,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Tables {
     codes: HashMap<String, PairingCodeRecord>,
+    authorizations: Vec<DeviceAuthorizationRecord>,
     devices: Vec<DeviceRecord>,
     manifests: HashMap<String, Arc<DeviceManifest>>,
     distinct_manifests: Vec<Arc<DeviceManifest>>,
@@ -325,6 +429,57 @@ impl Store for MemoryStore {
             code.used_at.get_or_insert(now);
             before
         }))
+    }
+
+    async fn create_device_authorization(&self, request: DeviceAuthorizationRecord) -> StoreResult<()> {
+        self.tables().authorizations.push(request);
+        Ok(())
+    }
+
+    async fn device_authorization_by_user_code(
+        &self,
+        user_code_hash: &str,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        Ok(self
+            .tables()
+            .authorizations
+            .iter()
+            .rev()
+            .find(|a| a.user_code_hash == user_code_hash)
+            .cloned())
+    }
+
+    async fn device_authorization_by_device_code(
+        &self,
+        device_code_hash: &str,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        Ok(self
+            .tables()
+            .authorizations
+            .iter()
+            .find(|a| a.device_code_hash == device_code_hash)
+            .cloned())
+    }
+
+    async fn update_device_authorization(
+        &self,
+        from: DeviceAuthorizationStatus,
+        update: &DeviceAuthorizationRecord,
+    ) -> StoreResult<bool> {
+        let mut tables = self.tables();
+        let Some(a) = tables
+            .authorizations
+            .iter_mut()
+            .find(|a| a.id == update.id && a.status == from)
+        else {
+            return Ok(false);
+        };
+        a.status = update.status;
+        a.decided_by.clone_from(&update.decided_by);
+        a.decided_at = update.decided_at;
+        a.interval_secs = update.interval_secs;
+        a.last_polled_at = update.last_polled_at;
+        Ok(true)
     }
 
     async fn create_device(&self, device: DeviceRecord) -> StoreResult<()> {

@@ -111,9 +111,9 @@ pub use fence::Fenced;
 pub use fsutil::EntryKind;
 pub use pending::{PendingFile, STALE_PARTIAL};
 pub use protocol::{
-    Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest,
-    EnrollResponse, HelloEvent, Mode, PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX,
-    ToolDescriptor, ToolList,
+    Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
+    DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, Mode,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor, ToolList,
 };
 pub use scope::{Access, Location, Root, RootInfo, Scope};
 pub use shell::{CommandOutput, DEFAULT_PROGRAM_TIMEOUT, MAX_CAPTURE_BYTES, NamedCommand, run_program};

@@ -147,7 +147,36 @@ pub struct EnrollResponse {
     pub token: String,
     /// The user who minted the code and now owns the device.
     pub owner: String,
+    /// How the owner is shown to people (an email address), when the server
+    /// knows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_label: Option<String>,
     /// The server's clock, RFC 3339, for skew checks.
+    pub server_time: String,
+    /// The protocol version the server speaks.
+    pub protocol_version: u32,
+}
+
+/// The OAuth `client_id` a device sends in the device authorization flow
+/// (`POST /device/code`, `POST /device/token`; RFC 8628).
+pub const DEVICE_CLIENT_ID: &str = "fusion-host";
+
+/// RFC 8628's `grant_type` for exchanging a device code.
+pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// What `POST /device/token` answers beside RFC 6749's `access_token` and
+/// `token_type` once a person approved the device: who it now is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeviceGrant {
+    /// The server-issued device id.
+    pub device_id: String,
+    /// The user who approved the device and now owns it.
+    pub owner: String,
+    /// How the owner is shown to people (an email address), when the server
+    /// knows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_label: Option<String>,
+    /// The server's clock, RFC 3339.
     pub server_time: String,
     /// The protocol version the server speaks.
     pub protocol_version: u32,
