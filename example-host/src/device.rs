@@ -62,6 +62,15 @@ pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
     let stored = Credentials::load(&dir)?;
     if stored.as_ref().is_none_or(|c| c.revoked) {
         let Some(code) = &code else {
+            // No code: log in in the browser, when there is a server to ask.
+            let config = ConfigFile::load(&dir)?;
+            if resolve_server(None, &config).is_ok() {
+                if stored.is_some() {
+                    eprintln!("This device's pairing was revoked on the server; logging in again…");
+                }
+                login(global, &LoginArgs::default()).await?;
+                return run(global, &[], None, false).await;
+            }
             return Err(Fail {
                 code: exit::USAGE,
                 error: match stored {
@@ -74,16 +83,16 @@ pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
             eprintln!("{REPAIRING}");
         }
         do_enroll(global, None, code, None).await?;
-        return run(global, &[], None).await;
+        return run(global, &[], None, false).await;
     }
-    match run(global, &[], None).await {
+    match run(global, &[], None, false).await {
         Err(fail) if fail.code == exit::REPAIR => {
             let Some(code) = &code else {
                 return Err(fail);
             };
             eprintln!("{REPAIRING}");
             do_enroll(global, None, code, None).await?;
-            run(global, &[], None).await
+            run(global, &[], None, false).await
         }
         other => other,
     }
@@ -98,16 +107,7 @@ pub(crate) async fn do_enroll(
 ) -> Result<Credentials, Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = ConfigFile::load(&dir)?;
-    let server = server
-        .map(str::to_string)
-        .or_else(settings::server_from_env)
-        .or_else(|| config.server.clone())
-        .ok_or_else(|| Fail {
-            code: exit::USAGE,
-            error: anyhow::anyhow!(
-                "no server: pass --server URL or set FUSION_HOST_SERVER (the address shown on /devices)"
-            ),
-        })?;
+    let server = resolve_server(server, &config)?;
     let name = settings::device_name(name, &config);
     let http = Http::new(&server, ca_cert(global, &config).as_deref(), VERSION)?;
     let credentials = enroll(&http, &server, code, &name, VERSION).await?;
@@ -121,18 +121,139 @@ pub(crate) async fn do_enroll(
     } else {
         eprintln!(
             "✓ Paired with {server} as device '{name}' (owner {})",
-            credentials.owner
+            credentials.owner_display()
         );
     }
     Ok(credentials)
+}
+
+/// The server to pair with: `--server`, else `FUSION_HOST_SERVER`, else the
+/// configuration file's.
+fn resolve_server(server: Option<&str>, config: &ConfigFile) -> Result<String, Fail> {
+    server
+        .map(str::to_string)
+        .or_else(settings::server_from_env)
+        .or_else(|| config.server.clone())
+        .ok_or_else(|| Fail {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "no server: pass --server URL or set FUSION_HOST_SERVER (the address shown on /devices)"
+            ),
+        })
+}
+
+/// `fusion-host login`'s options.
+#[derive(Debug, Default)]
+pub(crate) struct LoginArgs<'a> {
+    pub(crate) server: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
+    /// Also draw the link as a QR code, for approving from a phone.
+    pub(crate) qr: bool,
+}
+
+/// `fusion-host login`: the device authorization flow. Prints the code and
+/// the page to approve it on (Enter opens it in the browser), waits for the
+/// approval, and saves the credentials.
+pub(crate) async fn login(global: &Global, args: &LoginArgs<'_>) -> Result<Credentials, Fail> {
+    let dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let server = resolve_server(args.server, &config)?;
+    let name = settings::device_name(args.name, &config);
+    let http = Http::new(&server, ca_cert(global, &config).as_deref(), VERSION)?;
+    let request = fusion_host::request_login(&http, &name, VERSION).await?;
+    if global.json {
+        println!(
+            "{}",
+            json!({ "event": "login", "user_code": request.user_code, "verification_uri": request.verification_uri,
+                    "verification_uri_complete": request.verification_uri_complete, "expires_in": request.expires_in.as_secs() })
+        );
+    } else {
+        eprintln!("! Copy your one-time code: {}", request.user_code);
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+        if interactive {
+            eprintln!(
+                "Open {} to approve this device (or press Enter to open it in your browser)",
+                request.verification_uri
+            );
+        } else {
+            eprintln!("Open {} to approve this device", request.verification_uri);
+        }
+        if request.verification_uri_complete.is_some() {
+            eprintln!("  or go straight to {}", request.link());
+        }
+        if args.qr {
+            eprintln!("{}", qr_code(request.link()));
+        }
+        if interactive {
+            open_on_enter(request.link().to_string());
+        }
+        eprintln!(
+            "Waiting for approval (the code works for {} minutes; Ctrl-C to stop)…",
+            request.expires_in.as_secs().div_ceil(60)
+        );
+    }
+    let credentials = tokio::select! {
+        result = fusion_host::wait_for_approval(&http, &server, &name, &request, tokio::time::sleep) => result?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(Fail { code: exit::INTERRUPTED, error: anyhow::anyhow!("login stopped; nothing was saved") });
+        }
+    };
+    let path = credentials.save(&dir)?;
+    tracing::info!(path = %path.display(), "credentials saved");
+    if global.json {
+        println!(
+            "{}",
+            json!({ "event": "enrolled", "server": server, "device_id": credentials.device_id, "name": name,
+                    "owner": credentials.owner, "owner_label": credentials.owner_label })
+        );
+    } else {
+        eprintln!(
+            "✓ Approved: paired with {server} as device '{name}' (owner {})",
+            credentials.owner_display()
+        );
+    }
+    Ok(credentials)
+}
+
+/// Opens `link` in the browser when the person presses Enter. Reading
+/// stdin blocks, so it runs on its own thread; the process ends without
+/// waiting for it.
+fn open_on_enter(link: String) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0)
+            && let Err(e) = webbrowser::open(&link)
+        {
+            eprintln!("could not open a browser here ({e}); open the link on any computer or phone");
+        }
+    });
+}
+
+/// `link` as a QR code drawn with half-block characters.
+fn qr_code(link: &str) -> String {
+    match qrcode::QrCode::new(link.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    }
 }
 
 fn ca_cert(global: &Global, config: &ConfigFile) -> Option<PathBuf> {
     global.ca_cert.clone().or_else(|| config.ca_cert.clone())
 }
 
-/// `fusion-host run`: hold the stream until Ctrl-C/SIGTERM or a fatal error.
-pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<usize>) -> Result<(), Fail> {
+/// `fusion-host run`: hold the stream until Ctrl-C/SIGTERM or a fatal error;
+/// with `once`, stop as soon as the device is connected (after `login`).
+pub(crate) async fn run(
+    global: &Global,
+    roots: &[String],
+    concurrency: Option<usize>,
+    once: bool,
+) -> Result<(), Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = ConfigFile::load(&dir)?;
     let credentials = Credentials::load(&dir)?.ok_or(HostError::NotEnrolled)?;
@@ -170,6 +291,7 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
     let state_file = StateFile::new(&dir);
     let watcher = {
         let (json, credentials, root_list) = (global.json, credentials.clone(), root_list.clone());
+        let stop_when_connected = once.then(|| host.stopper());
         tokio::spawn(async move {
             let mut announced = false;
             while state.changed().await.is_ok() {
@@ -187,13 +309,16 @@ pub(crate) async fn run(global: &Global, roots: &[String], concurrency: Option<u
                                 "✓ Connected to {} as device '{}' (owner {}) — answering calls for: {}",
                                 credentials.server,
                                 credentials.name,
-                                credentials.owner,
+                                credentials.owner_display(),
                                 root_list.join(", ")
                             );
                         } else {
                             eprintln!("✓ reconnected");
                         }
                         announced = true;
+                        if let Some(stopper) = &stop_when_connected {
+                            stopper.shutdown();
+                        }
                     }
                     ConnectionState::Retrying { reason, delay } => {
                         if json {

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// The one-liner from /devices pairs and runs:
 ///   FUSION_HOST_SERVER=https://app.example.com FUSION_HOST_CODE=BCDF-GHJK fusion-host
+/// Or approve this machine in the browser instead of copying a code:
+///   fusion-host login --server https://app.example.com
 #[derive(Debug, Parser)]
 #[command(name = "fusion-host", version, verbatim_doc_comment)]
 struct Cli {
@@ -60,6 +62,20 @@ enum Command {
         /// A name for this device on /devices. Default: the host name.
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Pair this machine by approving it in the browser: prints a code and
+    /// the page to approve it on (press Enter to open it), waits, saves the
+    /// credentials and checks that the device connects.
+    Login {
+        /// The web app's address (also FUSION_HOST_SERVER or PULSN_URL).
+        #[arg(long)]
+        server: Option<String>,
+        /// A name for this device on /devices. Default: the host name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Also show the link as a QR code, to approve from a phone.
+        #[arg(long)]
+        qr: bool,
     },
     /// Connect and answer calls until stopped (Ctrl-C).
     Run {
@@ -236,7 +252,18 @@ fn main() -> ExitCode {
                     .await
                     .map(|_| ())
             }
-            Some(Command::Run { roots, concurrency }) => device::run(global, roots, Some(*concurrency)).await,
+            Some(Command::Login { server, name, qr }) => {
+                let args = device::LoginArgs {
+                    server: server.as_deref(),
+                    name: name.as_deref(),
+                    qr: *qr,
+                };
+                device::login(global, &args).await?;
+                device::run(global, &[], None, true).await
+            }
+            Some(Command::Run { roots, concurrency }) => {
+                device::run(global, roots, Some(*concurrency), false).await
+            }
             Some(Command::Status { roots }) => device::status(global, roots),
             Some(Command::Doctor { roots }) => device::doctor(global, roots).await,
             Some(Command::Logout) => device::logout(global),

@@ -2,59 +2,15 @@
 //! served on 127.0.0.1:0 by this test.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 
-use fusion_host_server::{CallOptions, CallOutcome, Config, Dispatcher, MemoryStore, router};
+use fusion_host_server::{CallOptions, CallOutcome};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fusion-host");
+mod common;
 
-struct Server {
-    url: String,
-    dispatcher: Dispatcher,
-}
-
-async fn server() -> Server {
-    let dispatcher = Dispatcher::new(Arc::new(MemoryStore::new()), Config::default());
-    let app = axum::Router::new().nest("/api/host", router(dispatcher.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
-    });
-    Server { url, dispatcher }
-}
-
-/// A `fusion-host` process that is killed when the test ends without
-/// stopping it (a failed assertion): an orphan would hold the test's output
-/// pipes open and the test run would never end.
-struct Running(Option<Child>);
-
-impl Running {
-    #[cfg(target_os = "linux")]
-    fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
-    /// The process, no longer killed on drop.
-    fn take(mut self) -> Child {
-        self.0.take().expect("a running child")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::{BIN, Running, Server, server};
 
 /// Starts the one-liner from /devices in `folder`, and waits for its
 /// "✓ Connected" line. Returns the process and that line.

@@ -19,6 +19,10 @@ pub struct Credentials {
     pub token: String,
     /// The user who owns this device.
     pub owner: String,
+    /// How the owner is shown to people (an email address), when the server
+    /// names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_label: Option<String>,
     /// The device's name.
     pub name: String,
     /// The server refused these credentials as revoked or unknown: they are
@@ -34,6 +38,7 @@ impl std::fmt::Debug for Credentials {
             .field("device_id", &self.device_id)
             .field("token", &"<hidden>")
             .field("owner", &self.owner)
+            .field("owner_label", &self.owner_label)
             .field("name", &self.name)
             .field("revoked", &self.revoked)
             .finish()
@@ -44,6 +49,12 @@ impl std::fmt::Debug for Credentials {
 pub const CREDENTIALS_FILE: &str = "credentials.json";
 
 impl Credentials {
+    /// Who owns the device, in words a person recognises: the owner's label
+    /// (an email address) when the server gave one, else the owner id.
+    pub fn owner_display(&self) -> &str {
+        self.owner_label.as_deref().unwrap_or(&self.owner)
+    }
+
     /// Loads `dir/credentials.json`; `Ok(None)` when the device is not enrolled.
     pub fn load(dir: &Path) -> Result<Option<Credentials>> {
         let path = dir.join(CREDENTIALS_FILE);
@@ -106,6 +117,7 @@ mod tests {
             device_id: "dev_1".into(),
             token: "fh_dev_1.secret".into(),
             owner: "alice".into(),
+            owner_label: None,
             name: "laptop".into(),
             revoked: false,
         }

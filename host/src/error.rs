@@ -71,6 +71,14 @@ pub enum Error {
         "another fusion-host connected with this device's credentials and replaced this one; this one stops"
     )]
     Replaced,
+    /// The person denied this device's login on the server.
+    #[error(
+        "the login was denied on the server; nothing was saved. Run `fusion-host login` again if that was a mistake"
+    )]
+    LoginDenied,
+    /// Nobody approved the login code in time.
+    #[error("nobody approved the code in time; run `fusion-host login` again for a new one")]
+    LoginExpired,
     /// The device is not enrolled.
     #[error(
         "this device is not paired yet; run `fusion-host enroll --server URL --code CODE` with a code from /devices"

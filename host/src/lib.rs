@@ -27,6 +27,7 @@ mod client;
 mod credentials;
 mod error;
 mod journal;
+mod login;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 mod runtime;
@@ -35,6 +36,7 @@ pub use client::{DEVICE_PREFIX, Http, device_base};
 pub use credentials::{CREDENTIALS_FILE, Credentials};
 pub use error::{Error, Result};
 pub use journal::APPLIED_JOURNAL_FILE;
+pub use login::{LoginRequest, request_login, wait_for_approval};
 pub use runtime::{
     ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host,
 };

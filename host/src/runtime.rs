@@ -33,7 +33,7 @@ pub async fn enroll(
     let request = EnrollRequest {
         code: code.to_string(),
         name: name.to_string(),
-        platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+        platform: platform(),
         host_version: host_version.to_string(),
     };
     let response = match http.client.post(http.url("/enroll")).json(&request).send().await {
@@ -64,9 +64,16 @@ pub async fn enroll(
         device_id: enrolled.device_id,
         token: enrolled.token,
         owner: enrolled.owner,
+        owner_label: enrolled.owner_label,
         name: name.to_string(),
         revoked: false,
     })
+}
+
+/// This machine's operating system and architecture, e.g. `linux-x86_64`:
+/// what the server shows beside a device's name.
+pub(crate) fn platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 /// How to run a device.
