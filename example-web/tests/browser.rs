@@ -2,8 +2,9 @@
 //! device (a real device enrolls with the code the page shows), see it go
 //! online, run `list_directory`, propose `write_file`, see the diff, approve,
 //! and find the file on disk; a `rename_batch` shows its problems, then its
-//! plan as a table with one Approve. Saves `target/browser-devices.png` and
-//! `target/browser-rename-batch.png`.
+//! plan as a table with one Approve; a device that ran `fusion-host login`
+//! is approved on `/device`. Saves `target/browser-devices.png`,
+//! `target/browser-rename-batch.png` and `target/browser-device-login.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test
 //! says it skipped and passes.
@@ -332,5 +333,45 @@ async fn devices_page_end_to_end_in_chromium() {
     assert_eq!(refused, "outside_scope");
     let shot = c.screenshot().await.unwrap();
     std::fs::write(target.join("browser-devices.png"), shot).unwrap();
+
+    // `fusion-host login` on another machine: its link opens /device with
+    // the code filled in; the page says what is asking; Approve pairs it.
+    let http = fusion_host::Http::new(&app.url, None, "test").unwrap();
+    let login = fusion_host::request_login(&http, "site-tablet", "0.1.0")
+        .await
+        .unwrap();
+    c.goto(login.link()).await.unwrap();
+    let name = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#request-name"))
+        .await
+        .unwrap();
+    assert_eq!(name.text().await.unwrap(), "site-tablet");
+    assert_eq!(
+        c.find(css("#request-code")).await.unwrap().text().await.unwrap(),
+        login.user_code
+    );
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(target.join("browser-device-login.png"), shot).unwrap();
+    c.find(css("#approve-device"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let result = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#device-result"))
+        .await
+        .unwrap();
+    assert!(result.text().await.unwrap().contains("✓ Device approved"));
+    let credentials = fusion_host::wait_for_approval(&http, &app.url, "site-tablet", &login, |_| {
+        tokio::time::sleep(Duration::from_millis(50))
+    })
+    .await
+    .unwrap();
+    assert!(credentials.owner_display().ends_with("@example.com"));
     c.close().await.unwrap();
 }

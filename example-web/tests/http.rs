@@ -310,6 +310,137 @@ async fn pages_render(app: &App) {
     );
 }
 
+/// `fusion-host login` against the app: the link sends a signed-out person
+/// through sign-in and back, the page shows what is asking, Approve pairs
+/// the device (named by the owner's email), Deny refuses, a code is decided
+/// once.
+async fn device_login(app: &App) {
+    use fusion_host::{Error, Http, request_login, wait_for_approval};
+    let no_wait = |_| tokio::time::sleep(std::time::Duration::from_millis(20));
+    let http = Http::new(&app.url, None, "test").unwrap();
+    let request = request_login(&http, "site-tablet", "0.1.0").await.unwrap();
+    assert_eq!(request.verification_uri, format!("{}/device", app.url));
+    let link = request.link().to_string();
+    assert!(
+        link.ends_with(&format!("/device?user_code={}", request.user_code)),
+        "{link}"
+    );
+
+    // Signed out, the link goes through sign-up and comes back to the page.
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let r = client.get(&link).send().await.unwrap();
+    assert_eq!(r.url().path(), "/signin");
+    let next = r
+        .url()
+        .query_pairs()
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert_eq!(next, format!("/device?user_code={}", request.user_code));
+    let mut signup_url = reqwest::Url::parse(&format!("{}/signup", app.url)).unwrap();
+    signup_url.query_pairs_mut().append_pair("next", &next);
+    let signup = client.get(signup_url).send().await.unwrap().text().await.unwrap();
+    let email = common::unique_email("approver");
+    let fields = [
+        ("email", email.as_str()),
+        ("password", "correct horse battery"),
+        ("csrf", &hidden_csrf(&signup)),
+        ("next", &next),
+    ];
+    let r = client
+        .post(format!("{}/signup", app.url))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.url().path(), "/device");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("site-tablet") && page.contains(&request.user_code),
+        "{page}"
+    );
+    assert!(page.contains("127.0.0.1") && page.contains("Approve") && page.contains("Deny"));
+
+    // Approving needs the session's CSRF token.
+    let decide = |decision: &'static str, code: String, csrf: String| {
+        let client = client.clone();
+        let url = format!("{}/device", app.url);
+        async move {
+            let r = client
+                .post(url)
+                .form(&[
+                    ("user_code", code.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("decision", decision),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, _) = decide("approve", request.user_code.clone(), "forged".into()).await;
+    assert_eq!(status, 403);
+    let csrf = hidden_csrf(&page);
+    let (status, html) = decide("approve", request.user_code.clone(), csrf.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("✓ Device approved"), "{html}");
+    let credentials = wait_for_approval(&http, &app.url, "site-tablet", &request, no_wait)
+        .await
+        .unwrap();
+    assert_eq!(credentials.owner_label.as_deref(), Some(email.as_str()));
+    assert_eq!(credentials.owner_display(), email);
+    // Decided once.
+    let (status, html) = decide("deny", request.user_code.clone(), csrf.clone()).await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("already"), "{html}");
+
+    // Deny: the device hears access_denied, and nothing is paired.
+    let denied = request_login(&http, "stranger", "0.1.0").await.unwrap();
+    let (status, html) = decide("deny", denied.user_code.clone(), csrf.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Device denied"), "{html}");
+    let refused = wait_for_approval(&http, &app.url, "stranger", &denied, no_wait).await;
+    assert!(matches!(refused, Err(Error::LoginDenied)), "{refused:?}");
+
+    // A wrong code is a page that says so, with the form to try again.
+    let r = client
+        .get(format!("{}/device?user_code=BCDF-GHJK", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("no device is asking with that code") && html.contains("user_code"));
+    let (status, devices) = {
+        let r = client
+            .get(format!("{}/api/devices", app.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    let names: Vec<&str> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["site-tablet"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_device_login() {
+    device_login(&App::start(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_device_login() {
+    let Some(url) = postgres() else { return };
+    device_login(&App::start(Some(&url))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_accounts_and_csrf() {
     accounts_and_csrf(&App::start(None)).await;

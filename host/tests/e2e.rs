@@ -769,3 +769,57 @@ async fn an_apply_redelivered_after_a_crash_answers_with_its_first_result() {
     second.shutdown();
     second.join().await.unwrap();
 }
+
+/// `fusion-host login`'s polling: at the server's interval, and 5 s slower
+/// for this and every later poll once the server says `slow_down`.
+#[tokio::test]
+async fn login_polls_at_the_interval_and_slows_down_when_told() {
+    let (clock, time) = fusion_host_server::Clock::manual(std::time::SystemTime::now());
+    let config = Config {
+        verification_uri: Some("https://app.example.com/device".into()),
+        clock,
+        ..Config::default()
+    };
+    let server = Server::with_config(
+        Arc::new(MemoryStore::new()),
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+    )
+    .await;
+    let http = Http::new(&server.url(), None, "test").unwrap();
+    let request = fusion_host::request_login(&http, "site-tablet", "0.1.0")
+        .await
+        .unwrap();
+    assert_eq!(request.interval(), Duration::from_secs(5));
+
+    let slept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sleep = |d: Duration| {
+        let (slept, time, dispatcher, code) = (
+            Arc::clone(&slept),
+            time.clone(),
+            server.dispatcher.clone(),
+            request.user_code.clone(),
+        );
+        async move {
+            let n = {
+                let mut slept = slept.lock().unwrap();
+                slept.push(d);
+                slept.len()
+            };
+            // The first wait is cut short, so the next poll is too soon.
+            if n > 1 {
+                time.advance(d);
+            }
+            if n == 3 {
+                dispatcher.approve_device("alice", None, &code).await.unwrap();
+            }
+        }
+    };
+    let credentials = fusion_host::wait_for_approval(&http, &server.url(), "site-tablet", &request, sleep)
+        .await
+        .unwrap();
+    assert_eq!(credentials.owner, "alice");
+    let secs: Vec<u64> = slept.lock().unwrap().iter().map(Duration::as_secs).collect();
+    // pending → 5 s; slow_down → 10 s from then on.
+    assert_eq!(secs, [5, 10, 10]);
+}
