@@ -909,4 +909,19 @@ mod tests {
             ("127.0.0.1".into(), 8080)
         );
     }
+
+    #[test]
+    fn the_login_link_draws_as_a_square_qr_code() {
+        let link = "https://app.example.com/device?user_code=WDJB-MJHT";
+        let drawn = qr_code(link);
+        let rows: Vec<&str> = drawn.lines().collect();
+        let width = rows[0].chars().count();
+        // Two modules per character row, a quiet zone of 4 around: a QR
+        // symbol is 21 + 4k modules wide.
+        assert!(rows.iter().all(|r| r.chars().count() == width), "{drawn}");
+        assert_eq!((width - 8 - 21) % 4, 0, "{drawn}");
+        assert_eq!(rows.len(), width.div_ceil(2));
+        // The quiet zone is light, so the first row has no dark module.
+        assert!(rows[0].chars().all(|c| c == '█'), "{drawn}");
+    }
 }

@@ -15,8 +15,19 @@ use common::{BIN, Running, Server, server};
 /// Starts the one-liner from /devices in `folder`, and waits for its
 /// "✓ Connected" line. Returns the process and that line.
 async fn one_liner(server: &Server, config: &Path, folder: &Path) -> (Running, String) {
+    one_liner_with(server, config, folder, &[]).await
+}
+
+/// [`one_liner`] with more environment variables.
+async fn one_liner_with(
+    server: &Server,
+    config: &Path,
+    folder: &Path,
+    env: &[(&str, &str)],
+) -> (Running, String) {
     let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
     let mut child = Command::new(BIN)
+        .envs(env.iter().copied())
         .env("FUSION_HOST_SERVER", &server.url)
         .env("FUSION_HOST_CODE", &code.code)
         .env("FUSION_HOST_CONFIG_DIR", config)
@@ -235,6 +246,71 @@ async fn revocation_stops_the_process_with_the_repair_message() {
     );
     let (_, stderr) = stop(child);
     assert!(stderr.contains("pairing again"), "{stderr}");
+}
+
+/// A service manager's stop (SIGTERM) while a change is being applied: the
+/// device takes no new calls, finishes the one in progress, reports it, and
+/// exits 0. The change is a real shell-out that takes two seconds.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_call_in_progress_finish() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let program = bin.path().join("IfcConvert");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\ntouch \"$2.started\"\nsleep 2\necho converted > \"$2\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(folder.path().join("model.ifc"), "ISO-10303-21;").unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (child, _) = one_liner_with(&server, config.path(), folder.path(), &[("PATH", &path)]).await;
+    let device_id = server.dispatcher.devices("alice").await.unwrap()[0]
+        .device
+        .id
+        .clone();
+    let outcome = server
+        .dispatcher
+        .call(
+            "alice",
+            &device_id,
+            "convert_ifc",
+            json!({ "source": "model.ifc", "target": "model.obj" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let CallOutcome::Proposal(proposal) = outcome else {
+        panic!("convert_ifc is planned first")
+    };
+    let approve = {
+        let dispatcher = server.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.approve("alice", &proposal.id).await })
+    };
+    // Stop once the program is running.
+    let started = folder.path().join("model.obj.started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the program never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (code, stderr) = tokio::task::spawn_blocking(move || stop(child)).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("finishing the call in progress"), "{stderr}");
+    let applied = approve.await.unwrap().unwrap();
+    assert_eq!(applied.status, fusion_host_server::ProposalStatus::Applied);
+    assert_eq!(
+        std::fs::read_to_string(folder.path().join("model.obj")).unwrap(),
+        "converted\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
