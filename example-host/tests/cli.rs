@@ -636,6 +636,7 @@ fn rename_prints_the_plan_and_applies_only_when_asked() {
 
 /// Every file under `folder/scans` by name, with the SHA-256 of its content;
 /// anything else under `folder` (a journal, a temporary name) shows too.
+#[cfg(unix)]
 fn tree_hashes(folder: &Path) -> Vec<(String, String)> {
     use sha2::Digest as _;
     let mut out = Vec::new();

@@ -39,6 +39,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/devices/{id}/revoke", post(revoke))
         .route("/api/proposals", get(proposals))
         .route("/api/calls", get(calls))
+        .route("/api/activity", get(activity))
         .route("/api/pairing-codes", post(pairing_code))
         .route("/api/tokens", post(api_token))
         .route("/events", get(events))
@@ -204,7 +205,11 @@ async fn call(
     p.check_csrf(csrf_header(&headers))?;
     let options = CallOptions {
         timeout: body.timeout_s.map(Duration::from_secs),
-        requested_by: Some(p.user.email.clone()),
+        // A session is the person; a bearer token is a script or an agent.
+        requested_by: Some(match p.csrf {
+            Some(_) => p.user.email.clone(),
+            None => format!("{} (API token)", p.user.email),
+        }),
     };
     let outcome = state
         .dispatcher
@@ -254,6 +259,23 @@ async fn proposals(
 async fn calls(State(state): State<AppState>, Authed(p): Authed) -> Result<Json<Value>, AppError> {
     let calls = state.dispatcher.store().calls(&p.user.id, 100).await?;
     Ok(Json(json!({ "calls": calls })))
+}
+
+/// The audit trail, JSON (`{entries, next_cursor}`) or `format=csv`.
+async fn activity(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiQuery(q): ApiQuery<crate::activity::ActivityQuery>,
+) -> Result<Response, AppError> {
+    let page = crate::activity::page(&state.db, &p.user.id, &q).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(page).into_response()),
+        Some("csv") => crate::activity::csv(&page),
+        Some(other) => Err(AppError::invalid(
+            "format",
+            &format!("`{other}` is not an export format; use json or csv"),
+        )),
+    }
 }
 
 async fn pairing_code(

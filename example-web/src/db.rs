@@ -36,7 +36,7 @@ const LOG_QUEUE: usize = 16_384;
 const LOG_BATCH: usize = 256;
 
 enum LogMsg {
-    Entry(CallLogEntry),
+    Entry(Box<CallLogEntry>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -112,7 +112,7 @@ async fn write_call_log(pool: AnyPool, mut queue: mpsc::Receiver<LogMsg>) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                LogMsg::Entry(e) => batch.push(e),
+                LogMsg::Entry(e) => batch.push(*e),
                 LogMsg::Flush(done) => flushes.push(done),
             }
             if batch.len() < LOG_BATCH {
@@ -132,26 +132,17 @@ async fn write_call_log(pool: AnyPool, mut queue: mpsc::Receiver<LogMsg>) {
 }
 
 async fn insert_calls(pool: &AnyPool, entries: &[CallLogEntry]) -> Result<(), sqlx::Error> {
+    const COLUMNS: usize = 11;
     let mut sql = String::from(
-        "INSERT INTO calls (call_id, owner, device_id, tool, mode, proposal_id, started_at, duration_ms, error_code) VALUES ",
+        "INSERT INTO calls (call_id, owner, device_id, tool, mode, proposal_id, started_at, duration_ms, error_code, \
+         requested_by, paths) VALUES ",
     );
     for i in 0..entries.len() {
-        let n = i * 9;
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6,
-            n + 7,
-            n + 8,
-            n + 9
-        ));
+        let params: Vec<String> = (1..=COLUMNS).map(|k| format!("${}", i * COLUMNS + k)).collect();
+        sql.push_str(&format!("({})", params.join(", ")));
     }
     let mut query = sqlx::query(&sql);
     for c in entries {
@@ -164,7 +155,9 @@ async fn insert_calls(pool: &AnyPool, entries: &[CallLogEntry]) -> Result<(), sq
             .bind(c.proposal_id.clone())
             .bind(millis(c.started_at))
             .bind(c.duration_ms as i64)
-            .bind(c.error_code.clone());
+            .bind(c.error_code.clone())
+            .bind(c.requested_by.clone())
+            .bind(json(&c.paths));
     }
     query.execute(pool).await?;
     Ok(())
@@ -591,7 +584,7 @@ impl Store for Db {
 
     async fn log_call(&self, c: CallLogEntry) -> StoreResult<()> {
         self.log
-            .send(LogMsg::Entry(c))
+            .send(LogMsg::Entry(Box::new(c)))
             .await
             .map_err(|_| store_err("the call-log writer stopped"))
     }
@@ -613,6 +606,10 @@ impl Store for Db {
                     device_id: row.try_get("device_id")?,
                     tool: row.try_get("tool")?,
                     mode: mode_from(&row.try_get::<String, _>("mode")?),
+                    requested_by: row
+                        .try_get::<Option<String>, _>("requested_by")?
+                        .unwrap_or_default(),
+                    paths: json_col(row, "paths")?.unwrap_or_default(),
                     proposal_id: row.try_get("proposal_id")?,
                     started_at: time(row.try_get("started_at")?),
                     duration_ms: row.try_get::<i64, _>("duration_ms")? as u64,
@@ -664,6 +661,8 @@ mod tests {
                 device_id: "dev_1".into(),
                 tool: "stat".into(),
                 mode: Mode::Run,
+                requested_by: "alice@example.com".into(),
+                paths: vec![format!("scan_{i}.e57")],
                 proposal_id: None,
                 started_at: SystemTime::now(),
                 duration_ms: 1,

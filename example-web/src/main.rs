@@ -1,6 +1,7 @@
 //! The fusion-host reference web app: accounts, the device registry on the
 //! app's own tables, `/devices`, a JSON API, and `--demo`.
 
+mod activity;
 mod app;
 mod approve;
 mod auth;

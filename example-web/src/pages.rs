@@ -11,6 +11,7 @@ use fusion_host_server::ProposalStatus;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
+use crate::activity::{ActivityPage, ActivityQuery, Outcome};
 use crate::app::{AppError, AppState};
 use crate::auth::{self, FORM_CSRF_COOKIE, MaybeAuthed, Principal, SESSION_COOKIE};
 
@@ -273,14 +274,9 @@ fn effects_view(plan: &fusion_tools::Plan) -> Markup {
 /// no: outside the allowed folders, read-only), a conflict (the disk changed
 /// since the plan), or failed. A refusal is not an outage and must not look
 /// like one.
-fn outcome_badge(code: Option<&str>) -> Markup {
-    let class = match code {
-        None => "ok",
-        Some("outside_scope" | "permission_denied") => "refused",
-        Some("conflict") => "conflict",
-        Some(_) => "failed",
-    };
-    html! { span class={ "badge " (class) } title=(code.unwrap_or("ok")) { (code.unwrap_or("ok")) } }
+fn outcome_badge(outcome: Outcome, code: Option<&str>) -> Markup {
+    let text = code.unwrap_or(outcome.as_str());
+    html! { span class={ "badge " (outcome.as_str()) } title=(outcome.as_str()) { (text) } }
 }
 
 /// Whether the device may change files in a folder.
@@ -312,9 +308,18 @@ fn common_folder<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) -> Result<Response, AppError> {
+async fn devices_page(
+    State(s): State<AppState>,
+    MaybeAuthed(p): MaybeAuthed,
+    Query(q): Query<ActivityQuery>,
+) -> Result<Response, AppError> {
     let Some(p) = p else {
         return Ok(Redirect::to("/signin").into_response());
+    };
+    let q = ActivityQuery {
+        limit: Some(ACTIVITY_ROWS),
+        format: None,
+        ..q
     };
     let devices = s.dispatcher.devices(&p.user.id).await?;
     let pending = s
@@ -322,7 +327,7 @@ async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) ->
         .store()
         .proposals(&p.user.id, Some(ProposalStatus::Pending))
         .await?;
-    let calls = s.dispatcher.store().calls(&p.user.id, 20).await?;
+    let activity = crate::activity::page(&s.db, &p.user.id, &q).await?;
     let names: std::collections::HashMap<&str, &str> = devices
         .iter()
         .map(|d| (d.device.id.as_str(), d.device.name.as_str()))
@@ -395,28 +400,116 @@ async fn devices_page(State(s): State<AppState>, MaybeAuthed(p): MaybeAuthed) ->
                 }
             }
         }
-        section.card {
-            h2 { "Activity" }
-            @if calls.is_empty() { p.empty { "No calls yet." } } @else {
-                table {
-                    thead { tr { th { "When" } th { "Device" } th { "Tool" } th { "Mode" } th { "Result" } th { "Time" } } }
+        (activity_view(&activity, &q, &devices))
+    };
+    Ok(layout("Devices", Some(&p), body).into_response())
+}
+
+/// Activity rows on `/devices`; the API pages further.
+const ACTIVITY_ROWS: usize = 25;
+
+/// The audit trail: filters, one page, the next-page link and the exports.
+fn activity_view(
+    page: &ActivityPage,
+    q: &ActivityQuery,
+    devices: &[fusion_host_server::DeviceStatus],
+) -> Markup {
+    let filters = q.filters();
+    let with = |extra: String| {
+        let joined = [filters.as_str(), extra.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("&");
+        if joined.is_empty() {
+            String::new()
+        } else {
+            format!("?{joined}")
+        }
+    };
+    let filtered = !filters.is_empty();
+    html! {
+        section.card #activity {
+            div.row {
+                h2 { "Activity" }
+                span.muted.exports {
+                    "Export: "
+                    a #export-csv href={ "/api/activity" (with("format=csv&limit=10000".into())) } { "CSV" } " · "
+                    a #export-json href={ "/api/activity" (with("limit=10000".into())) } { "JSON" }
+                }
+            }
+            form.filters method="get" action="/devices#activity" {
+                label { "Device "
+                    select name="device" #filter-device {
+                        option value="" { "all" }
+                        @for d in devices {
+                            option value=(d.device.id) selected[q.device.as_deref() == Some(d.device.id.as_str())] { (d.device.name) }
+                        }
+                    }
+                }
+                label { "Outcome "
+                    select name="outcome" #filter-outcome {
+                        option value="" { "all" }
+                        @for o in Outcome::ALL {
+                            option value=(o.as_str()) selected[q.outcome == Some(o)] { (o.as_str()) }
+                        }
+                    }
+                }
+                button.small type="submit" { "Filter" }
+                @if filtered { " " a href="/devices#activity" { "clear" } }
+            }
+            @if page.entries.is_empty() {
+                p.empty #no-activity {
+                    @if filtered || q.cursor.is_some() { "No calls match. " a href="/devices#activity" { "Show all activity" } }
+                    @else { "No calls yet. Run a tool on a device, or let an agent call one; every call is recorded here." }
+                }
+            } @else {
+                table.activity {
+                    thead { tr { th { "When" } th { "Who asked" } th { "Device" } th { "Tool" } th { "Paths" } th { "Result" } th { "Decision" } th { "Time" } } }
                     tbody {
-                        @for c in &calls {
-                            tr {
-                                td.muted { (ago(c.started_at)) }
-                                td { (names.get(c.device_id.as_str()).copied().unwrap_or("?")) }
-                                td { (c.tool) }
-                                td.muted { (c.mode.as_str()) }
-                                td { (outcome_badge(c.error_code.as_deref())) }
-                                td.muted { (c.duration_ms) " ms" }
+                        @for r in &page.entries {
+                            tr data-call=(r.call_id) {
+                                td.muted title=(r.at) { (ago(r.started_at)) }
+                                td { (r.requested_by) }
+                                td { (r.device_name.as_deref().unwrap_or(&r.device_id)) }
+                                td { (r.tool) span.muted { " " (r.mode) } }
+                                td.paths { (paths_cell(&r.paths)) }
+                                td { (outcome_badge(r.outcome, r.error_code.as_deref())) }
+                                td.muted { @if let Some(d) = &r.decision { (decision_text(d)) } }
+                                td.muted { (r.duration_ms) " ms" }
                             }
                         }
                     }
                 }
+                @if let Some(next) = &page.next_cursor {
+                    p { a #older href={ "/devices" (with(serde_urlencoded::to_string([("cursor", next)]).unwrap_or_default())) "#activity" } { "Older →" } }
+                }
             }
         }
-    };
-    Ok(layout("Devices", Some(&p), body).into_response())
+    }
+}
+
+/// The first two paths, and how many more.
+fn paths_cell(paths: &[String]) -> Markup {
+    html! {
+        @for p in paths.iter().take(2) { code { (p) } " " }
+        @if paths.len() > 2 { span.muted { "+" (paths.len() - 2) } }
+    }
+}
+
+/// "approved by x@y.com", "rejected by …", "waiting", "expired".
+fn decision_text(d: &crate::activity::Decision) -> String {
+    let by = d
+        .decided_by
+        .as_deref()
+        .map(|b| format!(" by {b}"))
+        .unwrap_or_default();
+    match d.status.as_str() {
+        "pending" => "waiting for approval".into(),
+        "approved" | "applied" | "failed" => format!("approved{by}"),
+        "rejected" => format!("rejected{by}"),
+        other => other.to_string(),
+    }
 }
 
 async fn device_page(

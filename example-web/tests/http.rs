@@ -430,6 +430,190 @@ async fn device_login(app: &App) {
     assert_eq!(names, ["site-tablet"]);
 }
 
+/// The activity log as an audit trail: who asked (a person or an API
+/// token), the paths, the outcome, who approved or rejected; filters,
+/// cursor paging that visits every row once, CSV and JSON export.
+async fn activity_trail(app: &App) {
+    let alice = User::sign_up(app, "alice").await;
+    let bob = User::sign_up(app, "bob").await;
+    let device = alice.pair_device().await;
+    std::fs::write(device.dir.path().join("notes.txt"), "draft\n").unwrap();
+    let calls = format!("/api/devices/{}/calls", device.id);
+    let (status, _) = alice
+        .post(
+            &calls,
+            json!({ "tool": "read_file", "input": { "path": "notes.txt" } }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = alice
+        .post(
+            &calls,
+            json!({ "tool": "read_file", "input": { "path": "../outside.txt" } }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let propose = |content: &'static str| {
+        alice.post(
+            &calls,
+            json!({ "tool": "write_file", "input": { "path": "plan.txt", "content": content } }),
+        )
+    };
+    let (_, rejected) = propose("no\n").await;
+    let (status, _) = alice
+        .post(
+            "/api/host/approve",
+            json!({ "proposal_id": rejected["id"], "decision": "reject" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, approved) = propose("yes\n").await;
+    let (status, _) = alice
+        .post(
+            "/api/host/approve",
+            json!({ "proposal_id": approved["id"], "decision": "approve" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}{calls}", app.url))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .json(&json!({ "tool": "stat", "input": { "path": "notes.txt" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (status, page) = alice.get("/api/activity").await;
+    assert_eq!(status, 200, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    // stat, apply, plan (approved), plan (rejected), refused read, read.
+    let seen: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["tool"].as_str().unwrap(),
+                e["mode"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("stat", "run", "ok"),
+            ("write_file", "apply", "ok"),
+            ("write_file", "plan", "ok"),
+            ("write_file", "plan", "rejected"),
+            ("read_file", "run", "refused"),
+            ("read_file", "run", "ok"),
+        ],
+        "{page}"
+    );
+    assert_eq!(entries[0]["requested_by"], format!("{} (API token)", alice.email));
+    assert_eq!(entries[1]["requested_by"], alice.email.as_str());
+    assert_eq!(entries[1]["paths"], json!(["plan.txt"]));
+    assert_eq!(entries[1]["decision"]["decided_by"], alice.email.as_str());
+    assert_eq!(entries[3]["decision"]["status"], "rejected");
+    assert_eq!(entries[3]["decision"]["decided_by"], alice.email.as_str());
+    assert!(entries[3]["decision"]["decided_at"].is_string());
+    assert_eq!(entries[4]["error_code"], "outside_scope");
+    assert_eq!(entries[4]["paths"], json!(["../outside.txt"]));
+    assert_eq!(entries[5]["device_name"], "test-laptop");
+    assert!(page["next_cursor"].is_null());
+
+    // Filters.
+    let (_, only) = alice.get("/api/activity?outcome=rejected").await;
+    assert_eq!(only["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(only["entries"][0]["proposal_id"], rejected["id"]);
+    let (_, refused) = alice
+        .get(&format!("/api/activity?outcome=refused&device={}", device.id))
+        .await;
+    assert_eq!(refused["entries"].as_array().unwrap().len(), 1);
+    let (_, none) = alice.get("/api/activity?device=dev_other").await;
+    assert!(none["entries"].as_array().unwrap().is_empty());
+    let (status, err) = alice.get("/api/activity?outcome=maybe").await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{err}"
+    );
+
+    // Paging two rows at a time visits every row once, in order.
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("/api/activity?limit=2&cursor={c}"),
+            None => "/api/activity?limit=2".into(),
+        };
+        let (status, page) = alice.get(&url).await;
+        assert_eq!(status, 200, "{page}");
+        ids.extend(
+            page["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["call_id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let all: Vec<_> = entries.iter().map(|e| e["call_id"].clone()).collect();
+    assert_eq!(ids, all);
+    let (status, err) = alice.get("/api/activity?cursor=nonsense").await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{err}"
+    );
+
+    // CSV export.
+    let r = alice
+        .client
+        .get(format!("{}/api/activity?format=csv&limit=3", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(r.headers().contains_key("x-next-cursor"));
+    let text = r.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("at,requested_by,device_id,device,tool,mode,paths,outcome"));
+    assert!(lines[2].contains("write_file,apply,plan.txt,ok"), "{text}");
+
+    // Another user sees none of it.
+    let (_, theirs) = bob.get("/api/activity").await;
+    assert!(theirs["entries"].as_array().unwrap().is_empty());
+    // And the page shows the trail.
+    let html = alice.html("/devices?outcome=rejected").await;
+    assert!(
+        html.contains("rejected by") && html.contains(&alice.email),
+        "{html}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_activity_trail() {
+    activity_trail(&App::start(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_activity_trail() {
+    let Some(url) = postgres() else { return };
+    activity_trail(&App::start(Some(&url))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_device_login() {
     device_login(&App::start(None)).await;

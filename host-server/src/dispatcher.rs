@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::events::HostEvent;
 use crate::store::{
     CallLogEntry, DeviceRecord, ManifestSummary, PairingCodeRecord, ProposalRecord, ProposalStatus,
-    ProposalUpdate, Store,
+    ProposalUpdate, Store, input_paths,
 };
 use crate::time::Clock;
 
@@ -587,8 +587,19 @@ impl Dispatcher {
         } else {
             Mode::Run
         };
+        // A plan's log line names the proposal it becomes.
+        let proposal_id = (mode == Mode::Plan).then(|| new_id("prop_"));
         let result = self
-            .dispatch(&device, tool, mode, input.clone(), None, None, timeout)
+            .dispatch(
+                &device,
+                tool,
+                mode,
+                input.clone(),
+                None,
+                proposal_id.clone(),
+                options.requested_by.as_deref().unwrap_or(owner),
+                timeout,
+            )
             .await?;
         let output = ok_output(result)?;
         if mode == Mode::Run {
@@ -602,7 +613,7 @@ impl Dispatcher {
         })?;
         let now = self.now();
         let proposal = ProposalRecord {
-            id: new_id("prop_"),
+            id: proposal_id.unwrap_or_else(|| new_id("prop_")),
             owner: owner.to_string(),
             device_id: device.id.clone(),
             tool: tool.to_string(),
@@ -678,6 +689,7 @@ impl Dispatcher {
                     proposal.input.clone(),
                     Some(proposal.plan.precondition.clone()),
                     Some(proposal.id.clone()),
+                    &proposal.requested_by,
                     timeout,
                 )
                 .await?;
@@ -789,6 +801,7 @@ impl Dispatcher {
         input: Value,
         precondition: Option<Precondition>,
         proposal_id: Option<String>,
+        requested_by: &str,
         timeout: Duration,
     ) -> Result<CallResult> {
         if self.inner.shutdown.is_cancelled() {
@@ -805,13 +818,16 @@ impl Dispatcher {
             tool: tool.to_string(),
             mode,
         });
+        let paths = input_paths(&input);
         let call = CallEvent {
             call_id: call_id.clone(),
             tool: tool.to_string(),
             mode,
             input,
             timeout_ms: timeout.as_millis() as u64,
-            proposal_id: proposal_id.clone(),
+            // The device is told which proposal it applies; a plan's id is
+            // only for the log (the proposal exists once the plan is back).
+            proposal_id: proposal_id.clone().filter(|_| mode == Mode::Apply),
             precondition,
         };
         let result = self.send_and_wait(device, call, timeout).await;
@@ -841,6 +857,8 @@ impl Dispatcher {
             device_id: device.id.clone(),
             tool: tool.to_string(),
             mode,
+            requested_by: requested_by.to_string(),
+            paths,
             proposal_id,
             started_at,
             duration_ms,

@@ -55,8 +55,8 @@ pub use error::{Error, Result};
 pub use events::HostEvent;
 pub use routes::router;
 pub use store::{
-    CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, ManifestSummary,
-    MemoryStore, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store, StoreError,
-    StoreResult,
+    CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, LOGGED_PATHS,
+    ManifestSummary, MemoryStore, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store,
+    StoreError, StoreResult,
 };
 pub use time::{Clock, ManualClock};

@@ -256,6 +256,14 @@ pub struct CallLogEntry {
     pub tool: String,
     /// `run`, `plan` or `apply`.
     pub mode: Mode,
+    /// Who asked for it, as the app named them ([`crate::CallOptions::requested_by`],
+    /// else the owner); for an apply, who asked for the change.
+    #[serde(default)]
+    pub requested_by: String,
+    /// The paths its input names (`path`, `from`, `to`, `source`,
+    /// `target`, … at any depth), the first [`LOGGED_PATHS`].
+    #[serde(default)]
+    pub paths: Vec<String>,
     /// The proposal it planned or applied.
     pub proposal_id: Option<String>,
     /// When it started.
@@ -265,6 +273,44 @@ pub struct CallLogEntry {
     pub duration_ms: u64,
     /// The error code, when it failed.
     pub error_code: Option<String>,
+}
+
+/// How many of a call's paths the activity log keeps.
+pub const LOGGED_PATHS: usize = 10;
+
+/// The paths a tool's input names: the string values (or strings in
+/// arrays) of the fields tools use for paths, at any depth (a rename
+/// batch's `renames[].from`/`to`), the first [`LOGGED_PATHS`], each once.
+pub(crate) fn input_paths(input: &Value) -> Vec<String> {
+    const FIELDS: [&str; 9] = [
+        "path",
+        "paths",
+        "from",
+        "to",
+        "source",
+        "sources",
+        "target",
+        "destination",
+        "merge_into",
+    ];
+    fn walk(v: &Value, named: bool, out: &mut Vec<String>) {
+        if out.len() >= LOGGED_PATHS {
+            return;
+        }
+        match v {
+            Value::String(s) if named && !out.contains(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, named, out)),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(v, FIELDS.contains(&k.as_str()), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(input, false, &mut out);
+    out
 }
 
 /// What the dispatcher needs to persist. Every method is one small,
@@ -617,6 +663,22 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_paths_are_the_path_fields_at_any_depth() {
+        let input = serde_json::json!({
+            "renames": [{ "from": "a.e57", "to": "b.e57" }, { "from": "c.e57", "to": "b.e57" }],
+            "pattern": "*.e57",
+            "content": "not a path",
+        });
+        assert_eq!(input_paths(&input), ["a.e57", "b.e57", "c.e57"]);
+        assert_eq!(input_paths(&serde_json::json!({ "path": "." })), ["."]);
+        let many: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+        assert_eq!(
+            input_paths(&serde_json::json!({ "paths": many })).len(),
+            LOGGED_PATHS
+        );
+    }
 
     fn manifest(tools: usize) -> DeviceManifest {
         let mut tools_list = fusion_tools::Toolbox::builtin().manifest().tools;
