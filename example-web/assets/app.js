@@ -8,14 +8,22 @@ function continuation(o) {
 
 (() => {
   const csrf = document.body.dataset.csrf;
+  const banner = document.getElementById('offline-banner');
   const api = async (method, url, body) => {
-    const res = await fetch(url, {
-      method,
-      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf || '' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    let res;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: { 'content-type': 'application/json', 'x-csrf-token': csrf || '' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (_) {
+      // fetch rejects only when no answer came at all.
+      throw { code: 'unreachable', message: 'cannot reach the server; check the connection and try again' };
+    }
     const text = await res.text();
-    const data = text ? JSON.parse(text) : {};
+    let data = {};
+    try { data = text ? JSON.parse(text) : {}; } catch (_) { data = { code: `http_${res.status}`, message: text.slice(0, 200) }; }
     if (!res.ok) throw data;
     return data;
   };
@@ -25,10 +33,48 @@ function continuation(o) {
     if (text !== undefined) e.textContent = text;
     return e;
   };
+  const say = (e) => (e && e.message ? e.message : String(e));
 
-  // Live events: online/offline badges, a newly paired device, new proposals.
+  // Re-render the live parts of this page ([data-live]) from the server, in
+  // place: no reload, so an open pairing code or a half-typed input stays.
+  let refreshing = null;
+  let again = false;
+  const refresh = async () => {
+    if (refreshing) { again = true; return; }
+    refreshing = (async () => {
+      try {
+        const res = await fetch(location.pathname + location.search, { headers: { accept: 'text/html' } });
+        if (!res.ok) return;
+        const fresh = new DOMParser().parseFromString(await res.text(), 'text/html');
+        document.querySelectorAll('[data-live]').forEach((part) => {
+          const next = part.id && fresh.getElementById(part.id);
+          if (next) part.replaceChildren(...next.childNodes);
+        });
+        document.body.dataset.synced = String(Date.now());
+      } catch (_) { /* the event stream's error handler says the server is away */ }
+    })();
+    await refreshing;
+    refreshing = null;
+    if (again) { again = false; refresh(); }
+  };
+  let pending = null;
+  const soon = () => { clearTimeout(pending); pending = setTimeout(refresh, 150); };
+
+  // Live events: online/offline badges in place; anything else that changes
+  // what the page shows re-renders its live parts.
   if (csrf) {
     const events = new EventSource('/events');
+    // A page left for another keeps no stream open: browsers allow only a
+    // few connections per server, and a cached page's stream would hold one.
+    window.addEventListener('pagehide', () => events.close());
+    window.addEventListener('pageshow', (e) => { if (e.persisted) location.reload(); });
+    let lost = false;
+    events.addEventListener('open', () => {
+      banner.hidden = true;
+      // Back after an outage: what happened meanwhile was missed.
+      if (lost) { lost = false; soon(); }
+    });
+    events.addEventListener('error', () => { lost = true; banner.hidden = false; });
     events.addEventListener('host', (msg) => {
       const ev = JSON.parse(msg.data);
       if (ev.type === 'device_online' || ev.type === 'device_offline') {
@@ -42,45 +88,61 @@ function continuation(o) {
         if (online && done && !document.getElementById('pairing').hidden && done.dataset.name) {
           done.textContent = `✓ ${done.dataset.name} connected`;
           done.hidden = false;
-          setTimeout(() => location.reload(), 1500);
+          clearInterval(window.pairTimer);
+          document.getElementById('pair-expiry').hidden = true;
         }
       }
       if (ev.type === 'device_enrolled') {
         const done = document.getElementById('pair-done');
         if (done) done.dataset.name = ev.name;
       }
-      if (ev.type === 'proposal_created' && location.pathname === '/devices') location.reload();
+      if (ev.type !== 'call_started') soon();
     });
-    events.addEventListener('lagged', () => location.reload());
+    events.addEventListener('lagged', soon);
   }
 
-  // Add a device: mint a code, show it with its countdown and the command.
+  // Add a device: mint a code, show it with its countdown and the command;
+  // an expired code collapses and offers a new one.
   const add = document.getElementById('add-device');
-  if (add) {
-    add.addEventListener('click', async () => {
-      const pairing = await api('POST', '/api/pairing-codes');
+  const mint = async () => {
+    let pairing;
+    try { pairing = await api('POST', '/api/pairing-codes'); } catch (e) {
       document.getElementById('pairing').hidden = false;
-      document.getElementById('pair-code').textContent = pairing.code;
-      document.getElementById('pair-command').textContent = pairing.command;
-      let left = pairing.expires_in_s;
-      const tick = () => {
-        const m = Math.floor(left / 60), s = String(left % 60).padStart(2, '0');
-        document.getElementById('pair-countdown').textContent = left > 0 ? `${m}:${s}` : 'now — mint a new one';
-        left -= 1;
-      };
-      tick();
-      clearInterval(window.pairTimer);
-      window.pairTimer = setInterval(tick, 1000);
-    });
+      document.getElementById('pair-code').textContent = '';
+      document.getElementById('pair-command').textContent = `Could not mint a code: ${say(e)}`;
+      return;
+    }
+    document.getElementById('pairing').hidden = false;
+    document.getElementById('pair-expired').hidden = true;
+    document.getElementById('pair-expiry').hidden = false;
+    document.getElementById('pair-done').hidden = true;
+    document.getElementById('pair-code').hidden = false;
+    document.getElementById('pair-code').textContent = pairing.code;
+    document.getElementById('pair-command').textContent = pairing.command;
+    let left = pairing.expires_in_s;
+    const tick = () => {
+      if (left <= 0) {
+        clearInterval(window.pairTimer);
+        document.getElementById('pair-code').hidden = true;
+        document.getElementById('pair-command').textContent = '';
+        document.getElementById('pair-expiry').hidden = true;
+        document.getElementById('pair-expired').hidden = false;
+        return;
+      }
+      const m = Math.floor(left / 60), s = String(left % 60).padStart(2, '0');
+      document.getElementById('pair-countdown').textContent = `${m}:${s}`;
+      left -= 1;
+    };
+    clearInterval(window.pairTimer);
+    tick();
+    window.pairTimer = setInterval(tick, 1000);
+  };
+  if (add) {
+    add.addEventListener('click', mint);
+    document.getElementById('mint-again').addEventListener('click', mint);
     document.getElementById('copy-command').addEventListener('click', () =>
       navigator.clipboard && navigator.clipboard.writeText(document.getElementById('pair-command').textContent));
   }
-
-  document.querySelectorAll('[data-revoke]').forEach((b) => b.addEventListener('click', async () => {
-    if (!confirm(`Revoke ${b.dataset.name}? It disconnects at once and must be paired again.`)) return;
-    await api('POST', `/api/devices/${b.dataset.revoke}/revoke`);
-    location.reload();
-  }));
 
   const decide = async (id, decision, where) => {
     try {
@@ -89,13 +151,28 @@ function continuation(o) {
         : p.status === 'applied' ? '✓ Applied'
         : `Not applied (${p.status})${p.error ? `: ${p.error.message}` : ''}`;
       if (where) where.replaceChildren(el('p', { class: p.status === 'applied' ? 'success' : 'error' }, said));
-      else location.reload();
     } catch (e) {
-      (where || document.body).prepend(el('p', { class: 'error' }, `${e.code}: ${e.message}`));
+      if (where) where.replaceChildren(el('p', { class: 'error' }, say(e)));
+      else {
+        const card = document.querySelector(`[data-proposal="${id}"]`);
+        if (card) card.append(el('p', { class: 'error' }, say(e)));
+      }
     }
+    soon();
   };
-  document.querySelectorAll('[data-decide]').forEach((b) =>
-    b.addEventListener('click', () => decide(b.dataset.id, b.dataset.decide)));
+  // Buttons inside live parts are re-rendered: listen once, on the document.
+  document.addEventListener('click', async (event) => {
+    const b = event.target.closest('[data-decide], [data-revoke]');
+    if (!b || b.disabled) return;
+    if (b.dataset.decide) {
+      b.disabled = true;
+      await decide(b.dataset.id, b.dataset.decide);
+      return;
+    }
+    if (!confirm(`Revoke ${b.dataset.name}? It disconnects at once and must be paired again.`)) return;
+    try { await api('POST', `/api/devices/${b.dataset.revoke}/revoke`); } catch (e) { alert(say(e)); }
+    soon();
+  });
 
   // The tool runner.
   const runner = document.getElementById('runner');
@@ -203,7 +280,7 @@ function continuation(o) {
       parts.push(el('pre', { class: 'json' }, JSON.stringify(o, null, 2)));
       result.replaceChildren(...parts);
     } catch (e) {
-      const parts = [el('p', { class: 'error' }, `${e.code}: ${e.message}`)];
+      const parts = [el('p', { class: 'error' }, e.code && e.code !== 'unreachable' ? `${e.code}: ${say(e)}` : say(e))];
       // A batch's problems, each with its code.
       if (e.details && Array.isArray(e.details.problems)) parts.push(table(e.details.problems, ['code', 'index', 'path', 'message']));
       result.replaceChildren(...parts);

@@ -54,6 +54,7 @@ pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Mar
                         }
                     }
                 }
+                p.banner #offline-banner role="status" hidden { "Cannot reach the server — retrying…" }
                 main { (body) }
                 script { (PreEscaped(JS)) }
             }
@@ -344,11 +345,13 @@ async fn devices_page(
                 p { "On the computer to add, run this in a terminal, in the folder it may work on:" }
                 div.code-row { code #pair-command {} button #copy-command type="button" { "Copy" } }
                 p.bigcode #pair-code {}
-                p.muted { "The code works once and expires in " span #pair-countdown {} "." }
+                p.muted #pair-expiry { "The code works once and expires in " span #pair-countdown {} "." }
+                p #pair-expired hidden { "This code expired before a device used it. " button.small #mint-again type="button" { "Mint a new code" } }
                 p.success #pair-done hidden {}
             }
+            div #device-list data-live {
             @if active.is_empty() {
-                p.empty #no-devices { "No devices yet — add one, and its folders appear here." }
+                p.empty #no-devices { "No devices yet — add one with the button above, or run " code { "fusion-host login" } " on the computer to add." }
             } @else {
                 table.devices {
                     thead { tr { th { "Name" } th { "Status" } th { "Platform" } th { "Last seen" } th { "Folders" } th { "Tools" } th {} } }
@@ -383,8 +386,9 @@ async fn devices_page(
                     }
                 }
             }
+            }
         }
-        section.card {
+        section.card #approvals data-live {
             h2 { "Waiting for your approval" }
             @if pending.is_empty() {
                 p.empty { "Nothing to approve. Changes an agent proposes appear here with their exact diff." }
@@ -429,7 +433,7 @@ fn activity_view(
     };
     let filtered = !filters.is_empty();
     html! {
-        section.card #activity {
+        section.card #activity data-live {
             div.row {
                 h2 { "Activity" }
                 span.muted.exports {

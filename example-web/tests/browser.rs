@@ -62,7 +62,7 @@ async fn devices_page_end_to_end_in_chromium() {
             .spawn()
             .unwrap(),
     );
-    let app = App::start(None);
+    let mut app = App::start(None);
     let profile = tempfile::tempdir().unwrap();
 
     let mut caps = serde_json::Map::new();
@@ -373,5 +373,104 @@ async fn devices_page_end_to_end_in_chromium() {
     .await
     .unwrap();
     assert!(credentials.owner_display().ends_with("@example.com"));
+
+    // Two tabs on /devices stay current without reloading: a proposal made
+    // elsewhere appears in both, and approving it in one removes it from
+    // the other. A reload would lose the marker set on the first tab.
+    c.goto(&format!("{}/devices", app.url)).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("#approvals"))
+        .await
+        .unwrap();
+    let first = c.window().await.unwrap();
+    c.execute("window.__stayed = true; return 1;", vec![])
+        .await
+        .unwrap();
+    let second = c.new_window(true).await.unwrap().handle;
+    c.switch_to_window(second.clone()).await.unwrap();
+    c.goto(&format!("{}/devices", app.url)).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("#approvals"))
+        .await
+        .unwrap();
+    let propose = format!(
+        "const done = arguments[arguments.length - 1]; \
+         fetch('/api/devices/{}/calls', {{ method: 'POST', headers: {{ 'content-type': 'application/json', \
+         'x-csrf-token': document.body.dataset.csrf }}, body: JSON.stringify({{ tool: 'write_file', input: \
+         {{ path: 'two-tabs.txt', content: 'seen in both\\n' }} }}) }}).then((r) => r.text()).then(done, (e) => done('failed: ' + e));",
+        device.id
+    );
+    let answer = c.execute_async(&propose, vec![]).await.unwrap();
+    let answer: serde_json::Value = serde_json::from_str(answer.as_str().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("the proposal call answered {answer}"));
+    let proposal = answer["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_string();
+    let card = format!("[data-proposal=\"{proposal}\"]");
+    c.switch_to_window(first.clone()).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&card))
+        .await
+        .unwrap();
+    c.switch_to_window(second).await.unwrap();
+    let approve = format!("{card} [data-decide=approve]");
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&approve))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.close_window().await.unwrap();
+    c.switch_to_window(first).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !c.find_all(Locator::Css(&card)).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the approved proposal stayed on the other tab"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stayed = c
+        .execute("return window.__stayed === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stayed, json!(true), "the page reloaded");
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("two-tabs.txt")).unwrap(),
+        "seen in both\n"
+    );
+    // The activity trail says who approved it.
+    let trail = c.find(css("#activity")).await.unwrap().text().await.unwrap();
+    assert!(trail.contains("approved by"), "{trail}");
+
+    // At phone width nothing runs off the side.
+    c.set_window_size(390, 844).await.unwrap();
+    let fits = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(target.join("browser-devices-phone.png"), shot).unwrap();
+    assert_eq!(fits, json!(true), "/devices is wider than a phone");
+    c.set_window_size(1280, 1000).await.unwrap();
+
+    // The server goes away: the page says so instead of failing silently.
+    assert!(app.terminate(Duration::from_secs(10)).is_some());
+    let banner = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#offline-banner:not([hidden])"))
+        .await
+        .unwrap();
+    assert!(banner.text().await.unwrap().contains("Cannot reach the server"));
     c.close().await.unwrap();
 }
