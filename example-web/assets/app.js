@@ -162,11 +162,18 @@ function continuation(o) {
   };
   // Buttons inside live parts are re-rendered: listen once, on the document.
   document.addEventListener('click', async (event) => {
-    const b = event.target.closest('[data-decide], [data-revoke]');
+    const b = event.target.closest('[data-decide], [data-revoke], [data-rename]');
     if (!b || b.disabled) return;
     if (b.dataset.decide) {
       b.disabled = true;
       await decide(b.dataset.id, b.dataset.decide);
+      return;
+    }
+    if (b.dataset.rename) {
+      const name = prompt(`A new name for ${b.dataset.name}:`, b.dataset.name);
+      if (name === null || name.trim() === '' || name === b.dataset.name) return;
+      try { await api('POST', `/api/devices/${b.dataset.rename}/rename`, { name }); } catch (e) { alert(say(e)); }
+      soon();
       return;
     }
     if (!confirm(`Revoke ${b.dataset.name}? It disconnects at once and must be paired again.`)) return;
@@ -180,22 +187,51 @@ function continuation(o) {
   const tools = JSON.parse(document.getElementById('tools-data').textContent);
   const select = document.getElementById('tool');
   const input = document.getElementById('input');
-  const skeleton = (schema) => {
+  // An input that runs as it is: every required field filled with a value
+  // of its type (a nested object or array item built from its own schema).
+  const EXAMPLES = {
+    path: '.', pattern: '*', content: 'hello\n', source: 'notes.txt', destination: 'notes-copy.txt',
+    target: 'model.obj', from: 'old-name.txt', to: 'new-name.txt', old_text: 'draft', new_text: 'final',
+  };
+  const resolve = (root, s) => {
+    while (s && s.$ref) s = (root.$defs || root.definitions || {})[s.$ref.split('/').pop()] || {};
+    if (s && Array.isArray(s.anyOf)) s = s.anyOf.find((o) => o.type !== 'null') || s;
+    return s || {};
+  };
+  const example = (root, name, s, depth) => {
+    s = resolve(root, s);
+    if (s.default !== undefined) return s.default;
+    if (Array.isArray(s.examples) && s.examples.length) return s.examples[0];
+    if (Array.isArray(s.enum) && s.enum.length) return s.enum[0];
+    if (s.const !== undefined) return s.const;
+    const t = Array.isArray(s.type) ? s.type.find((x) => x !== 'null') : s.type;
+    if (t === 'object' || s.properties) return depth > 3 ? {} : skeleton(root, s, depth + 1);
+    if (t === 'array') return depth > 3 ? [] : [example(root, name.replace(/s$/, ''), s.items || {}, depth + 1)];
+    if (t === 'boolean') return false;
+    if (t === 'integer' || t === 'number') return s.minimum || 0;
+    if (name === 'sources' || name === 'source') return name === 'sources' ? 'scan.e57' : EXAMPLES.source;
+    return EXAMPLES[name] !== undefined ? EXAMPLES[name] : '';
+  };
+  const skeleton = (root, schema, depth = 0) => {
     const out = {};
-    for (const name of schema.required || []) {
-      const p = (schema.properties || {})[name] || {};
-      const t = Array.isArray(p.type) ? p.type[0] : p.type;
-      out[name] = name === 'path' ? '.' : t === 'boolean' ? false : t === 'integer' || t === 'number' ? 0 : t === 'array' ? [] : t === 'object' ? {} : '';
-    }
-    if (!out.path && (schema.properties || {}).path) out.path = '.';
+    const props = schema.properties || {};
+    for (const name of schema.required || []) out[name] = example(root, name, props[name] || {}, depth);
+    if (depth === 0 && props.path && out.path === undefined) out.path = '.';
     return out;
+  };
+  // A description as text: `code` spans become code, nothing else is markup.
+  const describe = (target, text) => {
+    target.replaceChildren();
+    text.split('`').forEach((part, i) => target.append(i % 2 ? el('code', {}, part) : document.createTextNode(part)));
   };
   const pick = () => {
     const tool = tools.find((t) => t.name === select.value);
-    document.getElementById('tool-description').textContent = tool.description;
-    input.value = JSON.stringify(skeleton(tool.inputSchema), null, 2);
+    describe(document.getElementById('tool-description'), tool.description);
+    input.value = JSON.stringify(skeleton(tool.inputSchema, tool.inputSchema), null, 2);
   };
   select.addEventListener('change', pick);
+  // A safe default: a read that changes nothing.
+  if (tools.some((t) => t.name === 'list_directory')) select.value = 'list_directory';
   pick();
 
   const result = document.getElementById('result');
@@ -239,6 +275,42 @@ function continuation(o) {
     if (plan.effects_total > rows.length) parts.push(el('p', { class: 'muted more' }, `… and ${plan.effects_total - rows.length} more (${plan.effects_total} in all)`));
     return parts;
   };
+  // Sizes and times as people read them.
+  const size = (b) => {
+    if (b == null || b === '') return '';
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let v = Number(b), u = 0;
+    while (v >= 1024 && u < units.length - 1) { v /= 1024; u += 1; }
+    return u === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+  };
+  const when = (t) => {
+    if (!t) return '';
+    const d = new Date(typeof t === 'number' ? t * 1000 : t);
+    return Number.isNaN(d.getTime()) ? String(t) : d.toLocaleString();
+  };
+  // One view per kind of result; the raw JSON is always below, collapsed.
+  const readable = (o) => {
+    const parts = [];
+    if (Array.isArray(o.entries)) {
+      parts.push(table(o.entries.map((e) => ({ ...e, size: size(e.size), modified: when(e.modified) })), ['path', 'kind', 'size', 'modified']));
+    } else if (Array.isArray(o.matches) && o.matches.length && o.matches[0].line !== undefined) {
+      parts.push(table(o.matches, ['path', 'line_number', 'line']));
+    } else if (Array.isArray(o.matches)) {
+      parts.push(table(o.matches.map((m) => ({ ...m, size: size(m.size), modified: when(m.modified) })), ['path', 'kind', 'size', 'modified']));
+    } else if (typeof o.content === 'string') {
+      parts.push(el('pre', { class: 'file' }, o.content));
+    } else if (o.kind && o.size !== undefined) {
+      const facts = el('table', { class: 'facts' });
+      [['path', o.path], ['kind', o.kind], ['size', size(o.size)], ['modified', when(o.modified)], ['read-only', o.readonly]]
+        .filter(([, v]) => v !== undefined && v !== '')
+        .forEach(([k, v]) => { const tr = el('tr'); tr.append(el('th', {}, k), el('td', {}, String(v))); facts.append(tr); });
+      parts.push(facts);
+    } else if (o.digest || o.hash) {
+      parts.push(el('p', {}, `${o.algorithm || 'hash'}: `), el('pre', { class: 'file' }, o.digest || o.hash));
+    }
+    if (o.truncated) parts.push(el('p', { class: 'muted' }, continuation(o)));
+    return parts;
+  };
   const runButton = document.getElementById('run');
   // One call at a time: a double click must not make two proposals.
   runButton.addEventListener('click', async () => {
@@ -270,14 +342,10 @@ function continuation(o) {
         result.replaceChildren(box);
         return;
       }
-      const o = out.output || {};
-      const parts = [];
-      if (Array.isArray(o.entries)) parts.push(table(o.entries, ['path', 'kind', 'size', 'modified']));
-      else if (Array.isArray(o.matches) && o.matches.length && o.matches[0].line !== undefined) parts.push(table(o.matches, ['path', 'line_number', 'line']));
-      else if (Array.isArray(o.matches)) parts.push(table(o.matches, ['path', 'kind']));
-      else if (typeof o.content === 'string') parts.push(el('pre', {}, o.content));
-      if (o.truncated) parts.push(el('p', { class: 'muted' }, continuation(o)));
-      parts.push(el('pre', { class: 'json' }, JSON.stringify(o, null, 2)));
+      const parts = readable(out.output || {});
+      const raw = el('details', { class: 'raw' });
+      raw.append(el('summary', {}, 'Raw JSON'), el('pre', { class: 'json' }, JSON.stringify(out.output, null, 2)));
+      parts.push(raw);
       result.replaceChildren(...parts);
     } catch (e) {
       const parts = [el('p', { class: 'error' }, e.code && e.code !== 'unreachable' ? `${e.code}: ${say(e)}` : say(e))];

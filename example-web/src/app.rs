@@ -37,6 +37,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/devices/{id}", get(device))
         .route("/api/devices/{id}/calls", post(call))
         .route("/api/devices/{id}/revoke", post(revoke))
+        .route("/api/devices/{id}/rename", post(rename))
         .route("/api/proposals", get(proposals))
         .route("/api/calls", get(calls))
         .route("/api/activity", get(activity))
@@ -276,6 +277,26 @@ async fn activity(
             &format!("`{other}` is not an export format; use json or csv"),
         )),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct RenameBody {
+    name: String,
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RenameBody>,
+) -> Result<Json<Value>, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    let name = state
+        .dispatcher
+        .rename_device(&p.user.id, &id, &body.name)
+        .await?;
+    Ok(Json(json!({ "id": id, "name": name })))
 }
 
 async fn pairing_code(

@@ -500,6 +500,16 @@ impl Store for Db {
         Ok(())
     }
 
+    async fn rename_device(&self, id: &str, name: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET name = $2 WHERE id = $1")
+            .bind(id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
     async fn create_proposal(&self, p: ProposalRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO proposals (id, owner, device_id, tool, input, plan, requested_by, created_at, expires_at, status, \

@@ -364,7 +364,11 @@ async fn devices_page(
                                 td.muted { (d.device.last_seen.map(ago).unwrap_or_default()) }
                                 td.muted { @if let Some(m) = &d.manifest { @for r in &m.roots { div.folder { (r.path) " " (access_badge(r.access)) } } } }
                                 td { (d.manifest.as_ref().map_or(0, |m| m.tools.len())) }
-                                td { button.danger.small data-revoke=(d.device.id) data-name=(d.device.name) type="button" { "Revoke" } }
+                                td.actions {
+                                    a.button.small href={ "/devices/" (d.device.id) "#runner" } { "Run a tool" } " "
+                                    button.small data-rename=(d.device.id) data-name=(d.device.name) type="button" { "Rename" } " "
+                                    button.danger.small data-revoke=(d.device.id) data-name=(d.device.name) type="button" { "Revoke" }
+                                }
                             }
                         }
                     }

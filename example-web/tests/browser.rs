@@ -178,7 +178,11 @@ async fn devices_page_end_to_end_in_chromium() {
         .await
         .unwrap();
     let select = c.wait().at_most(WAIT).for_element(css("#tool")).await.unwrap();
-    select.select_by_value("list_directory").await.unwrap();
+    // The safe default is a read, its input prefilled so it runs as it is.
+    assert_eq!(
+        select.prop("value").await.unwrap().as_deref(),
+        Some("list_directory")
+    );
     c.find(css("#run")).await.unwrap().click().await.unwrap();
     let table = c
         .wait()
@@ -186,7 +190,38 @@ async fn devices_page_end_to_end_in_chromium() {
         .for_element(css("#result table"))
         .await
         .unwrap();
-    assert!(table.text().await.unwrap().contains("scan-notes.txt"));
+    let listing = table.text().await.unwrap();
+    assert!(
+        listing.contains("scan-notes.txt") && listing.contains("11 B"),
+        "{listing}"
+    );
+    assert!(
+        c.find(css("#result details.raw summary")).await.is_ok(),
+        "raw JSON, collapsed"
+    );
+    // Descriptions are text: `code` spans are code, no literal backticks.
+    select.select_by_value("append_file").await.unwrap();
+    let description = c.find(css("#tool-description")).await.unwrap();
+    assert!(!description.text().await.unwrap().contains('`'));
+    assert!(c.find(css("#tool-description code")).await.is_ok());
+    // Every tool's prefilled input is valid JSON with its required fields.
+    let prefilled = c
+        .execute(
+            "const s = document.getElementById('tool'); const bad = []; \
+             for (const o of s.options) { s.value = o.value; s.dispatchEvent(new Event('change')); \
+               const t = JSON.parse(document.getElementById('tools-data').textContent).find((x) => x.name === o.value); \
+               const v = JSON.parse(document.getElementById('input').value); \
+               for (const r of t.inputSchema.required || []) if (!(r in v)) bad.push(o.value + '.' + r); } \
+             return bad;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        prefilled,
+        json!([]),
+        "tools whose prefilled input lacks a required field"
+    );
 
     // Propose write_file, see the diff, approve.
     select.select_by_value("write_file").await.unwrap();

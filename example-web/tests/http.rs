@@ -263,6 +263,24 @@ async fn pages_render(app: &App) {
     let device = alice.pair_device().await;
     let html = alice.html("/devices").await;
     assert!(html.contains("test-laptop") && html.contains("badge online"));
+    // The row links to the runner, and the device can be renamed; a second
+    // machine of the same name is told apart.
+    assert!(html.contains(&format!("/devices/{}#runner", device.id)));
+    let second = alice.pair_device().await;
+    let (_, devices) = alice.get("/api/devices").await;
+    assert_eq!(devices["devices"][1]["name"], "test-laptop (2)");
+    let (status, renamed) = alice
+        .post(
+            &format!("/api/devices/{}/rename", second.id),
+            json!({ "name": "north site" }),
+        )
+        .await;
+    assert_eq!(
+        (status, renamed["name"].as_str()),
+        (200, Some("north site")),
+        "{renamed}"
+    );
+    assert!(alice.html("/devices").await.contains("north site"));
     let html = alice
         .client
         .get(format!("{}/devices/{}", app.url, device.id))

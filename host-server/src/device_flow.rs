@@ -326,6 +326,7 @@ impl Dispatcher {
                     .pair_device(owner, &record.name, &record.platform, &record.host_version)
                     .await?;
                 let grant = DeviceGrant {
+                    name: Some(device.name),
                     device_id: device.id,
                     owner: device.owner,
                     owner_label,

@@ -150,6 +150,18 @@ pub struct DeviceStatus {
     pub manifest: Option<ManifestSummary>,
 }
 
+/// `name`, or `name (2)`, `name (3)`, … whichever `taken` does not have: a
+/// machine paired again under the same host name stays distinguishable.
+pub(crate) fn distinct_name(name: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == name) {
+        return name.to_string();
+    }
+    (2..)
+        .map(|n| format!("{name} ({n})"))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| name.to_string())
+}
+
 /// Checks what a device says about itself when it asks to be paired: each
 /// field 1 to 200 characters.
 pub(crate) fn check_device_fields(name: &str, platform: &str, host_version: &str) -> Result<(), String> {
@@ -405,6 +417,7 @@ impl Dispatcher {
             .pair_device(&record.owner, &req.name, &req.platform, &req.host_version)
             .await?;
         Ok(EnrollResponse {
+            name: Some(device.name),
             device_id: device.id,
             token,
             owner: device.owner,
@@ -426,10 +439,19 @@ impl Dispatcher {
         let now = self.now();
         let device_id = new_id("dev_");
         let token = new_token(&device_id);
+        let taken: Vec<String> = self
+            .inner
+            .store
+            .devices(owner)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none())
+            .map(|d| d.name)
+            .collect();
         let device = DeviceRecord {
             id: device_id,
             owner: owner.to_string(),
-            name: name.trim().to_string(),
+            name: distinct_name(name.trim(), &taken),
             platform: platform.to_string(),
             host_version: host_version.to_string(),
             token_hash: sha256_hex(&token),
@@ -520,6 +542,40 @@ impl Dispatcher {
             .slots
             .get(device_id)
             .is_some_and(|s| s.session.is_some())
+    }
+
+    /// Renames the owner's device (1 to 200 characters, trimmed). A name
+    /// another of their devices has gets ` (2)`, ` (3)`, … so two stay
+    /// distinguishable. Returns the name given.
+    pub async fn rename_device(&self, owner: &str, device_id: &str, name: &str) -> Result<String> {
+        let device = self.owned_device(owner, device_id).await?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::InvalidRequest("name must be 1 to 200 characters".into()));
+        }
+        let taken: Vec<String> = self
+            .inner
+            .store
+            .devices(owner)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none() && d.id != device.id)
+            .map(|d| d.name)
+            .collect();
+        let name = distinct_name(name, &taken);
+        self.inner.store.rename_device(device_id, &name).await?;
+        {
+            let mut state = self.state();
+            if let Some(session) = state.slots.get_mut(device_id).and_then(|s| s.session.as_mut()) {
+                session.device.name.clone_from(&name);
+            }
+        }
+        self.emit(HostEvent::DeviceRenamed {
+            owner: device.owner,
+            device_id: device_id.to_string(),
+            name: name.clone(),
+        });
+        Ok(name)
     }
 
     /// Revokes the owner's device: its token stops working and a live stream

@@ -34,6 +34,15 @@ pub enum HostEvent {
         /// The device.
         device_id: String,
     },
+    /// A device was renamed.
+    DeviceRenamed {
+        /// The owner.
+        owner: String,
+        /// The device.
+        device_id: String,
+        /// Its new name.
+        name: String,
+    },
     /// A device was revoked.
     DeviceRevoked {
         /// The owner.
@@ -105,6 +114,7 @@ impl HostEvent {
             | HostEvent::DeviceOnline { owner, .. }
             | HostEvent::DeviceOffline { owner, .. }
             | HostEvent::DeviceRevoked { owner, .. }
+            | HostEvent::DeviceRenamed { owner, .. }
             | HostEvent::CallStarted { owner, .. }
             | HostEvent::CallFinished { owner, .. }
             | HostEvent::ProposalCreated { owner, .. }

@@ -390,6 +390,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a device revoked.
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()>;
 
+    /// Gives a device a new name.
+    async fn rename_device(&self, id: &str, name: &str) -> StoreResult<()>;
+
     /// Saves a new proposal.
     async fn create_proposal(&self, proposal: ProposalRecord) -> StoreResult<()>;
 
@@ -592,6 +595,13 @@ impl Store for MemoryStore {
     async fn revoke_device(&self, id: &str, at: SystemTime) -> StoreResult<()> {
         if let Some(d) = self.tables().devices.iter_mut().find(|d| d.id == id) {
             d.revoked_at.get_or_insert(at);
+        }
+        Ok(())
+    }
+
+    async fn rename_device(&self, id: &str, name: &str) -> StoreResult<()> {
+        if let Some(d) = self.tables().devices.iter_mut().find(|d| d.id == id) {
+            d.name = name.to_string();
         }
         Ok(())
     }

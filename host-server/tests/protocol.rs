@@ -829,3 +829,46 @@ async fn calls_follow_the_latest_manifest() {
         16
     );
 }
+
+#[tokio::test]
+async fn a_machine_paired_twice_gets_a_distinct_name_and_devices_can_be_renamed() {
+    let server = Server::start().await;
+    let first = server.enroll("alice").await;
+    let second = server.enroll("alice").await;
+    assert_eq!(first.name.as_deref(), Some("survey-laptop"));
+    assert_eq!(second.name.as_deref(), Some("survey-laptop (2)"));
+    // Another owner's names do not count.
+    assert_eq!(server.enroll("bob").await.name.as_deref(), Some("survey-laptop"));
+
+    let d = &server.dispatcher;
+    // Renaming to a name another device has keeps them apart.
+    let renamed = d
+        .rename_device("alice", &second.device_id, " survey-laptop ")
+        .await
+        .unwrap();
+    assert_eq!(renamed, "survey-laptop (2)");
+    assert_eq!(
+        d.rename_device("alice", &second.device_id, "site office")
+            .await
+            .unwrap(),
+        "site office"
+    );
+    let names: Vec<String> = d
+        .devices("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.device.name)
+        .collect();
+    assert_eq!(names, ["survey-laptop", "site office"]);
+    let empty = d.rename_device("alice", &second.device_id, "  ").await;
+    assert_eq!(empty.unwrap_err().code(), "invalid_request");
+    let theirs = d.rename_device("bob", &second.device_id, "mine").await;
+    assert_eq!(theirs.unwrap_err().code(), "device_not_found");
+    // A revoked device's name is free again.
+    d.revoke("alice", &first.device_id).await.unwrap();
+    assert_eq!(
+        server.enroll("alice").await.name.as_deref(),
+        Some("survey-laptop")
+    );
+}

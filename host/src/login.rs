@@ -190,7 +190,7 @@ where
         token: token.access_token().secret().clone(),
         owner: grant.owner,
         owner_label: grant.owner_label,
-        name: name.to_string(),
+        name: grant.name.unwrap_or_else(|| name.to_string()),
         revoked: false,
     })
 }

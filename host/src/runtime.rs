@@ -65,7 +65,7 @@ pub async fn enroll(
         token: enrolled.token,
         owner: enrolled.owner,
         owner_label: enrolled.owner_label,
-        name: name.to_string(),
+        name: enrolled.name.unwrap_or_else(|| name.to_string()),
         revoked: false,
     })
 }

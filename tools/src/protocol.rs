@@ -143,6 +143,10 @@ pub struct EnrollRequest {
 pub struct EnrollResponse {
     /// The server-issued device id.
     pub device_id: String,
+    /// The name the server gave the device: the one it asked for, or with
+    /// ` (2)`, ` (3)`, … when the owner has a device of that name already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The bearer token, shown once: `fh_<device_id>.<secret>`.
     pub token: String,
     /// The user who minted the code and now owns the device.
@@ -170,6 +174,10 @@ pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:devic
 pub struct DeviceGrant {
     /// The server-issued device id.
     pub device_id: String,
+    /// The name the server gave the device: the one it asked for, or with
+    /// ` (2)`, ` (3)`, … when the owner has a device of that name already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The user who approved the device and now owns it.
     pub owner: String,
     /// How the owner is shown to people (an email address), when the server
