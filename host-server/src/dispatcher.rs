@@ -72,6 +72,10 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// Wall time, for expiry. Default: the system clock.
     pub clock: Clock,
+    /// Files by handle (`POST /uploads`, `GET /blobs/{id}`). Default none:
+    /// those routes answer `blobs_unavailable`.
+    #[cfg(feature = "blobs")]
+    pub blobs: Option<crate::blobs::Blobs>,
 }
 
 impl Default for Config {
@@ -91,6 +95,8 @@ impl Default for Config {
             verification_uri: None,
             trust_forwarded_for: false,
             clock: Clock::system(),
+            #[cfg(feature = "blobs")]
+            blobs: None,
         }
     }
 }
@@ -289,6 +295,12 @@ impl Dispatcher {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The blob store, when files by handle are on.
+    #[cfg(feature = "blobs")]
+    pub fn blobs(&self) -> Result<&crate::blobs::Blobs> {
+        self.inner.config.blobs.as_ref().ok_or(Error::BlobsUnavailable)
     }
 
     /// The app's store, for listing proposals and the call log.

@@ -150,6 +150,63 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// Files by handle are not offered by this server.
+    #[error("this server does not keep files; ask its operator to configure a blob store")]
+    BlobsUnavailable,
+    /// No such blob for this user (or it expired).
+    #[error("blob {blob_id} was not found; it may have expired, or belong to someone else")]
+    BlobNotFound {
+        /// The id asked for.
+        blob_id: String,
+    },
+    /// A file larger than the server keeps.
+    #[error("a {size}-byte file is larger than this server keeps ({limit} bytes)")]
+    BlobTooLarge {
+        /// The size offered.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The owner's files would take more than their quota.
+    #[error(
+        "the files you keep on the server take {used} bytes of your {quota}; delete some or wait for them to expire"
+    )]
+    QuotaExceeded {
+        /// Bytes in use.
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
+    /// No such upload in progress (finished, or the server restarted).
+    #[error("upload {upload_id} is not in progress; start the upload again")]
+    UploadNotFound {
+        /// The id asked for.
+        upload_id: String,
+    },
+    /// A chunk that does not start where the upload is.
+    #[error("{message}, but the upload has {received} bytes; send from there")]
+    UploadOffset {
+        /// Where the upload is.
+        received: u64,
+        /// What was wrong.
+        message: String,
+    },
+    /// Completing an upload that has not received every byte.
+    #[error("the upload has {received} of {size} bytes; send the rest first")]
+    UploadIncomplete {
+        /// Bytes received.
+        received: u64,
+        /// Bytes declared.
+        size: u64,
+    },
+    /// The uploaded bytes do not hash to what the device said.
+    #[error("the uploaded bytes hash to {actual}, not {expected}; the upload was discarded, start it again")]
+    DigestMismatch {
+        /// What the device said.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
     /// The device speaks a protocol version this server does not.
     #[error("protocol version {0} is not supported; this server speaks version {v}; update fusion-host", v = fusion_tools::PROTOCOL_VERSION)]
     ProtocolUnsupported(String),
@@ -189,6 +246,14 @@ impl Error {
             Error::InvalidRequest(_) => "invalid_request",
             Error::TooLarge { .. } => "too_large",
             Error::ProtocolUnsupported(_) => "protocol_unsupported",
+            Error::BlobsUnavailable => "blobs_unavailable",
+            Error::BlobNotFound { .. } => "blob_not_found",
+            Error::BlobTooLarge { .. } => "too_large",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::UploadNotFound { .. } => "upload_not_found",
+            Error::UploadOffset { .. } => "upload_offset",
+            Error::UploadIncomplete { .. } => "upload_incomplete",
+            Error::DigestMismatch { .. } => "digest_mismatch",
             Error::ShuttingDown => "shutting_down",
             Error::Store(_) => "internal",
         }
@@ -201,7 +266,13 @@ impl Error {
             | Error::UnknownTool { .. }
             | Error::ProposalNotFound { .. }
             | Error::CallUnknown { .. }
-            | Error::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            | Error::RouteNotFound { .. }
+            | Error::BlobsUnavailable
+            | Error::BlobNotFound { .. }
+            | Error::UploadNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::UploadOffset { .. } | Error::UploadIncomplete { .. } => StatusCode::CONFLICT,
+            Error::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+            Error::BlobTooLarge { .. } | Error::QuotaExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::DeviceOffline { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::DeviceRevoked { .. } | Error::ProposalExpired { .. } => StatusCode::GONE,
@@ -332,6 +403,19 @@ mod tests {
             Error::TooLarge { limit: 1 },
             Error::ProtocolUnsupported(id()),
             Error::ShuttingDown,
+            Error::BlobsUnavailable,
+            Error::BlobNotFound { blob_id: id() },
+            Error::QuotaExceeded { used: 1, quota: 1 },
+            Error::UploadNotFound { upload_id: id() },
+            Error::UploadOffset {
+                received: 1,
+                message: id(),
+            },
+            Error::UploadIncomplete { received: 1, size: 2 },
+            Error::DigestMismatch {
+                expected: id(),
+                actual: id(),
+            },
             Error::Store(StoreError::new("x")),
         ];
         for e in all {

@@ -37,6 +37,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "blobs")]
+pub mod blobs;
 mod credentials;
 mod device_flow;
 mod dispatcher;
@@ -53,6 +55,8 @@ pub use device_flow::DeviceAuthorization;
 pub use dispatcher::{CallOptions, CallOutcome, Config, DeviceStatus, Dispatcher, PairingCode, ToolOutput};
 pub use error::{Error, Result};
 pub use events::HostEvent;
+#[cfg(feature = "blobs")]
+pub use routes::blob_response;
 pub use routes::router;
 pub use store::{
     CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, LOGGED_PATHS,

@@ -41,6 +41,7 @@ pub fn router(dispatcher: Dispatcher) -> Router {
         .route("/manifest", put(manifest))
         .route("/stream", get(stream))
         .route("/result", post(result))
+        .merge(blob_routes())
         // Every answer is `{code, message}`, wrong paths and methods too.
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             Error::MethodNotAllowed {
@@ -86,6 +87,108 @@ async fn device_token(
 ) -> Result<Response, OAuthError> {
     let Form(form) = form.map_err(|e| OAuthError::invalid_request(e.body_text()))?;
     dispatcher.exchange_device_code(form).await
+}
+
+#[cfg(not(feature = "blobs"))]
+fn blob_routes() -> Router<Dispatcher> {
+    Router::new()
+}
+
+/// Files by handle: `POST /uploads`, `GET|PUT /uploads/{id}`,
+/// `POST /uploads/{id}/complete`, `GET /blobs/{id}`, `GET /blobs/{id}/meta`.
+#[cfg(feature = "blobs")]
+fn blob_routes() -> Router<Dispatcher> {
+    use axum::extract::{Path, Query};
+
+    use crate::blobs::{BeginUpload, BlobMeta, UploadStatus};
+
+    #[derive(serde::Deserialize)]
+    struct Offset {
+        offset: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Complete {
+        sha256: String,
+    }
+    async fn begin(
+        State(d): State<Dispatcher>,
+        AuthedBody(device, req): AuthedBody<BeginUpload>,
+    ) -> Result<Json<UploadStatus>, Error> {
+        d.blobs()?.begin(&device.owner, req, d.now()).await.map(Json)
+    }
+    async fn status(
+        State(d): State<Dispatcher>,
+        AuthedDevice(device): AuthedDevice,
+        Path(id): Path<String>,
+    ) -> Result<Json<UploadStatus>, Error> {
+        d.blobs()?.status(&device.owner, &id).map(Json)
+    }
+    async fn chunk(
+        State(d): State<Dispatcher>,
+        AuthedDevice(device): AuthedDevice,
+        Path(id): Path<String>,
+        Query(at): Query<Offset>,
+        body: axum::body::Body,
+    ) -> Result<Json<UploadStatus>, Error> {
+        d.blobs()?
+            .write(&device.owner, &id, at.offset, body.into_data_stream())
+            .await
+            .map(Json)
+    }
+    async fn complete(
+        State(d): State<Dispatcher>,
+        Path(id): Path<String>,
+        AuthedBody(device, req): AuthedBody<Complete>,
+    ) -> Result<Json<BlobMeta>, Error> {
+        d.blobs()?
+            .complete(&device.owner, &id, &req.sha256, d.now())
+            .await
+            .map(Json)
+    }
+    async fn meta(
+        State(d): State<Dispatcher>,
+        AuthedDevice(device): AuthedDevice,
+        Path(id): Path<String>,
+    ) -> Result<Json<BlobMeta>, Error> {
+        d.blobs()?.meta(&device.owner, &id, d.now()).await.map(Json)
+    }
+    async fn content(
+        State(d): State<Dispatcher>,
+        AuthedDevice(device): AuthedDevice,
+        Path(id): Path<String>,
+    ) -> Result<Response, Error> {
+        let (meta, stream) = d.blobs()?.open(&device.owner, &id, d.now()).await?;
+        Ok(blob_response(&meta, stream))
+    }
+    Router::new()
+        .route("/uploads", post(begin))
+        .route(
+            "/uploads/{id}",
+            get(status).put(chunk).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/uploads/{id}/complete", post(complete))
+        .route("/blobs/{id}", get(content))
+        .route("/blobs/{id}/meta", get(meta))
+}
+
+/// A blob's bytes as a response: its length, type and SHA-256 in headers.
+#[cfg(feature = "blobs")]
+pub fn blob_response(
+    meta: &crate::blobs::BlobMeta,
+    stream: impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+) -> Response {
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&meta.size.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&meta.media_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&meta.sha256) {
+        headers.insert(HeaderName::from_static("x-content-sha256"), v);
+    }
+    response
 }
 
 async fn manifest(

@@ -31,6 +31,7 @@ mod login;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 mod runtime;
+mod transfer;
 
 pub use client::{DEVICE_PREFIX, Http, device_base};
 pub use credentials::{CREDENTIALS_FILE, Credentials};
@@ -40,3 +41,4 @@ pub use login::{LoginRequest, request_login, wait_for_approval};
 pub use runtime::{
     ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host,
 };
+pub use transfer::{BlobHandle, DownloadInput, Downloaded, UploadInput};

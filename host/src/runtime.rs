@@ -130,6 +130,9 @@ impl HostOptions {
         scope: Scope,
         host_version: &str,
     ) -> Self {
+        // Every device can move files by handle to and from its server.
+        let mut toolbox = toolbox;
+        crate::transfer::add_transfer_tools(&mut toolbox, &http, &credentials.token);
         HostOptions {
             http,
             credentials,

@@ -823,3 +823,117 @@ async fn login_polls_at_the_interval_and_slows_down_when_told() {
     // pending → 5 s; slow_down → 10 s from then on.
     assert_eq!(secs, [5, 10, 10]);
 }
+
+/// Files by handle: `upload` sends a file of several chunks and answers a
+/// handle whose SHA-256 is the file's; `download` on another of the owner's
+/// devices writes it after approval, byte for byte; another owner's device
+/// cannot see it; a blob changed on the server is refused on download and
+/// nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_move_by_handle_between_devices() {
+    use sha2::Digest as _;
+    let blob_dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        blobs: Some(fusion_host_server::blobs::Blobs::new(
+            fusion_host_server::blobs::BlobConfig::local(blob_dir.path()).unwrap(),
+        )),
+        ..Config::default()
+    };
+    let server = Server::with_config(
+        Arc::new(MemoryStore::new()),
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+    )
+    .await;
+    let laptop = start_device(&server, "alice").await;
+    let office = start_device(&server, "alice").await;
+    let stranger = start_device(&server, "bob").await;
+    // 9 MiB and a bit: three chunks, the last one short.
+    let content: Vec<u8> = (0..9 * 1024 * 1024 + 4321)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    std::fs::write(laptop.dir.path().join("scan_001.e57"), &content).unwrap();
+
+    let call = |device: &Device, owner: &'static str, tool: &'static str, input: Value| {
+        let (d, id) = (server.dispatcher.clone(), device.credentials.device_id.clone());
+        async move { d.call(owner, &id, tool, input, CallOptions::default()).await }
+    };
+    let CallOutcome::Output(out) = call(&laptop, "alice", "upload", json!({ "path": "scan_001.e57" }))
+        .await
+        .unwrap()
+    else {
+        panic!("upload is a read")
+    };
+    let handle = out.output;
+    assert_eq!(handle["size"], content.len() as u64);
+    assert_eq!(handle["name"], "scan_001.e57");
+    assert_eq!(handle["sha256"], format!("{:x}", sha2::Sha256::digest(&content)));
+    let blob_id = handle["blob_id"].as_str().unwrap().to_string();
+
+    let input = json!({ "blob_id": blob_id, "path": "incoming/scan_001.e57" });
+    std::fs::create_dir(office.dir.path().join("incoming")).unwrap();
+    let CallOutcome::Proposal(proposal) = call(&office, "alice", "download", input.clone()).await.unwrap()
+    else {
+        panic!("download is planned first")
+    };
+    assert!(
+        proposal.plan.summary.contains(&content.len().to_string()),
+        "{}",
+        proposal.plan.summary
+    );
+    assert_eq!(proposal.plan.effects[0].bytes, Some(content.len() as u64));
+    let applied = server.dispatcher.approve("alice", &proposal.id).await.unwrap();
+    assert_eq!(applied.status, ProposalStatus::Applied);
+    assert_eq!(
+        std::fs::read(office.dir.path().join("incoming/scan_001.e57")).unwrap(),
+        content
+    );
+
+    // Bob's device: not found, as if it did not exist.
+    let theirs = call(&stranger, "bob", "download", input).await.unwrap_err();
+    assert_eq!(theirs.code(), "transfer_failed");
+    assert!(theirs.to_string().contains("blob_not_found"), "{theirs}");
+
+    // The stored bytes change under the handle: the download is refused.
+    let stored = walk_files(blob_dir.path())
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == blob_id.as_str()))
+        .expect("the blob's file");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&stored, bytes).unwrap();
+    let again = json!({ "blob_id": blob_id, "path": "second.e57" });
+    let CallOutcome::Proposal(proposal) = call(&office, "alice", "download", again).await.unwrap() else {
+        panic!("download is planned first")
+    };
+    let refused = server
+        .dispatcher
+        .approve("alice", &proposal.id)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "digest_mismatch", "{refused}");
+    assert!(!office.dir.path().join("second.e57").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(office.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("fusion-partial")),
+        "{leftovers:?}"
+    );
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -51,6 +51,11 @@ pub enum ErrorCode {
     /// A step of a batch failed part-way; what was done was rolled back and
     /// the error's `details` says what happened to each item.
     BatchFailed,
+    /// Moving a file to or from the server failed (the server refused, or
+    /// the connection kept failing).
+    TransferFailed,
+    /// Bytes did not hash to the SHA-256 they were sent with.
+    DigestMismatch,
 }
 
 impl ErrorCode {
@@ -75,6 +80,8 @@ impl ErrorCode {
             ErrorCode::Io => "io",
             ErrorCode::InvalidBatch => "invalid_batch",
             ErrorCode::BatchFailed => "batch_failed",
+            ErrorCode::TransferFailed => "transfer_failed",
+            ErrorCode::DigestMismatch => "digest_mismatch",
         }
     }
 }
@@ -228,6 +235,22 @@ pub enum Error {
         /// The structured account (per item), for `details`.
         details: serde_json::Value,
     },
+    /// Moving a file to or from the server failed.
+    #[error("{message}")]
+    TransferFailed {
+        /// What the server said, or why the connection kept failing; what to do.
+        message: String,
+    },
+    /// Bytes that do not hash to what they were sent with.
+    #[error("{} arrived with SHA-256 {actual}, not {expected}; nothing was written", .path.display())]
+    DigestMismatch {
+        /// The path inside the scope.
+        path: PathBuf,
+        /// The digest the bytes were sent with.
+        expected: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
     /// Any other I/O error, with the path it happened on.
     #[error("i/o error on {}: {source}", .path.display())]
     Io {
@@ -261,6 +284,8 @@ impl Error {
             Error::Io { .. } => ErrorCode::Io,
             Error::InvalidBatch { .. } => ErrorCode::InvalidBatch,
             Error::BatchFailed { .. } => ErrorCode::BatchFailed,
+            Error::TransferFailed { .. } => ErrorCode::TransferFailed,
+            Error::DigestMismatch { .. } => ErrorCode::DigestMismatch,
         }
     }
 

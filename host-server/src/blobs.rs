@@ -1,0 +1,568 @@
+//! Files by handle: a device uploads a file in chunks (resumable: a dropped
+//! connection keeps what arrived, and the device asks where to go on), the
+//! server checks its SHA-256 and keeps it in an object store (`object_store`:
+//! the local filesystem, or any store the app configures), and answers a
+//! handle. A device downloads a blob by id. Blobs are scoped to their
+//! owner (another user's blob is not found), bounded in size and per-owner
+//! total, and expire.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::credentials::{new_id, sha256_hex};
+use crate::error::{Error, Result};
+
+/// Bytes a device sends per `PUT`; the last chunk may be shorter.
+pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How the blob store behaves.
+#[derive(Clone)]
+pub struct BlobConfig {
+    /// Where finished blobs live.
+    pub store: Arc<dyn ObjectStore>,
+    /// A local folder for uploads in progress.
+    pub staging: PathBuf,
+    /// The largest blob. Default 20 GiB.
+    pub max_blob_bytes: u64,
+    /// What one owner's blobs (and uploads in progress) may add up to.
+    /// Default 100 GiB.
+    pub owner_quota_bytes: u64,
+    /// How long a blob is kept. Default 7 days.
+    pub ttl: Duration,
+}
+
+impl BlobConfig {
+    /// Blobs in `dir` on the local filesystem (created if missing), uploads
+    /// in progress in `dir/.uploads`, with the default bounds.
+    pub fn local(dir: impl Into<PathBuf>) -> Result<BlobConfig> {
+        let dir = dir.into();
+        let staging = dir.join(".uploads");
+        std::fs::create_dir_all(&staging).map_err(|e| Error::Store(crate::StoreError::new(e)))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| Error::Store(crate::StoreError::new(e)))?;
+        Ok(BlobConfig {
+            store: Arc::new(store),
+            staging,
+            max_blob_bytes: 20 << 30,
+            owner_quota_bytes: 100 << 30,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+        })
+    }
+}
+
+impl std::fmt::Debug for BlobConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobConfig")
+            .field("store", &self.store.to_string())
+            .field("staging", &self.staging)
+            .field("max_blob_bytes", &self.max_blob_bytes)
+            .field("owner_quota_bytes", &self.owner_quota_bytes)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// A finished blob, as a handle names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// `blob_` + 32 hex characters.
+    pub blob_id: String,
+    /// Whose it is.
+    #[serde(skip_serializing)]
+    pub owner: String,
+    /// The file name it was uploaded from.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its content, lowercase hex.
+    pub sha256: String,
+    /// Its media type, as the uploader said (`application/octet-stream` if not).
+    pub media_type: String,
+    /// When it was stored.
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: SystemTime,
+    /// When it is deleted.
+    #[serde(with = "crate::time::rfc3339")]
+    pub expires_at: SystemTime,
+}
+
+/// Where an upload is: `received` of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// `upl_` + 32 hex characters.
+    pub upload_id: String,
+    /// The size the device declared.
+    pub size: u64,
+    /// Bytes stored so far: the next `PUT` starts here.
+    pub received: u64,
+    /// The chunk size to send.
+    pub chunk_bytes: u64,
+}
+
+/// `POST /uploads`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct BeginUpload {
+    /// The file's name (for the handle and downloads).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type, if the device knows it.
+    #[serde(default)]
+    pub media_type: Option<String>,
+}
+
+struct Upload {
+    owner: String,
+    name: String,
+    media_type: String,
+    size: u64,
+    received: u64,
+    file: PathBuf,
+    /// A `PUT` is writing: a second one at the same time is refused.
+    writing: bool,
+}
+
+/// The blob store. Cheap to clone.
+#[derive(Clone)]
+pub struct Blobs {
+    config: Arc<BlobConfig>,
+    uploads: Arc<Mutex<HashMap<String, Upload>>>,
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+fn store_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Store(crate::StoreError::new(e))
+}
+
+/// An owner's folder in the store: a hash, so any owner id is a safe path.
+fn owner_prefix(owner: &str) -> ObjectPath {
+    ObjectPath::from(format!("blobs/{}", &sha256_hex(owner)[..32]))
+}
+
+fn data_path(owner: &str, blob_id: &str) -> ObjectPath {
+    owner_prefix(owner).child(blob_id)
+}
+
+fn meta_path(owner: &str, blob_id: &str) -> ObjectPath {
+    owner_prefix(owner).child(format!("{blob_id}.json"))
+}
+
+impl Blobs {
+    /// A store with `config`.
+    pub fn new(config: BlobConfig) -> Blobs {
+        Blobs {
+            config: Arc::new(config),
+            uploads: Arc::default(),
+        }
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What `owner`'s blobs take now, deleting the expired ones on the way.
+    async fn used(&self, owner: &str, now: SystemTime) -> Result<u64> {
+        let metas: Vec<object_store::ObjectMeta> = self
+            .config
+            .store
+            .list(Some(&owner_prefix(owner)))
+            .try_collect()
+            .await
+            .map_err(store_err)?;
+        let mut used = 0;
+        for m in metas.iter().filter(|m| m.location.as_ref().ends_with(".json")) {
+            let Some(id) = m.location.filename().and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            match self.stored_meta(owner, id).await? {
+                Some(meta) if meta.expires_at <= now => self.delete(owner, id).await?,
+                Some(meta) => used += meta.size,
+                None => {}
+            }
+        }
+        let staged: u64 = self
+            .uploads()
+            .values()
+            .filter(|u| u.owner == owner)
+            .map(|u| u.size)
+            .sum();
+        Ok(used + staged)
+    }
+
+    async fn delete(&self, owner: &str, blob_id: &str) -> Result<()> {
+        for path in [data_path(owner, blob_id), meta_path(owner, blob_id)] {
+            match self.config.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored handle of `owner`'s blob, expired or not.
+    async fn stored_meta(&self, owner: &str, blob_id: &str) -> Result<Option<BlobMeta>> {
+        match self.config.store.get(&meta_path(owner, blob_id)).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(store_err)?;
+                let stored: StoredMeta = serde_json::from_slice(&bytes).map_err(store_err)?;
+                Ok(stored.into_meta(owner))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// Starts an upload of `req.size` bytes for `owner`.
+    pub(crate) async fn begin(&self, owner: &str, req: BeginUpload, now: SystemTime) -> Result<UploadStatus> {
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 255 || name.contains(['/', '\\']) {
+            return Err(Error::InvalidRequest(
+                "name must be a file name of 1 to 255 characters, without a folder".into(),
+            ));
+        }
+        if req.size > self.config.max_blob_bytes {
+            return Err(Error::BlobTooLarge {
+                size: req.size,
+                limit: self.config.max_blob_bytes,
+            });
+        }
+        let used = self.used(owner, now).await?;
+        if used + req.size > self.config.owner_quota_bytes {
+            return Err(Error::QuotaExceeded {
+                used,
+                quota: self.config.owner_quota_bytes,
+            });
+        }
+        let upload_id = new_id("upl_");
+        let file = self.config.staging.join(&upload_id);
+        std::fs::File::create(&file).map_err(store_err)?;
+        self.uploads().insert(
+            upload_id.clone(),
+            Upload {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                media_type: req
+                    .media_type
+                    .filter(|m| !m.trim().is_empty())
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                size: req.size,
+                received: 0,
+                file,
+                writing: false,
+            },
+        );
+        Ok(UploadStatus {
+            upload_id,
+            size: req.size,
+            received: 0,
+            chunk_bytes: CHUNK_BYTES,
+        })
+    }
+
+    /// Where `owner`'s upload is.
+    pub(crate) fn status(&self, owner: &str, upload_id: &str) -> Result<UploadStatus> {
+        let uploads = self.uploads();
+        let u = owned_upload(&uploads, owner, upload_id)?;
+        Ok(UploadStatus {
+            upload_id: upload_id.to_string(),
+            size: u.size,
+            received: u.received,
+            chunk_bytes: CHUNK_BYTES,
+        })
+    }
+
+    /// Appends `body` at `offset`, which must be where the upload is. What
+    /// arrives is kept even if the body breaks off: the device asks
+    /// [`Blobs::status`] and goes on from there.
+    pub(crate) async fn write<S, E>(
+        &self,
+        owner: &str,
+        upload_id: &str,
+        offset: u64,
+        body: S,
+    ) -> Result<UploadStatus>
+    where
+        S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let (path, size) = {
+            let mut uploads = self.uploads();
+            let u = owned_upload_mut(&mut uploads, owner, upload_id)?;
+            if u.writing {
+                return Err(Error::UploadOffset {
+                    received: u.received,
+                    message: "another chunk of this upload is being written".into(),
+                });
+            }
+            if offset != u.received {
+                return Err(Error::UploadOffset {
+                    received: u.received,
+                    message: format!("this chunk starts at {offset}"),
+                });
+            }
+            u.writing = true;
+            (u.file.clone(), u.size)
+        };
+        let result = self.append(upload_id, &path, offset, size, body).await;
+        let mut uploads = self.uploads();
+        if let Some(u) = uploads.get_mut(upload_id) {
+            u.writing = false;
+        }
+        drop(uploads);
+        result?;
+        self.status(owner, upload_id)
+    }
+
+    async fn append<S, E>(
+        &self,
+        upload_id: &str,
+        path: &PathBuf,
+        offset: u64,
+        size: u64,
+        body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(store_err)?;
+        file.seek(SeekFrom::Start(offset)).map_err(store_err)?;
+        let mut at = offset;
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = body.next().await {
+            let bytes = match frame {
+                Ok(b) => b,
+                // The connection broke: keep what arrived.
+                Err(e) => {
+                    tracing::info!(upload_id, at, error = %e, "upload chunk cut short");
+                    break;
+                }
+            };
+            if at + bytes.len() as u64 > size {
+                return Err(Error::BlobTooLarge {
+                    size: at + bytes.len() as u64,
+                    limit: size,
+                });
+            }
+            // Small writes of a local file: blocking them briefly is cheaper
+            // than a thread hop per frame.
+            file.write_all(&bytes).map_err(store_err)?;
+            at += bytes.len() as u64;
+            if let Some(u) = self.uploads().get_mut(upload_id) {
+                u.received = at;
+            }
+        }
+        file.sync_data().map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Finishes `owner`'s upload: every byte arrived and its SHA-256 is
+    /// `sha256`; the blob is stored and its handle returned. A wrong digest
+    /// discards the upload.
+    pub(crate) async fn complete(
+        &self,
+        owner: &str,
+        upload_id: &str,
+        sha256: &str,
+        now: SystemTime,
+    ) -> Result<BlobMeta> {
+        let upload = {
+            let mut uploads = self.uploads();
+            let u = owned_upload(&uploads, owner, upload_id)?;
+            if u.writing || u.received != u.size {
+                return Err(Error::UploadIncomplete {
+                    received: u.received,
+                    size: u.size,
+                });
+            }
+            uploads.remove(upload_id).ok_or_else(|| Error::UploadNotFound {
+                upload_id: upload_id.to_string(),
+            })?
+        };
+        let result = self.store_upload(&upload, sha256, now).await;
+        let _ = std::fs::remove_file(&upload.file);
+        result
+    }
+
+    async fn store_upload(&self, upload: &Upload, sha256: &str, now: SystemTime) -> Result<BlobMeta> {
+        let blob_id = new_id("blob_");
+        let multipart = self
+            .config
+            .store
+            .put_multipart(&data_path(&upload.owner, &blob_id))
+            .await
+            .map_err(store_err)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(multipart, CHUNK_BYTES as usize);
+        let mut file = std::fs::File::open(&upload.file).map_err(store_err)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(store_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            // Bounded memory: at most a few parts in flight.
+            writer.wait_for_capacity(2).await.map_err(store_err)?;
+            writer.write(&buf[..n]);
+        }
+        let actual = format!("{:x}", hasher.finalize());
+        if !actual.eq_ignore_ascii_case(sha256.trim()) {
+            writer.abort().await.map_err(store_err)?;
+            return Err(Error::DigestMismatch {
+                expected: sha256.trim().to_lowercase(),
+                actual,
+            });
+        }
+        writer.finish().await.map_err(store_err)?;
+        let meta = BlobMeta {
+            blob_id: blob_id.clone(),
+            owner: upload.owner.clone(),
+            name: upload.name.clone(),
+            size: upload.size,
+            sha256: actual,
+            media_type: upload.media_type.clone(),
+            created_at: now,
+            expires_at: now + self.config.ttl,
+        };
+        let stored = StoredMeta::from(&meta);
+        let json = serde_json::to_vec(&stored).map_err(store_err)?;
+        self.config
+            .store
+            .put(&meta_path(&upload.owner, &blob_id), PutPayload::from(json))
+            .await
+            .map_err(store_err)?;
+        tracing::info!(blob_id, size = meta.size, "blob stored");
+        Ok(meta)
+    }
+
+    /// `owner`'s blob, or `blob_not_found` (another owner's, expired, or none).
+    pub async fn meta(&self, owner: &str, blob_id: &str, now: SystemTime) -> Result<BlobMeta> {
+        let not_found = || Error::BlobNotFound {
+            blob_id: blob_id.to_string(),
+        };
+        if !blob_id.starts_with("blob_") || !blob_id[5..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let meta = self.stored_meta(owner, blob_id).await?.ok_or_else(not_found)?;
+        if meta.expires_at <= now {
+            self.delete(owner, blob_id).await?;
+            return Err(not_found());
+        }
+        Ok(meta)
+    }
+
+    /// `owner`'s blob and its content as a stream of chunks.
+    pub async fn open(
+        &self,
+        owner: &str,
+        blob_id: &str,
+        now: SystemTime,
+    ) -> Result<(
+        BlobMeta,
+        impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + use<>,
+    )> {
+        let meta = self.meta(owner, blob_id, now).await?;
+        let got = self
+            .config
+            .store
+            .get(&data_path(owner, blob_id))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::BlobNotFound {
+                    blob_id: blob_id.to_string(),
+                },
+                e => store_err(e),
+            })?;
+        let stream = got.into_stream().map_err(std::io::Error::other);
+        Ok((meta, stream))
+    }
+}
+
+/// What the store keeps beside a blob (the owner is in its path, and is
+/// kept here too so a copied file cannot change hands).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMeta {
+    blob_id: String,
+    owner: String,
+    name: String,
+    size: u64,
+    sha256: String,
+    media_type: String,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl From<&BlobMeta> for StoredMeta {
+    fn from(m: &BlobMeta) -> Self {
+        StoredMeta {
+            blob_id: m.blob_id.clone(),
+            owner: m.owner.clone(),
+            name: m.name.clone(),
+            size: m.size,
+            sha256: m.sha256.clone(),
+            media_type: m.media_type.clone(),
+            created_at_ms: ms(m.created_at),
+            expires_at_ms: ms(m.expires_at),
+        }
+    }
+}
+
+impl StoredMeta {
+    fn into_meta(self, owner: &str) -> Option<BlobMeta> {
+        (self.owner == owner).then(|| BlobMeta {
+            blob_id: self.blob_id,
+            owner: self.owner,
+            name: self.name,
+            size: self.size,
+            sha256: self.sha256,
+            media_type: self.media_type,
+            created_at: SystemTime::UNIX_EPOCH + Duration::from_millis(self.created_at_ms),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(self.expires_at_ms),
+        })
+    }
+}
+
+fn owned_upload<'a>(uploads: &'a HashMap<String, Upload>, owner: &str, id: &str) -> Result<&'a Upload> {
+    uploads
+        .get(id)
+        .filter(|u| u.owner == owner)
+        .ok_or_else(|| Error::UploadNotFound {
+            upload_id: id.to_string(),
+        })
+}
+
+fn owned_upload_mut<'a>(
+    uploads: &'a mut HashMap<String, Upload>,
+    owner: &str,
+    id: &str,
+) -> Result<&'a mut Upload> {
+    uploads
+        .get_mut(id)
+        .filter(|u| u.owner == owner)
+        .ok_or_else(|| Error::UploadNotFound {
+            upload_id: id.to_string(),
+        })
+}

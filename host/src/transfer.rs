@@ -1,0 +1,345 @@
+//! Files by handle, on the device: `upload` sends a file inside the allowed
+//! folders to the server in chunks and answers a handle; `download` writes
+//! a server blob into the allowed folders through plan and apply. Both
+//! check SHA-256 end to end and hold one chunk in memory, whatever the
+//! file's size.
+//!
+//! The tools run on the runtime's blocking threads and drive the async
+//! HTTP client from there.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use fusion_tools::{
+    Context, Effect, EffectOp, Error as ToolError, Expectation, MutateTool, PathState, Plan, Precondition,
+    Result as ToolResult, Tool, ToolSpec, Toolbox,
+};
+use futures_util::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::client::Http;
+use crate::error::Error;
+
+/// How often one chunk is tried before the upload gives up.
+const ATTEMPTS: u32 = 5;
+
+/// A file on the server, as `upload` answers and `download` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BlobHandle {
+    /// The blob's id: pass it to `download`.
+    pub blob_id: String,
+    /// The file name it was uploaded from.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+    /// Media type.
+    pub media_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadStatus {
+    upload_id: String,
+    received: u64,
+    chunk_bytes: u64,
+}
+
+/// The server connection the transfer tools use.
+#[derive(Clone)]
+struct Link {
+    http: Http,
+    token: String,
+}
+
+impl Link {
+    fn fail(e: impl std::fmt::Display) -> ToolError {
+        ToolError::TransferFailed {
+            message: format!("the transfer failed: {e}"),
+        }
+    }
+
+    /// Sends `request` with the device's token; the JSON answer, or the
+    /// server's own error.
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ToolError> {
+        let response = request.bearer_auth(&self.token).send().await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return Err(Self::fail(self.http.explain(e).await)),
+        };
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(Self::fail)?;
+        if status != 200 {
+            let e = Error::from_response(&self.http.base, status, &body);
+            return Err(ToolError::TransferFailed {
+                message: match e.code() {
+                    Some(code) => format!("the server refused the transfer ({code}): {e}"),
+                    None => format!("the server refused the transfer: {e}"),
+                },
+            });
+        }
+        serde_json::from_slice(&body).map_err(Self::fail)
+    }
+}
+
+/// Adds `upload` and `download`, talking to the server `http` as the device
+/// with `token`.
+pub(crate) fn add_transfer_tools(toolbox: &mut Toolbox, http: &Http, token: &str) {
+    let link = Link {
+        http: http.clone(),
+        token: token.to_string(),
+    };
+    toolbox.add(Upload(link.clone())).add_mutating(Download(link));
+}
+
+/// Runs `future` on the runtime from a tool's blocking thread.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(future)
+}
+
+/// Input of `upload`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadInput {
+    /// The file to send, inside an allowed folder.
+    pub path: String,
+    /// Its media type; default `application/octet-stream`.
+    #[serde(default)]
+    pub media_type: Option<String>,
+}
+
+struct Upload(Link);
+
+impl Tool for Upload {
+    type Input = UploadInput;
+    type Output = BlobHandle;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::read(
+            "upload",
+            "Send a file of any size to the server and get a handle `{blob_id, size, sha256, media_type}` \
+             instead of its content: for scans and other large files `read_file` cannot return. The file is \
+             sent in chunks, resumed where it broke off if the connection drops, and verified by SHA-256. \
+             The handle can be given to `download` on any of the user's devices.",
+        )
+    }
+
+    fn run(&self, cx: &Context<'_>, input: UploadInput) -> ToolResult<BlobHandle> {
+        let loc = cx.scope().resolve(&input.path)?;
+        let (mut file, size) = loc.open_file()?;
+        let name = loc
+            .rel()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let link = &self.0;
+        block_on(async {
+            let begin = serde_json::json!({ "name": name, "size": size, "media_type": input.media_type });
+            let mut status: UploadStatus = link
+                .json(link.http.client.post(link.http.url("/uploads")).json(&begin))
+                .await?;
+            let chunk = status.chunk_bytes.clamp(64 * 1024, 64 * 1024 * 1024) as usize;
+            let mut buf = vec![0u8; chunk];
+            let mut hasher = Sha256::new();
+            let mut hashed = 0u64;
+            let mut failures = 0;
+            while status.received < size {
+                cx.checkpoint()?;
+                let offset = status.received;
+                let len = (size - offset).min(chunk as u64) as usize;
+                file.seek(SeekFrom::Start(offset)).map_err(|e| loc.err(e))?;
+                file.read_exact(&mut buf[..len]).map_err(|e| loc.err(e))?;
+                let url = link
+                    .http
+                    .url(&format!("/uploads/{}?offset={offset}", status.upload_id));
+                let sent = link
+                    .json::<UploadStatus>(link.http.client.put(url).body(buf[..len].to_vec()))
+                    .await;
+                match sent {
+                    Ok(next) => {
+                        failures = 0;
+                        if hashed == offset && next.received == offset + len as u64 {
+                            hasher.update(&buf[..len]);
+                            hashed = next.received;
+                        }
+                        status = next;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= ATTEMPTS {
+                            return Err(e);
+                        }
+                        tracing::info!(error = %e, offset, "upload chunk failed; resuming");
+                        tokio::time::sleep(Duration::from_millis(200 << failures)).await;
+                        let url = link.http.url(&format!("/uploads/{}", status.upload_id));
+                        if let Ok(now) = link.json::<UploadStatus>(link.http.client.get(url)).await {
+                            status = now;
+                        }
+                    }
+                }
+                // A chunk that broke off part-way: hash what the server has
+                // from the file, so the digest covers exactly its bytes.
+                if hashed != status.received {
+                    if hashed > status.received {
+                        hasher = Sha256::new();
+                        hashed = 0;
+                    }
+                    hash_range(&mut file, hashed, status.received, &mut hasher, &mut buf)
+                        .map_err(|e| loc.err(e))?;
+                    hashed = status.received;
+                }
+            }
+            let sha256 = format!("{:x}", hasher.finalize());
+            let url = link.http.url(&format!("/uploads/{}/complete", status.upload_id));
+            link.json::<BlobHandle>(
+                link.http
+                    .client
+                    .post(url)
+                    .json(&serde_json::json!({ "sha256": sha256 })),
+            )
+            .await
+        })
+    }
+}
+
+/// Feeds bytes `from..to` of `file` to `hasher`.
+fn hash_range(
+    file: &mut std::fs::File,
+    from: u64,
+    to: u64,
+    hasher: &mut Sha256,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(from))?;
+    let mut left = to - from;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        file.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Input of `download`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadInput {
+    /// The blob's id, from an `upload` handle.
+    pub blob_id: String,
+    /// Where to write it, inside a read-write folder.
+    pub path: String,
+    /// Replace an existing file there. Default false.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// What `download` wrote.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Downloaded {
+    /// The file written.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, checked against the blob's.
+    pub sha256: String,
+}
+
+struct Download(Link);
+
+impl MutateTool for Download {
+    type Input = DownloadInput;
+    type Output = Downloaded;
+    type Staged = BlobHandle;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::mutate(
+            "download",
+            "Write a file the server keeps (an `upload` handle's `blob_id`) to a path in an allowed folder. \
+             The plan shows its size and SHA-256; applying streams it into a hidden file, checks the digest, \
+             and only then puts it in place.",
+        )
+    }
+
+    fn plan(&self, cx: &Context<'_>, input: &DownloadInput) -> ToolResult<(Plan, BlobHandle)> {
+        let loc = cx.scope().resolve(&input.path)?;
+        loc.require_writable()?;
+        loc.require_not_root("replaced")?;
+        let link = &self.0;
+        let url = link.http.url(&format!("/blobs/{}/meta", input.blob_id));
+        let blob: BlobHandle = block_on(link.json(link.http.client.get(url)))?;
+        let state = loc.state(cx, false)?;
+        let op = match state {
+            PathState::Absent => EffectOp::CreateFile,
+            _ if input.overwrite => EffectOp::ReplaceFile,
+            _ => {
+                return Err(ToolError::AlreadyExists {
+                    path: loc.path(),
+                    hint: "choose another path, or pass overwrite: true",
+                });
+            }
+        };
+        let display = loc.display();
+        let summary = format!(
+            "write {} ({} bytes, SHA-256 {}…) to {display}",
+            blob.name,
+            blob.size,
+            &blob.sha256[..blob.sha256.len().min(12)]
+        );
+        let plan = Plan::new(
+            summary,
+            vec![Effect::new(op, display.clone()).bytes(blob.size)],
+            Precondition::new(vec![Expectation { path: display, state }]),
+        );
+        Ok((plan, blob))
+    }
+
+    fn apply(&self, cx: &Context<'_>, input: &DownloadInput, blob: BlobHandle) -> ToolResult<Downloaded> {
+        let loc = cx.scope().resolve(&input.path)?;
+        let mut pending = loc.create_file(input.overwrite)?;
+        let link = &self.0;
+        let url = link.http.url(&format!("/blobs/{}", input.blob_id));
+        let (size, sha256) = block_on(async {
+            let response = link.http.client.get(url).bearer_auth(&link.token).send().await;
+            let response = match response {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body = r.bytes().await.unwrap_or_default();
+                    return Err(Link::fail(Error::from_response(&link.http.base, status, &body)));
+                }
+                Err(e) => return Err(Link::fail(link.http.explain(e).await)),
+            };
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut body = response.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                cx.checkpoint()?;
+                let chunk = chunk.map_err(Link::fail)?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                pending.file().write_all(&chunk).map_err(|e| loc.err(e))?;
+            }
+            Ok((size, format!("{:x}", hasher.finalize())))
+        })?;
+        if size != blob.size || sha256 != blob.sha256 {
+            // Dropping the pending file removes it: nothing appears at the path.
+            return Err(ToolError::DigestMismatch {
+                path: loc.path(),
+                expected: blob.sha256,
+                actual: sha256,
+            });
+        }
+        pending.commit()?;
+        Ok(Downloaded {
+            path: loc.display(),
+            size,
+            sha256,
+        })
+    }
+}
