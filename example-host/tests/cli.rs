@@ -86,7 +86,7 @@ async fn the_one_liner_pairs_connects_and_answers() {
 
     let devices = server.dispatcher.devices("alice").await.unwrap();
     assert!(devices[0].online);
-    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 19);
+    assert_eq!(devices[0].manifest.as_ref().unwrap().tools.len(), 21);
     let out = server
         .dispatcher
         .call(

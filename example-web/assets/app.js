@@ -1,7 +1,7 @@
 // fusion-host /devices: live status, pairing, approvals and the tool runner.
 /** Says how to continue a truncated result, naming the field the tool gave. */
 function continuation(o) {
-  if (o.next_start_line != null) return `Truncated at the 1 MB bound: run again with start_line ${o.next_start_line} to continue.`;
+  if (o.next_start_line != null) return `Truncated at the 1 MB bound: run again with start_line ${o.next_start_line} to continue, or use upload to move the whole file.`;
   if (o.next_offset != null) return `Truncated: run again with offset ${o.next_offset} to continue.`;
   return 'Truncated: a bound cut this result short.';
 }
@@ -305,6 +305,11 @@ function continuation(o) {
         .filter(([, v]) => v !== undefined && v !== '')
         .forEach(([k, v]) => { const tr = el('tr'); tr.append(el('th', {}, k), el('td', {}, String(v))); facts.append(tr); });
       parts.push(facts);
+    } else if (o.blob_id) {
+      // An upload's handle: the file is on the server now.
+      const p = el('p', { class: 'success' }, `✓ ${o.name} is on the server (${size(o.size)}, SHA-256 ${o.sha256.slice(0, 12)}…). `);
+      p.append(el('a', { href: `/api/blobs/${o.blob_id}`, id: 'blob-link' }, 'Download it'));
+      parts.push(p, el('p', { class: 'muted' }, `To put it on a device, run download with blob_id ${o.blob_id}.`));
     } else if (o.digest || o.hash) {
       parts.push(el('p', {}, `${o.algorithm || 'hash'}: `), el('pre', { class: 'file' }, o.digest || o.hash));
     }

@@ -41,6 +41,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/proposals", get(proposals))
         .route("/api/calls", get(calls))
         .route("/api/activity", get(activity))
+        .route("/api/blobs/{id}", get(blob))
         .route("/api/pairing-codes", post(pairing_code))
         .route("/api/tokens", post(api_token))
         .route("/events", get(events))
@@ -297,6 +298,24 @@ async fn rename(
         .rename_device(&p.user.id, &id, &body.name)
         .await?;
     Ok(Json(json!({ "id": id, "name": name })))
+}
+
+/// A file a device uploaded, for its owner's browser.
+async fn blob(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, AppError> {
+    let now = std::time::SystemTime::now();
+    let (meta, stream) = state.dispatcher.blobs()?.open(&p.user.id, &id, now).await?;
+    let mut response = fusion_host_server::blob_response(&meta, stream);
+    let disposition = format!("attachment; filename=\"{}\"", meta.name.replace(['"', '\\'], "_"));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
 }
 
 async fn pairing_code(

@@ -42,6 +42,33 @@ struct Args {
     /// come back within about a second after a restart.
     #[arg(long, env = "OFFLINE_GRACE_S", default_value_t = 10)]
     offline_grace: u64,
+    /// Where uploaded files are kept: a folder (or `file://` URL). Default:
+    /// `blobs/` beside a SQLite database; with PostgreSQL, files by handle
+    /// are off unless this is given.
+    #[arg(long, env = "BLOB_STORE")]
+    blob_store: Option<String>,
+}
+
+/// The blob folder: `--blob-store`, else `blobs/` beside a SQLite file.
+fn blob_dir(blob_store: Option<&str>, database_url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if let Some(store) = blob_store {
+        if store.contains("://") && !store.starts_with("file://") {
+            anyhow::bail!(
+                "--blob-store {store}: this build keeps files in a local folder only; give a path or a file:// URL"
+            );
+        }
+        return Ok(Some(store.trim_start_matches("file://").into()));
+    }
+    let Some(path) = database_url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+    Ok(Some(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("blobs"),
+    ))
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +128,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let config = Config {
         offline_grace: std::time::Duration::from_secs(args.offline_grace),
         verification_uri: Some(format!("{}/device", public_url.trim_end_matches('/'))),
+        blobs: match blob_dir(args.blob_store.as_deref(), &database_url)? {
+            Some(dir) => Some(fusion_host_server::blobs::Blobs::new(
+                fusion_host_server::blobs::BlobConfig::local(&dir)
+                    .map_err(|e| anyhow::anyhow!("cannot keep files in {}: {e}", dir.display()))?,
+            )),
+            None => None,
+        },
         ..Config::default()
     };
     let dispatcher = Dispatcher::new(Arc::new(db.clone()), config);

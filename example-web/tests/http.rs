@@ -113,7 +113,7 @@ async fn api_round_trip_and_isolation(app: &App) {
             .as_array()
             .unwrap()
             .len(),
-        17
+        19
     );
 
     // One device: its whole manifest (schemas included), its owner only.
@@ -123,7 +123,7 @@ async fn api_round_trip_and_isolation(app: &App) {
     assert_eq!(detail["device"]["id"], device.id.as_str());
     assert_eq!(detail["device"]["online"], true);
     let tools = detail["manifest"]["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 17);
+    assert_eq!(tools.len(), 19);
     assert!(tools.iter().all(|t| t["inputSchema"].is_object()), "{detail}");
     let (status, err) = bob.get(&one).await;
     assert_eq!((status, err["code"].as_str()), (404, Some("device_not_found")));
@@ -630,6 +630,47 @@ async fn sqlite_activity_trail() {
 async fn postgres_activity_trail() {
     let Some(url) = postgres() else { return };
     activity_trail(&App::start(Some(&url))).await;
+}
+
+/// A device uploads a file by handle; its owner downloads it from the
+/// app, nobody else can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_files_are_their_owners_to_download() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "alice").await;
+    let bob = User::sign_up(&app, "bob").await;
+    let device = alice.pair_device().await;
+    let content = "E57 stand-in\n".repeat(1000);
+    std::fs::write(device.dir.path().join("scan.e57"), &content).unwrap();
+    let (status, out) = alice
+        .post(
+            &format!("/api/devices/{}/calls", device.id),
+            json!({ "tool": "upload", "input": { "path": "scan.e57" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let blob = out["output"]["blob_id"].as_str().unwrap();
+    assert_eq!(out["output"]["size"], content.len());
+    let r = alice
+        .client
+        .get(format!("{}/api/blobs/{blob}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("scan.e57")
+    );
+    assert_eq!(r.text().await.unwrap(), content);
+    let (status, err) = bob.get(&format!("/api/blobs/{blob}")).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("blob_not_found")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

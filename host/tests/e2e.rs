@@ -193,7 +193,7 @@ async fn enroll_connect_and_answer_a_read_call() {
     let devices = server.dispatcher.devices("alice").await.unwrap();
     assert!(devices[0].online);
     let manifest = devices[0].manifest.as_ref().unwrap();
-    assert_eq!(manifest.tools.len(), 18);
+    assert_eq!(manifest.tools.len(), 20);
     assert_eq!(manifest.roots.len(), 1);
     device.host.shutdown();
     assert_eq!(device.host.join().await.unwrap().cancelled_calls, 0);
