@@ -85,8 +85,10 @@ impl MutateTool for ConvertE57ToLas {
         ToolSpec::mutate(
             "convert_e57_to_las",
             "Convert E57 point clouds (registered scans: cartesian coordinates with the scan pose applied, \
-             intensity and colour when present) to LAS 1.2 or compressed LAZ, one file per scan or merged \
-             into one. The plan lists each output with its point count; outputs must not exist yet.",
+             intensity and colour when present) to LAS or compressed LAZ, one file per scan or merged \
+             into one. A coordinate system the scans all declare as WKT is kept (LAS 1.4); otherwise the \
+             output is LAS 1.2 without one. The plan lists each output with the scans' point records (invalid \
+             records are dropped when written; the result counts what was written); outputs must not exist yet.",
         )
     }
 
@@ -283,13 +285,16 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
 
     let mut readers = Vec::new();
     let mut has_color = false;
+    let mut systems = Vec::new();
     for source in &job.sources {
         let loc = cx.scope().resolve(source)?;
         let (file, _) = loc.open_file()?;
         let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(&loc, e))?;
         has_color |= reader.pointclouds().iter().any(|pc| pc.has_color());
+        systems.push(reader.coordinate_metadata().map(str::trim).map(str::to_string));
         readers.push((loc, reader));
     }
+    let crs = shared_wkt(&systems);
 
     // Scale and offsets from the extent of every input, before anything is
     // written: a georeferenced scan (UTM-sized coordinates) and a local one
@@ -314,7 +319,9 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     let transforms = extent.transforms(&job.sources)?;
 
     let pending = out.create_file(false)?;
-    let mut builder = las::Builder::from((1, 2));
+    // LAS 1.4 carries a coordinate system as WKT; without one, 1.2 is what
+    // every reader takes.
+    let mut builder = las::Builder::from(if crs.is_some() { (1, 4) } else { (1, 2) });
     builder.point_format = las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
     builder.generating_software = "fusion-host".into();
     builder.transforms = transforms;
@@ -323,7 +330,10 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         .path()
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("laz"));
-    let header = builder.into_header().map_err(las_error)?;
+    let mut header = builder.into_header().map_err(las_error)?;
+    if let Some(wkt) = &crs {
+        header.set_wkt_crs(wkt.as_bytes().to_vec()).map_err(las_error)?;
+    }
     let file = std::io::BufWriter::new(pending.try_clone_file()?);
     let mut writer = las::Writer::new(file, header).map_err(las_error)?;
     let mut written = 0u64;
@@ -383,6 +393,25 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     progress(written);
     pending.commit()?;
     Ok(written)
+}
+
+/// The coordinate system every scan of a job declares, when they all declare
+/// the same one as WKT (E57's `coordinateMetadata`); scans that disagree, or
+/// one without, leave the output without a CRS rather than a wrong one.
+fn shared_wkt(systems: &[Option<String>]) -> Option<String> {
+    const WKT: [&str; 8] = [
+        "PROJCS[",
+        "GEOGCS[",
+        "COMPD_CS[",
+        "GEOCCS[",
+        "PROJCRS[",
+        "GEOGCRS[",
+        "COMPOUNDCRS[",
+        "GEODCRS[",
+    ];
+    let first = systems.first()?.as_ref()?;
+    let is_wkt = WKT.iter().any(|k| first.to_ascii_uppercase().starts_with(k));
+    (is_wkt && systems.iter().all(|s| s.as_ref() == Some(first))).then(|| first.clone())
 }
 
 /// Millimetres: what survey deliverables are checked at.
@@ -534,8 +563,14 @@ pub(crate) mod tests {
     /// Writes a small E57 file with `n` points (cartesian, intensity, and
     /// colour when asked), the way a scanner's export would.
     pub(crate) fn write_e57(path: &std::path::Path, n: usize, color: bool, shift: f64) {
+        write_e57_in(path, n, color, shift, None);
+    }
+
+    /// [`write_e57`] with a coordinate system (E57 `coordinateMetadata`).
+    fn write_e57_in(path: &std::path::Path, n: usize, color: bool, shift: f64, crs: Option<&str>) {
         use e57::{Record, RecordDataType, RecordName, RecordValue};
         let mut writer = e57::E57Writer::from_file(path, "test-guid").unwrap();
+        writer.set_coordinate_metadata(crs.map(str::to_string));
         let double = RecordDataType::Double { min: None, max: None };
         let mut prototype = vec![
             Record {
@@ -736,6 +771,38 @@ pub(crate) mod tests {
         let plain = std::fs::metadata(dir.path().join("north.e57")).unwrap().len();
         let laz = std::fs::metadata(dir.path().join("north.laz")).unwrap().len();
         assert!(laz < plain, "compressed: {laz} bytes against the E57's {plain}");
+    }
+
+    #[test]
+    fn a_coordinate_system_the_scans_share_is_kept() {
+        const UTM33: &str = r#"PROJCS["ETRS89 / UTM zone 33N",GEOGCS["ETRS89",DATUM["European_Terrestrial_Reference_System_1989",SPHEROID["GRS 1980",6378137,298.257222101]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],UNIT["metre",1],AUTHORITY["EPSG","25833"]]"#;
+        let dir = tempfile::tempdir().unwrap();
+        write_e57_in(&dir.path().join("north.e57"), 100, false, 0.0, Some(UTM33));
+        write_e57_in(&dir.path().join("south.e57"), 100, false, 10.0, Some(UTM33));
+        write_e57_in(
+            &dir.path().join("local.e57"),
+            100,
+            false,
+            20.0,
+            Some("site grid, origin at the gate"),
+        );
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        call(
+            &scope,
+            json!({ "sources": ["north.e57", "south.e57"], "merge_into": "utm.las" }),
+        );
+        let reader = las::Reader::from_path(dir.path().join("utm.las")).unwrap();
+        assert_eq!(reader.header().version(), las::Version::new(1, 4));
+        assert!(reader.header().has_wkt_crs());
+        assert_eq!(reader.header().get_wkt_crs_bytes(), Some(UTM33.as_bytes()));
+        // Scans that disagree (or one that is not WKT): no CRS rather than a wrong one.
+        call(
+            &scope,
+            json!({ "sources": ["north.e57", "local.e57"], "merge_into": "mixed.las" }),
+        );
+        let reader = las::Reader::from_path(dir.path().join("mixed.las")).unwrap();
+        assert_eq!(reader.header().version(), las::Version::new(1, 2));
+        assert!(reader.header().get_wkt_crs_bytes().is_none());
     }
 
     #[test]

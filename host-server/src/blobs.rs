@@ -31,6 +31,9 @@ pub struct BlobConfig {
     pub store: Arc<dyn ObjectStore>,
     /// A local folder for uploads in progress.
     pub staging: PathBuf,
+    /// Where `staging` is in `store`, when it is inside it (a local store):
+    /// a finished upload is then renamed into place, not copied.
+    pub staging_in_store: Option<String>,
     /// The largest blob. Default 20 GiB.
     pub max_blob_bytes: u64,
     /// What one owner's blobs (and uploads in progress) may add up to.
@@ -42,16 +45,18 @@ pub struct BlobConfig {
 
 impl BlobConfig {
     /// Blobs in `dir` on the local filesystem (created if missing), uploads
-    /// in progress in `dir/.uploads`, with the default bounds.
+    /// in progress in `dir/uploads` (renamed into place when finished), with
+    /// the default bounds.
     pub fn local(dir: impl Into<PathBuf>) -> Result<BlobConfig> {
         let dir = dir.into();
-        let staging = dir.join(".uploads");
+        let staging = dir.join("uploads");
         std::fs::create_dir_all(&staging).map_err(|e| Error::Store(crate::StoreError::new(e)))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| Error::Store(crate::StoreError::new(e)))?;
         Ok(BlobConfig {
             store: Arc::new(store),
             staging,
+            staging_in_store: Some("uploads".into()),
             max_blob_bytes: 20 << 30,
             owner_quota_bytes: 100 << 30,
             ttl: Duration::from_secs(7 * 24 * 3600),
@@ -127,6 +132,8 @@ struct Upload {
     size: u64,
     received: u64,
     file: PathBuf,
+    /// SHA-256 of the bytes received so far, in order.
+    hasher: Sha256,
     /// A `PUT` is writing: a second one at the same time is refused.
     writing: bool,
 }
@@ -262,6 +269,7 @@ impl Blobs {
                 size: req.size,
                 received: 0,
                 file,
+                hasher: Sha256::new(),
                 writing: false,
             },
         );
@@ -366,10 +374,12 @@ impl Blobs {
             file.write_all(&bytes).map_err(store_err)?;
             at += bytes.len() as u64;
             if let Some(u) = self.uploads().get_mut(upload_id) {
+                u.hasher.update(&bytes);
                 u.received = at;
             }
         }
-        file.sync_data().map_err(store_err)?;
+        // No fsync per chunk: a crash loses the upload in progress anyway
+        // (it lives in memory); the blob is written durably on completion.
         Ok(())
     }
 
@@ -402,36 +412,32 @@ impl Blobs {
     }
 
     async fn store_upload(&self, upload: &Upload, sha256: &str, now: SystemTime) -> Result<BlobMeta> {
-        let blob_id = new_id("blob_");
-        let multipart = self
-            .config
-            .store
-            .put_multipart(&data_path(&upload.owner, &blob_id))
-            .await
-            .map_err(store_err)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(multipart, CHUNK_BYTES as usize);
-        let mut file = std::fs::File::open(&upload.file).map_err(store_err)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(store_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            // Bounded memory: at most a few parts in flight.
-            writer.wait_for_capacity(2).await.map_err(store_err)?;
-            writer.write(&buf[..n]);
-        }
-        let actual = format!("{:x}", hasher.finalize());
+        // The digest was kept up as the chunks arrived.
+        let actual = format!("{:x}", upload.hasher.clone().finalize());
         if !actual.eq_ignore_ascii_case(sha256.trim()) {
-            writer.abort().await.map_err(store_err)?;
             return Err(Error::DigestMismatch {
                 expected: sha256.trim().to_lowercase(),
                 actual,
             });
         }
-        writer.finish().await.map_err(store_err)?;
+        let blob_id = new_id("blob_");
+        let target = data_path(&upload.owner, &blob_id);
+        let staged_name = upload.file.file_name().map(|n| n.to_string_lossy().into_owned());
+        match (&self.config.staging_in_store, staged_name) {
+            // Staged inside the store: one rename.
+            (Some(prefix), Some(name)) => {
+                std::fs::File::open(&upload.file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(store_err)?;
+                let staged = ObjectPath::from(prefix.as_str()).child(name);
+                self.config
+                    .store
+                    .rename(&staged, &target)
+                    .await
+                    .map_err(store_err)?;
+            }
+            _ => self.copy_into_store(&upload.file, &target).await?,
+        }
         let meta = BlobMeta {
             blob_id: blob_id.clone(),
             owner: upload.owner.clone(),
@@ -451,6 +457,24 @@ impl Blobs {
             .map_err(store_err)?;
         tracing::info!(blob_id, size = meta.size, "blob stored");
         Ok(meta)
+    }
+
+    /// Streams a staged file into the store in parts, a few in memory.
+    async fn copy_into_store(&self, file: &std::path::Path, target: &ObjectPath) -> Result<()> {
+        let multipart = self.config.store.put_multipart(target).await.map_err(store_err)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(multipart, CHUNK_BYTES as usize);
+        let mut file = std::fs::File::open(file).map_err(store_err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(store_err)?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(2).await.map_err(store_err)?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(store_err)?;
+        Ok(())
     }
 
     /// `owner`'s blob, or `blob_not_found` (another owner's, expired, or none).
@@ -480,18 +504,26 @@ impl Blobs {
         impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + use<>,
     )> {
         let meta = self.meta(owner, blob_id, now).await?;
-        let got = self
-            .config
-            .store
-            .get(&data_path(owner, blob_id))
-            .await
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => Error::BlobNotFound {
-                    blob_id: blob_id.to_string(),
-                },
-                e => store_err(e),
-            })?;
-        let stream = got.into_stream().map_err(std::io::Error::other);
+        // Ranges of a chunk each: large reads, one chunk in memory.
+        let (store, path, size) = (
+            Arc::clone(&self.config.store),
+            data_path(owner, blob_id),
+            meta.size,
+        );
+        let stream = futures_util::stream::try_unfold(0u64, move |at| {
+            let (store, path) = (Arc::clone(&store), path.clone());
+            async move {
+                if at >= size {
+                    return Ok(None);
+                }
+                let end = (at + CHUNK_BYTES).min(size);
+                let bytes = store
+                    .get_range(&path, at..end)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok(Some((bytes, end)))
+            }
+        });
         Ok((meta, stream))
     }
 }

@@ -144,7 +144,7 @@ impl Tool for Upload {
                 .json(link.http.client.post(link.http.url("/uploads")).json(&begin))
                 .await?;
             let chunk = status.chunk_bytes.clamp(64 * 1024, 64 * 1024 * 1024) as usize;
-            let mut buf = vec![0u8; chunk];
+            let mut buf = vec![0u8; 1 << 20];
             let mut hasher = Sha256::new();
             let mut hashed = 0u64;
             let mut failures = 0;
@@ -153,18 +153,28 @@ impl Tool for Upload {
                 let offset = status.received;
                 let len = (size - offset).min(chunk as u64) as usize;
                 file.seek(SeekFrom::Start(offset)).map_err(|e| loc.err(e))?;
-                file.read_exact(&mut buf[..len]).map_err(|e| loc.err(e))?;
+                // A fresh buffer handed to the request: no copy.
+                let mut body = vec![0u8; len];
+                file.read_exact(&mut body).map_err(|e| loc.err(e))?;
+                let body = bytes::Bytes::from(body);
                 let url = link
                     .http
                     .url(&format!("/uploads/{}?offset={offset}", status.upload_id));
+                // The chunk is hashed while it travels.
+                let (mut tentative, piece) = (hasher.clone(), body.clone());
+                let hashing = tokio::task::spawn_blocking(move || {
+                    tentative.update(&piece);
+                    tentative
+                });
                 let sent = link
-                    .json::<UploadStatus>(link.http.client.put(url).body(buf[..len].to_vec()))
+                    .json::<UploadStatus>(link.http.client.put(url).body(body))
                     .await;
+                let tentative = hashing.await.map_err(Link::fail)?;
                 match sent {
                     Ok(next) => {
                         failures = 0;
                         if hashed == offset && next.received == offset + len as u64 {
-                            hasher.update(&buf[..len]);
+                            hasher = tentative;
                             hashed = next.received;
                         }
                         status = next;
@@ -301,7 +311,7 @@ impl MutateTool for Download {
 
     fn apply(&self, cx: &Context<'_>, input: &DownloadInput, blob: BlobHandle) -> ToolResult<Downloaded> {
         let loc = cx.scope().resolve(&input.path)?;
-        let mut pending = loc.create_file(input.overwrite)?;
+        let pending = loc.create_file(input.overwrite)?;
         let link = &self.0;
         let url = link.http.url(&format!("/blobs/{}", input.blob_id));
         let (size, sha256) = block_on(async {
@@ -318,13 +328,16 @@ impl MutateTool for Download {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             let mut body = response.bytes_stream();
+            // The network hands over small pieces; the disk gets large writes.
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, pending.try_clone_file()?);
             while let Some(chunk) = body.next().await {
                 cx.checkpoint()?;
                 let chunk = chunk.map_err(Link::fail)?;
                 hasher.update(&chunk);
                 size += chunk.len() as u64;
-                pending.file().write_all(&chunk).map_err(|e| loc.err(e))?;
+                out.write_all(&chunk).map_err(|e| loc.err(e))?;
             }
+            out.flush().map_err(|e| loc.err(e))?;
             Ok((size, format!("{:x}", hasher.finalize())))
         })?;
         if size != blob.size || sha256 != blob.sha256 {
