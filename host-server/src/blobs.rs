@@ -307,7 +307,7 @@ impl Blobs {
         S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let (path, size) = {
+        let path_size_hasher = {
             let mut uploads = self.uploads();
             let u = owned_upload_mut(&mut uploads, owner, upload_id)?;
             if u.writing {
@@ -323,25 +323,35 @@ impl Blobs {
                 });
             }
             u.writing = true;
-            (u.file.clone(), u.size)
+            (u.file.clone(), u.size, u.hasher.clone())
         };
-        let result = self.append(upload_id, &path, offset, size, body).await;
+        let (path, size, mut hasher) = (path_size_hasher.0, path_size_hasher.1, path_size_hasher.2);
+        let mut at = offset;
+        let result = self
+            .append(upload_id, &path, size, body, &mut at, &mut hasher)
+            .await;
+        // What reached the file counts, whatever ended the body.
         let mut uploads = self.uploads();
         if let Some(u) = uploads.get_mut(upload_id) {
             u.writing = false;
+            u.received = at;
+            u.hasher = hasher;
         }
         drop(uploads);
         result?;
         self.status(owner, upload_id)
     }
 
+    /// Writes `body` at `at`, advancing `at` and `hasher` past every byte
+    /// that reached the file.
     async fn append<S, E>(
         &self,
         upload_id: &str,
         path: &PathBuf,
-        offset: u64,
         size: u64,
         body: S,
+        at: &mut u64,
+        hasher: &mut Sha256,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
@@ -351,36 +361,58 @@ impl Blobs {
             .write(true)
             .open(path)
             .map_err(store_err)?;
-        file.seek(SeekFrom::Start(offset)).map_err(store_err)?;
-        let mut at = offset;
+        file.seek(SeekFrom::Start(*at)).map_err(store_err)?;
+        // Frames are small; the file gets large writes. Bytes count once
+        // they are in the file, so the buffer is flushed before returning.
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut buffered: Vec<bytes::Bytes> = Vec::new();
         let mut body = std::pin::pin!(body);
+        let mut result = Ok(());
         while let Some(frame) = body.next().await {
             let bytes = match frame {
                 Ok(b) => b,
                 // The connection broke: keep what arrived.
                 Err(e) => {
-                    tracing::info!(upload_id, at, error = %e, "upload chunk cut short");
+                    tracing::info!(upload_id, at = *at, error = %e, "upload chunk cut short");
                     break;
                 }
             };
-            if at + bytes.len() as u64 > size {
-                return Err(Error::BlobTooLarge {
-                    size: at + bytes.len() as u64,
+            let pending: u64 = buffered.iter().map(|b| b.len() as u64).sum();
+            if *at + pending + bytes.len() as u64 > size {
+                result = Err(Error::BlobTooLarge {
+                    size: *at + pending + bytes.len() as u64,
                     limit: size,
                 });
+                break;
             }
             // Small writes of a local file: blocking them briefly is cheaper
             // than a thread hop per frame.
-            file.write_all(&bytes).map_err(store_err)?;
-            at += bytes.len() as u64;
-            if let Some(u) = self.uploads().get_mut(upload_id) {
-                u.hasher.update(&bytes);
-                u.received = at;
+            if let Err(e) = out.write_all(&bytes) {
+                result = Err(store_err(e));
+                break;
+            }
+            buffered.push(bytes);
+            if out.buffer().is_empty() {
+                // Everything so far reached the file.
+                for b in buffered.drain(..) {
+                    hasher.update(&b);
+                    *at += b.len() as u64;
+                }
             }
         }
+        match out.flush() {
+            Ok(()) => {
+                for b in buffered.drain(..) {
+                    hasher.update(&b);
+                    *at += b.len() as u64;
+                }
+            }
+            Err(e) if result.is_ok() => result = Err(store_err(e)),
+            Err(_) => {}
+        }
         // No fsync per chunk: a crash loses the upload in progress anyway
-        // (it lives in memory); the blob is written durably on completion.
-        Ok(())
+        // (it lives in memory); the blob is made durable on completion.
+        result
     }
 
     /// Finishes `owner`'s upload: every byte arrived and its SHA-256 is
