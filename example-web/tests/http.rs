@@ -19,6 +19,36 @@ fn postgres() -> Option<String> {
     }
 }
 
+/// Runs each flow as two tests, `FLOW::sqlite` and `FLOW::postgres` (the
+/// latter skipped, saying so, without `FUSION_TEST_POSTGRES_URL`).
+macro_rules! on_both_databases {
+    ($($flow:ident),* $(,)?) => {$(
+        mod $flow {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$flow(&App::start(None)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(url) = super::postgres() else { return };
+                super::$flow(&App::start(Some(&url))).await;
+            }
+        }
+    )*};
+}
+
+on_both_databases!(
+    activity_trail,
+    device_login,
+    accounts_and_csrf,
+    api_round_trip_and_isolation,
+    pages_render,
+    concurrent_pairing_and_calls
+);
+
 async fn accounts_and_csrf(app: &App) {
     let alice = User::sign_up(app, "alice").await;
     // Every state change made with the cookie needs the session's CSRF token.
@@ -621,17 +651,6 @@ async fn activity_trail(app: &App) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_activity_trail() {
-    activity_trail(&App::start(None)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_activity_trail() {
-    let Some(url) = postgres() else { return };
-    activity_trail(&App::start(Some(&url))).await;
-}
-
 /// A device uploads a file by handle; its owner downloads it from the
 /// app, nobody else can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -671,50 +690,6 @@ async fn uploaded_files_are_their_owners_to_download() {
         (404, Some("blob_not_found")),
         "{err}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_device_login() {
-    device_login(&App::start(None)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_device_login() {
-    let Some(url) = postgres() else { return };
-    device_login(&App::start(Some(&url))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_accounts_and_csrf() {
-    accounts_and_csrf(&App::start(None)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_api_round_trip_and_isolation() {
-    api_round_trip_and_isolation(&App::start(None)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_pages_render() {
-    pages_render(&App::start(None)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_accounts_and_csrf() {
-    let Some(url) = postgres() else { return };
-    accounts_and_csrf(&App::start(Some(&url))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_api_round_trip_and_isolation() {
-    let Some(url) = postgres() else { return };
-    api_round_trip_and_isolation(&App::start(Some(&url))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_pages_render() {
-    let Some(url) = postgres() else { return };
-    pages_render(&App::start(Some(&url))).await;
 }
 
 /// The README's first command: `--demo` starts the app with an account and a
@@ -1074,17 +1049,6 @@ async fn concurrent_pairing_and_calls(app: &App) {
     // Every call is in the log (written in batches, read back in full).
     let (_, log) = alice.get("/api/calls").await;
     assert!(log["calls"].as_array().unwrap().len() >= answered, "{log}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_concurrent_pairing_and_calls() {
-    concurrent_pairing_and_calls(&App::start(None)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_concurrent_pairing_and_calls() {
-    let Some(url) = postgres() else { return };
-    concurrent_pairing_and_calls(&App::start(Some(&url))).await;
 }
 
 /// The call log is written in batches off the call path; a clean stop
