@@ -484,6 +484,69 @@ async fn devices_page_end_to_end_in_chromium() {
     let trail = c.find(css("#activity")).await.unwrap().text().await.unwrap();
     assert!(trail.contains("approved by"), "{trail}");
 
+    // Rename a device from the list: the row follows without a reload.
+    let rename = format!("[data-rename=\"{}\"]", device.id);
+    c.find(Locator::Css(&rename))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.send_alert_text("north site").await.unwrap();
+    c.accept_alert().await.unwrap();
+    let row = format!("tr[data-device=\"{}\"]", device.id);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = c.find(Locator::Css(&row)).await.unwrap().text().await.unwrap();
+        if text.contains("north site") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the row still says {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A pairing code that runs out collapses and offers a new one. The
+    // page is told the code lasts one second instead of ten minutes.
+    c.execute(
+        "const f = window.fetch; window.fetch = (u, o) => f(u, o).then((r) => u === '/api/pairing-codes' \
+         ? r.json().then((j) => new Response(JSON.stringify({ ...j, expires_in_s: 1 }), { status: 200 })) : r); \
+         return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(css("#add-device")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("#pair-expired:not([hidden])"))
+        .await
+        .unwrap();
+    assert!(
+        !c.find(css("#pair-code"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    c.find(css("#mint-again")).await.unwrap().click().await.unwrap();
+    let code = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#pair-code"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while code.text().await.unwrap().len() != 9 {
+        assert!(std::time::Instant::now() < deadline, "no new code shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stayed = c
+        .execute("return window.__stayed === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stayed, json!(true), "the page reloaded");
+
     // At phone width nothing runs off the side.
     c.set_window_size(390, 844).await.unwrap();
     let fits = c
