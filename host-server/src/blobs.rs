@@ -458,7 +458,11 @@ impl Blobs {
         match (&self.config.staging_in_store, staged_name) {
             // Staged inside the store: one rename.
             (Some(prefix), Some(name)) => {
-                std::fs::File::open(&upload.file)
+                // Durable before it becomes the blob. A handle with write
+                // access: Windows refuses to flush a read-only one.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&upload.file)
                     .and_then(|f| f.sync_all())
                     .map_err(store_err)?;
                 let staged = ObjectPath::from(prefix.as_str()).child(name);
