@@ -50,9 +50,8 @@ impl BlobConfig {
     pub fn local(dir: impl Into<PathBuf>) -> Result<BlobConfig> {
         let dir = dir.into();
         let staging = dir.join("uploads");
-        std::fs::create_dir_all(&staging).map_err(|e| Error::Store(crate::StoreError::new(e)))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| Error::Store(crate::StoreError::new(e)))?;
+        std::fs::create_dir_all(&staging).map_err(store_err)?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(store_err)?;
         Ok(BlobConfig {
             store: Arc::new(store),
             staging,
@@ -152,7 +151,7 @@ impl std::fmt::Debug for Blobs {
 }
 
 fn store_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::Store(crate::StoreError::new(e))
+    Error::BlobStore(crate::StoreError::new(e))
 }
 
 /// An owner's folder in the store: a hash, so any owner id is a safe path.

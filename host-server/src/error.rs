@@ -216,6 +216,9 @@ pub enum Error {
     /// The app's store failed.
     #[error("the server could not reach its database; try again")]
     Store(#[from] StoreError),
+    /// The blob store (or the staging folder) failed.
+    #[error("the server could not store or read the file; try again, and tell its operator if it persists")]
+    BlobStore(StoreError),
 }
 
 impl Error {
@@ -255,7 +258,7 @@ impl Error {
             Error::UploadIncomplete { .. } => "upload_incomplete",
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::ShuttingDown => "shutting_down",
-            Error::Store(_) => "internal",
+            Error::Store(_) | Error::BlobStore(_) => "internal",
         }
     }
 
@@ -290,7 +293,7 @@ impl Error {
             Error::TokenUnknown | Error::TokenRevoked => StatusCode::UNAUTHORIZED,
             Error::CallNotYours { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Store(_) | Error::BlobStore(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -303,6 +306,7 @@ impl Error {
                 | Error::RateLimited { .. }
                 | Error::ShuttingDown
                 | Error::Store(_)
+                | Error::BlobStore(_)
         )
     }
 
@@ -320,7 +324,7 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Error::Store(e) = &self {
+        if let Error::Store(e) | Error::BlobStore(e) = &self {
             tracing::error!(error = %e, "store failure");
         }
         let mut response = (self.status(), Json(self.to_body())).into_response();
