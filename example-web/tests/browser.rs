@@ -22,6 +22,27 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Clicks what `selector` finds in a part of the page that events
+/// re-render: an element found a moment ago may have been replaced (a
+/// stale reference), so it is found again and clicked, within [`WAIT`].
+async fn click_live(c: &fantoccini::Client, selector: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let clicked = match c.find(Locator::Css(selector)).await {
+            Ok(el) => el.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("could not click {selector}: {e}"),
+        }
+    }
+}
+
 struct Driver(Child);
 
 impl Drop for Driver {
@@ -171,12 +192,7 @@ async fn devices_page_end_to_end_in_chromium() {
     std::fs::write(target.join("browser-devices.png"), &shot).unwrap();
 
     // The device page: run list_directory.
-    c.find(css("tr[data-device] a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_live(&c, "tr[data-device] a").await;
     let select = c.wait().at_most(WAIT).for_element(css("#tool")).await.unwrap();
     // The safe default is a read, its input prefilled so it runs as it is.
     assert_eq!(
@@ -364,8 +380,14 @@ async fn devices_page_end_to_end_in_chromium() {
             "{badge} on /devices"
         );
     }
-    let refused = c.find(css(".badge.refused")).await.unwrap().text().await.unwrap();
-    assert_eq!(refused, "outside_scope");
+    let refused = c
+        .execute(
+            "return document.querySelector('.badge.refused').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, json!("outside_scope"));
     let shot = c.screenshot().await.unwrap();
     std::fs::write(target.join("browser-devices.png"), shot).unwrap();
 
@@ -453,14 +475,7 @@ async fn devices_page_end_to_end_in_chromium() {
         .unwrap();
     c.switch_to_window(second).await.unwrap();
     let approve = format!("{card} [data-decide=approve]");
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(&approve))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_live(&c, &approve).await;
     c.close_window().await.unwrap();
     c.switch_to_window(first).await.unwrap();
     let deadline = std::time::Instant::now() + WAIT;
@@ -486,18 +501,19 @@ async fn devices_page_end_to_end_in_chromium() {
 
     // Rename a device from the list: the row follows without a reload.
     let rename = format!("[data-rename=\"{}\"]", device.id);
-    c.find(Locator::Css(&rename))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_live(&c, &rename).await;
     c.send_alert_text("north site").await.unwrap();
     c.accept_alert().await.unwrap();
-    let row = format!("tr[data-device=\"{}\"]", device.id);
+    // Read in the page: the live list re-renders its rows, so an element
+    // found a moment ago may already be gone.
+    let row_text = format!(
+        "const r = document.querySelector('tr[data-device=\"{}\"]'); return r ? r.textContent : '';",
+        device.id
+    );
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let text = c.find(Locator::Css(&row)).await.unwrap().text().await.unwrap();
+        let text = c.execute(&row_text, vec![]).await.unwrap();
+        let text = text.as_str().unwrap_or_default().to_string();
         if text.contains("north site") {
             break;
         }
