@@ -309,12 +309,57 @@ function continuation(o) {
       // An upload's handle: the file is on the server now.
       const p = el('p', { class: 'success' }, `✓ ${o.name} is on the server (${size(o.size)}, SHA-256 ${o.sha256.slice(0, 12)}…). `);
       p.append(el('a', { href: `/api/blobs/${o.blob_id}`, id: 'blob-link' }, 'Download it'));
-      parts.push(p, el('p', { class: 'muted' }, `To put it on a device, run download with blob_id ${o.blob_id}.`));
+      parts.push(p, sendBlob(o));
     } else if (o.digest || o.hash) {
       parts.push(el('p', {}, `${o.algorithm || 'hash'}: `), el('pre', { class: 'file' }, o.digest || o.hash));
     }
     if (o.truncated) parts.push(el('p', { class: 'muted' }, continuation(o)));
     return parts;
+  };
+  // A planned change with its diff or effects, and Approve / Reject.
+  const proposalView = (out) => {
+    const box = el('div', { class: 'proposal' });
+    box.append(el('p', {}, out.plan.summary));
+    if (out.plan.diff) box.append(diffView(out.plan.diff));
+    else if (out.plan.effects.length) box.append(...effectsView(out.plan));
+    const approve = el('button', { class: 'primary', id: 'approve' }, 'Approve');
+    const reject = el('button', { id: 'reject' }, 'Reject');
+    const actions = el('div');
+    actions.append(approve, ' ', reject);
+    approve.addEventListener('click', () => decide(out.id, 'approve', actions));
+    reject.addEventListener('click', () => decide(out.id, 'reject', actions));
+    box.append(actions);
+    return box;
+  };
+  // An uploaded file offered as the source of a download: pick a device
+  // and a path; the download is planned there, to approve like any change.
+  const sendBlob = (o) => {
+    const form = el('div', { class: 'send-blob' });
+    const device = el('select', { id: 'blob-device' });
+    const path = el('input', { id: 'blob-path', value: o.name });
+    const send = el('button', { id: 'blob-send', type: 'button' }, 'Propose writing it there');
+    const where = el('div');
+    const label = (text, input) => { const l = el('label', {}, text); l.append(input); return l; };
+    form.append(el('p', {}, 'Put it on a device:'), label('Device ', device), label('Path ', path), send, where);
+    api('GET', '/api/devices').then((list) => {
+      list.devices
+        .filter((d) => !d.revoked_at && d.manifest && d.manifest.tools.includes('download'))
+        .forEach((d) => device.append(el('option', { value: d.id }, `${d.name}${d.online ? '' : ' (offline)'}`)));
+      if (!device.options.length) where.replaceChildren(el('p', { class: 'muted' }, 'No device offers download yet.'));
+    }, (e) => where.replaceChildren(el('p', { class: 'error' }, say(e))));
+    send.addEventListener('click', async () => {
+      if (send.disabled || !device.value) return;
+      send.disabled = true;
+      try {
+        const out = await api('POST', `/api/devices/${device.value}/calls`, { tool: 'download', input: { blob_id: o.blob_id, path: path.value } });
+        where.replaceChildren(proposalView(out));
+      } catch (e) {
+        where.replaceChildren(el('p', { class: 'error' }, say(e)));
+      } finally {
+        send.disabled = false;
+      }
+    });
+    return form;
   };
   const runButton = document.getElementById('run');
   // One call at a time: a double click must not make two proposals.
@@ -333,18 +378,7 @@ function continuation(o) {
     try {
       const out = await api('POST', `/api/devices/${runner.dataset.device}/calls`, { tool: select.value, input: body });
       if (out.kind === 'proposal') {
-        const box = el('div', { class: 'proposal' });
-        box.append(el('p', {}, out.plan.summary));
-        if (out.plan.diff) box.append(diffView(out.plan.diff));
-        else if (out.plan.effects.length) box.append(...effectsView(out.plan));
-        const approve = el('button', { class: 'primary', id: 'approve' }, 'Approve');
-        const reject = el('button', { id: 'reject' }, 'Reject');
-        const actions = el('div');
-        actions.append(approve, ' ', reject);
-        approve.addEventListener('click', () => decide(out.id, 'approve', actions));
-        reject.addEventListener('click', () => decide(out.id, 'reject', actions));
-        box.append(actions);
-        result.replaceChildren(box);
+        result.replaceChildren(proposalView(out));
         return;
       }
       const parts = readable(out.output || {});

@@ -239,6 +239,39 @@ async fn devices_page_end_to_end_in_chromium() {
         "tools whose prefilled input lacks a required field"
     );
 
+    // Upload a file by handle, and offer it to a device as a download.
+    select.select_by_value("upload").await.unwrap();
+    let input = c.find(css("#input")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(r#"{"path": "scan-notes.txt"}"#).await.unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css("#blob-device option"))
+        .await
+        .unwrap();
+    let path = c.find(css("#blob-path")).await.unwrap();
+    path.clear().await.unwrap();
+    path.send_keys("notes-copy.txt").await.unwrap();
+    c.find(css("#blob-send")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css(".send-blob .proposal #approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(css(".send-blob .success"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("notes-copy.txt")).unwrap(),
+        "north wall\n"
+    );
+
     // Propose write_file, see the diff, approve.
     select.select_by_value("write_file").await.unwrap();
     let input = c.find(css("#input")).await.unwrap();
