@@ -64,10 +64,7 @@ pub(crate) async fn page(
     match s.dispatcher.device_authorization(addr, &code).await {
         Ok(request) => Ok(render(&p, StatusCode::OK, request_view(&p, &request))),
         Err(e) => {
-            let e = AppError::from(e);
-            if e.status.is_server_error() {
-                return Err(e);
-            }
+            let e = refusal(e)?;
             Ok(render(&p, e.status, entry_form(Some(&code), Some(&e.message))))
         }
     }
@@ -102,10 +99,7 @@ pub(crate) async fn decide(
     match decided {
         Ok(request) => Ok(render(&p, StatusCode::OK, decided_view(&request))),
         Err(e) => {
-            let e = AppError::from(e);
-            if e.status.is_server_error() {
-                return Err(e);
-            }
+            let e = refusal(e)?;
             let body = html! {
                 section.card.narrow #device-result {
                     h1 { "Add a device" }
@@ -116,6 +110,13 @@ pub(crate) async fn decide(
             Ok(render(&p, e.status, body))
         }
     }
+}
+
+/// A refusal to show on the page (an unknown, expired or decided code, too
+/// many tries); a server failure stays an error response.
+fn refusal(e: fusion_host_server::Error) -> Result<AppError, AppError> {
+    let e = AppError::from(e);
+    if e.status.is_server_error() { Err(e) } else { Ok(e) }
 }
 
 fn render(p: &Principal, status: StatusCode, body: Markup) -> Response {

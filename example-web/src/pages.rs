@@ -576,6 +576,28 @@ async fn device_page(
 #[cfg(test)]
 mod tests {
     #[test]
+    fn next_stays_on_this_site() {
+        let safe = super::Next::safe;
+        assert_eq!(
+            safe(Some("/device?user_code=WDJB-MJHT")),
+            Some("/device?user_code=WDJB-MJHT")
+        );
+        for elsewhere in [
+            "//evil.example",
+            "https://evil.example/",
+            "evil",
+            "/\\evil.example",
+            "",
+        ] {
+            assert_eq!(safe(Some(elsewhere)), None, "{elsewhere}");
+        }
+        assert_eq!(
+            super::Next::signin_to("/device?user_code=A"),
+            "/signin?next=%2Fdevice%3Fuser_code%3DA"
+        );
+    }
+
+    #[test]
     fn common_folder_stops_at_a_separator() {
         let f = |v: &[&str]| super::common_folder(v.iter().copied());
         assert_eq!(f(&["/s/scans/Scan_1.e57", "/s/scans/Scan_2.e57"]), "/s/scans/");

@@ -612,6 +612,14 @@ async fn activity_trail(app: &App) {
     }
     let all: Vec<_> = entries.iter().map(|e| e["call_id"].clone()).collect();
     assert_eq!(ids, all);
+    for limit in [0, 10_001] {
+        let (status, err) = alice.get(&format!("/api/activity?limit={limit}")).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{err}"
+        );
+    }
     let (status, err) = alice.get("/api/activity?cursor=nonsense").await;
     assert_eq!(
         (status, err["code"].as_str()),

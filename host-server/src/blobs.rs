@@ -282,8 +282,8 @@ impl Blobs {
 
     /// Where `owner`'s upload is.
     pub(crate) fn status(&self, owner: &str, upload_id: &str) -> Result<UploadStatus> {
-        let uploads = self.uploads();
-        let u = owned_upload(&uploads, owner, upload_id)?;
+        let mut uploads = self.uploads();
+        let u = owned_upload(&mut uploads, owner, upload_id)?;
         Ok(UploadStatus {
             upload_id: upload_id.to_string(),
             size: u.size,
@@ -308,7 +308,7 @@ impl Blobs {
     {
         let path_size_hasher = {
             let mut uploads = self.uploads();
-            let u = owned_upload_mut(&mut uploads, owner, upload_id)?;
+            let u = owned_upload(&mut uploads, owner, upload_id)?;
             if u.writing {
                 return Err(Error::UploadOffset {
                     received: u.received,
@@ -426,7 +426,7 @@ impl Blobs {
     ) -> Result<BlobMeta> {
         let upload = {
             let mut uploads = self.uploads();
-            let u = owned_upload(&uploads, owner, upload_id)?;
+            let u = owned_upload(&mut uploads, owner, upload_id)?;
             if u.writing || u.received != u.size {
                 return Err(Error::UploadIncomplete {
                     received: u.received,
@@ -612,16 +612,8 @@ impl StoredMeta {
     }
 }
 
-fn owned_upload<'a>(uploads: &'a HashMap<String, Upload>, owner: &str, id: &str) -> Result<&'a Upload> {
-    uploads
-        .get(id)
-        .filter(|u| u.owner == owner)
-        .ok_or_else(|| Error::UploadNotFound {
-            upload_id: id.to_string(),
-        })
-}
-
-fn owned_upload_mut<'a>(
+/// `owner`'s upload in progress, or `upload_not_found` (anyone else's too).
+fn owned_upload<'a>(
     uploads: &'a mut HashMap<String, Upload>,
     owner: &str,
     id: &str,

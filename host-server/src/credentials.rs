@@ -46,9 +46,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 
 /// A random id: `prefix` + 32 hex characters (128 bits).
 pub(crate) fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 16];
-    random(&mut bytes);
-    format!("{prefix}{}", hex(&bytes))
+    format!("{prefix}{}", random_hex(16))
 }
 
 /// A fresh pairing code, `XXXX-XXXX`, uniformly drawn from the alphabet.

@@ -451,15 +451,7 @@ impl Dispatcher {
         let now = self.now();
         let device_id = new_id("dev_");
         let token = new_token(&device_id);
-        let taken: Vec<String> = self
-            .inner
-            .store
-            .devices(owner)
-            .await?
-            .into_iter()
-            .filter(|d| d.revoked_at.is_none())
-            .map(|d| d.name)
-            .collect();
+        let taken = self.names_in_use(owner, None).await?;
         let device = DeviceRecord {
             id: device_id,
             owner: owner.to_string(),
@@ -556,6 +548,19 @@ impl Dispatcher {
             .is_some_and(|s| s.session.is_some())
     }
 
+    /// The names of `owner`'s devices that are not revoked, but `except`'s.
+    async fn names_in_use(&self, owner: &str, except: Option<&str>) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .store
+            .devices(owner)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none() && Some(d.id.as_str()) != except)
+            .map(|d| d.name)
+            .collect())
+    }
+
     /// Renames the owner's device (1 to 200 characters, trimmed). A name
     /// another of their devices has gets ` (2)`, ` (3)`, … so two stay
     /// distinguishable. Returns the name given.
@@ -565,15 +570,7 @@ impl Dispatcher {
         if name.is_empty() || name.len() > 200 {
             return Err(Error::InvalidRequest("name must be 1 to 200 characters".into()));
         }
-        let taken: Vec<String> = self
-            .inner
-            .store
-            .devices(owner)
-            .await?
-            .into_iter()
-            .filter(|d| d.revoked_at.is_none() && d.id != device.id)
-            .map(|d| d.name)
-            .collect();
+        let taken = self.names_in_use(owner, Some(&device.id)).await?;
         let name = distinct_name(name, &taken);
         self.inner.store.rename_device(device_id, &name).await?;
         {

@@ -216,3 +216,52 @@ async fn a_wrong_digest_discards_the_upload_and_bounds_hold() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_blob_expires_and_frees_its_owners_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = blob_server(dir.path(), 10).await;
+    let device = server.enroll("alice").await;
+    let c = client(&device.token);
+    let upload = |size: u64| {
+        c.post(server.url("/uploads"))
+            .json(&json!({ "name": "a.bin", "size": size }))
+            .send()
+    };
+    let (_, up) = json_of(upload(6).await.unwrap()).await;
+    let id = up["upload_id"].as_str().unwrap();
+    c.put(server.url(&format!("/uploads/{id}?offset=0")))
+        .body("abcdef")
+        .send()
+        .await
+        .unwrap();
+    let digest = format!("{:x}", sha2::Sha256::digest(b"abcdef"));
+    let (_, handle) = json_of(
+        c.post(server.url(&format!("/uploads/{id}/complete")))
+            .json(&json!({ "sha256": digest }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let meta = server.url(&format!("/blobs/{}/meta", handle["blob_id"].as_str().unwrap()));
+    // 6 of 10 bytes kept: another 6 is over the quota.
+    let (status, err) = json_of(upload(6).await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (413, Some("quota_exceeded")),
+        "{err}"
+    );
+    // Seven days later the blob is gone, and its bytes count no more.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(7 * 24 * 3600));
+    let (status, err) = json_of(c.get(&meta).send().await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("blob_not_found")),
+        "{err}"
+    );
+    let (status, _) = json_of(upload(6).await.unwrap()).await;
+    assert_eq!(status, 200);
+}
