@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use fusion_host_server::{
     CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, ManifestSummary,
-    PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store, StoreError, StoreResult,
+    PairingCodeRecord, PendingCallRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store, StoreError,
+    StoreResult,
 };
 use fusion_tools::{DeviceManifest, Mode};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -222,6 +223,16 @@ fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<O
     let text: Option<String> = row.try_get(col)?;
     text.map(|t| serde_json::from_str(&t).map_err(|e| sqlx::Error::Decode(Box::new(e))))
         .transpose()
+}
+
+fn pending_call_from(row: &AnyRow) -> Result<PendingCallRecord, sqlx::Error> {
+    Ok(PendingCallRecord {
+        call_id: row.try_get("call_id")?,
+        device_id: row.try_get("device_id")?,
+        caller: row.try_get("caller")?,
+        call: json_col(row, "call")?.ok_or_else(|| sqlx::Error::ColumnNotFound("call".into()))?,
+        created_at: time(row.try_get("created_at")?),
+    })
 }
 
 fn proposal_from(row: &AnyRow) -> Result<ProposalRecord, sqlx::Error> {
@@ -628,6 +639,52 @@ impl Store for Db {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(store_err)
+    }
+
+    async fn save_pending_call(&self, c: PendingCallRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO pending_calls (call_id, device_id, caller, call, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(c.call_id)
+        .bind(c.device_id)
+        .bind(c.caller)
+        .bind(json(&c.call))
+        .bind(millis(c.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn pending_call(&self, call_id: &str) -> StoreResult<Option<PendingCallRecord>> {
+        let row = sqlx::query("SELECT * FROM pending_calls WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        row.as_ref().map(pending_call_from).transpose().map_err(store_err)
+    }
+
+    async fn pending_calls(&self, device_id: &str) -> StoreResult<Vec<PendingCallRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM pending_calls WHERE device_id = $1 ORDER BY created_at, call_id")
+                .bind(device_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_err)?;
+        rows.iter()
+            .map(pending_call_from)
+            .collect::<Result<_, _>>()
+            .map_err(store_err)
+    }
+
+    async fn remove_pending_call(&self, call_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM pending_calls WHERE call_id = $1")
+            .bind(call_id)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use fusion_host_server::cluster::{Cluster, NatsOptions};
 use fusion_host_server::{Config, Dispatcher};
 use fusion_tools::{Access, Scope, Toolbox};
 
@@ -47,6 +48,14 @@ struct Args {
     /// are off unless this is given.
     #[arg(long, env = "BLOB_STORE")]
     blob_store: Option<String>,
+    /// Run as one of several replicas that share devices through this NATS
+    /// server (JetStream on), e.g. `nats://127.0.0.1:4222`. Every replica
+    /// needs the same PostgreSQL database. Default: a single process.
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
+    /// Prefix of the NATS subjects and KV bucket, for apps sharing one NATS.
+    #[arg(long, env = "NATS_PREFIX", default_value = "fusion")]
+    nats_prefix: String,
 }
 
 /// The blob folder: `--blob-store`, else `blobs/` beside a SQLite file.
@@ -135,8 +144,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             )),
             None => None,
         },
+        cluster: match &args.nats_url {
+            Some(url) => Some(
+                Cluster::nats(
+                    url,
+                    NatsOptions {
+                        prefix: args.nats_prefix.clone(),
+                        ..NatsOptions::default()
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot join the replicas on NATS at {url}: {e}"))?,
+            ),
+            None => None,
+        },
         ..Config::default()
     };
+    let replica = config
+        .cluster
+        .as_ref()
+        .map(|c| format!(", replica {} on NATS", c.replica()))
+        .unwrap_or_default();
     let dispatcher = Dispatcher::new(Arc::new(db.clone()), config);
     let state = AppState {
         db: db.clone(),
@@ -152,7 +180,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         format!("public address {public_url}, ")
     };
     println!(
-        "listening on {bound} ({public}database {})",
+        "listening on {bound} ({public}database {}{replica})",
         db::redact(&database_url)
     );
 

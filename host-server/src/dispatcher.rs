@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use fusion_tools::{
@@ -21,12 +21,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, Inbound, Sent, WireError};
 use crate::credentials::{EnrollLimiter, new_id, new_pairing_code, new_token, normalize_code, sha256_hex};
 use crate::error::{Error, Result};
 use crate::events::HostEvent;
 use crate::store::{
-    CallLogEntry, DeviceRecord, ManifestSummary, PairingCodeRecord, ProposalRecord, ProposalStatus,
-    ProposalUpdate, Store, input_paths,
+    CallLogEntry, DeviceRecord, ManifestSummary, PairingCodeRecord, PendingCallRecord, ProposalRecord,
+    ProposalStatus, ProposalUpdate, Store, input_paths,
 };
 use crate::time::Clock;
 
@@ -76,6 +77,10 @@ pub struct Config {
     /// those routes answer `blobs_unavailable`.
     #[cfg(feature = "blobs")]
     pub blobs: Option<crate::blobs::Blobs>,
+    /// Replicas sharing devices (`docs/CLUSTER.md`). Default none: every
+    /// device streams to this process. A cluster needs a [`Store`] that
+    /// keeps pending calls and is shared by the replicas.
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for Config {
@@ -97,6 +102,7 @@ impl Default for Config {
             clock: Clock::system(),
             #[cfg(feature = "blobs")]
             blobs: None,
+            cluster: None,
         }
     }
 }
@@ -233,6 +239,8 @@ const FINISHED_MAX: usize = 100_000;
 struct Slot {
     owner: String,
     session: Option<Session>,
+    /// The replica holding the device's stream, when another one does.
+    remote: Option<String>,
     online: watch::Sender<bool>,
     tools: Option<Arc<ToolIndex>>,
     next_event_id: u64,
@@ -278,7 +286,7 @@ impl Dispatcher {
         };
         let (limiter, user_code_limiter, request_limiter) = (limiter(), limiter(), limiter());
         let (events, _) = broadcast::channel(1024);
-        Dispatcher {
+        let dispatcher = Dispatcher {
             inner: Arc::new(Inner {
                 store,
                 config,
@@ -289,7 +297,13 @@ impl Dispatcher {
                 request_limiter,
                 shutdown: CancellationToken::new(),
             }),
+        };
+        if let Some(cluster) = &dispatcher.inner.config.cluster {
+            let (tx, rx) = mpsc::unbounded_channel();
+            cluster.bus.attach(tx);
+            tokio::spawn(serve_inbound(Arc::downgrade(&dispatcher.inner), rx));
         }
+        dispatcher
     }
 
     /// The configuration.
@@ -343,8 +357,15 @@ impl Dispatcher {
     }
 
     pub(crate) fn emit(&self, event: HostEvent) {
+        if let Some(cluster) = &self.inner.config.cluster {
+            cluster.bus.event(&event);
+        }
         // No receivers is normal: nobody has a page open.
         let _ = self.inner.events.send(event);
+    }
+
+    fn cluster(&self) -> Option<&Cluster> {
+        self.inner.config.cluster.as_ref()
     }
 
     pub(crate) fn now(&self) -> SystemTime {
@@ -508,7 +529,7 @@ impl Dispatcher {
         Ok(devices
             .into_iter()
             .map(|device| DeviceStatus {
-                online: state.slots.get(&device.id).is_some_and(|s| s.session.is_some()),
+                online: state.slots.get(&device.id).is_some_and(Slot::is_online),
                 manifest: summaries.remove(&device.id),
                 device,
             })
@@ -540,12 +561,9 @@ impl Dispatcher {
         Ok((status, manifest))
     }
 
-    /// Whether the device holds a stream right now.
+    /// Whether the device holds a stream right now (to any replica).
     pub fn is_online(&self, device_id: &str) -> bool {
-        self.state()
-            .slots
-            .get(device_id)
-            .is_some_and(|s| s.session.is_some())
+        self.state().slots.get(device_id).is_some_and(Slot::is_online)
     }
 
     /// The names of `owner`'s devices that are not revoked, but `except`'s.
@@ -592,6 +610,26 @@ impl Dispatcher {
     pub async fn revoke(&self, owner: &str, device_id: &str) -> Result<()> {
         let device = self.owned_device(owner, device_id).await?;
         self.inner.store.revoke_device(device_id, self.now()).await?;
+        self.close_revoked(device_id);
+        if let Some(cluster) = self.cluster() {
+            // The replica holding the stream closes it; every replica fails
+            // the calls it waits on.
+            cluster.bus.revoked(device_id).await;
+            for call in self.inner.store.pending_calls(device_id).await? {
+                self.inner.store.remove_pending_call(&call.call_id).await?;
+            }
+        }
+        tracing::info!(device_id, "device revoked");
+        self.emit(HostEvent::DeviceRevoked {
+            owner: device.owner,
+            device_id: device_id.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Sends `revoked` on the device's stream if it is here and closes it,
+    /// and fails the calls waiting on it here.
+    fn close_revoked(&self, device_id: &str) {
         let failed: Vec<Pending> = {
             let mut state = self.state();
             if let Some(slot) = state.slots.get_mut(device_id) {
@@ -601,6 +639,7 @@ impl Dispatcher {
                             .into(),
                     }));
                 }
+                slot.remote = None;
                 slot.online.send_replace(false);
                 slot.outstanding.clear();
             }
@@ -617,12 +656,6 @@ impl Dispatcher {
                 device_id: device_id.to_string(),
             }));
         }
-        tracing::info!(device_id, "device revoked");
-        self.emit(HostEvent::DeviceRevoked {
-            owner: device.owner,
-            device_id: device_id.to_string(),
-        });
-        Ok(())
     }
 
     /// Calls `tool` on the owner's device. A read or action tool's result comes
@@ -945,6 +978,26 @@ impl Dispatcher {
         let (call_id, tool) = (call.call_id.clone(), call.tool.clone());
         let call_id = call_id.as_str();
         let (tx, rx) = oneshot::channel();
+        if let Some(cluster) = self.cluster() {
+            if !cluster.bus.available() && !self.holds(&device.id) {
+                return Err(Error::ClusterUnavailable {
+                    device_id: device.id.clone(),
+                });
+            }
+            // Kept until answered: a device that reconnects to another
+            // replica still gets it, and its result finds this replica.
+            self.inner
+                .store
+                .save_pending_call(PendingCallRecord {
+                    call_id: call_id.to_string(),
+                    device_id: device.id.clone(),
+                    caller: cluster.replica().to_string(),
+                    call: call.clone(),
+                    created_at: self.now(),
+                })
+                .await?;
+        }
+        let routed = call.clone();
         let (event_id, mut online) = {
             let mut state = self.state();
             state.pending.insert(
@@ -971,7 +1024,9 @@ impl Dispatcher {
             reason: "caller_gone",
             done: false,
         };
-        if !*online.borrow_and_update() {
+        if let Some(cluster) = self.cluster() {
+            self.route(cluster, device, &routed, &mut online).await?;
+        } else if !*online.borrow_and_update() {
             let grace = self.inner.config.offline_grace;
             if !matches!(
                 tokio::time::timeout(grace, online.wait_for(|on| *on)).await,
@@ -999,8 +1054,88 @@ impl Dispatcher {
         }
     }
 
+    /// Whether this replica holds the device's stream.
+    fn holds(&self, device_id: &str) -> bool {
+        self.state()
+            .slots
+            .get(device_id)
+            .is_some_and(|s| s.session.is_some())
+    }
+
+    /// Gets a call to the device wherever it streams: here (the slot's
+    /// outstanding calls are pushed on connect), or through the replica
+    /// holding it. Waits up to the offline grace for it to be somewhere.
+    async fn route(
+        &self,
+        cluster: &Cluster,
+        device: &DeviceRecord,
+        call: &CallEvent,
+        online: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + self.inner.config.offline_grace;
+        loop {
+            if self.holds(&device.id) {
+                return Ok(());
+            }
+            // Asked even when no holder was announced yet: a replica that
+            // started a moment ago has not heard the heartbeats.
+            if cluster.bus.send_call(&device.id, call).await? == Sent::Held {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::DeviceOffline {
+                    device_id: device.id.clone(),
+                });
+            }
+            // A holder that just went away, or one this replica has not
+            // heard of yet: look again when it changes, or shortly.
+            let wait = (deadline - now).min(Duration::from_millis(250));
+            online.mark_unchanged();
+            let _ = tokio::time::timeout(wait, online.changed()).await;
+        }
+    }
+
     /// Delivers a device's result (`POST /result`). Idempotent per call id.
-    pub(crate) fn deliver(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
+    /// A result for a call made on another replica goes there.
+    pub(crate) async fn deliver(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
+        if let Some(ack) = self.deliver_here(device_id, &result)? {
+            return Ok(ack);
+        }
+        let call_id = result.call_id.clone();
+        let Some(cluster) = self.cluster() else {
+            return Err(Error::CallUnknown { call_id });
+        };
+        let Some(row) = self.inner.store.pending_call(&call_id).await? else {
+            return Err(Error::CallUnknown { call_id });
+        };
+        if row.device_id != device_id {
+            return Err(Error::CallNotYours { call_id });
+        }
+        if let Some(slot) = self.state().slots.get_mut(device_id) {
+            slot.outstanding.retain(|_, c| c.call_id != call_id);
+        }
+        match cluster.bus.route_result(&row.caller, device_id, &result).await? {
+            Some(Ok(ack)) => Ok(ack),
+            Some(Err(WireError { code })) if code == "call_not_yours" => Err(Error::CallNotYours { call_id }),
+            Some(Err(_)) => Err(Error::CallUnknown { call_id }),
+            None => {
+                // The replica that made the call is gone, and its caller
+                // with it: nobody waits.
+                tracing::warn!(
+                    call_id,
+                    device_id,
+                    "a result arrived for a call whose replica is gone"
+                );
+                self.inner.store.remove_pending_call(&call_id).await?;
+                Ok(ResultAck { accepted: false })
+            }
+        }
+    }
+
+    /// Delivers a result to a caller waiting on this replica; `None` when
+    /// no call here knows it.
+    fn deliver_here(&self, device_id: &str, result: &CallResult) -> Result<Option<ResultAck>> {
         let mut state = self.state();
         let call_id = result.call_id.clone();
         match state.pending.get(&call_id) {
@@ -1008,22 +1143,41 @@ impl Dispatcher {
             Some(_) => {}
             None => {
                 return match state.finished.get(&call_id) {
-                    Some(owner_device) if owner_device == device_id => Ok(ResultAck { accepted: false }),
+                    Some(owner_device) if owner_device == device_id => {
+                        Ok(Some(ResultAck { accepted: false }))
+                    }
                     Some(_) => Err(Error::CallNotYours { call_id }),
-                    None => Err(Error::CallUnknown { call_id }),
+                    None => Ok(None),
                 };
             }
         }
         let Some(pending) = state.pending.remove(&call_id) else {
-            return Err(Error::CallUnknown { call_id });
+            return Ok(None);
         };
+        let mut held_here = false;
         if let Some(slot) = state.slots.get_mut(device_id) {
             slot.outstanding.retain(|_, c| c.call_id != call_id);
+            held_here = slot.session.is_some();
         }
-        state.remember_finished(call_id, device_id);
+        state.remember_finished(call_id.clone(), device_id);
         drop(state);
-        let _ = pending.tx.send(Ok(result));
-        Ok(ResultAck { accepted: true })
+        if let Some(cluster) = self.cluster() {
+            let (bus, store, device_id) = (
+                Arc::clone(&cluster.bus),
+                Arc::clone(&self.inner.store),
+                device_id.to_string(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = store.remove_pending_call(&call_id).await {
+                    tracing::warn!(error = %e, call_id, "could not forget an answered call");
+                }
+                if !held_here {
+                    bus.finish_call(&device_id, &call_id, None).await;
+                }
+            });
+        }
+        let _ = pending.tx.send(Ok(result.clone()));
+        Ok(Some(ResultAck { accepted: true }))
     }
 
     /// Records the device's manifest (`PUT /manifest`).
@@ -1069,8 +1223,38 @@ impl Dispatcher {
         (session_id, rx)
     }
 
+    /// Announces the new session to the other replicas (displacing a stream
+    /// another one held) and queues the calls the store still has for the
+    /// device, made on any replica. Without a cluster, nothing to do. With
+    /// NATS away the stream still works for calls made here.
+    pub(crate) async fn join_cluster(&self, device: &DeviceRecord, session_id: &str) -> Result<()> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(());
+        };
+        if let Err(e) = cluster.bus.claim(&device.id, &device.owner, session_id).await {
+            tracing::warn!(device_id = %device.id, error = %e, "could not announce the device to the other replicas");
+        }
+        let calls = self.inner.store.pending_calls(&device.id).await?;
+        let mut state = self.state();
+        let Some(slot) = state.slots.get_mut(&device.id) else {
+            return Ok(());
+        };
+        for pending in calls {
+            slot.push_once(pending.call);
+        }
+        Ok(())
+    }
+
     /// Closes the device's session if it is still the current one.
     pub(crate) fn disconnect(&self, device_id: &str, session_id: &str) {
+        if let Some(cluster) = self.cluster() {
+            let (bus, device_id, session_id) = (
+                Arc::clone(&cluster.bus),
+                device_id.to_string(),
+                session_id.to_string(),
+            );
+            tokio::spawn(async move { bus.release(&device_id, &session_id).await });
+        }
         let owner = {
             let mut state = self.state();
             let Some(slot) = state.slots.get_mut(device_id) else {
@@ -1080,7 +1264,8 @@ impl Dispatcher {
                 return;
             }
             slot.session = None;
-            slot.online.send_replace(false);
+            let online = slot.is_online();
+            slot.online.send_replace(online);
             slot.owner.clone()
         };
         tracing::info!(device_id, session_id, "device disconnected");
@@ -1113,11 +1298,141 @@ fn ok_output(result: CallResult) -> Result<ToolOutput> {
     })
 }
 
+impl Slot {
+    fn is_online(&self) -> bool {
+        self.session.is_some() || self.remote.is_some()
+    }
+
+    /// Queues a call and pushes it to the stream, unless it is queued
+    /// already (it can reach the holder both from the store and by request).
+    fn push_once(&mut self, call: CallEvent) -> bool {
+        if self.outstanding.values().any(|c| c.call_id == call.call_id) {
+            return self.session.is_some();
+        }
+        let Some(session) = &self.session else {
+            return false;
+        };
+        self.next_event_id += 1;
+        let event_id = self.next_event_id;
+        let _ = session.tx.send(StreamMsg::Call(event_id, Box::new(call.clone())));
+        self.outstanding.insert(event_id, call);
+        true
+    }
+}
+
+/// Handles what other replicas send, for as long as the dispatcher lives.
+async fn serve_inbound(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
+    while let Some(msg) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        Dispatcher { inner }.inbound(msg);
+    }
+}
+
+impl Dispatcher {
+    fn inbound(&self, msg: Inbound) {
+        match msg {
+            Inbound::Call {
+                device_id,
+                call,
+                held,
+            } => {
+                let pushed = self
+                    .state()
+                    .slots
+                    .get_mut(&device_id)
+                    .is_some_and(|slot| slot.push_once(*call));
+                let _ = held.send(pushed);
+            }
+            Inbound::Cancel {
+                device_id,
+                call_id,
+                reason,
+            } => {
+                let mut state = self.state();
+                if let Some(slot) = state.slots.get_mut(&device_id) {
+                    slot.outstanding.retain(|_, c| c.call_id != call_id);
+                    if let Some(session) = &slot.session {
+                        let _ = session
+                            .tx
+                            .send(StreamMsg::Cancel(CancelEvent { call_id, reason }));
+                    }
+                }
+            }
+            Inbound::Done { device_id, call_id } => {
+                if let Some(slot) = self.state().slots.get_mut(&device_id) {
+                    slot.outstanding.retain(|_, c| c.call_id != call_id);
+                }
+            }
+            Inbound::Displace {
+                device_id,
+                session_id,
+                by,
+            } => {
+                let mut state = self.state();
+                if let Some(slot) = state.slots.get_mut(&device_id)
+                    && slot.session.as_ref().is_some_and(|s| s.id == session_id)
+                    && let Some(old) = slot.session.take()
+                {
+                    tracing::info!(
+                        device_id,
+                        session_id,
+                        replica = by,
+                        "device moved to another replica"
+                    );
+                    let _ = old.tx.send(StreamMsg::Replaced(ClosingEvent {
+                        message: "a newer connection from this device replaced this one".into(),
+                    }));
+                    slot.remote = Some(by);
+                    slot.online.send_replace(true);
+                }
+            }
+            Inbound::Revoked { device_id } => self.close_revoked(&device_id),
+            Inbound::Result {
+                device_id,
+                result,
+                ack,
+            } => {
+                let answer = match self.deliver_here(&device_id, &result) {
+                    Ok(Some(a)) => Ok(a),
+                    Ok(None) => Err(WireError {
+                        code: "call_unknown".into(),
+                    }),
+                    Err(e) => Err(WireError {
+                        code: e.code().to_string(),
+                    }),
+                };
+                let _ = ack.send(answer);
+            }
+            Inbound::Holder {
+                device_id,
+                owner,
+                replica,
+            } => {
+                let here = self.cluster().map(Cluster::replica);
+                let remote = replica.filter(|r| Some(r.as_str()) != here);
+                let mut state = self.state();
+                let slot = state.slot(&device_id, &owner);
+                if remote.is_some() && slot.remote != remote {
+                    // A new stream elsewhere may have sent a new manifest.
+                    slot.tools = None;
+                }
+                slot.remote = remote;
+                let online = slot.is_online();
+                slot.online.send_replace(online);
+            }
+            Inbound::Event(event) => {
+                let _ = self.inner.events.send(event);
+            }
+        }
+    }
+}
+
 impl State {
     fn slot(&mut self, device_id: &str, owner: &str) -> &mut Slot {
         self.slots.entry(device_id.to_string()).or_insert_with(|| Slot {
             owner: owner.to_string(),
             session: None,
+            remote: None,
             online: watch::Sender::new(false),
             tools: None,
             next_event_id: 0,
@@ -1175,14 +1490,32 @@ impl Drop for CallGuard<'_> {
         }
         let mut state = self.dispatcher.state();
         state.pending.remove(self.call_id);
+        let mut held_here = false;
         if let Some(slot) = state.slots.get_mut(self.device_id) {
             slot.outstanding.remove(&self.event_id);
             if let Some(session) = &slot.session {
+                held_here = true;
                 let _ = session.tx.send(StreamMsg::Cancel(CancelEvent {
                     call_id: self.call_id.to_string(),
                     reason: self.reason.to_string(),
                 }));
             }
+        }
+        drop(state);
+        if let Some(cluster) = self.dispatcher.cluster()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (bus, store) = (Arc::clone(&cluster.bus), Arc::clone(&self.dispatcher.inner.store));
+            let (device_id, call_id, reason) =
+                (self.device_id.to_string(), self.call_id.to_string(), self.reason);
+            runtime.spawn(async move {
+                if let Err(e) = store.remove_pending_call(&call_id).await {
+                    tracing::warn!(error = %e, call_id, "could not forget a cancelled call");
+                }
+                if !held_here {
+                    bus.finish_call(&device_id, &call_id, Some(reason)).await;
+                }
+            });
         }
     }
 }

@@ -213,6 +213,15 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the server is shutting down; try again shortly")]
     ShuttingDown,
+    /// The device is held by another replica and this one cannot reach the
+    /// others (NATS is down); it reconnects by itself.
+    #[error(
+        "the server cannot reach its other replicas right now to find device {device_id}; try again shortly"
+    )]
+    ClusterUnavailable {
+        /// The device.
+        device_id: String,
+    },
     /// The app's store failed.
     #[error("the server could not reach its database; try again")]
     Store(#[from] StoreError),
@@ -258,6 +267,7 @@ impl Error {
             Error::UploadIncomplete { .. } => "upload_incomplete",
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::ShuttingDown => "shutting_down",
+            Error::ClusterUnavailable { .. } => "cluster_unavailable",
             Error::Store(_) | Error::BlobStore(_) => "internal",
         }
     }
@@ -277,7 +287,9 @@ impl Error {
             Error::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             Error::BlobTooLarge { .. } | Error::QuotaExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::DeviceOffline { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DeviceOffline { .. } | Error::ShuttingDown | Error::ClusterUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::DeviceRevoked { .. } | Error::ProposalExpired { .. } => StatusCode::GONE,
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Tool(body) if body.code == "conflict" => StatusCode::CONFLICT,
@@ -305,6 +317,7 @@ impl Error {
                 | Error::Timeout { .. }
                 | Error::RateLimited { .. }
                 | Error::ShuttingDown
+                | Error::ClusterUnavailable { .. }
                 | Error::Store(_)
                 | Error::BlobStore(_)
         )
@@ -407,6 +420,7 @@ mod tests {
             Error::TooLarge { limit: 1 },
             Error::ProtocolUnsupported(id()),
             Error::ShuttingDown,
+            Error::ClusterUnavailable { device_id: id() },
             Error::BlobsUnavailable,
             Error::BlobNotFound { blob_id: id() },
             Error::QuotaExceeded { used: 1, quota: 1 },

@@ -1,13 +1,13 @@
 //! Live events for UIs: what `/devices` subscribes to.
 
 use fusion_tools::Mode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::ProposalStatus;
 
 /// Something that happened, for live pages. Every event names its owner;
 /// forward an event only to that owner's pages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HostEvent {

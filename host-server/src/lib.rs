@@ -39,6 +39,7 @@
 
 #[cfg(feature = "blobs")]
 pub mod blobs;
+pub mod cluster;
 mod credentials;
 mod device_flow;
 mod dispatcher;
@@ -60,7 +61,7 @@ pub use routes::blob_response;
 pub use routes::router;
 pub use store::{
     CallLogEntry, DeviceAuthorizationRecord, DeviceAuthorizationStatus, DeviceRecord, LOGGED_PATHS,
-    ManifestSummary, MemoryStore, PairingCodeRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store,
-    StoreError, StoreResult,
+    ManifestSummary, MemoryStore, PairingCodeRecord, PendingCallRecord, ProposalRecord, ProposalStatus,
+    ProposalUpdate, Store, StoreError, StoreResult,
 };
 pub use time::{Clock, ManualClock};

@@ -203,7 +203,7 @@ async fn result(
     State(dispatcher): State<Dispatcher>,
     AuthedBody(device, result): AuthedBody<CallResult>,
 ) -> Result<Json<ResultAck>, Error> {
-    dispatcher.deliver(&device.id, result).map(Json)
+    dispatcher.deliver(&device.id, result).await.map(Json)
 }
 
 async fn stream(
@@ -228,9 +228,10 @@ async fn stream(
     };
     let session = SessionGuard {
         dispatcher: dispatcher.clone(),
-        device_id: device.id,
+        device_id: device.id.clone(),
         session_id,
     };
+    dispatcher.join_cluster(&device, &session.session_id).await?;
     let events = device_stream(
         session,
         rx,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use fusion_tools::{DeviceManifest, ErrorBody, Mode, Plan};
+use fusion_tools::{CallEvent, DeviceManifest, ErrorBody, Mode, Plan};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -275,6 +275,25 @@ pub struct CallLogEntry {
     pub error_code: Option<String>,
 }
 
+/// A call sent to a device and not answered yet, kept while replicas share
+/// devices (see `docs/CLUSTER.md`): a device that reconnects to another
+/// replica, or to the same one after it restarted, still gets it, and its
+/// result finds the replica whose caller waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCallRecord {
+    /// The call's id.
+    pub call_id: String,
+    /// The device it is for.
+    pub device_id: String,
+    /// The replica whose caller waits for the result.
+    pub caller: String,
+    /// The call as the device gets it.
+    pub call: CallEvent,
+    /// When it was made.
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: SystemTime,
+}
+
 /// How many of a call's paths the activity log keeps.
 pub const LOGGED_PATHS: usize = 10;
 
@@ -428,6 +447,37 @@ pub trait Store: Send + Sync + 'static {
         let _ = owner;
         Ok(None)
     }
+
+    /// Keeps a call until it is answered. Only replicas in a cluster call
+    /// the pending-call methods; the default refuses, so a store that
+    /// cannot keep them says so at the first call instead of losing calls.
+    async fn save_pending_call(&self, call: PendingCallRecord) -> StoreResult<()> {
+        let _ = call;
+        Err(no_pending_calls())
+    }
+
+    /// One pending call.
+    async fn pending_call(&self, call_id: &str) -> StoreResult<Option<PendingCallRecord>> {
+        let _ = call_id;
+        Err(no_pending_calls())
+    }
+
+    /// A device's pending calls, oldest first.
+    async fn pending_calls(&self, device_id: &str) -> StoreResult<Vec<PendingCallRecord>> {
+        let _ = device_id;
+        Err(no_pending_calls())
+    }
+
+    /// Forgets a pending call (answered, cancelled or timed out); `false`
+    /// when it was not there.
+    async fn remove_pending_call(&self, call_id: &str) -> StoreResult<bool> {
+        let _ = call_id;
+        Err(no_pending_calls())
+    }
+}
+
+fn no_pending_calls() -> StoreError {
+    StoreError::new("this store does not keep pending calls, which replicas in a cluster need")
 }
 
 /// An in-memory [`Store`], for tests and demos. Nothing survives a restart.
@@ -446,6 +496,7 @@ struct Tables {
     distinct_manifests: Vec<Arc<DeviceManifest>>,
     proposals: Vec<ProposalRecord>,
     calls: Vec<CallLogEntry>,
+    pending_calls: Vec<PendingCallRecord>,
 }
 
 impl MemoryStore {
@@ -667,6 +718,39 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn save_pending_call(&self, call: PendingCallRecord) -> StoreResult<()> {
+        let mut tables = self.tables();
+        tables.pending_calls.retain(|c| c.call_id != call.call_id);
+        tables.pending_calls.push(call);
+        Ok(())
+    }
+
+    async fn pending_call(&self, call_id: &str) -> StoreResult<Option<PendingCallRecord>> {
+        Ok(self
+            .tables()
+            .pending_calls
+            .iter()
+            .find(|c| c.call_id == call_id)
+            .cloned())
+    }
+
+    async fn pending_calls(&self, device_id: &str) -> StoreResult<Vec<PendingCallRecord>> {
+        Ok(self
+            .tables()
+            .pending_calls
+            .iter()
+            .filter(|c| c.device_id == device_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_pending_call(&self, call_id: &str) -> StoreResult<bool> {
+        let mut tables = self.tables();
+        let before = tables.pending_calls.len();
+        tables.pending_calls.retain(|c| c.call_id != call_id);
+        Ok(tables.pending_calls.len() != before)
     }
 }
 

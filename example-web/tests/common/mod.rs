@@ -21,6 +21,11 @@ pub struct App {
 impl App {
     /// Starts the app on SQLite in a fresh folder, or on `database_url`.
     pub fn start(database_url: Option<&str>) -> App {
+        App::start_with(database_url, &[])
+    }
+
+    /// Starts the app with more command-line arguments.
+    pub fn start_with(database_url: Option<&str>, args: &[&str]) -> App {
         let dir = tempfile::tempdir().unwrap();
         let url = database_url.map_or_else(
             || format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()),
@@ -28,6 +33,7 @@ impl App {
         );
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--database-url", &url])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -68,6 +74,14 @@ impl App {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+}
+
+impl App {
+    /// Kills the process outright (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -149,6 +163,17 @@ impl User {
             url: app.url.clone(),
             csrf: session["csrf"].as_str().unwrap().to_string(),
             email,
+        }
+    }
+
+    /// The same signed-in person, talking to another replica of the app
+    /// (cookies are per host, not per port).
+    pub fn on(&self, app: &App) -> User {
+        User {
+            client: self.client.clone(),
+            url: app.url.clone(),
+            csrf: self.csrf.clone(),
+            email: self.email.clone(),
         }
     }
 

@@ -1,0 +1,495 @@
+//! Several replicas of the app on one PostgreSQL and one NATS, as real
+//! processes on 127.0.0.1:0, with devices as the real runtime: a call made on
+//! any replica reaches a device streaming to any other.
+//!
+//! Needs `FUSION_TEST_POSTGRES_URL` and `FUSION_TEST_NATS_URL` (`.ci/run`
+//! sets both when the servers answer); without them each test says it
+//! skipped. Every test uses its own NATS prefix, so runs do not meet.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{App, User};
+use fusion_host::{ConnectionState, Credentials, HostHandle, HostOptions, Http, enroll, run_host};
+use fusion_tools::{Access, Context, Scope, Tool, ToolSpec, Toolbox};
+use serde_json::{Value, json};
+
+/// The servers, or why the test skips.
+fn servers(test: &str) -> Option<(String, String)> {
+    match (
+        std::env::var("FUSION_TEST_POSTGRES_URL"),
+        std::env::var("FUSION_TEST_NATS_URL"),
+    ) {
+        (Ok(pg), Ok(nats)) => Some((pg, nats)),
+        _ => {
+            eprintln!(
+                "{test}: skipped: set FUSION_TEST_POSTGRES_URL and FUSION_TEST_NATS_URL to run replicas \
+                 on PostgreSQL and NATS"
+            );
+            None
+        }
+    }
+}
+
+/// `n` replicas sharing one database and one NATS prefix of their own.
+fn replicas(n: usize, pg: &str, nats: &str) -> Vec<App> {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).unwrap();
+    let prefix = format!("t{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>());
+    (0..n)
+        .map(|_| {
+            App::start_with(
+                Some(pg),
+                &[
+                    "--nats-url",
+                    nats,
+                    "--nats-prefix",
+                    &prefix,
+                    "--offline-grace",
+                    "10",
+                ],
+            )
+        })
+        .collect()
+}
+
+/// A read tool that waits until the test opens its gate, for calls that
+/// must still be running when something else happens.
+struct Gate {
+    open: Arc<AtomicBool>,
+    started: Arc<AtomicUsize>,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NoInput {}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Opened {
+    opened: bool,
+}
+
+impl Tool for Gate {
+    type Input = NoInput;
+    type Output = Opened;
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::read("gate", "Waits until the test opens the gate.")
+    }
+    fn run(&self, cx: &Context<'_>, _: NoInput) -> fusion_tools::Result<Opened> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        while !self.open.load(Ordering::SeqCst) {
+            cx.checkpoint()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Opened { opened: true })
+    }
+}
+
+struct Device {
+    dir: tempfile::TempDir,
+    host: HostHandle,
+    credentials: Credentials,
+    gate: Arc<AtomicBool>,
+    gate_started: Arc<AtomicUsize>,
+}
+
+impl Device {
+    /// Pairs a device through `url` with a code `user` mints, and starts it
+    /// streaming to `url`. Its folder holds `marker.txt` naming `marker`.
+    async fn pair(user: &User, url: &str, marker: &str) -> Device {
+        let (status, pairing) = user.post("/api/pairing-codes", json!({})).await;
+        assert_eq!(status, 200, "{pairing}");
+        let http = Http::new(url, None, "test").unwrap();
+        let credentials = enroll(&http, url, pairing["code"].as_str().unwrap(), "laptop", "test")
+            .await
+            .unwrap();
+        Device::with_folder(url, credentials, marker).await
+    }
+
+    /// Pairs as [`Device::pair`] does, enrolling from loopback address
+    /// `from`: the enroll limit counts 10 a minute per address.
+    async fn pair_from(user: &User, url: &str, marker: &str, from: std::net::IpAddr) -> Device {
+        let (status, pairing) = user.post("/api/pairing-codes", json!({})).await;
+        assert_eq!(status, 200, "{pairing}");
+        let client = reqwest::Client::builder().local_address(from).build().unwrap();
+        let enrolled: Value = client
+            .post(format!("{url}/api/host/enroll"))
+            .json(&json!({
+                "code": pairing["code"], "name": marker, "platform": "test", "host_version": "test"
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = |field: &str| {
+            enrolled[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{enrolled}"))
+                .to_string()
+        };
+        let credentials = Credentials {
+            server: url.to_string(),
+            device_id: text("device_id"),
+            token: text("token"),
+            owner: text("owner"),
+            owner_label: None,
+            name: marker.to_string(),
+            revoked: false,
+        };
+        Device::with_folder(url, credentials, marker).await
+    }
+
+    async fn with_folder(url: &str, credentials: Credentials, marker: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{marker}.txt")), marker).unwrap();
+        Device::start(url, credentials, dir).await
+    }
+
+    /// Starts (another instance of) a device with `credentials` on `url`.
+    async fn start(url: &str, credentials: Credentials, dir: tempfile::TempDir) -> Device {
+        let gate = Arc::new(AtomicBool::new(false));
+        let gate_started = Arc::new(AtomicUsize::new(0));
+        let mut toolbox = Toolbox::builtin();
+        toolbox.add(Gate {
+            open: Arc::clone(&gate),
+            started: Arc::clone(&gate_started),
+        });
+        let http = Http::new(url, None, "test").unwrap();
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let mut options = HostOptions::new(http, credentials.clone(), toolbox, scope, "test");
+        options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
+        let host = run_host(options);
+        let device = Device {
+            dir,
+            host,
+            credentials,
+            gate,
+            gate_started,
+        };
+        device.connected().await;
+        device
+    }
+
+    fn id(&self) -> &str {
+        &self.credentials.device_id
+    }
+
+    /// Waits until the device holds a stream; returns its session id.
+    async fn connected(&self) -> String {
+        let mut state = self.host.state();
+        let state = tokio::time::timeout(
+            Duration::from_secs(15),
+            state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+        )
+        .await
+        .expect("the device connects")
+        .unwrap()
+        .clone();
+        match state {
+            ConnectionState::Connected { session_id } => session_id,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// The names in a device's folder, through `user`'s replica.
+async fn list(user: &User, device_id: &str) -> (u16, Value) {
+    user.post(
+        &format!("/api/devices/{device_id}/calls"),
+        json!({ "tool": "list_directory", "input": {} }),
+    )
+    .await
+}
+
+fn names(listing: &Value) -> Vec<String> {
+    listing["output"]["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["path"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `user`'s replica sees the device online (or not).
+async fn wait_online(user: &User, device_id: &str, online: bool) {
+    for _ in 0..200 {
+        let (_, detail) = user.get(&format!("/api/devices/{device_id}")).await;
+        if detail["device"]["online"] == online {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never saw {device_id} online={online}", user.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_on_one_replica_reaches_a_device_streaming_to_another() {
+    let Some((pg, nats)) = servers("a_call_on_one_replica_reaches_a_device_streaming_to_another") else {
+        return;
+    };
+    let apps = replicas(3, &pg, &nats);
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    let on_a = User::sign_up(a, "cluster").await;
+    let (on_b, on_c) = (on_a.on(b), on_a.on(c));
+    let device = Device::pair(&on_b, &b.url, "north").await;
+
+    // A sees it online through B, and a read made on A runs on it.
+    wait_online(&on_a, device.id(), true).await;
+    let (status, listing) = list(&on_a, device.id()).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(names(&listing), ["north.txt"]);
+
+    // A change proposed on A and approved on C is applied once.
+    let (status, proposal) = on_a
+        .post(
+            &format!("/api/devices/{}/calls", device.id()),
+            json!({ "tool": "write_file", "input": { "path": "notes.txt", "content": "from C\n" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, proposal["kind"].as_str()),
+        (200, Some("proposal")),
+        "{proposal}"
+    );
+    let decide = json!({ "proposal_id": proposal["id"], "decision": "approve" });
+    let (status, applied) = on_c.post("/api/host/approve", decide.clone()).await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["status"], "applied");
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("notes.txt")).unwrap(),
+        "from C\n"
+    );
+    let (status, again) = on_b.post("/api/host/approve", decide).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("proposal_resolved")));
+
+    // Every replica's call log has the calls made on it, and the device's
+    // stream never moved.
+    let (_, calls) = on_a.get("/api/calls").await;
+    assert!(calls["calls"].as_array().unwrap().len() >= 3, "{calls}");
+    assert!(matches!(
+        &*device.host.state().borrow(),
+        ConnectionState::Connected { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_stream_on_another_replica_displaces_the_older_one() {
+    let Some((pg, nats)) = servers("a_newer_stream_on_another_replica_displaces_the_older_one") else {
+        return;
+    };
+    let apps = replicas(2, &pg, &nats);
+    let (a, b) = (&apps[0], &apps[1]);
+    let on_a = User::sign_up(a, "displace").await;
+    let first = Device::pair(&on_a, &a.url, "first").await;
+
+    // The same device, started again elsewhere, streams to B.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("second.txt"), "second").unwrap();
+    let second = Device::start(&b.url, first.credentials.clone(), dir).await;
+
+    // A sends `replaced`: the first instance stops instead of fighting back.
+    let stopped = tokio::time::timeout(Duration::from_secs(10), first.host.join())
+        .await
+        .expect("the displaced instance stops");
+    assert!(
+        matches!(stopped, Err(fusion_host::Error::Replaced)),
+        "{stopped:?}"
+    );
+
+    // Calls made on A now reach the second instance, on B.
+    wait_online(&on_a, second.id(), true).await;
+    let (status, listing) = list(&on_a, second.id()).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(names(&listing), ["second.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoking_on_one_replica_closes_the_stream_on_another() {
+    let Some((pg, nats)) = servers("revoking_on_one_replica_closes_the_stream_on_another") else {
+        return;
+    };
+    let apps = replicas(2, &pg, &nats);
+    let (a, b) = (&apps[0], &apps[1]);
+    let on_a = User::sign_up(a, "revoke").await;
+    let device = Device::pair(&on_a.on(b), &b.url, "x").await;
+    wait_online(&on_a, device.id(), true).await;
+
+    // A call waiting on the device from A fails with device_revoked.
+    let waiting = {
+        let on_a = on_a.on(a);
+        let id = device.id().to_string();
+        tokio::spawn(async move {
+            on_a.post(
+                &format!("/api/devices/{id}/calls"),
+                json!({ "tool": "gate", "input": {} }),
+            )
+            .await
+        })
+    };
+    while device.gate_started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _) = on_a
+        .post(&format!("/api/devices/{}/revoke", device.id()), json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = waiting.await.unwrap();
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (410, Some("device_revoked")),
+        "{err}"
+    );
+    // B closed the stream with `revoked`; the device stops once its running
+    // call ends.
+    device.gate.store(true, Ordering::SeqCst);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), device.host.join())
+        .await
+        .expect("the revoked device stops");
+    assert!(matches!(stopped, Err(fusion_host::Error::Revoked)), "{stopped:?}");
+    let (_, detail) = on_a
+        .get(&format!("/api/devices/{}", device.credentials.device_id))
+        .await;
+    assert_eq!(detail["device"]["online"], false, "{detail}");
+}
+
+/// Forwards TCP connections to whichever replica `target` names now, as a
+/// load balancer would.
+async fn balancer(target: Arc<Mutex<String>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = target.lock().unwrap().clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_survives_the_death_of_the_replica_holding_the_device() {
+    let Some((pg, nats)) = servers("a_call_survives_the_death_of_the_replica_holding_the_device") else {
+        return;
+    };
+    let mut apps = replicas(3, &pg, &nats);
+    let on_c = User::sign_up(&apps[2], "failover").await;
+    let target = Arc::new(Mutex::new(host_port(&apps[0].url)));
+    let lb = balancer(Arc::clone(&target)).await;
+    let device = Device::pair(&on_c, &lb, "moved").await;
+    wait_online(&on_c, device.id(), true).await;
+    let first_session = device.connected().await;
+
+    // A call made on C is running on the device, streaming through A...
+    let call = {
+        let on_c = on_c.on(&apps[2]);
+        let id = device.id().to_string();
+        tokio::spawn(async move {
+            on_c.post(
+                &format!("/api/devices/{id}/calls"),
+                json!({ "tool": "gate", "input": {}, "timeout_s": 60 }),
+            )
+            .await
+        })
+    };
+    while device.gate_started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // ...when A dies. The balancer sends the device to B.
+    *target.lock().unwrap() = host_port(&apps[1].url);
+    apps[0].kill();
+    let mut state = device.host.state();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        state.wait_for(
+            |s| matches!(s, ConnectionState::Connected { session_id } if *session_id != first_session),
+        ),
+    )
+    .await
+    .expect("the device reconnects through the balancer")
+    .unwrap();
+
+    // B re-sends the call (the device runs it once), and its result reaches
+    // the caller on C.
+    device.gate.store(true, Ordering::SeqCst);
+    let (status, out) = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call ends")
+        .unwrap();
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["output"]["opened"], true);
+    assert_eq!(device.gate_started.load(Ordering::SeqCst), 1, "the call ran once");
+
+    // And the next call made on C goes to B.
+    let (status, listing) = list(&on_c, device.id()).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(names(&listing), ["moved.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_devices_on_three_replicas_answer_every_call_they_are_sent() {
+    let Some((pg, nats)) = servers("a_hundred_devices_on_three_replicas_answer_every_call_they_are_sent")
+    else {
+        return;
+    };
+    let apps = replicas(3, &pg, &nats);
+    let user = User::sign_up(&apps[0], "hundred").await;
+    let users: Vec<User> = apps.iter().map(|app| user.on(app)).collect();
+    let mut devices = Vec::new();
+    for n in 0..100u8 {
+        let (app, user) = (&apps[n as usize % 3], &users[n as usize % 3]);
+        let from = std::net::IpAddr::from([127, 0, 1, n + 1]);
+        devices.push(Device::pair_from(user, &app.url, &format!("device-{n}"), from).await);
+    }
+    for device in &devices {
+        for u in &users {
+            wait_online(u, device.id(), true).await;
+        }
+    }
+
+    // Ten concurrent calls per device, each from a replica picked at random.
+    let users = Arc::new(users);
+    let mut calls = Vec::new();
+    for (n, device) in devices.iter().enumerate() {
+        for _ in 0..10 {
+            let mut pick = [0u8; 1];
+            getrandom::fill(&mut pick).unwrap();
+            let (users, id) = (Arc::clone(&users), device.id().to_string());
+            calls.push(tokio::spawn(async move {
+                let (status, listing) = list(&users[pick[0] as usize % 3], &id).await;
+                (n, status, names(&listing), listing)
+            }));
+        }
+    }
+    let mut outcomes: HashMap<&str, usize> = HashMap::new();
+    for call in calls {
+        let (n, status, names, listing) = call.await.unwrap();
+        let outcome = if status != 200 {
+            eprintln!("device-{n}: {status} {listing}");
+            "lost"
+        } else if names != [format!("device-{n}.txt")] {
+            eprintln!("device-{n} answered with {names:?}");
+            "misrouted"
+        } else {
+            "ok"
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    assert_eq!(outcomes, HashMap::from([("ok", 1000)]));
+}
