@@ -493,3 +493,142 @@ async fn a_hundred_devices_on_three_replicas_answer_every_call_they_are_sent() {
     }
     assert_eq!(outcomes, HashMap::from([("ok", 1000)]));
 }
+
+/// A NATS server of the test's own, stopped and started again on the same
+/// port. `FUSION_TEST_NATS_SERVER` names the binary, else `nats-server` on
+/// the PATH or in /usr/sbin.
+struct OwnNats {
+    binary: std::path::PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    fn find() -> Option<std::path::PathBuf> {
+        if let Ok(path) = std::env::var("FUSION_TEST_NATS_SERVER") {
+            return Some(path.into());
+        }
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .chain([std::path::PathBuf::from("/usr/sbin")])
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    }
+
+    async fn start(binary: std::path::PathBuf) -> OwnNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = OwnNats {
+            binary,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        nats.resume().await;
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn resume(&mut self) {
+        let child = std::process::Command::new(&self.binary)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_nats_calls_across_replicas_fail_fast_and_recover_by_themselves() {
+    let test = "without_nats_calls_across_replicas_fail_fast_and_recover_by_themselves";
+    let Ok(pg) = std::env::var("FUSION_TEST_POSTGRES_URL") else {
+        eprintln!("{test}: skipped: set FUSION_TEST_POSTGRES_URL to run replicas on PostgreSQL");
+        return;
+    };
+    let Some(binary) = OwnNats::find() else {
+        eprintln!("{test}: skipped: no nats-server binary (set FUSION_TEST_NATS_SERVER)");
+        return;
+    };
+    let mut nats = OwnNats::start(binary).await;
+    let apps = replicas(2, &pg, &nats.url());
+    let (a, b) = (&apps[0], &apps[1]);
+    let on_a = User::sign_up(a, "outage").await;
+    let on_b = on_a.on(b);
+    let device = Device::pair(&on_b, &b.url, "kept").await;
+    let session = device.connected().await;
+    wait_online(&on_a, device.id(), true).await;
+    assert_eq!(list(&on_a, device.id()).await.0, 200);
+
+    // NATS goes away: a call from A to the device on B fails with
+    // cluster_unavailable instead of waiting out the offline grace...
+    nats.stop();
+    let mut refused = None;
+    for _ in 0..100 {
+        let (status, out) = list(&on_a, device.id()).await;
+        if status != 200 {
+            refused = Some((status, out));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, out) = refused.expect("calls across replicas fail while NATS is away");
+    assert_eq!(
+        (status, out["code"].as_str()),
+        (503, Some("cluster_unavailable")),
+        "{out}"
+    );
+    assert!(out["message"].as_str().unwrap().contains("try again"), "{out}");
+
+    // ...while the device stays connected to B, which still reaches it.
+    let (status, listing) = list(&on_b, device.id()).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(names(&listing), ["kept.txt"]);
+
+    // NATS comes back (empty: its routing state was in memory), and A
+    // reaches the device again without a restart of anything.
+    nats.resume().await;
+    let mut recovered = false;
+    for _ in 0..300 {
+        if list(&on_a, device.id()).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "A reaches the device after NATS returns");
+    assert_eq!(device.connected().await, session, "the device never reconnected");
+}

@@ -201,29 +201,12 @@ mod nats {
                 .await?;
             let js = async_nats::jetstream::new(client.clone());
             let bucket = format!("{prefix}_devices");
-            // The bucket's stream is declared as a KV bucket's (`KV_<bucket>`
-            // on `$KV.<bucket>.>`, one value per key, rollups, no deletes
-            // through the API): `create_key_value` first reads account
-            // fields that NATS 2.9 does not send.
-            js.get_or_create_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                description: Some("fusion-host: which replica holds each device's stream".into()),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 1,
-                // Routing state, rebuilt by the holders' heartbeats.
-                storage: stream::StorageType::Memory,
-                max_age: Duration::from_secs(3600),
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await?;
-            let kv = js.get_key_value(&bucket).await?;
+            let kv = ensure_bucket(&js, &bucket).await?;
             Ok(Cluster {
                 bus: Arc::new(Arc::new(Nats {
                     client,
+                    js,
+                    bucket,
                     kv,
                     prefix: options.prefix.clone(),
                     replica,
@@ -236,8 +219,37 @@ mod nats {
         }
     }
 
+    /// Declares the KV bucket's stream if it is missing and opens the bucket.
+    /// The stream is declared as a KV bucket's (`KV_<bucket>` on
+    /// `$KV.<bucket>.>`, one value per key, rollups, no deletes through the
+    /// API) because `create_key_value` first reads account fields that NATS
+    /// 2.9 does not send. Memory storage: it is routing state, which the
+    /// holders write again after a NATS restart.
+    async fn ensure_bucket(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+    ) -> Result<kv::Store, async_nats::Error> {
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("fusion-host: which replica holds each device's stream".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::Memory,
+            max_age: Duration::from_secs(3600),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await?;
+        Ok(js.get_key_value(bucket).await?)
+    }
+
     struct Nats {
         client: Client,
+        js: async_nats::jetstream::Context,
+        bucket: String,
         kv: kv::Store,
         prefix: String,
         replica: String,
@@ -563,11 +575,17 @@ mod nats {
                                         _ => Some(entry.revision),
                                     }
                                 }
-                                // Gone (NATS restarted, or deleted): take it back.
+                                // Gone (deleted): take it back.
                                 Ok(_) => self.write_holder(&device_id, &value).await.ok().map(|(r, _)| r),
                                 Err(_) => None,
                             }
                         }
+                        // NATS away, or back without the bucket (restarted):
+                        // declare it again and take the key back.
+                        Err(_) if self.available() => match ensure_bucket(&self.js, &self.bucket).await {
+                            Ok(_) => self.write_holder(&device_id, &value).await.ok().map(|(r, _)| r),
+                            Err(_) => None,
+                        },
                         Err(_) => None,
                     };
                     if let Some(revision) = refreshed
