@@ -55,6 +55,8 @@ pub(crate) enum Inbound {
     Call {
         device_id: String,
         call: Box<CallEvent>,
+        /// The replica whose caller waits.
+        caller: String,
         held: oneshot::Sender<bool>,
     },
     /// The caller gave up: forget the call and tell the device.
@@ -73,10 +75,12 @@ pub(crate) enum Inbound {
     },
     /// The device was revoked on another replica.
     Revoked { device_id: String },
-    /// A device's result for a call made here, posted to another replica.
+    /// A device's result for a call made here, posted to another replica
+    /// (the one holding the stream, or not).
     Result {
         device_id: String,
         result: Box<CallResult>,
+        from_holder: bool,
         ack: oneshot::Sender<Result<ResultAck, WireError>>,
     },
     /// Where a device's stream is now: `None` when nowhere.
@@ -131,6 +135,7 @@ pub(crate) trait Bus: Send + Sync + 'static {
         caller: &str,
         device_id: &str,
         result: &CallResult,
+        from_holder: bool,
     ) -> Result<Option<Result<ResultAck, WireError>>>;
     /// Shares a live event with the other replicas.
     fn event(&self, event: &HostEvent);
@@ -258,7 +263,7 @@ mod nats {
         held: Mutex<HashMap<String, Held>>,
         inbound: OnceLock<mpsc::UnboundedSender<Inbound>>,
         /// Live events to publish, in order, by one task.
-        events: OnceLock<mpsc::UnboundedSender<Bytes>>,
+        events: OnceLock<mpsc::UnboundedSender<HostEvent>>,
     }
 
     struct Held {
@@ -297,15 +302,22 @@ mod nats {
     #[derive(Debug, Serialize, Deserialize)]
     #[serde(tag = "kind", rename_all = "snake_case")]
     enum Broadcast {
-        Event { origin: String, event: HostEvent },
-        Revoked { device_id: String },
+        /// Events in the order they happened; as many as were waiting to
+        /// be sent, so a busy replica sends few messages.
+        Events {
+            origin: String,
+            events: Vec<HostEvent>,
+        },
+        Revoked {
+            device_id: String,
+        },
     }
 
     /// What a replica sends on a device's subjects.
     #[derive(Debug, Serialize, Deserialize)]
     #[serde(tag = "kind", rename_all = "snake_case")]
     enum ToHolder {
-        Call { call: Box<CallEvent> },
+        Call { call: Box<CallEvent>, caller: String },
         Cancel { call_id: String, reason: String },
         Done { call_id: String },
         Displace { session_id: String, by: String },
@@ -315,6 +327,9 @@ mod nats {
     struct RoutedResult {
         device_id: String,
         result: Box<CallResult>,
+        /// Sent by the replica holding the stream, which has forgotten the
+        /// call already.
+        from_holder: bool,
     }
 
     fn unavailable(device_id: &str) -> Error {
@@ -394,11 +409,12 @@ mod nats {
                     };
                     let device_id = device_id.clone();
                     match to_holder {
-                        ToHolder::Call { call } => {
+                        ToHolder::Call { call, caller } => {
                             let (held, answer) = oneshot::channel();
                             this.send(Inbound::Call {
                                 device_id,
                                 call,
+                                caller,
                                 held,
                             });
                             let held = answer.await.unwrap_or(false);
@@ -437,6 +453,7 @@ mod nats {
                 self.send(Inbound::Result {
                     device_id: routed.device_id,
                     result: routed.result,
+                    from_holder: routed.from_holder,
                     ack,
                 });
                 let answer = answer.await.unwrap_or(Err(WireError {
@@ -456,8 +473,10 @@ mod nats {
             };
             while let Some(msg) = sub.next().await {
                 match serde_json::from_slice::<Broadcast>(&msg.payload) {
-                    Ok(Broadcast::Event { origin, event }) if origin != self.replica => {
-                        self.send(Inbound::Event(event));
+                    Ok(Broadcast::Events { origin, events }) if origin != self.replica => {
+                        for event in events {
+                            self.send(Inbound::Event(event));
+                        }
                     }
                     Ok(Broadcast::Revoked { device_id }) => self.send(Inbound::Revoked { device_id }),
                     _ => {}
@@ -623,13 +642,19 @@ mod nats {
             if self.inbound.set(inbound).is_err() {
                 return;
             }
-            let (events, mut outgoing) = mpsc::unbounded_channel::<Bytes>();
+            let (events, mut outgoing) = mpsc::unbounded_channel::<HostEvent>();
             let _ = self.events.set(events);
             let (client, subject) = (self.client.clone(), format!("{}.all", self.prefix));
+            let origin = self.replica.clone();
             tokio::spawn(async move {
-                while let Some(payload) = outgoing.recv().await {
+                let mut batch = Vec::new();
+                while outgoing.recv_many(&mut batch, 512).await > 0 {
+                    let msg = Broadcast::Events {
+                        origin: origin.clone(),
+                        events: std::mem::take(&mut batch),
+                    };
                     // Live events are best effort, like the local broadcast.
-                    let _ = client.publish(subject.clone(), payload).await;
+                    let _ = client.publish(subject.clone(), to_json(&msg)).await;
                 }
             });
             tokio::spawn(Arc::clone(self).serve_results());
@@ -719,6 +744,7 @@ mod nats {
             let request = async_nats::Request::new()
                 .payload(to_json(&ToHolder::Call {
                     call: Box::new(call.clone()),
+                    caller: self.replica.clone(),
                 }))
                 .timeout(Some(self.options.request_timeout));
             match self
@@ -767,10 +793,12 @@ mod nats {
             caller: &str,
             device_id: &str,
             result: &CallResult,
+            from_holder: bool,
         ) -> Result<Option<Result<ResultAck, WireError>>> {
             let routed = RoutedResult {
                 device_id: device_id.to_string(),
                 result: Box::new(result.clone()),
+                from_holder,
             };
             let request = async_nats::Request::new()
                 .payload(to_json(&routed))
@@ -788,12 +816,8 @@ mod nats {
         }
 
         fn event(&self, event: &HostEvent) {
-            let msg = Broadcast::Event {
-                origin: self.replica.clone(),
-                event: event.clone(),
-            };
             if let Some(events) = self.events.get() {
-                let _ = events.send(to_json(&msg));
+                let _ = events.send(event.clone());
             }
         }
     }

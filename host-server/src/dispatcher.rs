@@ -230,6 +230,9 @@ struct State {
     /// (idempotency) instead of refused. Pruned by age and count.
     finished: HashMap<String, String>,
     finished_order: VecDeque<(Instant, String)>,
+    /// Calls made on other replicas and pushed to streams held here: call
+    /// id → (device, calling replica), so their results go straight back.
+    routed: HashMap<String, (String, String)>,
 }
 
 /// How long, and how many, delivered call ids are remembered.
@@ -643,6 +646,7 @@ impl Dispatcher {
                 slot.online.send_replace(false);
                 slot.outstanding.clear();
             }
+            state.routed.retain(|_, (device, _)| device != device_id);
             let ids: Vec<String> = state
                 .pending
                 .iter()
@@ -1099,23 +1103,38 @@ impl Dispatcher {
     /// Delivers a device's result (`POST /result`). Idempotent per call id.
     /// A result for a call made on another replica goes there.
     pub(crate) async fn deliver(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
-        if let Some(ack) = self.deliver_here(device_id, &result)? {
+        if let Some(ack) = self.deliver_here(device_id, &result, true)? {
             return Ok(ack);
         }
         let call_id = result.call_id.clone();
         let Some(cluster) = self.cluster() else {
             return Err(Error::CallUnknown { call_id });
         };
-        let Some(row) = self.inner.store.pending_call(&call_id).await? else {
-            return Err(Error::CallUnknown { call_id });
+        // Its caller: known here if this replica pushed it, else in the store.
+        let routed = self.state().routed.get(&call_id).cloned();
+        let (device, caller) = match routed {
+            Some(routed) => routed,
+            None => match self.inner.store.pending_call(&call_id).await? {
+                Some(row) => (row.device_id, row.caller),
+                None => return Err(Error::CallUnknown { call_id }),
+            },
         };
-        if row.device_id != device_id {
+        if device != device_id {
             return Err(Error::CallNotYours { call_id });
         }
-        if let Some(slot) = self.state().slots.get_mut(device_id) {
-            slot.outstanding.retain(|_, c| c.call_id != call_id);
-        }
-        match cluster.bus.route_result(&row.caller, device_id, &result).await? {
+        let from_holder = {
+            let mut state = self.state();
+            state.routed.remove(&call_id);
+            state.slots.get_mut(device_id).is_some_and(|slot| {
+                slot.outstanding.retain(|_, c| c.call_id != call_id);
+                slot.session.is_some()
+            })
+        };
+        match cluster
+            .bus
+            .route_result(&caller, device_id, &result, from_holder)
+            .await?
+        {
             Some(Ok(ack)) => Ok(ack),
             Some(Err(WireError { code })) if code == "call_not_yours" => Err(Error::CallNotYours { call_id }),
             Some(Err(_)) => Err(Error::CallUnknown { call_id }),
@@ -1134,8 +1153,14 @@ impl Dispatcher {
     }
 
     /// Delivers a result to a caller waiting on this replica; `None` when
-    /// no call here knows it.
-    fn deliver_here(&self, device_id: &str, result: &CallResult) -> Result<Option<ResultAck>> {
+    /// no call here knows it. `tell_holder`: the replica holding the
+    /// stream may still have the call queued, and is told it is done.
+    fn deliver_here(
+        &self,
+        device_id: &str,
+        result: &CallResult,
+        tell_holder: bool,
+    ) -> Result<Option<ResultAck>> {
         let mut state = self.state();
         let call_id = result.call_id.clone();
         match state.pending.get(&call_id) {
@@ -1171,7 +1196,7 @@ impl Dispatcher {
                 if let Err(e) = store.remove_pending_call(&call_id).await {
                     tracing::warn!(error = %e, call_id, "could not forget an answered call");
                 }
-                if !held_here {
+                if !held_here && tell_holder {
                     bus.finish_call(&device_id, &call_id, None).await;
                 }
             });
@@ -1236,11 +1261,15 @@ impl Dispatcher {
         }
         let calls = self.inner.store.pending_calls(&device.id).await?;
         let mut state = self.state();
-        let Some(slot) = state.slots.get_mut(&device.id) else {
+        let State { slots, routed, .. } = &mut *state;
+        let Some(slot) = slots.get_mut(&device.id) else {
             return Ok(());
         };
         for pending in calls {
-            slot.push_once(pending.call);
+            let call_id = pending.call.call_id.clone();
+            if slot.push_once(pending.call) && pending.caller != cluster.replica() {
+                routed.insert(call_id, (device.id.clone(), pending.caller));
+            }
         }
         Ok(())
     }
@@ -1334,13 +1363,19 @@ impl Dispatcher {
             Inbound::Call {
                 device_id,
                 call,
+                caller,
                 held,
             } => {
-                let pushed = self
-                    .state()
+                let mut state = self.state();
+                let call_id = call.call_id.clone();
+                let pushed = state
                     .slots
                     .get_mut(&device_id)
                     .is_some_and(|slot| slot.push_once(*call));
+                if pushed {
+                    state.routed.insert(call_id, (device_id, caller));
+                }
+                drop(state);
                 let _ = held.send(pushed);
             }
             Inbound::Cancel {
@@ -1349,6 +1384,7 @@ impl Dispatcher {
                 reason,
             } => {
                 let mut state = self.state();
+                state.routed.remove(&call_id);
                 if let Some(slot) = state.slots.get_mut(&device_id) {
                     slot.outstanding.retain(|_, c| c.call_id != call_id);
                     if let Some(session) = &slot.session {
@@ -1359,7 +1395,9 @@ impl Dispatcher {
                 }
             }
             Inbound::Done { device_id, call_id } => {
-                if let Some(slot) = self.state().slots.get_mut(&device_id) {
+                let mut state = self.state();
+                state.routed.remove(&call_id);
+                if let Some(slot) = state.slots.get_mut(&device_id) {
                     slot.outstanding.retain(|_, c| c.call_id != call_id);
                 }
             }
@@ -1390,9 +1428,10 @@ impl Dispatcher {
             Inbound::Result {
                 device_id,
                 result,
+                from_holder,
                 ack,
             } => {
-                let answer = match self.deliver_here(&device_id, &result) {
+                let answer = match self.deliver_here(&device_id, &result, !from_holder) {
                     Ok(Some(a)) => Ok(a),
                     Ok(None) => Err(WireError {
                         code: "call_unknown".into(),
