@@ -743,4 +743,52 @@ mod tests {
         let recent = db.calls("usr_1", 10).await.unwrap();
         assert_eq!(recent.len(), 10);
     }
+
+    /// Pending calls round-trip through the table on SQLite, and on
+    /// PostgreSQL when `FUSION_TEST_POSTGRES_URL` is set: what replicas read
+    /// when a device reconnects to another one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_calls_are_kept_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())];
+        match std::env::var("FUSION_TEST_POSTGRES_URL") {
+            Ok(pg) => urls.push(pg),
+            Err(_) => eprintln!(
+                "pending_calls_are_kept_until_removed: PostgreSQL skipped (FUSION_TEST_POSTGRES_URL unset)"
+            ),
+        }
+        for url in urls {
+            let db = Db::connect(&url).await.unwrap();
+            let device = crate::auth::random_hex(8);
+            let call = |n: u64| PendingCallRecord {
+                call_id: format!("call_{device}_{n}"),
+                device_id: device.clone(),
+                caller: "rep_a".into(),
+                call: fusion_tools::CallEvent {
+                    call_id: format!("call_{device}_{n}"),
+                    tool: "stat".into(),
+                    mode: Mode::Run,
+                    input: serde_json::json!({ "path": format!("scan_{n}.e57") }),
+                    timeout_ms: 60_000,
+                    proposal_id: None,
+                    precondition: None,
+                },
+                created_at: UNIX_EPOCH + Duration::from_millis(1_000 + n),
+            };
+            for n in [2, 1, 3] {
+                db.save_pending_call(call(n)).await.unwrap();
+            }
+            let kept = db.pending_calls(&device).await.unwrap();
+            assert_eq!(kept, [call(1), call(2), call(3)], "{url}: oldest first, whole");
+            assert_eq!(db.pending_call(&call(2).call_id).await.unwrap(), Some(call(2)));
+            assert!(db.remove_pending_call(&call(2).call_id).await.unwrap());
+            assert!(
+                !db.remove_pending_call(&call(2).call_id).await.unwrap(),
+                "{url}: once"
+            );
+            assert_eq!(db.pending_call(&call(2).call_id).await.unwrap(), None);
+            assert_eq!(db.pending_calls(&device).await.unwrap(), [call(1), call(3)]);
+            assert!(db.pending_calls("dev_other").await.unwrap().is_empty());
+        }
+    }
 }
