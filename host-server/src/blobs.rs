@@ -4,7 +4,9 @@
 //! the local filesystem, or any store the app configures), and answers a
 //! handle. A device downloads a blob by id. Blobs are scoped to their
 //! owner (another user's blob is not found), bounded in size and per-owner
-//! total, and expire.
+//! total, and expire. An upload in progress is a staged file with a small
+//! JSON record beside it, so a restarted server resumes it where its file
+//! ends.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -131,8 +133,9 @@ struct Upload {
     size: u64,
     received: u64,
     file: PathBuf,
-    /// SHA-256 of the bytes received so far, in order.
-    hasher: Sha256,
+    /// SHA-256 of the bytes received so far, in order; `None` for an
+    /// upload found on disk at start-up, hashed again when it goes on.
+    hasher: Option<Sha256>,
     /// A `PUT` is writing: a second one at the same time is refused.
     writing: bool,
 }
@@ -167,12 +170,26 @@ fn meta_path(owner: &str, blob_id: &str) -> ObjectPath {
     owner_prefix(owner).child(format!("{blob_id}.json"))
 }
 
+/// What is kept beside a staged upload (`<staging>/<upload_id>.json`), so a
+/// restarted server knows whose it is and what it will be.
+#[derive(Debug, Serialize, Deserialize)]
+struct StagedUpload {
+    owner: String,
+    name: String,
+    media_type: String,
+    size: u64,
+    created_at_ms: u64,
+}
+
 impl Blobs {
-    /// A store with `config`.
+    /// A store with `config`. Uploads staged by an earlier run go on where
+    /// their files end; those older than the blob TTL, and staged files
+    /// without their record, are deleted.
     pub fn new(config: BlobConfig) -> Blobs {
+        let uploads = resume_staged(&config, SystemTime::now());
         Blobs {
             config: Arc::new(config),
-            uploads: Arc::default(),
+            uploads: Arc::new(Mutex::new(uploads)),
         }
     }
 
@@ -255,20 +272,34 @@ impl Blobs {
         }
         let upload_id = new_id("upl_");
         let file = self.config.staging.join(&upload_id);
+        let media_type = req
+            .media_type
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let record = StagedUpload {
+            owner: owner.to_string(),
+            name: name.to_string(),
+            media_type: media_type.clone(),
+            size: req.size,
+            created_at_ms: ms(now),
+        };
         std::fs::File::create(&file).map_err(store_err)?;
+        // The record appears whole or not at all.
+        let record_path = record_path(&file);
+        let partial = record_path.with_extension("json.partial");
+        std::fs::write(&partial, serde_json::to_vec(&record).map_err(store_err)?)
+            .and_then(|()| std::fs::rename(&partial, &record_path))
+            .map_err(store_err)?;
         self.uploads().insert(
             upload_id.clone(),
             Upload {
                 owner: owner.to_string(),
                 name: name.to_string(),
-                media_type: req
-                    .media_type
-                    .filter(|m| !m.trim().is_empty())
-                    .unwrap_or_else(|| "application/octet-stream".into()),
+                media_type,
                 size: req.size,
                 received: 0,
                 file,
-                hasher: Sha256::new(),
+                hasher: Some(Sha256::new()),
                 writing: false,
             },
         );
@@ -324,11 +355,17 @@ impl Blobs {
             u.writing = true;
             (u.file.clone(), u.size, u.hasher.clone())
         };
-        let (path, size, mut hasher) = (path_size_hasher.0, path_size_hasher.1, path_size_hasher.2);
+        let (path, size, hasher) = (path_size_hasher.0, path_size_hasher.1, path_size_hasher.2);
         let mut at = offset;
-        let result = self
-            .append(upload_id, &path, size, body, &mut at, &mut hasher)
-            .await;
+        let (result, hasher) = match staged_hasher(hasher, &path, offset).await {
+            Ok(mut hasher) => {
+                let result = self
+                    .append(upload_id, &path, size, body, &mut at, &mut hasher)
+                    .await;
+                (result, Some(hasher))
+            }
+            Err(e) => (Err(e), None),
+        };
         // What reached the file counts, whatever ended the body.
         let mut uploads = self.uploads();
         if let Some(u) = uploads.get_mut(upload_id) {
@@ -409,8 +446,9 @@ impl Blobs {
             Err(e) if result.is_ok() => result = Err(store_err(e)),
             Err(_) => {}
         }
-        // No fsync per chunk: a crash loses the upload in progress anyway
-        // (it lives in memory); the blob is made durable on completion.
+        // No fsync per chunk: after a crash the upload goes on where its file
+        // ends, and the digest on completion catches a torn tail; the blob
+        // is made durable on completion.
         result
     }
 
@@ -424,7 +462,7 @@ impl Blobs {
         sha256: &str,
         now: SystemTime,
     ) -> Result<BlobMeta> {
-        let upload = {
+        let mut upload = {
             let mut uploads = self.uploads();
             let u = owned_upload(&mut uploads, owner, upload_id)?;
             if u.writing || u.received != u.size {
@@ -437,14 +475,21 @@ impl Blobs {
                 upload_id: upload_id.to_string(),
             })?
         };
-        let result = self.store_upload(&upload, sha256, now).await;
+        let result = match staged_hasher(upload.hasher.take(), &upload.file, upload.size).await {
+            Ok(hasher) => {
+                upload.hasher = Some(hasher);
+                self.store_upload(&upload, sha256, now).await
+            }
+            Err(e) => Err(e),
+        };
         let _ = std::fs::remove_file(&upload.file);
+        let _ = std::fs::remove_file(record_path(&upload.file));
         result
     }
 
     async fn store_upload(&self, upload: &Upload, sha256: &str, now: SystemTime) -> Result<BlobMeta> {
         // The digest was kept up as the chunks arrived.
-        let actual = format!("{:x}", upload.hasher.clone().finalize());
+        let actual = format!("{:x}", upload.hasher.clone().unwrap_or_default().finalize());
         if !actual.eq_ignore_ascii_case(sha256.trim()) {
             return Err(Error::DigestMismatch {
                 expected: sha256.trim().to_lowercase(),
@@ -612,6 +657,85 @@ impl StoredMeta {
     }
 }
 
+fn record_path(staged: &std::path::Path) -> PathBuf {
+    staged.with_extension("json")
+}
+
+/// The running digest of a staged file's first `len` bytes: the one kept,
+/// or (an upload resumed after a restart) read again from the file.
+async fn staged_hasher(kept: Option<Sha256>, file: &std::path::Path, len: u64) -> Result<Sha256> {
+    if let Some(hasher) = kept {
+        return Ok(hasher);
+    }
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut reader = std::fs::File::open(&file)?.take(len);
+        std::io::copy(&mut reader, &mut hasher)?;
+        Ok::<_, std::io::Error>(hasher)
+    })
+    .await
+    .map_err(store_err)?
+    .map_err(store_err)
+}
+
+/// The uploads an earlier run staged, each received up to where its file
+/// ends (bytes count once they are in the file). Deletes what is older than
+/// the blob TTL and staged files without a record.
+fn resume_staged(config: &BlobConfig, now: SystemTime) -> HashMap<String, Upload> {
+    let mut uploads = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(&config.staging) else {
+        return uploads;
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    for name in &names {
+        if !name.starts_with("upl_") || name.contains('.') {
+            continue;
+        }
+        let file = config.staging.join(name);
+        let record = std::fs::read(record_path(&file))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<StagedUpload>(&bytes).ok());
+        let received = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let fresh = record.filter(|r| {
+            SystemTime::UNIX_EPOCH + Duration::from_millis(r.created_at_ms) + config.ttl > now
+                && received <= r.size
+        });
+        let Some(record) = fresh else {
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(record_path(&file));
+            continue;
+        };
+        tracing::info!(upload_id = %name, received, size = record.size, "upload resumed from an earlier run");
+        uploads.insert(
+            name.clone(),
+            Upload {
+                owner: record.owner,
+                name: record.name,
+                media_type: record.media_type,
+                size: record.size,
+                received,
+                file,
+                hasher: None,
+                writing: false,
+            },
+        );
+    }
+    // Records whose staged file is gone, and half-written records.
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".json") || n.ends_with(".partial"))
+    {
+        let id = name.split('.').next().unwrap_or_default();
+        if !uploads.contains_key(id) {
+            let _ = std::fs::remove_file(config.staging.join(name));
+        }
+    }
+    uploads
+}
+
 /// `owner`'s upload in progress, or `upload_not_found` (anyone else's too).
 fn owned_upload<'a>(
     uploads: &'a mut HashMap<String, Upload>,
@@ -624,4 +748,88 @@ fn owned_upload<'a>(
         .ok_or_else(|| Error::UploadNotFound {
             upload_id: id.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(bytes: &[u8]) -> impl Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send {
+        futures_util::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))])
+    }
+
+    /// A server restarted mid-upload (a deploy, a crash) goes on where the
+    /// staged file ends; the digest covers the bytes of both runs.
+    #[tokio::test]
+    async fn an_upload_goes_on_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+        let now = SystemTime::now();
+        let first = Blobs::new(BlobConfig::local(dir.path()).unwrap());
+        let begin = BeginUpload {
+            name: "north.e57".into(),
+            size: content.len() as u64,
+            media_type: None,
+        };
+        let up = first.begin("alice", begin, now).await.unwrap();
+        let st = first
+            .write("alice", &up.upload_id, 0, chunk(&content[..100_000]))
+            .await
+            .unwrap();
+        assert_eq!(st.received, 100_000);
+        // An upload that never got a record (a crash inside `begin`).
+        std::fs::write(dir.path().join("uploads/upl_orphan"), b"x").unwrap();
+        drop(first);
+
+        let second = Blobs::new(BlobConfig::local(dir.path()).unwrap());
+        assert!(!dir.path().join("uploads/upl_orphan").exists());
+        let st = second.status("alice", &up.upload_id).unwrap();
+        assert_eq!((st.received, st.size), (100_000, content.len() as u64));
+        assert!(matches!(
+            second.status("bob", &up.upload_id),
+            Err(Error::UploadNotFound { .. })
+        ));
+        // It still counts against its owner's quota.
+        assert_eq!(second.used("alice", now).await.unwrap(), content.len() as u64);
+        second
+            .write("alice", &up.upload_id, 100_000, chunk(&content[100_000..]))
+            .await
+            .unwrap();
+        let digest = format!("{:x}", Sha256::digest(&content));
+        let meta = second
+            .complete("alice", &up.upload_id, &digest, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            (meta.size, meta.sha256.as_str()),
+            (content.len() as u64, digest.as_str())
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads")).unwrap().count(),
+            0,
+            "nothing staged is left behind"
+        );
+
+        // A staged upload older than the blob TTL is deleted at start-up.
+        let third = Blobs::new(BlobConfig::local(dir.path()).unwrap());
+        let old = third
+            .begin(
+                "alice",
+                BeginUpload {
+                    name: "old.e57".into(),
+                    size: 10,
+                    media_type: None,
+                },
+                now - Duration::from_secs(8 * 24 * 3600),
+            )
+            .await
+            .unwrap();
+        drop(third);
+        let fourth = Blobs::new(BlobConfig::local(dir.path()).unwrap());
+        assert!(matches!(
+            fourth.status("alice", &old.upload_id),
+            Err(Error::UploadNotFound { .. })
+        ));
+        assert_eq!(std::fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
+    }
 }

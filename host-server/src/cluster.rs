@@ -49,6 +49,7 @@ impl Cluster {
 
 /// What another replica asks of this one, or tells it.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) enum Inbound {
     /// Push this call down the device's stream, if this replica holds it;
     /// answer whether it did.
@@ -101,6 +102,7 @@ pub(crate) struct WireError {
 
 /// What a call request found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) enum Sent {
     /// A replica holds the stream and pushed the call.
     Held,
