@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use fusion_host_server::blobs::{BlobConfig, Blobs};
 use fusion_host_server::cluster::{Cluster, NatsOptions};
 use fusion_host_server::{Config, Dispatcher};
 use fusion_tools::{Access, Scope, Toolbox};
@@ -43,11 +44,18 @@ struct Args {
     /// come back within about a second after a restart.
     #[arg(long, env = "OFFLINE_GRACE_S", default_value_t = 10)]
     offline_grace: u64,
-    /// Where uploaded files are kept: a folder (or `file://` URL). Default:
-    /// `blobs/` beside a SQLite database; with PostgreSQL, files by handle
-    /// are off unless this is given.
+    /// Where uploaded files are kept: a folder (or `file://` URL), or an S3
+    /// bucket (`s3://bucket[/prefix]`; credentials, region and a non-AWS
+    /// endpoint from the usual `AWS_*` variables). Default: `blobs/` beside
+    /// a SQLite database; with PostgreSQL, files by handle are off unless
+    /// this is given.
     #[arg(long, env = "BLOB_STORE")]
     blob_store: Option<String>,
+    /// A local folder for uploads in progress when blobs go to S3. Default:
+    /// `uploads/` beside a SQLite database, else in the system's temporary
+    /// folder.
+    #[arg(long, env = "BLOB_STAGING")]
+    blob_staging: Option<std::path::PathBuf>,
     /// Run as one of several replicas that share devices through this NATS
     /// server (JetStream on), e.g. `nats://127.0.0.1:4222`. Every replica
     /// needs the same PostgreSQL database. Default: a single process.
@@ -58,26 +66,39 @@ struct Args {
     nats_prefix: String,
 }
 
-/// The blob folder: `--blob-store`, else `blobs/` beside a SQLite file.
-fn blob_dir(blob_store: Option<&str>, database_url: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
-    if let Some(store) = blob_store {
-        if store.contains("://") && !store.starts_with("file://") {
-            anyhow::bail!(
-                "--blob-store {store}: this build keeps files in a local folder only; give a path or a file:// URL"
-            );
-        }
-        return Ok(Some(store.trim_start_matches("file://").into()));
-    }
-    let Some(path) = database_url.strip_prefix("sqlite://") else {
-        return Ok(None);
+/// Where blobs go: `--blob-store` (a folder, `file://…` or `s3://…`),
+/// else `blobs/` beside a SQLite file; none with PostgreSQL unless given.
+fn blob_config(args: &Args, database_url: &str) -> anyhow::Result<Option<BlobConfig>> {
+    let beside_sqlite = |name: &str| {
+        let path = database_url.strip_prefix("sqlite://")?;
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        Some(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .join(name),
+        )
     };
-    let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-    Ok(Some(
-        path.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."))
-            .join("blobs"),
-    ))
+    let local = |dir: std::path::PathBuf| {
+        BlobConfig::local(&dir).map_err(|e| anyhow::anyhow!("cannot keep files in {}: {e}", dir.display()))
+    };
+    match args.blob_store.as_deref() {
+        Some(url) if url.starts_with("s3://") => {
+            let staging = args
+                .blob_staging
+                .clone()
+                .or_else(|| beside_sqlite("uploads"))
+                .unwrap_or_else(|| std::env::temp_dir().join("fusion-host-uploads"));
+            BlobConfig::s3(url, &staging)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("cannot keep files in {url}: {e}"))
+        }
+        Some(store) if store.contains("://") && !store.starts_with("file://") => {
+            anyhow::bail!("--blob-store {store}: give a folder, a file:// URL or an s3://bucket URL")
+        }
+        Some(store) => local(store.trim_start_matches("file://").into()).map(Some),
+        None => beside_sqlite("blobs").map(local).transpose(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -137,13 +158,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let config = Config {
         offline_grace: std::time::Duration::from_secs(args.offline_grace),
         verification_uri: Some(format!("{}/device", public_url.trim_end_matches('/'))),
-        blobs: match blob_dir(args.blob_store.as_deref(), &database_url)? {
-            Some(dir) => Some(fusion_host_server::blobs::Blobs::new(
-                fusion_host_server::blobs::BlobConfig::local(&dir)
-                    .map_err(|e| anyhow::anyhow!("cannot keep files in {}: {e}", dir.display()))?,
-            )),
-            None => None,
-        },
+        blobs: blob_config(&args, &database_url)?.map(Blobs::new),
         cluster: match &args.nats_url {
             Some(url) => Some(
                 Cluster::nats(

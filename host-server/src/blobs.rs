@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 /// Bytes a device sends per `PUT`; the last chunk may be shorter.
 pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Parts of a blob copied into a remote store: S3 refuses parts under
+/// 5 MiB (but the last).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
 /// How the blob store behaves.
 #[derive(Clone)]
 pub struct BlobConfig {
@@ -58,10 +62,64 @@ impl BlobConfig {
             store: Arc::new(store),
             staging,
             staging_in_store: Some("uploads".into()),
+            ..BlobConfig::defaults()
+        })
+    }
+}
+
+impl BlobConfig {
+    /// Blobs in an S3 bucket, or an S3-compatible store: `url` is
+    /// `s3://bucket` or `s3://bucket/prefix`; credentials, region and an
+    /// endpoint other than AWS's come from the usual `AWS_*` variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`), never from arguments. Uploads in
+    /// progress are staged in the local folder `staging` (created if
+    /// missing) and copied into the bucket in parts when finished.
+    pub fn s3(url: &str, staging: impl Into<PathBuf>) -> Result<BlobConfig> {
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(Error::InvalidRequest(format!(
+                "{url} is not an S3 URL; write s3://bucket or s3://bucket/prefix"
+            )));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(store_err)?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        };
+        BlobConfig::remote(store, staging)
+    }
+
+    /// Blobs in any object store the app configured (S3 with its own
+    /// settings, GCS, Azure…), uploads staged in the local folder `staging`
+    /// (created if missing) and copied into the store in parts when
+    /// finished.
+    pub fn remote(store: Arc<dyn ObjectStore>, staging: impl Into<PathBuf>) -> Result<BlobConfig> {
+        let staging = staging.into();
+        std::fs::create_dir_all(&staging).map_err(store_err)?;
+        Ok(BlobConfig {
+            store,
+            staging,
+            staging_in_store: None,
+            ..BlobConfig::defaults()
+        })
+    }
+
+    /// The bounds every store gets by default, around a placeholder store.
+    fn defaults() -> BlobConfig {
+        BlobConfig {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            staging: PathBuf::new(),
+            staging_in_store: None,
             max_blob_bytes: 20 << 30,
             owner_quota_bytes: 100 << 30,
             ttl: Duration::from_secs(7 * 24 * 3600),
-        })
+        }
     }
 }
 
@@ -542,7 +600,7 @@ impl Blobs {
     /// Streams a staged file into the store in parts, a few in memory.
     async fn copy_into_store(&self, file: &std::path::Path, target: &ObjectPath) -> Result<()> {
         let multipart = self.config.store.put_multipart(target).await.map_err(store_err)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(multipart, CHUNK_BYTES as usize);
+        let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
         let mut file = std::fs::File::open(file).map_err(store_err)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {

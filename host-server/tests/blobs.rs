@@ -265,3 +265,136 @@ async fn a_blob_expires_and_frees_its_owners_quota() {
     let (status, _) = json_of(upload(6).await.unwrap()).await;
     assert_eq!(status, 200);
 }
+
+/// An S3 server of the test's own: `moto_server` (PyPI `moto[server]`), an
+/// independent implementation of the S3 API that enforces its rules (a
+/// multipart part under 5 MiB but the last is refused, as on AWS).
+/// `FUSION_TEST_MOTO_SERVER` names the program, else `moto_server` on PATH.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    async fn start() -> Option<Moto> {
+        let program = std::env::var_os("FUSION_TEST_MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH")?)
+                    .map(|d| d.join("moto_server"))
+                    .find(|p| p.is_file())
+            })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..400 {
+            if reqwest::get(&moto.url).await.is_ok() {
+                return Some(moto);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn blobs_kept_in_an_s3_bucket_round_trip_in_parts() {
+    let Some(moto) = Moto::start().await else {
+        eprintln!(
+            "blobs_kept_in_an_s3_bucket_round_trip_in_parts: skipped: no moto_server \
+             (pip install 'moto[server]', or set FUSION_TEST_MOTO_SERVER)"
+        );
+        return;
+    };
+    let created = reqwest::Client::new()
+        .put(format!("{}/scans", moto.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&moto.url)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("scans")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let blobs = BlobConfig::remote(std::sync::Arc::new(s3), staging.path()).unwrap();
+    let server = Server::with(|c| c.blobs = Some(Blobs::new(blobs))).await;
+    let device = server.enroll("alice").await;
+    let c = client(&device.token);
+
+    // 19 MiB: five 4 MiB chunks from the device, three parts into the bucket.
+    let content: Vec<u8> = (0..19 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let (status, up) = json_of(
+        c.post(server.url("/uploads"))
+            .json(&json!({ "name": "north.e57", "size": content.len() }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{up}");
+    let id = up["upload_id"].as_str().unwrap();
+    let chunk = up["chunk_bytes"].as_u64().unwrap() as usize;
+    for at in (0..content.len()).step_by(chunk) {
+        let end = (at + chunk).min(content.len());
+        let r = c
+            .put(server.url(&format!("/uploads/{id}?offset={at}")))
+            .body(content[at..end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let digest = format!("{:x}", sha2::Sha256::digest(&content));
+    let (status, handle) = json_of(
+        c.post(server.url(&format!("/uploads/{id}/complete")))
+            .json(&json!({ "sha256": digest }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{handle}");
+    let blob = handle["blob_id"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_dir(staging.path()).unwrap().count(),
+        0,
+        "nothing stays staged"
+    );
+
+    let r = c.get(server.url(&format!("/blobs/{blob}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-content-sha256"], digest.as_str());
+    assert_eq!(r.bytes().await.unwrap().len(), content.len());
+    let bob = server.enroll("bob").await;
+    let r = client(&bob.token)
+        .get(server.url(&format!("/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
