@@ -23,6 +23,25 @@ pub(crate) mod exit {
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Set when the log goes to a file (`--log-file`): what `run` reports then
+/// goes there too, since nobody reads the console.
+static REPORT_TO_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends `run`'s reports to the log file from now on.
+pub(crate) fn report_to_log() {
+    REPORT_TO_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One line of what the device is doing, for the person at the terminal
+/// (stderr) or, under a service, the log file.
+fn report(line: &str) {
+    if REPORT_TO_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "fusion_host", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 /// A failure with the exit code it deserves.
 #[derive(Debug)]
 pub(crate) struct Fail {
@@ -305,15 +324,20 @@ pub(crate) async fn run(
                                 json!({ "event": "connected", "server": credentials.server, "device_id": credentials.device_id, "name": credentials.name, "owner": credentials.owner, "roots": root_list, "session_id": session_id })
                             );
                         } else if !announced {
-                            println!(
+                            let line = format!(
                                 "✓ Connected to {} as device '{}' (owner {}) — answering calls for: {}",
                                 credentials.server,
                                 credentials.name,
                                 credentials.owner_display(),
                                 root_list.join(", ")
                             );
+                            if REPORT_TO_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+                                report(&line);
+                            } else {
+                                println!("{line}");
+                            }
                         } else {
-                            eprintln!("✓ reconnected");
+                            report("✓ reconnected");
                         }
                         announced = true;
                         if let Some(stopper) = &stop_when_connected {
@@ -327,10 +351,10 @@ pub(crate) async fn run(
                                 json!({ "event": "retrying", "reason": reason, "delay_ms": delay.as_millis() as u64 })
                             );
                         } else {
-                            eprintln!(
+                            report(&format!(
                                 "… connection lost ({reason}); retrying in {:.1}s",
                                 delay.as_secs_f32()
-                            );
+                            ));
                         }
                     }
                     _ => {}
@@ -345,12 +369,12 @@ pub(crate) async fn run(
         () = &mut stop => {
             // The first signal is graceful: no new calls, the running ones get
             // the shutdown grace. A second one stops at once.
-            eprintln!("stopping… (finishing the call in progress; signal again to stop now)");
+            report("stopping… (finishing the call in progress; signal again to stop now)");
             stopper.shutdown();
             tokio::select! {
                 result = &mut join => result,
                 () = shutdown_signal() => {
-                    eprintln!("stopped at once; a running call was cut short");
+                    report("stopped at once; a running call was cut short");
                     StateFile::new(&dir).remove();
                     std::process::exit(i32::from(exit::INTERRUPTED));
                 }
@@ -363,10 +387,10 @@ pub(crate) async fn run(
     match joined {
         Ok(stopped) => {
             if stopped.cancelled_calls > 0 {
-                eprintln!(
+                report(&format!(
                     "stopped; {} running call(s) were cancelled",
                     stopped.cancelled_calls
-                );
+                ));
             }
             Ok(())
         }
@@ -380,6 +404,7 @@ pub(crate) async fn run(
                 if let Err(e) = revoked.save(&dir) {
                     tracing::warn!(error = %e, "could not mark the credentials revoked");
                 }
+                crate::service::disable_task_after_revoke(&dir);
             }
             Err(e.into())
         }

@@ -47,6 +47,10 @@ pub(crate) struct Global {
     /// More logging on stderr (-v: info, -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Write the log, and what `run` reports, to this file (appended)
+    /// instead of the terminal: for a service, which has no console.
+    #[arg(long, env = "FUSION_HOST_LOG_FILE", global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,14 +232,30 @@ fn main() -> ExitCode {
         1 => "info,fusion_host=info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    match &cli.global.log_file {
+        Some(path) => {
+            let file = match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: cannot write the log file {}: {e}", path.display());
+                    return ExitCode::from(device::exit::USAGE);
+                }
+            };
+            device::report_to_log();
+            tracing_subscriber::fmt()
+                .with_env_filter(env_filter)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(env_filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -322,6 +342,9 @@ fn main() -> ExitCode {
                     "{}",
                     serde_json::json!({ "event": "error", "message": format!("{:#}", fail.error) })
                 );
+            }
+            if global.log_file.is_some() {
+                tracing::error!(code = fail.code, "{:#}", fail.error);
             }
             eprintln!("error: {:#}", fail.error);
             ExitCode::from(fail.code)

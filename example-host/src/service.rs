@@ -1,12 +1,23 @@
 //! `fusion-host service install | uninstall | status | logs`: keep the device
 //! running under the system's supervisor — a systemd unit on Linux (a user
-//! unit, or a system one with `--system`), a launchd agent on macOS.
+//! unit, or a system one with `--system`), a launchd agent on macOS, a
+//! Task Scheduler task of the user on Windows.
 //!
 //! The unit runs `fusion-host run` with this binary and this profile's
-//! configuration folder. The token stays in the 0600 credentials file; the
-//! unit holds no secret. The supervisor restarts on failure, but not on the
-//! exits that a restart cannot fix: bad configuration (2) and "revoked, pair
-//! again" (3).
+//! configuration folder. The token stays in the credentials file (0600 on
+//! Unix, the user's profile folder on Windows); the unit holds no secret.
+//! The supervisor restarts on failure, but not on the exits that a restart
+//! cannot fix: bad configuration (2) and "revoked, pair again" (3).
+//!
+//! Windows: a per-user scheduled task, not a Windows service. A service
+//! runs as a service account (or needs the user's password stored to run as
+//! them), while the allowed folders are the user's, often on drives mapped
+//! at their log-on. The task starts at log-on, as the user, without
+//! elevation. Task Scheduler restarts a task that fails to start, not one
+//! whose program exits non-zero, so the task also starts every minute while
+//! not running (a second instance is never started): a crash costs at most
+//! a minute. A device that exits revoked disables its task, so it is not
+//! started again until it is paired and `service install` runs again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +33,12 @@ pub(crate) const UNIT: &str = "fusion-host";
 
 /// launchd's label.
 pub(crate) const LABEL: &str = "dev.fusion-host.device";
+
+/// The task's definition, kept in the profile folder on Windows.
+pub(crate) const TASK_FILE: &str = "fusion-host-task.xml";
+
+/// The log a Windows task writes (it has no console).
+pub(crate) const LOG_FILE: &str = "fusion-host.log";
 
 /// What `service` was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
@@ -142,6 +159,117 @@ pub(crate) fn launchd_plist(exe: &Path, config_dir: &Path, log: &Path) -> String
     )
 }
 
+/// The Task Scheduler task that runs `exe run --config-dir config_dir
+/// --log-file log` for `user` (`DOMAIN\\name`) at log-on, and every minute
+/// it is not running.
+pub(crate) fn windows_task(exe: &Path, config_dir: &Path, log: &Path, user: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    // One argument per quoted path; a trailing backslash would escape the
+    // closing quote for the program's argument parser.
+    let arg = |p: &Path| format!("\"{}\"", p.display().to_string().trim_end_matches('\\'));
+    let arguments = format!("run --config-dir {} --log-file {}", arg(config_dir), arg(log));
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-16"?>
+<!-- Written by `fusion-host service install`; remove with `fusion-host service uninstall`. -->
+<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
+  <RegistrationInfo>
+    <Description>fusion-host device: this computer's allowed folders for the web app</Description>
+  </RegistrationInfo>
+  <Triggers>
+    <LogonTrigger>
+      <Enabled>true</Enabled>
+      <UserId>{user}</UserId>
+    </LogonTrigger>
+    <TimeTrigger>
+      <Enabled>true</Enabled>
+      <StartBoundary>2000-01-01T00:00:00</StartBoundary>
+      <Repetition>
+        <Interval>PT1M</Interval>
+        <StopAtDurationEnd>false</StopAtDurationEnd>
+      </Repetition>
+    </TimeTrigger>
+  </Triggers>
+  <Principals>
+    <Principal id="Author">
+      <UserId>{user}</UserId>
+      <LogonType>InteractiveToken</LogonType>
+      <RunLevel>LeastPrivilege</RunLevel>
+    </Principal>
+  </Principals>
+  <Settings>
+    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
+    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
+    <StartWhenAvailable>true</StartWhenAvailable>
+    <RunOnlyIfNetworkAvailable>false</RunOnlyIfNetworkAvailable>
+    <IdleSettings>
+      <StopOnIdleEnd>false</StopOnIdleEnd>
+      <RestartOnIdle>false</RestartOnIdle>
+    </IdleSettings>
+    <AllowStartOnDemand>true</AllowStartOnDemand>
+    <Enabled>true</Enabled>
+    <Hidden>false</Hidden>
+    <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
+    <RestartOnFailure>
+      <Interval>PT1M</Interval>
+      <Count>999</Count>
+    </RestartOnFailure>
+  </Settings>
+  <Actions Context="Author">
+    <Exec>
+      <Command>{}</Command>
+      <Arguments>{}</Arguments>
+    </Exec>
+  </Actions>
+</Task>
+"#,
+        esc(&exe.display().to_string()),
+        esc(&arguments),
+        user = esc(user),
+    )
+}
+
+/// The user a Windows task runs as: `DOMAIN\name` from the environment.
+fn windows_user() -> anyhow::Result<String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let name =
+        var("USERNAME").ok_or_else(|| anyhow!("USERNAME is not set; cannot tell whose task to write"))?;
+    Ok(match var("USERDOMAIN") {
+        Some(domain) => format!("{domain}\\{name}"),
+        None => name,
+    })
+}
+
+/// Task Scheduler reads a definition file as UTF-16 with a byte order mark.
+fn utf16_with_bom(text: &str) -> Vec<u8> {
+    std::iter::once(0xfeff_u16)
+        .chain(text.encode_utf16())
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
+
+/// Disables the Windows task after the device was revoked, so it is not
+/// started again every minute; `service install` enables it again.
+pub(crate) fn disable_task_after_revoke(config_dir: &Path) {
+    if !cfg!(windows) || !config_dir.join(TASK_FILE).exists() {
+        return;
+    }
+    match Command::new("schtasks")
+        .args(["/Change", "/TN", UNIT, "/DISABLE"])
+        .output()
+    {
+        Ok(out) if out.status.success() => eprintln!(
+            "The fusion-host task is disabled until this device is paired again and `fusion-host service install` runs."
+        ),
+        _ => eprintln!("could not disable the fusion-host task; run `fusion-host service uninstall`"),
+    }
+}
+
 fn home() -> anyhow::Result<PathBuf> {
     std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -165,6 +293,15 @@ pub(crate) fn unit(config_dir: &Path, system: bool) -> anyhow::Result<Unit> {
             text: launchd_plist(&exe, config_dir, &log),
         });
     }
+    if cfg!(windows) {
+        if system {
+            bail!("--system is for Linux; on Windows the service is a scheduled task of your user");
+        }
+        return Ok(Unit {
+            path: config_dir.join(TASK_FILE),
+            text: windows_task(&exe, config_dir, &config_dir.join(LOG_FILE), &windows_user()?),
+        });
+    }
     if cfg!(target_os = "linux") {
         let dir = if system {
             PathBuf::from("/etc/systemd/system")
@@ -180,12 +317,14 @@ pub(crate) fn unit(config_dir: &Path, system: bool) -> anyhow::Result<Unit> {
         });
     }
     bail!(
-        "`fusion-host service` knows systemd (Linux) and launchd (macOS); on this system run `fusion-host run` from its own supervisor"
+        "`fusion-host service` knows systemd (Linux), launchd (macOS) and Task Scheduler (Windows); on this system run `fusion-host run` from its own supervisor"
     )
 }
 
 fn supervisor(system: bool) -> Vec<String> {
-    if cfg!(target_os = "macos") {
+    if cfg!(windows) {
+        vec!["schtasks".into()]
+    } else if cfg!(target_os = "macos") {
         vec!["launchctl".into()]
     } else if system {
         vec!["systemctl".into()]
@@ -242,10 +381,19 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            std::fs::write(&unit.path, &unit.text)
+            let bytes = if cfg!(windows) {
+                utf16_with_bom(&unit.text)
+            } else {
+                unit.text.clone().into_bytes()
+            };
+            std::fs::write(&unit.path, bytes)
                 .with_context(|| format!("cannot write {}", unit.path.display()))?;
             println!("✓ wrote {}", unit.path.display());
-            let started = if cfg!(target_os = "macos") {
+            let path = unit.path.display().to_string();
+            let started = if cfg!(windows) {
+                run(&with(&["/Create", "/TN", UNIT, "/XML", &path, "/F"]))?
+                    && run(&with(&["/Run", "/TN", UNIT]))?
+            } else if cfg!(target_os = "macos") {
                 run(&with(&["load", "-w", &unit.path.display().to_string()]))?
             } else {
                 run(&with(&["daemon-reload"]))?
@@ -268,14 +416,17 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
                 println!("no service installed ({} does not exist)", unit.path.display());
                 return Ok(());
             }
-            let _ = if cfg!(target_os = "macos") {
+            let _ = if cfg!(windows) {
+                let _ = run(&with(&["/End", "/TN", UNIT]));
+                run(&with(&["/Delete", "/TN", UNIT, "/F"]))
+            } else if cfg!(target_os = "macos") {
                 run(&with(&["unload", "-w", &unit.path.display().to_string()]))
             } else {
                 run(&with(&["disable", "--now", &format!("{UNIT}.service")]))
             };
             std::fs::remove_file(&unit.path)
                 .with_context(|| format!("cannot remove {}", unit.path.display()))?;
-            if !cfg!(target_os = "macos") {
+            if cfg!(target_os = "linux") {
                 let _ = run(&with(&["daemon-reload"]));
             }
             println!("✓ removed {}", unit.path.display());
@@ -290,7 +441,9 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
                 return Ok(());
             }
             println!("installed: {}", unit.path.display());
-            let args = if cfg!(target_os = "macos") {
+            let args = if cfg!(windows) {
+                with(&["/Query", "/TN", UNIT, "/V", "/FO", "LIST"])
+            } else if cfg!(target_os = "macos") {
                 with(&["list", LABEL])
             } else {
                 with(&["status", "--no-pager", &format!("{UNIT}.service")])
@@ -298,6 +451,7 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
             run(&args)?;
             Ok(())
         }
+        Action::Logs if cfg!(windows) => follow(&config_dir.join(LOG_FILE)).map_err(Fail::from),
         Action::Logs => {
             let args: Vec<String> = if cfg!(target_os = "macos") {
                 vec![
@@ -316,6 +470,39 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
             run(&args)?;
             Ok(())
         }
+    }
+}
+
+/// Prints the end of `log`, then what is appended to it, until interrupted
+/// (`tail -f`, where there is none).
+fn follow(log: &Path) -> anyhow::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = std::fs::File::open(log).with_context(|| {
+        format!(
+            "cannot open {}; the service writes it once it has run",
+            log.display()
+        )
+    })?;
+    let len = file.metadata()?.len();
+    // About the last 50 lines.
+    let mut at = len.saturating_sub(8 * 1024);
+    file.seek(SeekFrom::Start(at))?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        file.read_to_end(&mut buf)?;
+        if !buf.is_empty() {
+            let text = String::from_utf8_lossy(&buf);
+            let text = if at > 0 && at == len.saturating_sub(8 * 1024) {
+                text.split_once('\n').map_or("", |(_, rest)| rest).to_string()
+            } else {
+                text.into_owned()
+            };
+            print!("{text}");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            at += buf.len() as u64;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 
@@ -367,6 +554,40 @@ WantedBy=default.target
         assert!(
             unit.contains(r#"ExecStart="/opt/my tools/fusion-host" run --config-dir "/home/a/100%%""#),
             "{unit}"
+        );
+    }
+
+    #[test]
+    fn the_windows_task_runs_at_log_on_and_every_minute_it_is_not_running() {
+        let task = windows_task(
+            Path::new(r"C:\Users\Ana López\fusion-host.exe"),
+            Path::new(r"C:\Users\Ana López\AppData\Roaming\fusion-host\"),
+            Path::new(r"C:\Users\Ana López\AppData\Roaming\fusion-host\fusion-host.log"),
+            r"SURVEY\ana&co",
+        );
+        for needle in [
+            r#"<?xml version="1.0" encoding="UTF-16"?>"#,
+            "<LogonTrigger>\n      <Enabled>true</Enabled>\n      <UserId>SURVEY\\ana&amp;co</UserId>",
+            "<Interval>PT1M</Interval>",
+            "<MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>",
+            "<LogonType>InteractiveToken</LogonType>",
+            "<RunLevel>LeastPrivilege</RunLevel>",
+            "<ExecutionTimeLimit>PT0S</ExecutionTimeLimit>",
+            "<DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>",
+            r"<Command>C:\Users\Ana López\fusion-host.exe</Command>",
+            // Quoted paths, the trailing backslash dropped so it cannot
+            // escape the closing quote.
+            r"<Arguments>run --config-dir &quot;C:\Users\Ana López\AppData\Roaming\fusion-host&quot; --log-file &quot;C:\Users\Ana López\AppData\Roaming\fusion-host\fusion-host.log&quot;</Arguments>",
+        ] {
+            assert!(task.contains(needle), "{needle} missing from:\n{task}");
+        }
+        assert!(!task.to_lowercase().contains("token\""), "no secret in the task");
+        assert!(!task.contains("cmd"), "no shell in between");
+        let bytes = utf16_with_bom(&task);
+        assert_eq!(
+            &bytes[..4],
+            &[0xff, 0xfe, b'<', 0],
+            "UTF-16LE with a byte order mark"
         );
     }
 
