@@ -1,0 +1,223 @@
+//! E57 → LAZ: `fusion-host`'s native `convert_e57_to_las` against the
+//! Python route a point-cloud user would script, pye57 (libE57Format) and
+//! laspy with its lazrs backend (`scripts/e57-to-laz.py`), on the same file in
+//! the same run. PDAL is not packaged here; where it is, it belongs in this
+//! table too.
+//!
+//! ```sh
+//! pip install pye57 'laspy[lazrs]'
+//! cargo bench -p example-host --bench convert -- [--points N] [--reps N]
+//! ```
+//!
+//! The input is one E57 file of three scans (cartesian doubles, intensity,
+//! RGB) written by the `e57` crate, `--points` in all (default 6,000,000).
+//! Each side runs as its own process, timed wall-clock, best of `--reps`
+//! (default 3); peak memory is `/usr/bin/time`'s maximum resident set.
+//! Both outputs are read back by laspy, which must count the same points.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fusion-host");
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone());
+    let points: usize = flag("--points").map_or(6_000_000, |v| v.parse().expect("--points N"));
+    let reps: usize = flag("--reps").map_or(3, |v| v.parse().expect("--reps N"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/e57-to-laz.py");
+    let python_ready = Command::new("python3")
+        .args(["-c", "import pye57, laspy, lazrs"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("scans.e57");
+    let started = Instant::now();
+    write_scans(&source, points);
+    let e57_bytes = std::fs::metadata(&source).expect("e57").len();
+    println!(
+        "# E57 → LAZ: {points} points in 3 scans, {:.1} MiB of E57 (written in {:.1} s), best of {reps}\n",
+        e57_bytes as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+
+    let ours_out = dir.path().join("ours.laz");
+    let input = serde_json::json!({ "sources": ["scans.e57"], "merge_into": "ours.laz" }).to_string();
+    let root = dir.path().display().to_string();
+    let config = dir.path().join("config");
+    let ours = measure(reps, || {
+        let _ = std::fs::remove_file(&ours_out);
+        let mut c = Command::new(BIN);
+        c.arg("--config-dir").arg(&config).args([
+            "call",
+            "convert_e57_to_las",
+            "--apply",
+            "--root",
+            &root,
+            "--input",
+            &input,
+        ]);
+        c
+    });
+
+    println!("| converter | wall time | points/s | peak memory | output |");
+    println!("|---|---|---|---|---|");
+    row(
+        "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
+        &ours,
+        points,
+        &ours_out,
+    );
+    if python_ready {
+        let theirs_out = dir.path().join("theirs.laz");
+        let theirs = measure(reps, || {
+            let _ = std::fs::remove_file(&theirs_out);
+            let mut c = Command::new("python3");
+            c.arg(&script).arg(&source).arg(&theirs_out);
+            c
+        });
+        row(
+            "pye57 2.7 + laspy 2 (lazrs), `scripts/e57-to-laz.py`",
+            &theirs,
+            points,
+            &theirs_out,
+        );
+        println!(
+            "\n(points read back by laspy: ours {}, theirs {})",
+            count_laz(&ours_out),
+            count_laz(&theirs_out)
+        );
+    } else {
+        println!(
+            "| pye57 + laspy | skipped: `python3 -c 'import pye57, laspy, lazrs'` failed (pip install pye57 'laspy[lazrs]') | | | |"
+        );
+    }
+}
+
+struct Run {
+    best: Duration,
+    peak_kib: Option<u64>,
+}
+
+/// Runs `command()` `reps` times under `/usr/bin/time` when it is there.
+fn measure(reps: usize, command: impl Fn() -> Command) -> Run {
+    let mut best = Duration::MAX;
+    let mut peak_kib = None;
+    for _ in 0..reps {
+        let inner = command();
+        let timed = Path::new("/usr/bin/time").exists();
+        let mut c = if timed {
+            let mut c = Command::new("/usr/bin/time");
+            c.args(["-f", "%M"])
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            c
+        } else {
+            inner
+        };
+        let started = Instant::now();
+        let out = c.output().expect("run the converter");
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "{:?} failed: {}",
+            c.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        best = best.min(took);
+        if timed {
+            peak_kib = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse().ok())
+                .max(peak_kib);
+        }
+    }
+    Run { best, peak_kib }
+}
+
+fn row(name: &str, run: &Run, points: usize, out: &Path) {
+    println!(
+        "| {name} | {:.2} s | {:.2} M | {} | {:.1} MiB |",
+        run.best.as_secs_f64(),
+        points as f64 / run.best.as_secs_f64() / 1e6,
+        run.peak_kib
+            .map_or_else(|| "n/a".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
+        std::fs::metadata(out).map_or(0.0, |m| m.len() as f64 / 1048576.0),
+    );
+}
+
+/// Points in a LAZ file, as laspy reads them.
+fn count_laz(path: &Path) -> String {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import sys, laspy; print(laspy.read(sys.argv[1]).header.point_count)",
+        ])
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "n/a".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+}
+
+/// Three scans of a survey: a grid of points with intensity and colour.
+fn write_scans(path: &Path, points: usize) {
+    use e57::{Record, RecordDataType, RecordName, RecordValue};
+    let mut writer = e57::E57Writer::from_file(path, "bench-guid").expect("e57 writer");
+    let double = RecordDataType::Double { min: None, max: None };
+    let mut prototype: Vec<Record> = [
+        RecordName::CartesianX,
+        RecordName::CartesianY,
+        RecordName::CartesianZ,
+    ]
+    .into_iter()
+    .map(|name| Record {
+        name,
+        data_type: double.clone(),
+    })
+    .collect();
+    prototype.push(Record {
+        name: RecordName::Intensity,
+        data_type: RecordDataType::Single {
+            min: Some(0.0),
+            max: Some(1.0),
+        },
+    });
+    for name in [
+        RecordName::ColorRed,
+        RecordName::ColorGreen,
+        RecordName::ColorBlue,
+    ] {
+        prototype.push(Record {
+            name,
+            data_type: RecordDataType::Integer { min: 0, max: 255 },
+        });
+    }
+    for scan in 0..3 {
+        let mut pc = writer
+            .add_pointcloud(&format!("scan-{scan}"), prototype.clone())
+            .expect("point cloud");
+        let n = points / 3 + usize::from(scan < points % 3);
+        for i in 0..n {
+            let (row, col) = ((i / 2000) as f64, (i % 2000) as f64);
+            pc.add_point(vec![
+                RecordValue::Double(scan as f64 * 30.0 + col * 0.005),
+                RecordValue::Double(row * 0.005),
+                RecordValue::Double(((row * 0.1).sin() + (col * 0.05).cos()) * 0.5),
+                RecordValue::Single((i % 1000) as f32 / 999.0),
+                RecordValue::Integer((i % 256) as i64),
+                RecordValue::Integer(((i / 7) % 256) as i64),
+                RecordValue::Integer(((i / 13) % 256) as i64),
+            ])
+            .expect("point");
+        }
+        pc.finalize().expect("finalize");
+    }
+    writer.finalize().expect("finalize e57");
+}
