@@ -495,6 +495,8 @@ mod nats {
                 tracing::error!("could not subscribe to the replicas' holder announcements");
                 return;
             };
+            self.publish(format!("{}.holders.sync", self.prefix), Bytes::new())
+                .await;
             // Device → (owner, replica, last heard).
             let mut seen: HashMap<String, (String, String, Instant)> = HashMap::new();
             let mut sweep = tokio::time::interval(self.options.heartbeat);
@@ -565,14 +567,28 @@ mod nats {
         /// lost while NATS was away); a key that vanished is written again.
         async fn heartbeat(self: Arc<Self>) {
             let mut tick = tokio::time::interval(self.options.heartbeat);
+            // A replica that starts asks the others to announce at once.
+            let mut sync = self
+                .client
+                .subscribe(format!("{}.holders.sync", self.prefix))
+                .await
+                .ok();
             loop {
-                tick.tick().await;
+                let refresh = tokio::select! {
+                    _ = tick.tick() => true,
+                    Some(_) = async {
+                        match &mut sync {
+                            Some(sub) => sub.next().await,
+                            None => std::future::pending().await,
+                        }
+                    } => false,
+                };
                 let held: Vec<(String, String, String, u64)> = self
                     .held()
                     .iter()
                     .map(|(id, h)| (id.clone(), h.owner.clone(), h.session_id.clone(), h.revision))
                     .collect();
-                for (device_id, owner, session_id, revision) in held {
+                for (device_id, owner, session_id, revision) in held.into_iter().filter(|_| refresh) {
                     let value = Holder {
                         replica: self.replica.clone(),
                         session_id: session_id.clone(),
