@@ -672,8 +672,9 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
                 if cfg!(unix) {
                     file
                 } else {
-                    // Not checked here: say so rather than claim it.
-                    format!("{file} (access follows the profile folder's; not checked)")
+                    // Restricted when written; not read back: say so
+                    // rather than claim it.
+                    format!("{file} (made readable by this user only when it was written; not read back)")
                 },
                 (!mode_ok).then_some("run `chmod 600` on it: other users can read the token"),
             );

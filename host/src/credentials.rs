@@ -88,6 +88,11 @@ impl Credentials {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let _ = std::fs::remove_file(&temp);
         let mut file = options.open(&temp).map_err(io(&temp))?;
+        // Owner-only before the token is in it; the rename keeps the ACL.
+        #[cfg(windows)]
+        if let Err(e) = restrict_to_owner(&temp) {
+            tracing::warn!(path = %temp.display(), error = %e, "could not make the credentials file readable by this user only; it keeps the profile folder's access");
+        }
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
         file.write_all(&json)
             .and_then(|()| file.sync_all())
@@ -104,6 +109,48 @@ impl Credentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(source) => Err(Error::Io { path, source }),
         }
+    }
+}
+
+/// `icacls FILE /inheritance:r /grant:r DOMAIN\\user:F`: the Windows analogue
+/// of mode 0600. The file stops inheriting the folder's entries
+/// (administrators, SYSTEM) and grants this user alone; icacls is Windows'
+/// own, run from System32 by its full path, with no shell.
+#[cfg(any(windows, test))]
+fn owner_only_acl(
+    file: &Path,
+    system_root: &str,
+    domain: Option<&str>,
+    user: &str,
+) -> (PathBuf, Vec<std::ffi::OsString>) {
+    let who = match domain {
+        Some(domain) => format!("{domain}\\{user}"),
+        None => user.to_string(),
+    };
+    let program = Path::new(system_root).join("System32").join("icacls.exe");
+    let args = vec![
+        file.as_os_str().to_owned(),
+        "/inheritance:r".into(),
+        "/grant:r".into(),
+        format!("{who}:F").into(),
+    ];
+    (program, args)
+}
+
+#[cfg(windows)]
+fn restrict_to_owner(file: &Path) -> std::io::Result<()> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let user = var("USERNAME").ok_or_else(|| std::io::Error::other("USERNAME is not set"))?;
+    let root = var("SystemRoot").unwrap_or_else(|| r"C:\Windows".into());
+    let (program, args) = owner_only_acl(file, &root, var("USERDOMAIN").as_deref(), &user);
+    let out = std::process::Command::new(program).args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "icacls refused: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
@@ -149,5 +196,29 @@ mod tests {
         std::fs::write(dir.path().join(CREDENTIALS_FILE), "{").unwrap();
         let e = Credentials::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("fusion-host logout"), "{e}");
+    }
+
+    #[test]
+    fn the_windows_acl_grants_the_user_alone_without_a_shell() {
+        let (program, args) = owner_only_acl(
+            Path::new(r"C:\Users\ana\AppData\Roaming\fusion-host\config\.credentials.json.7"),
+            r"C:\Windows",
+            Some("SURVEY"),
+            "ana",
+        );
+        assert_eq!(
+            program,
+            Path::new(r"C:\Windows").join("System32").join("icacls.exe")
+        );
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args,
+            [
+                r"C:\Users\ana\AppData\Roaming\fusion-host\config\.credentials.json.7",
+                "/inheritance:r",
+                "/grant:r",
+                r"SURVEY\ana:F",
+            ]
+        );
     }
 }
