@@ -591,6 +591,45 @@ WantedBy=default.target
         );
     }
 
+    /// Task Scheduler takes the definition as `service install` writes and
+    /// registers it, and deletes it as `service uninstall` does. (Under
+    /// Wine, whose schtasks has no `/Run` or `/Query`, this is the part that
+    /// can run; starting at log-on needs a real Windows machine.)
+    #[cfg(windows)]
+    #[test]
+    fn task_scheduler_registers_and_deletes_the_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let task = windows_task(
+            &exe,
+            dir.path(),
+            &dir.path().join(LOG_FILE),
+            &windows_user().unwrap(),
+        );
+        let xml = dir.path().join(TASK_FILE);
+        std::fs::write(&xml, utf16_with_bom(&task)).unwrap();
+        let name = format!("fusion-host-test-{}", std::process::id());
+        let schtasks = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("schtasks").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "schtasks {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        schtasks(&[
+            os("/Create"),
+            os("/TN"),
+            name.as_ref(),
+            os("/XML"),
+            xml.as_os_str(),
+            os("/F"),
+        ]);
+        schtasks(&[os("/Delete"), os("/TN"), name.as_ref(), os("/F")]);
+    }
+
     #[test]
     fn the_launchd_plist_keeps_the_agent_alive_on_failure() {
         let plist = launchd_plist(
