@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{App, User};
 use fusion_host::{ConnectionState, Credentials, HostHandle, HostOptions, Http, enroll, run_host};
-use fusion_tools::{Access, Context, Scope, Tool, ToolSpec, Toolbox};
+use fusion_tools::{Access, Context, MutateTool, Plan, Precondition, Scope, Tool, ToolSpec, Toolbox};
 use serde_json::{Value, json};
 
 /// The servers, or why the test skips.
@@ -88,12 +88,46 @@ impl Tool for Gate {
     }
 }
 
+/// A change whose apply counts itself, then waits at the same gate: an
+/// apply that must still be running when its replica dies.
+struct GatedChange {
+    open: Arc<AtomicBool>,
+    applied: Arc<AtomicUsize>,
+}
+
+impl MutateTool for GatedChange {
+    type Input = NoInput;
+    type Output = Opened;
+    type Staged = ();
+    fn spec(&self) -> ToolSpec {
+        ToolSpec::mutate(
+            "gated_change",
+            "Applies once the test opens the gate; counts its applies.",
+        )
+    }
+    fn plan(&self, _: &Context<'_>, _: &NoInput) -> fusion_tools::Result<(Plan, ())> {
+        Ok((
+            Plan::new("a gated change", Vec::new(), Precondition::new(Vec::new())),
+            (),
+        ))
+    }
+    fn apply(&self, cx: &Context<'_>, _: &NoInput, (): ()) -> fusion_tools::Result<Opened> {
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        while !self.open.load(Ordering::SeqCst) {
+            cx.checkpoint()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Opened { opened: true })
+    }
+}
+
 struct Device {
     dir: tempfile::TempDir,
     host: HostHandle,
     credentials: Credentials,
     gate: Arc<AtomicBool>,
     gate_started: Arc<AtomicUsize>,
+    applied: Arc<AtomicUsize>,
 }
 
 impl Device {
@@ -154,10 +188,15 @@ impl Device {
     async fn start(url: &str, credentials: Credentials, dir: tempfile::TempDir) -> Device {
         let gate = Arc::new(AtomicBool::new(false));
         let gate_started = Arc::new(AtomicUsize::new(0));
+        let applied = Arc::new(AtomicUsize::new(0));
         let mut toolbox = Toolbox::builtin();
         toolbox.add(Gate {
             open: Arc::clone(&gate),
             started: Arc::clone(&gate_started),
+        });
+        toolbox.add_mutating(GatedChange {
+            open: Arc::clone(&gate),
+            applied: Arc::clone(&applied),
         });
         let http = Http::new(url, None, "test").unwrap();
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
@@ -170,6 +209,7 @@ impl Device {
             credentials,
             gate,
             gate_started,
+            applied,
         };
         device.connected().await;
         device
@@ -440,6 +480,67 @@ async fn a_call_survives_the_death_of_the_replica_holding_the_device() {
     let (status, listing) = list(&on_c, device.id()).await;
     assert_eq!(status, 200, "{listing}");
     assert_eq!(names(&listing), ["moved.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apply_running_when_its_replica_dies_is_applied_once() {
+    let Some((pg, nats)) = servers("an_apply_running_when_its_replica_dies_is_applied_once") else {
+        return;
+    };
+    let mut apps = replicas(3, &pg, &nats);
+    let on_c = User::sign_up(&apps[2], "apply-once").await;
+    let target = Arc::new(Mutex::new(host_port(&apps[0].url)));
+    let lb = balancer(Arc::clone(&target)).await;
+    let device = Device::pair(&on_c, &lb, "x").await;
+    wait_online(&on_c, device.id(), true).await;
+    let first_session = device.connected().await;
+
+    // Proposed and approved on C; the apply runs on the device through A.
+    let (status, proposal) = on_c
+        .post(
+            &format!("/api/devices/{}/calls", device.id()),
+            json!({ "tool": "gated_change", "input": {} }),
+        )
+        .await;
+    assert_eq!(
+        (status, proposal["kind"].as_str()),
+        (200, Some("proposal")),
+        "{proposal}"
+    );
+    let approving = {
+        let on_c = on_c.on(&apps[2]);
+        let decide = json!({ "proposal_id": proposal["id"], "decision": "approve" });
+        tokio::spawn(async move { on_c.post("/api/host/approve", decide).await })
+    };
+    while device.applied.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A dies mid-apply; the device reconnects to B, which sends the apply
+    // again from the store.
+    *target.lock().unwrap() = host_port(&apps[1].url);
+    apps[0].kill();
+    let mut state = device.host.state();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        state.wait_for(
+            |s| matches!(s, ConnectionState::Connected { session_id } if *session_id != first_session),
+        ),
+    )
+    .await
+    .expect("the device reconnects through the balancer")
+    .unwrap();
+    device.gate.store(true, Ordering::SeqCst);
+    let (status, applied) = tokio::time::timeout(Duration::from_secs(30), approving)
+        .await
+        .expect("the approval ends")
+        .unwrap();
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["status"], "applied", "{applied}");
+    assert_eq!(device.applied.load(Ordering::SeqCst), 1, "applied exactly once");
+    // And once more after it all settled: the re-sent apply was not run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(device.applied.load(Ordering::SeqCst), 1, "applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
