@@ -422,23 +422,63 @@ fn host_port(url: &str) -> String {
     url.trim_start_matches("http://").to_string()
 }
 
+/// Three replicas, and a device that reaches them through a balancer
+/// pointing at the first; its owner signed in on the third.
+struct Failover {
+    apps: Vec<App>,
+    target: Arc<Mutex<String>>,
+    on_c: User,
+    device: Device,
+    first_session: String,
+}
+
+impl Failover {
+    async fn start(pg: &str, nats: &str, name: &str) -> Failover {
+        let apps = replicas(3, pg, nats);
+        let on_c = User::sign_up(&apps[2], name).await;
+        let target = Arc::new(Mutex::new(host_port(&apps[0].url)));
+        let lb = balancer(Arc::clone(&target)).await;
+        let device = Device::pair(&on_c, &lb, name).await;
+        wait_online(&on_c, device.id(), true).await;
+        let first_session = device.connected().await;
+        Failover {
+            apps,
+            target,
+            on_c,
+            device,
+            first_session,
+        }
+    }
+
+    /// Turns the balancer to the second replica and kills the first (SIGKILL);
+    /// returns once the device streams again, through the second.
+    async fn kill_the_holder(&mut self) {
+        *self.target.lock().unwrap() = host_port(&self.apps[1].url);
+        self.apps[0].kill();
+        let first = self.first_session.clone();
+        let mut state = self.device.host.state();
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            state
+                .wait_for(|s| matches!(s, ConnectionState::Connected { session_id } if *session_id != first)),
+        )
+        .await
+        .expect("the device reconnects through the balancer")
+        .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_call_survives_the_death_of_the_replica_holding_the_device() {
     let Some((pg, nats)) = servers("a_call_survives_the_death_of_the_replica_holding_the_device") else {
         return;
     };
-    let mut apps = replicas(3, &pg, &nats);
-    let on_c = User::sign_up(&apps[2], "failover").await;
-    let target = Arc::new(Mutex::new(host_port(&apps[0].url)));
-    let lb = balancer(Arc::clone(&target)).await;
-    let device = Device::pair(&on_c, &lb, "moved").await;
-    wait_online(&on_c, device.id(), true).await;
-    let first_session = device.connected().await;
+    let mut f = Failover::start(&pg, &nats, "moved").await;
 
     // A call made on C is running on the device, streaming through A...
     let call = {
-        let on_c = on_c.on(&apps[2]);
-        let id = device.id().to_string();
+        let on_c = f.on_c.on(&f.apps[2]);
+        let id = f.device.id().to_string();
         tokio::spawn(async move {
             on_c.post(
                 &format!("/api/devices/{id}/calls"),
@@ -447,37 +487,30 @@ async fn a_call_survives_the_death_of_the_replica_holding_the_device() {
             .await
         })
     };
-    while device.gate_started.load(Ordering::SeqCst) == 0 {
+    while f.device.gate_started.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // ...when A dies. The balancer sends the device to B.
-    *target.lock().unwrap() = host_port(&apps[1].url);
-    apps[0].kill();
-    let mut state = device.host.state();
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        state.wait_for(
-            |s| matches!(s, ConnectionState::Connected { session_id } if *session_id != first_session),
-        ),
-    )
-    .await
-    .expect("the device reconnects through the balancer")
-    .unwrap();
+    // ...when A dies, and the device moves to B.
+    f.kill_the_holder().await;
 
     // B re-sends the call (the device runs it once), and its result reaches
     // the caller on C.
-    device.gate.store(true, Ordering::SeqCst);
+    f.device.gate.store(true, Ordering::SeqCst);
     let (status, out) = tokio::time::timeout(Duration::from_secs(30), call)
         .await
         .expect("the call ends")
         .unwrap();
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["output"]["opened"], true);
-    assert_eq!(device.gate_started.load(Ordering::SeqCst), 1, "the call ran once");
+    assert_eq!(
+        f.device.gate_started.load(Ordering::SeqCst),
+        1,
+        "the call ran once"
+    );
 
     // And the next call made on C goes to B.
-    let (status, listing) = list(&on_c, device.id()).await;
+    let (status, listing) = list(&f.on_c, f.device.id()).await;
     assert_eq!(status, 200, "{listing}");
     assert_eq!(names(&listing), ["moved.txt"]);
 }
@@ -487,18 +520,13 @@ async fn an_apply_running_when_its_replica_dies_is_applied_once() {
     let Some((pg, nats)) = servers("an_apply_running_when_its_replica_dies_is_applied_once") else {
         return;
     };
-    let mut apps = replicas(3, &pg, &nats);
-    let on_c = User::sign_up(&apps[2], "apply-once").await;
-    let target = Arc::new(Mutex::new(host_port(&apps[0].url)));
-    let lb = balancer(Arc::clone(&target)).await;
-    let device = Device::pair(&on_c, &lb, "x").await;
-    wait_online(&on_c, device.id(), true).await;
-    let first_session = device.connected().await;
+    let mut f = Failover::start(&pg, &nats, "apply-once").await;
 
     // Proposed and approved on C; the apply runs on the device through A.
-    let (status, proposal) = on_c
+    let (status, proposal) = f
+        .on_c
         .post(
-            &format!("/api/devices/{}/calls", device.id()),
+            &format!("/api/devices/{}/calls", f.device.id()),
             json!({ "tool": "gated_change", "input": {} }),
         )
         .await;
@@ -508,39 +536,28 @@ async fn an_apply_running_when_its_replica_dies_is_applied_once() {
         "{proposal}"
     );
     let approving = {
-        let on_c = on_c.on(&apps[2]);
+        let on_c = f.on_c.on(&f.apps[2]);
         let decide = json!({ "proposal_id": proposal["id"], "decision": "approve" });
         tokio::spawn(async move { on_c.post("/api/host/approve", decide).await })
     };
-    while device.applied.load(Ordering::SeqCst) == 0 {
+    while f.device.applied.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // A dies mid-apply; the device reconnects to B, which sends the apply
-    // again from the store.
-    *target.lock().unwrap() = host_port(&apps[1].url);
-    apps[0].kill();
-    let mut state = device.host.state();
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        state.wait_for(
-            |s| matches!(s, ConnectionState::Connected { session_id } if *session_id != first_session),
-        ),
-    )
-    .await
-    .expect("the device reconnects through the balancer")
-    .unwrap();
-    device.gate.store(true, Ordering::SeqCst);
+    // A dies mid-apply; the device moves to B, which sends the apply again
+    // from the store.
+    f.kill_the_holder().await;
+    f.device.gate.store(true, Ordering::SeqCst);
     let (status, applied) = tokio::time::timeout(Duration::from_secs(30), approving)
         .await
         .expect("the approval ends")
         .unwrap();
     assert_eq!(status, 200, "{applied}");
     assert_eq!(applied["status"], "applied", "{applied}");
-    assert_eq!(device.applied.load(Ordering::SeqCst), 1, "applied exactly once");
+    assert_eq!(f.device.applied.load(Ordering::SeqCst), 1, "applied exactly once");
     // And once more after it all settled: the re-sent apply was not run.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(device.applied.load(Ordering::SeqCst), 1, "applied exactly once");
+    assert_eq!(f.device.applied.load(Ordering::SeqCst), 1, "applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 mod support;
 
+use support::{Stats, ms, stats};
+
 const OWNER: &str = "bench";
 
 fn main() {
@@ -98,20 +100,6 @@ async fn replica(store: Arc<dyn Store>, nats: &str, prefix: &str) -> String {
     url
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    Stats {
-        p50: at(0.50),
-        p99: at(0.99),
-    }
-}
-
 /// A call: `(replica URL, device id)`.
 type Target = (String, String);
 
@@ -166,10 +154,6 @@ async fn throughput(client: &reqwest::Client, targets: &[Target], concurrency: u
         w.await.expect("worker");
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 #[allow(clippy::async_yields_async)]

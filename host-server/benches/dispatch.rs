@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::connect_device;
+use support::{Stats, connect_device, ms, stats};
 
 const OWNER: &str = "bench";
 
@@ -149,22 +149,6 @@ async fn enroll(client: &reqwest::Client, base: &str) -> EnrollResponse {
     support::enroll_with(base, code["code"].as_str().expect("code"), None).await
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    n: usize,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    Stats {
-        p50: at(0.50),
-        p99: at(0.99),
-        n: samples.len(),
-    }
-}
-
 /// Sequential round trips of `POST path` with each body in turn.
 async fn latency(client: &reqwest::Client, url: &str, bodies: &[Value], n: usize) -> Stats {
     for body in bodies.iter().cycle().take(200) {
@@ -235,10 +219,6 @@ async fn throughput(
         w.await.expect("worker");
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 // The connection helpers return a task handle on purpose: holding it keeps

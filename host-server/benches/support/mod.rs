@@ -151,3 +151,24 @@ pub fn spawn_server(mut command: Command) -> (Child, String) {
         .to_string();
     (child, base)
 }
+
+/// Latency percentiles of a run.
+pub struct Stats {
+    pub p50: std::time::Duration,
+    pub p99: std::time::Duration,
+    pub n: usize,
+}
+
+pub fn stats(mut samples: Vec<std::time::Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+        n: samples.len(),
+    }
+}
+
+pub fn ms(d: std::time::Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
