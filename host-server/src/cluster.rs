@@ -5,8 +5,9 @@
 //! What crosses replicas (see `docs/CLUSTER.md`):
 //! - **who holds a device's stream**: a key per device in a NATS KV bucket,
 //!   written with compare-and-set on its revision and refreshed by the
-//!   holder (NATS 2.9 has no per-key TTL, so a key not refreshed for three
-//!   heartbeats counts as gone);
+//!   holder, which also announces what it holds on every heartbeat (NATS 2.9
+//!   has no per-key TTL, so a holder not heard from for three heartbeats
+//!   counts as gone);
 //! - **calls**: a request on the device's subject, which only its holder
 //!   subscribes to; "no responders" means offline everywhere;
 //! - **results** a device posts to another replica: a request on the
