@@ -57,6 +57,14 @@ async fn call(State(d): State<Dispatcher>, Json(body): Json<Value>) -> Json<Valu
     }
 }
 
+async fn revoke(State(d): State<Dispatcher>, Json(body): Json<Value>) -> Json<Value> {
+    let device = body["device_id"].as_str().unwrap_or_default();
+    match d.revoke(OWNER, device).await {
+        Ok(()) => Json(json!({ "ok": true })),
+        Err(e) => Json(json!({ "ok": false, "error": e.to_body() })),
+    }
+}
+
 async fn mint(State(d): State<Dispatcher>) -> Json<Value> {
     let code = d.mint_pairing_code(OWNER).await.expect("mint");
     Json(json!({ "code": code.code }))
@@ -83,6 +91,7 @@ async fn replica(store: Arc<dyn Store>, nats: &str, prefix: &str) -> String {
     let bench = axum::Router::new()
         .route("/bench/call", post(call))
         .route("/bench/mint", post(mint))
+        .route("/bench/revoke", post(revoke))
         .with_state(dispatcher.clone());
     let app = axum::Router::new()
         .nest("/api/host", router(dispatcher))
@@ -243,7 +252,34 @@ async fn orchestrate() {
         cross_latency.p50.as_secs_f64() / same_latency.p50.as_secs_f64(),
         answered.load(Ordering::Relaxed)
     );
-    for t in tasks {
-        t.abort();
+
+    // Revoke on another replica than the holder: time until the device's
+    // stream (on the holder) has ended, as the device sees it.
+    let mut closed = Vec::new();
+    for ((home, id), task) in devices.iter().zip(tasks).take(30) {
+        let started = Instant::now();
+        let other = &replicas[(home + 1) % 3];
+        let response: Value = client
+            .post(format!("{other}/bench/revoke"))
+            .json(&json!({ "device_id": id }))
+            .send()
+            .await
+            .expect("revoke")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(response["ok"], true, "{response}");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the revoked stream ends")
+            .expect("device task");
+        closed.push(started.elapsed());
     }
+    let closed = stats(closed);
+    println!(
+        "
+| revoke on another replica until the device's stream ends (30 devices) | p50 {} | max {} |",
+        ms(closed.p50),
+        ms(closed.p99)
+    );
 }
