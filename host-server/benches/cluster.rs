@@ -20,14 +20,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use fusion_host_server::cluster::{Cluster, NatsOptions};
-use fusion_host_server::{CallOptions, CallOutcome, Config, Dispatcher, MemoryStore, Store, router};
+use fusion_host_server::{Config, Dispatcher, MemoryStore, Store, router};
 use serde_json::{Value, json};
 
 mod support;
 
 use support::{Stats, ms, stats};
-
-const OWNER: &str = "bench";
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -39,35 +37,12 @@ fn main() {
     }
 }
 
-async fn call(State(d): State<Dispatcher>, Json(body): Json<Value>) -> Json<Value> {
-    let device = body["device_id"].as_str().unwrap_or_default();
-    match d
-        .call(
-            OWNER,
-            device,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-    {
-        Ok(CallOutcome::Output(out)) => Json(json!({ "ok": true, "output": out.output })),
-        Ok(CallOutcome::Proposal(_)) => Json(json!({ "ok": false })),
-        Err(e) => Json(json!({ "ok": false, "error": e.to_body() })),
-    }
-}
-
 async fn revoke(State(d): State<Dispatcher>, Json(body): Json<Value>) -> Json<Value> {
     let device = body["device_id"].as_str().unwrap_or_default();
-    match d.revoke(OWNER, device).await {
+    match d.revoke(support::OWNER, device).await {
         Ok(()) => Json(json!({ "ok": true })),
         Err(e) => Json(json!({ "ok": false, "error": e.to_body() })),
     }
-}
-
-async fn mint(State(d): State<Dispatcher>) -> Json<Value> {
-    let code = d.mint_pairing_code(OWNER).await.expect("mint");
-    Json(json!({ "code": code.code }))
 }
 
 /// One replica on 127.0.0.1:0; returns its URL.
@@ -89,8 +64,8 @@ async fn replica(store: Arc<dyn Store>, nats: &str, prefix: &str) -> String {
     };
     let dispatcher = Dispatcher::new(store, config);
     let bench = axum::Router::new()
-        .route("/bench/call", post(call))
-        .route("/bench/mint", post(mint))
+        .route("/bench/call", post(support::bench_call))
+        .route("/bench/mint", post(support::bench_mint))
         .route("/bench/revoke", post(revoke))
         .with_state(dispatcher.clone());
     let app = axum::Router::new()

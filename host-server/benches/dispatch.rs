@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::post;
-use fusion_host_server::{CallOptions, CallOutcome, Config, Dispatcher, MemoryStore, router};
+use fusion_host_server::{Config, Dispatcher, MemoryStore, router};
 use fusion_tools::EnrollResponse;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -28,8 +27,6 @@ use serde_json::{Value, json};
 mod support;
 
 use support::{Stats, connect_device, ms, stats};
-
-const OWNER: &str = "bench";
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -55,8 +52,8 @@ async fn serve() {
     let dispatcher = Dispatcher::new(Arc::new(MemoryStore::new()), config);
     let bench = axum::Router::new()
         .route("/bench/echo", post(echo))
-        .route("/bench/call", post(call))
-        .route("/bench/mint", post(mint))
+        .route("/bench/call", post(support::bench_call))
+        .route("/bench/mint", post(support::bench_mint))
         .route("/bench/idle", axum::routing::get(idle))
         .with_state(dispatcher.clone());
     let app = axum::Router::new()
@@ -69,35 +66,12 @@ async fn echo(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({ "ok": true, "output": body }))
 }
 
-async fn call(State(d): State<Dispatcher>, Json(body): Json<Value>) -> Json<Value> {
-    let device = body["device_id"].as_str().unwrap_or_default();
-    match d
-        .call(
-            OWNER,
-            device,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
-    {
-        Ok(CallOutcome::Output(out)) => Json(json!({ "ok": true, "output": out.output })),
-        Ok(CallOutcome::Proposal(_)) => Json(json!({ "ok": false })),
-        Err(e) => Json(json!({ "ok": false, "error": e.to_body() })),
-    }
-}
-
 /// The memory floor: an SSE stream that never sends anything but heartbeats.
 async fn idle() -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
     use axum::response::sse::{KeepAlive, Sse};
     Sse::new(futures_util::stream::pending()).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
-}
-
-async fn mint(State(d): State<Dispatcher>) -> Json<Value> {
-    let code = d.mint_pairing_code(OWNER).await.expect("mint");
-    Json(json!({ "code": code.code }))
 }
 
 // ---------------------------------------------------------------- client side

@@ -172,3 +172,32 @@ pub fn stats(mut samples: Vec<std::time::Duration>) -> Stats {
 pub fn ms(d: std::time::Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// The owner the benches' devices belong to.
+pub const OWNER: &str = "bench";
+
+/// `POST /bench/call {"device_id"}`: what an app's handler does,
+/// `Dispatcher::call` for a `read` tool (`stat`).
+pub async fn bench_call(
+    axum::extract::State(d): axum::extract::State<fusion_host_server::Dispatcher>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> axum::Json<serde_json::Value> {
+    use fusion_host_server::{CallOptions, CallOutcome};
+    let device = body["device_id"].as_str().unwrap_or_default();
+    let input = json!({ "path": "." });
+    axum::Json(
+        match d.call(OWNER, device, "stat", input, CallOptions::default()).await {
+            Ok(CallOutcome::Output(out)) => json!({ "ok": true, "output": out.output }),
+            Ok(CallOutcome::Proposal(_)) => json!({ "ok": false }),
+            Err(e) => json!({ "ok": false, "error": e.to_body() }),
+        },
+    )
+}
+
+/// `POST /bench/mint`: a pairing code for [`OWNER`].
+pub async fn bench_mint(
+    axum::extract::State(d): axum::extract::State<fusion_host_server::Dispatcher>,
+) -> axum::Json<serde_json::Value> {
+    let code = d.mint_pairing_code(OWNER).await.expect("mint");
+    axum::Json(json!({ "code": code.code }))
+}
