@@ -87,8 +87,9 @@ impl MutateTool for ConvertE57ToLas {
             "Convert E57 point clouds (registered scans: cartesian coordinates with the scan pose applied, \
              intensity and colour when present) to LAS or compressed LAZ, one file per scan or merged \
              into one. A coordinate system the scans all declare as WKT is kept (LAS 1.4); otherwise the \
-             output is LAS 1.2 without one. The plan lists each output with the scans' point records (invalid \
-             records are dropped when written; the result counts what was written); outputs must not exist yet.",
+             output is LAS 1.2 without one. The plan lists each output and counts the points, exactly when \
+             every record has a position, else as \"up to\" the records (invalid and direction-only ones are \
+             dropped when written; the result counts what was written); outputs must not exist yet.",
         )
     }
 
@@ -120,8 +121,20 @@ impl MutateTool for ConvertE57ToLas {
             effects.push(Effect::new(EffectOp::CreateFile, out.display()));
         }
         let points: u64 = jobs.iter().map(|j| j.points).sum();
+        // Records are points unless a scan can hold invalid or
+        // direction-only ones, which are dropped when written: then the
+        // plan says "up to", and the result counts what was written.
+        let mut exact = true;
+        for scan in &scans {
+            exact &= every_record_is_a_point(&cx.scope().resolve(scan)?)?;
+        }
+        let points = if exact {
+            format!("{points} points")
+        } else {
+            format!("up to {points} points (invalid and direction-only records are skipped)")
+        };
         let summary = format!(
-            "convert {} E57 scan(s), {points} points, into {} {} file(s)",
+            "convert {} E57 scan(s), {points}, into {} {} file(s)",
             scans.len(),
             jobs.len(),
             if jobs.iter().all(|j| j.output.ends_with(".laz")) {
@@ -272,6 +285,21 @@ pub(crate) fn count_points(loc: &Location<'_>) -> Result<u64> {
     let (file, _) = loc.open_file()?;
     let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?;
     Ok(reader.pointclouds().iter().map(|pc| pc.records).sum())
+}
+
+/// Whether every record of the file's scans becomes a point: each has
+/// Cartesian or spherical coordinates and no invalid-state field (which
+/// marks records without a position, or with a direction only).
+pub(crate) fn every_record_is_a_point(loc: &Location<'_>) -> Result<bool> {
+    use e57::RecordName as N;
+    let (file, _) = loc.open_file()?;
+    let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?;
+    Ok(reader.pointclouds().iter().all(|pc| {
+        let has = |name: N| pc.prototype.iter().any(|r| r.name == name);
+        let cartesian = has(N::CartesianX) && has(N::CartesianY) && has(N::CartesianZ);
+        let spherical = has(N::SphericalRange) && has(N::SphericalAzimuth) && has(N::SphericalElevation);
+        (cartesian || spherical) && !has(N::CartesianInvalidState) && !has(N::SphericalInvalidState)
+    }))
 }
 
 /// Writes one LAS file from its scans; `progress` gets the points written so
@@ -653,13 +681,65 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_plan_says_up_to_when_records_can_be_invalid() {
+        use e57::{Record, RecordDataType, RecordName, RecordValue};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gaps.e57");
+        let mut writer = e57::E57Writer::from_file(&path, "gaps-guid").unwrap();
+        let double = RecordDataType::Double { min: None, max: None };
+        let mut prototype: Vec<Record> = [
+            RecordName::CartesianX,
+            RecordName::CartesianY,
+            RecordName::CartesianZ,
+        ]
+        .into_iter()
+        .map(|name| Record {
+            name,
+            data_type: double.clone(),
+        })
+        .collect();
+        prototype.push(Record {
+            name: RecordName::CartesianInvalidState,
+            data_type: RecordDataType::Integer { min: 0, max: 2 },
+        });
+        let mut pc = writer.add_pointcloud("gaps", prototype).unwrap();
+        // Every fourth record has no position (state 2), as a scanner writes
+        // for a beam that returned nothing.
+        for i in 0..100 {
+            let f = f64::from(i);
+            pc.add_point(vec![
+                RecordValue::Double(f),
+                RecordValue::Double(f),
+                RecordValue::Double(0.0),
+                RecordValue::Integer(if i % 4 == 0 { 2 } else { 0 }),
+            ])
+            .unwrap();
+        }
+        pc.finalize().unwrap();
+        writer.finalize().unwrap();
+        write_e57(&dir.path().join("clean.e57"), 10, false, 0.0);
+
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let (plan, out) = call(&scope, json!({ "sources": ["gaps.e57"] }));
+        assert!(
+            plan.summary
+                .contains("up to 100 points (invalid and direction-only records are skipped)"),
+            "{}",
+            plan.summary
+        );
+        assert_eq!(out.points, 75, "the result counts what was written");
+        let (plan, _) = call(&scope, json!({ "sources": ["clean.e57"] }));
+        assert!(plan.summary.contains(", 10 points,"), "{}", plan.summary);
+    }
+
+    #[test]
     fn converts_each_scan_and_the_points_read_back() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("scans")).unwrap();
         write_e57(&dir.path().join("scans/north.e57"), 2500, true, 600_000.0);
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
         let (plan, out) = call(&scope, json!({ "sources": ["scans"] }));
-        assert!(plan.summary.contains("2500 points"), "{}", plan.summary);
+        assert!(plan.summary.contains(", 2500 points,"), "{}", plan.summary);
         assert_eq!(out.points, 2500);
 
         let mut reader = las::Reader::from_path(dir.path().join("scans/north.las")).unwrap();
