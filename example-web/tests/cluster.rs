@@ -750,3 +750,84 @@ async fn without_nats_calls_across_replicas_fail_fast_and_recover_by_themselves(
     assert!(recovered, "A reaches the device after NATS returns");
     assert_eq!(device.connected().await, session, "the device never reconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_whose_replica_died_long_ago_is_dropped_not_sent() {
+    let Some((pg, nats)) = servers("a_call_whose_replica_died_long_ago_is_dropped_not_sent") else {
+        return;
+    };
+    let apps = replicas(2, &pg, &nats);
+    let user = User::sign_up(&apps[0], "orphan").await;
+    let device = Device::pair(&user.on(&apps[1]), &apps[1].url, "orphan").await;
+    let (credentials, dir, gate_started) = (
+        device.credentials.clone(),
+        tempfile::tempdir().unwrap(),
+        Arc::clone(&device.gate_started),
+    );
+    device.host.shutdown();
+    device.host.join().await.unwrap();
+
+    // A call made a day ago by a replica that has since died, still in the
+    // store; and one made a moment ago by a replica that died just now.
+    let db = sqlx::postgres::PgPool::connect(&pg).await.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let id = credentials.device_id.clone();
+    for (call_id, age_ms) in [
+        (format!("call_old_{id}"), 86_400_000i64),
+        (format!("call_new_{id}"), 0),
+    ] {
+        let call =
+            json!({ "call_id": call_id, "tool": "gate", "mode": "run", "input": {}, "timeout_ms": 60_000 });
+        sqlx::query(
+            "INSERT INTO pending_calls (call_id, device_id, caller, call, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&call_id)
+        .bind(&id)
+        .bind("rep_gone")
+        .bind(call.to_string())
+        .bind(now_ms - age_ms)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+
+    // The device comes back: it gets the recent call (its result finds
+    // nobody waiting and is dropped), never the day-old one.
+    let back = Device::start(&apps[1].url, credentials, dir).await;
+    back.gate.store(true, Ordering::SeqCst);
+    let count = |call_id: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pending_calls WHERE call_id = $1")
+                .bind(call_id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..200 {
+        if count(format!("call_new_{id}")).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        count(format!("call_old_{id}")).await,
+        0,
+        "the day-old call is deleted"
+    );
+    assert_eq!(
+        count(format!("call_new_{id}")).await,
+        0,
+        "the recent one was answered"
+    );
+    assert_eq!(
+        back.gate_started.load(Ordering::SeqCst),
+        1,
+        "only the recent call ran"
+    );
+    assert_eq!(gate_started.load(Ordering::SeqCst), 0);
+}

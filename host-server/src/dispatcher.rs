@@ -1259,7 +1259,20 @@ impl Dispatcher {
         if let Err(e) = cluster.bus.claim(&device.id, &device.owner, session_id).await {
             tracing::warn!(device_id = %device.id, error = %e, "could not announce the device to the other replicas");
         }
-        let calls = self.inner.store.pending_calls(&device.id).await?;
+        // A call older than its caller could wait (the offline grace, then
+        // its timeout) has nobody waiting: its replica died. It is deleted,
+        // not sent: a device back after a day gets no day-old call.
+        let now = self.now();
+        let mut calls = Vec::new();
+        for pending in self.inner.store.pending_calls(&device.id).await? {
+            let waited = Duration::from_millis(pending.call.timeout_ms) + self.inner.config.offline_grace;
+            if pending.created_at + waited > now {
+                calls.push(pending);
+            } else {
+                tracing::info!(call_id = %pending.call_id, device_id = %device.id, "a call nobody waits for any more is dropped");
+                self.inner.store.remove_pending_call(&pending.call_id).await?;
+            }
+        }
         let mut state = self.state();
         let State { slots, routed, .. } = &mut *state;
         let Some(slot) = slots.get_mut(&device.id) else {
