@@ -103,7 +103,7 @@ impl MutateTool for ConvertE57ToLas {
                 state: loc.state(cx, false)?,
             });
         }
-        let jobs = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
+        let (jobs, exact) = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
         let mut effects = Vec::new();
         for job in &jobs {
             let out = cx.scope().resolve(&job.output)?;
@@ -124,10 +124,6 @@ impl MutateTool for ConvertE57ToLas {
         // Records are points unless a scan can hold invalid or
         // direction-only ones, which are dropped when written: then the
         // plan says "up to", and the result counts what was written.
-        let mut exact = true;
-        for scan in &scans {
-            exact &= every_record_is_a_point(&cx.scope().resolve(scan)?)?;
-        }
         let points = if exact {
             format!("{points} points")
         } else {
@@ -160,13 +156,14 @@ impl MutateTool for ConvertE57ToLas {
 
 /// The files to write for `scans`: one beside each scan (`.las`, or `.laz`
 /// with `to`), or all merged into `merge_into`, whose extension says which.
-/// Point counts come from the scans' headers.
+/// Point counts come from the scans' headers; the flag says whether they
+/// are exact (see [`scan_points`]).
 pub(crate) fn jobs(
     cx: &Context<'_>,
     scans: &[String],
     merge_into: Option<&str>,
     to: Option<OutputFormat>,
-) -> Result<Vec<Job>> {
+) -> Result<(Vec<Job>, bool)> {
     if let Some(target) = merge_into {
         let ext = std::path::Path::new(target)
             .extension()
@@ -197,11 +194,14 @@ pub(crate) fn jobs(
     }
     let per_scan = to.unwrap_or(OutputFormat::Las).extension();
     let mut counted = Vec::new();
+    let mut exact = true;
     for scan in scans {
         let loc = cx.scope().resolve(scan)?;
-        counted.push((loc.display(), count_points(&loc)?));
+        let (records, every_record_is_a_point) = scan_points(&loc)?;
+        exact &= every_record_is_a_point;
+        counted.push((loc.display(), records));
     }
-    Ok(match merge_into {
+    let jobs = match merge_into {
         Some(target) => vec![Job {
             output: cx.scope().resolve(target)?.display(),
             sources: counted.iter().map(|(s, _)| s.clone()).collect(),
@@ -218,7 +218,8 @@ pub(crate) fn jobs(
                 points,
             })
             .collect(),
-    })
+    };
+    Ok((jobs, exact))
 }
 
 /// The `.e57` files named by `sources` (files as given, folders searched).
@@ -280,26 +281,23 @@ fn e57_error(loc: &Location<'_>, e: e57::Error) -> Error {
     )
 }
 
-/// Points in a scan, from its header (nothing is decoded).
-pub(crate) fn count_points(loc: &Location<'_>) -> Result<u64> {
-    let (file, _) = loc.open_file()?;
-    let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?;
-    Ok(reader.pointclouds().iter().map(|pc| pc.records).sum())
-}
-
-/// Whether every record of the file's scans becomes a point: each has
-/// Cartesian or spherical coordinates and no invalid-state field (which
-/// marks records without a position, or with a direction only).
-pub(crate) fn every_record_is_a_point(loc: &Location<'_>) -> Result<bool> {
+/// A file's point records, from its scans' headers (nothing is decoded),
+/// and whether every record becomes a point: each scan has Cartesian or
+/// spherical coordinates and no invalid-state field (which marks records
+/// without a position, or with a direction only).
+pub(crate) fn scan_points(loc: &Location<'_>) -> Result<(u64, bool)> {
     use e57::RecordName as N;
     let (file, _) = loc.open_file()?;
     let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?;
-    Ok(reader.pointclouds().iter().all(|pc| {
+    let clouds = reader.pointclouds();
+    let records = clouds.iter().map(|pc| pc.records).sum();
+    let exact = clouds.iter().all(|pc| {
         let has = |name: N| pc.prototype.iter().any(|r| r.name == name);
         let cartesian = has(N::CartesianX) && has(N::CartesianY) && has(N::CartesianZ);
         let spherical = has(N::SphericalRange) && has(N::SphericalAzimuth) && has(N::SphericalElevation);
         (cartesian || spherical) && !has(N::CartesianInvalidState) && !has(N::SphericalInvalidState)
-    }))
+    });
+    Ok((records, exact))
 }
 
 /// Writes one LAS file from its scans; `progress` gets the points written so

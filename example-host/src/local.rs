@@ -137,7 +137,7 @@ pub(crate) fn convert(
             )
         }
     });
-    let jobs = e57las::jobs(&cx, &scans, merge.as_deref(), merge.is_none().then_some(to))?;
+    let (jobs, _) = e57las::jobs(&cx, &scans, merge.as_deref(), merge.is_none().then_some(to))?;
     let total: u64 = jobs.iter().map(|j| j.points).sum();
     let bar = if global.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()

@@ -7,6 +7,9 @@
 //! skipped. Every test uses its own NATS prefix, so runs do not meet.
 
 mod common;
+// Enrolling from a chosen loopback address, as the benches do.
+#[path = "../../host-server/benches/support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -148,30 +151,14 @@ impl Device {
     async fn pair_from(user: &User, url: &str, marker: &str, from: std::net::IpAddr) -> Device {
         let (status, pairing) = user.post("/api/pairing-codes", json!({})).await;
         assert_eq!(status, 200, "{pairing}");
-        let client = reqwest::Client::builder().local_address(from).build().unwrap();
-        let enrolled: Value = client
-            .post(format!("{url}/api/host/enroll"))
-            .json(&json!({
-                "code": pairing["code"], "name": marker, "platform": "test", "host_version": "test"
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let text = |field: &str| {
-            enrolled[field]
-                .as_str()
-                .unwrap_or_else(|| panic!("{enrolled}"))
-                .to_string()
-        };
+        let code = pairing["code"].as_str().unwrap();
+        let enrolled = support::enroll_with(url, code, Some(from)).await;
         let credentials = Credentials {
             server: url.to_string(),
-            device_id: text("device_id"),
-            token: text("token"),
-            owner: text("owner"),
-            owner_label: None,
+            device_id: enrolled.device_id,
+            token: enrolled.token,
+            owner: enrolled.owner,
+            owner_label: enrolled.owner_label,
             name: marker.to_string(),
             revoked: false,
         };
