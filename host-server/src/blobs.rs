@@ -816,6 +816,20 @@ mod tests {
         futures_util::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))])
     }
 
+    /// Only `s3://bucket[/prefix]` is an S3 store; anything else is refused
+    /// saying what to write, and nothing is staged.
+    #[test]
+    fn an_s3_store_needs_an_s3_url() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in ["https://bucket.example.com", "bucket", "file:///srv/blobs"] {
+            let Err(Error::InvalidRequest(message)) = BlobConfig::s3(url, dir.path().join("staging")) else {
+                panic!("{url} was taken as an S3 store");
+            };
+            assert!(message.contains("s3://bucket or s3://bucket/prefix"), "{message}");
+        }
+        assert!(!dir.path().join("staging").exists());
+    }
+
     /// A server restarted mid-upload (a deploy, a crash) goes on where the
     /// staged file ends; the digest covers the bytes of both runs.
     #[tokio::test]
