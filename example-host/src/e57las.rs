@@ -85,9 +85,10 @@ impl MutateTool for ConvertE57ToLas {
         ToolSpec::mutate(
             "convert_e57_to_las",
             "Convert E57 point clouds (registered scans: cartesian coordinates with the scan pose applied, \
-             intensity and colour when present) to LAS or compressed LAZ, one file per scan or merged \
-             into one. A coordinate system the scans all declare as WKT is kept (LAS 1.4); otherwise the \
-             output is LAS 1.2 without one. The plan lists each output and counts the points, exactly when \
+             intensity, colour and per-point GPS time when present) to LAS or compressed LAZ, one file per \
+             scan or merged into one. A coordinate system the scans all declare as WKT is kept (LAS 1.4, \
+             point format 6 or 7); otherwise the output is LAS 1.2 without one (format 0–3). Timestamps \
+             become adjusted standard GPS time when the scan has an acquisition start. The plan lists each output and counts the points, exactly when \
              every record has a position, else as \"up to\" the records (invalid and direction-only ones are \
              dropped when written; the result counts what was written); outputs must not exist yet.",
         )
@@ -310,13 +311,14 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     };
 
     let mut readers = Vec::new();
-    let mut has_color = false;
+    let (mut has_color, mut has_time) = (false, false);
     let mut systems = Vec::new();
     for source in &job.sources {
         let loc = cx.scope().resolve(source)?;
         let (file, _) = loc.open_file()?;
         let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(&loc, e))?;
         has_color |= reader.pointclouds().iter().any(|pc| pc.has_color());
+        has_time |= reader.pointclouds().iter().any(|pc| ScanTime::of(pc).is_some());
         systems.push(reader.coordinate_metadata().map(str::trim).map(str::to_string));
         readers.push((loc, reader));
     }
@@ -347,8 +349,22 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     let pending = out.create_file(false)?;
     // LAS 1.4 carries a coordinate system as WKT; without one, 1.2 is what
     // every reader takes.
+    // LAS 1.4 takes point formats 6 and 7 (GPS time, and RGB in 7); 1.2
+    // takes 0–3, with time in 1 and 3 and RGB in 2 and 3.
     let mut builder = las::Builder::from(if crs.is_some() { (1, 4) } else { (1, 2) });
-    builder.point_format = las::point::Format::new(if has_color { 2 } else { 0 }).map_err(las_error)?;
+    let format = match (crs.is_some(), has_time, has_color) {
+        (true, _, false) => 6,
+        (true, _, true) => 7,
+        (false, false, false) => 0,
+        (false, true, false) => 1,
+        (false, false, true) => 2,
+        (false, true, true) => 3,
+    };
+    builder.point_format = las::point::Format::new(format).map_err(las_error)?;
+    let with_time = builder.point_format.has_gps_time;
+    if has_time {
+        builder.gps_time_type = las::GpsTimeType::Standard;
+    }
     builder.generating_software = "fusion-host".into();
     builder.transforms = transforms;
     builder.date = Some(chrono::Utc::now().date_naive());
@@ -369,9 +385,41 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
             if pc.records == 0 {
                 continue;
             }
+            // Timestamps are not in the simple reader's points: a second
+            // reader of the same file yields the same records raw.
+            let time = ScanTime::of(&pc);
+            let mut timing = match &time {
+                Some(_) => {
+                    let (file, _) = loc.open_file()?;
+                    Some(e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?)
+                }
+                None => None,
+            };
+            let mut raw = match &mut timing {
+                Some(reader) => Some(reader.pointcloud_raw(&pc).map_err(|e| e57_error(loc, e))?),
+                None => None,
+            };
             let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
             for point in iter {
                 let point = point.map_err(|e| e57_error(loc, e))?;
+                let gps_time = match (&mut raw, &time) {
+                    (Some(raw), Some(time)) => {
+                        let values = raw
+                            .next()
+                            .ok_or_else(|| {
+                                e57_error(
+                                    loc,
+                                    e57::Error::Read {
+                                        desc: "the scan ended early".into(),
+                                        source: None,
+                                    },
+                                )
+                            })?
+                            .map_err(|e| e57_error(loc, e))?;
+                        time.of_record(&values)
+                    }
+                    _ => None,
+                };
                 let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
                     continue;
                 };
@@ -403,6 +451,8 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
                         });
                         las::Color::new(to_u16(c.red), to_u16(c.green), to_u16(c.blue))
                     }),
+                    // A point without a time of its own gets 0.
+                    gps_time: with_time.then(|| gps_time.unwrap_or(0.0)),
                     ..las::Point::default()
                 };
                 writer.write_point(las_point).map_err(las_error)?;
@@ -419,6 +469,50 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     progress(written);
     pending.commit()?;
     Ok(written)
+}
+
+/// How a scan's points are timed: E57 `timeStamp` is seconds since the
+/// scan's `acquisitionStart` (GPS seconds); LAS takes adjusted standard GPS
+/// time, GPS seconds minus 10⁹. A scan with timestamps but no start has no
+/// absolute time, and is written without one.
+#[derive(Clone)]
+struct ScanTime {
+    /// `acquisitionStart` as adjusted standard GPS time.
+    start: f64,
+    /// Where `timeStamp` is in a raw record, and its type.
+    field: usize,
+    data_type: e57::RecordDataType,
+    /// Where `isTimeStampInvalid` is, when the scan has one.
+    invalid: Option<(usize, e57::RecordDataType)>,
+}
+
+impl ScanTime {
+    fn of(pc: &e57::PointCloud) -> Option<ScanTime> {
+        let start = pc.acquisition_start.as_ref()?.gps_time - 1e9;
+        let find = |name: e57::RecordName| {
+            pc.prototype
+                .iter()
+                .position(|r| r.name == name)
+                .map(|i| (i, pc.prototype[i].data_type.clone()))
+        };
+        let (field, data_type) = find(e57::RecordName::TimeStamp)?;
+        Some(ScanTime {
+            start,
+            field,
+            data_type,
+            invalid: find(e57::RecordName::IsTimeStampInvalid),
+        })
+    }
+
+    /// The time of one raw record, unless it is marked invalid.
+    fn of_record(&self, values: &[e57::RecordValue]) -> Option<f64> {
+        if let Some((i, dt)) = &self.invalid
+            && values.get(*i)?.to_i64(dt).ok()? != 0
+        {
+            return None;
+        }
+        Some(self.start + values.get(self.field)?.to_f64(&self.data_type).ok()?)
+    }
 }
 
 /// The coordinate system every scan of a job declares, when they all declare
@@ -589,11 +683,21 @@ pub(crate) mod tests {
     /// Writes a small E57 file with `n` points (cartesian, intensity, and
     /// colour when asked), the way a scanner's export would.
     pub(crate) fn write_e57(path: &std::path::Path, n: usize, color: bool, shift: f64) {
-        write_e57_in(path, n, color, shift, None);
+        write_e57_in(path, n, color, shift, None, None);
     }
 
-    /// [`write_e57`] with a coordinate system (E57 `coordinateMetadata`).
-    fn write_e57_in(path: &std::path::Path, n: usize, color: bool, shift: f64, crs: Option<&str>) {
+    /// [`write_e57`] with a coordinate system (E57 `coordinateMetadata`),
+    /// and with a timestamp per point when `start` (the scan's
+    /// `acquisitionStart`, GPS seconds) is given: point `i` at `i` ms, every
+    /// seventh one's marked invalid.
+    fn write_e57_in(
+        path: &std::path::Path,
+        n: usize,
+        color: bool,
+        shift: f64,
+        crs: Option<&str>,
+        start: Option<f64>,
+    ) {
         use e57::{Record, RecordDataType, RecordName, RecordValue};
         let mut writer = e57::E57Writer::from_file(path, "test-guid").unwrap();
         writer.set_coordinate_metadata(crs.map(str::to_string));
@@ -631,7 +735,21 @@ pub(crate) mod tests {
                 });
             }
         }
+        if start.is_some() {
+            prototype.push(Record {
+                name: RecordName::TimeStamp,
+                data_type: RecordDataType::Double { min: None, max: None },
+            });
+            prototype.push(Record {
+                name: RecordName::IsTimeStampInvalid,
+                data_type: RecordDataType::Integer { min: 0, max: 1 },
+            });
+        }
         let mut pc = writer.add_pointcloud(&format!("pc-{shift}"), prototype).unwrap();
+        pc.set_acquisition_start(start.map(|gps_time| e57::DateTime {
+            gps_time,
+            atomic_reference: true,
+        }));
         for i in 0..n {
             let f = i as f64;
             let mut values = vec![
@@ -645,6 +763,12 @@ pub(crate) mod tests {
                     RecordValue::Integer(255),
                     RecordValue::Integer((i % 256) as i64),
                     RecordValue::Integer(0),
+                ]);
+            }
+            if start.is_some() {
+                values.extend([
+                    RecordValue::Double(f * 0.001),
+                    RecordValue::Integer(i64::from(i % 7 == 6)),
                 ]);
             }
             pc.add_point(values).unwrap();
@@ -851,18 +975,81 @@ pub(crate) mod tests {
         assert!(laz < plain, "compressed: {laz} bytes against the E57's {plain}");
     }
 
+    /// E57 timestamps count from the scan's start; LAS gets adjusted
+    /// standard GPS time (GPS seconds − 10⁹), in point format 1 or 3 for
+    /// LAS 1.2 and 6 or 7 for 1.4. A point whose time is marked invalid,
+    /// or a scan without times merged with a timed one, gets 0.
+    #[test]
+    fn gps_time_is_kept() {
+        const START: f64 = 1_400_000_000.25;
+        const WKT: &str = r#"GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]"#;
+        let dir = tempfile::tempdir().unwrap();
+        write_e57_in(&dir.path().join("timed.e57"), 20, false, 0.0, None, Some(START));
+        write_e57_in(
+            &dir.path().join("color.e57"),
+            20,
+            true,
+            1.0,
+            Some(WKT),
+            Some(START),
+        );
+        write_e57_in(&dir.path().join("untimed.e57"), 5, false, 2.0, None, None);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        call(
+            &scope,
+            json!({ "sources": ["timed.e57", "color.e57", "untimed.e57"] }),
+        );
+        call(
+            &scope,
+            json!({ "sources": ["timed.e57", "untimed.e57"], "merge_into": "both.laz" }),
+        );
+        let read = |name: &str| {
+            let mut reader = las::Reader::from_path(dir.path().join(name)).unwrap();
+            let header = reader.header().clone();
+            let points: Vec<las::Point> = reader.points().map(Result::unwrap).collect();
+            (header, points)
+        };
+        let expect = |i: usize| {
+            if i % 7 == 6 {
+                0.0
+            } else {
+                START - 1e9 + i as f64 * 0.001
+            }
+        };
+
+        let (header, points) = read("timed.las");
+        assert_eq!(header.point_format().to_u8().unwrap(), 1);
+        assert_eq!(header.gps_time_type(), las::GpsTimeType::Standard);
+        for (i, p) in points.iter().enumerate() {
+            let t = p.gps_time.unwrap();
+            assert!((t - expect(i)).abs() < 1e-6, "point {i}: {t}");
+        }
+        let (header, points) = read("color.las");
+        assert_eq!(header.version(), las::Version::new(1, 4));
+        assert_eq!(header.point_format().to_u8().unwrap(), 7);
+        assert!((points[3].gps_time.unwrap() - expect(3)).abs() < 1e-6);
+        let (header, _) = read("untimed.las");
+        assert_eq!(header.point_format().to_u8().unwrap(), 0);
+        let (header, points) = read("both.laz");
+        assert_eq!(header.point_format().to_u8().unwrap(), 1);
+        assert_eq!(points.len(), 25);
+        assert!((points[1].gps_time.unwrap() - expect(1)).abs() < 1e-6);
+        assert_eq!(points[24].gps_time, Some(0.0));
+    }
+
     #[test]
     fn a_coordinate_system_the_scans_share_is_kept() {
         const UTM33: &str = r#"PROJCS["ETRS89 / UTM zone 33N",GEOGCS["ETRS89",DATUM["European_Terrestrial_Reference_System_1989",SPHEROID["GRS 1980",6378137,298.257222101]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],UNIT["metre",1],AUTHORITY["EPSG","25833"]]"#;
         let dir = tempfile::tempdir().unwrap();
-        write_e57_in(&dir.path().join("north.e57"), 100, false, 0.0, Some(UTM33));
-        write_e57_in(&dir.path().join("south.e57"), 100, false, 10.0, Some(UTM33));
+        write_e57_in(&dir.path().join("north.e57"), 100, false, 0.0, Some(UTM33), None);
+        write_e57_in(&dir.path().join("south.e57"), 100, false, 10.0, Some(UTM33), None);
         write_e57_in(
             &dir.path().join("local.e57"),
             100,
             false,
             20.0,
             Some("site grid, origin at the gate"),
+            None,
         );
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
         call(
