@@ -9,7 +9,7 @@
 //! ends.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,7 +24,10 @@ use crate::credentials::{new_id, sha256_hex};
 use crate::error::{Error, Result};
 
 /// Bytes a device sends per `PUT`; the last chunk may be shorter.
-pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+pub const CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Bytes read from the store at a time when a blob is downloaded.
+const READ_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Parts of a blob copied into a remote store: S3 refuses parts under
 /// 5 MiB (but the last).
@@ -416,11 +419,12 @@ impl Blobs {
         let (path, size, hasher) = (path_size_hasher.0, path_size_hasher.1, path_size_hasher.2);
         let mut at = offset;
         let (result, hasher) = match staged_hasher(hasher, &path, offset).await {
-            Ok(mut hasher) => {
+            Ok(kept) => {
+                let mut hasher = Some(kept);
                 let result = self
                     .append(upload_id, &path, size, body, &mut at, &mut hasher)
                     .await;
-                (result, Some(hasher))
+                (result, hasher)
             }
             Err(e) => (Err(e), None),
         };
@@ -436,8 +440,11 @@ impl Blobs {
         self.status(owner, upload_id)
     }
 
-    /// Writes `body` at `at`, advancing `at` and `hasher` past every byte
-    /// that reached the file.
+    /// Writes `body` at `at`, advancing `at` past every byte that reached
+    /// the file and `hasher` to their digest (`None` after a failed write:
+    /// it is taken again from the file). The body is received here; a
+    /// blocking thread writes it while another hashes it, so the network,
+    /// the disk and SHA-256 overlap.
     async fn append<S, E>(
         &self,
         upload_id: &str,
@@ -445,7 +452,7 @@ impl Blobs {
         size: u64,
         body: S,
         at: &mut u64,
-        hasher: &mut Sha256,
+        hasher: &mut Option<Sha256>,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
@@ -456,10 +463,16 @@ impl Blobs {
             .open(path)
             .map_err(store_err)?;
         file.seek(SeekFrom::Start(*at)).map_err(store_err)?;
-        // Frames are small; the file gets large writes. Bytes count once
-        // they are in the file, so the buffer is flushed before returning.
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut buffered: Vec<bytes::Bytes> = Vec::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        let before = hasher.take().unwrap_or_default();
+        // No fsync per chunk: after a crash the upload goes on where its
+        // file ends, and the digest on completion catches a torn tail; the
+        // blob is made durable on completion.
+        let writer = tokio::task::spawn_blocking(move || {
+            fusion_tools::write_hashing(&mut file, before, std::iter::from_fn(|| rx.blocking_recv()))
+        });
+        let mut sent = *at;
+        let mut gather = fusion_tools::Gather::new(1 << 20);
         let mut body = std::pin::pin!(body);
         let mut result = Ok(());
         while let Some(frame) = body.next().await {
@@ -467,47 +480,36 @@ impl Blobs {
                 Ok(b) => b,
                 // The connection broke: keep what arrived.
                 Err(e) => {
-                    tracing::info!(upload_id, at = *at, error = %e, "upload chunk cut short");
+                    tracing::info!(upload_id, at = sent, error = %e, "upload chunk cut short");
                     break;
                 }
             };
-            let pending: u64 = buffered.iter().map(|b| b.len() as u64).sum();
-            if *at + pending + bytes.len() as u64 > size {
+            sent += bytes.len() as u64;
+            if sent > size {
                 result = Err(Error::BlobTooLarge {
-                    size: *at + pending + bytes.len() as u64,
+                    size: sent,
                     limit: size,
                 });
                 break;
             }
-            // Small writes of a local file: blocking them briefly is cheaper
-            // than a thread hop per frame.
-            if let Err(e) = out.write_all(&bytes) {
-                result = Err(store_err(e));
+            if let Some(piece) = gather.push(&bytes)
+                && tx.send(piece.into()).await.is_err()
+            {
+                // The writer stopped on an error; it reports it below.
                 break;
             }
-            buffered.push(bytes);
-            if out.buffer().is_empty() {
-                // Everything so far reached the file.
-                for b in buffered.drain(..) {
-                    hasher.update(&b);
-                    *at += b.len() as u64;
-                }
-            }
         }
-        match out.flush() {
-            Ok(()) => {
-                for b in buffered.drain(..) {
-                    hasher.update(&b);
-                    *at += b.len() as u64;
-                }
-            }
-            Err(e) if result.is_ok() => result = Err(store_err(e)),
-            Err(_) => {}
+        if let Some(piece) = gather.finish() {
+            let _ = tx.send(piece.into()).await;
         }
-        // No fsync per chunk: after a crash the upload goes on where its file
-        // ends, and the digest on completion catches a torn tail; the blob
-        // is made durable on completion.
-        result
+        drop(tx);
+        let written = writer.await.map_err(store_err)?;
+        *at += written.bytes;
+        *hasher = written.hasher;
+        match written.error {
+            Some(e) => Err(store_err(e)),
+            None => result,
+        }
     }
 
     /// Finishes `owner`'s upload: every byte arrived and its SHA-256 is
@@ -642,26 +644,21 @@ impl Blobs {
         impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + use<>,
     )> {
         let meta = self.meta(owner, blob_id, now).await?;
-        // Ranges of a chunk each: large reads, one chunk in memory.
+        // Ranges of a chunk each: large reads, and the next one read while
+        // this one is on the wire (two chunks in memory).
         let (store, path, size) = (
             Arc::clone(&self.config.store),
             data_path(owner, blob_id),
             meta.size,
         );
-        let stream = futures_util::stream::try_unfold(0u64, move |at| {
-            let (store, path) = (Arc::clone(&store), path.clone());
-            async move {
-                if at >= size {
-                    return Ok(None);
-                }
-                let end = (at + CHUNK_BYTES).min(size);
-                let bytes = store
-                    .get_range(&path, at..end)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok(Some((bytes, end)))
-            }
-        });
+        let ranges =
+            (0..size.div_ceil(READ_BYTES)).map(move |i| i * READ_BYTES..((i + 1) * READ_BYTES).min(size));
+        let stream = futures_util::stream::iter(ranges)
+            .map(move |range| {
+                let (store, path) = (Arc::clone(&store), path.clone());
+                async move { store.get_range(&path, range).await.map_err(std::io::Error::other) }
+            })
+            .buffered(2);
         Ok((meta, stream))
     }
 }

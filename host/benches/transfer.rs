@@ -1,7 +1,8 @@
 //! Files by handle: `upload` and `download` of one large file (1 GiB by
 //! default; `FUSION_BENCH_BYTES` to change) between a device and a server
 //! process over loopback, against `curl` moving the same file to and from a
-//! plain axum endpoint on the same server in the same run. Reports
+//! plain axum endpoint on the same server in the same run, in alternating
+//! rounds (`FUSION_BENCH_ROUNDS`, 3 by default). Reports the median
 //! throughput and the peak memory (VmHWM) of both processes.
 //!
 //! ```sh
@@ -84,6 +85,22 @@ async fn plain_get(State(path): State<std::path::PathBuf>) -> axum::body::Body {
     axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20))
 }
 
+/// CPU time (user and system) a process has used, plus that of its
+/// children it waited for, in seconds (`/proc/<pid>/stat`, 100 ticks/s).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14–17: 12–15 after the name.
+    fields
+        .get(11..15)
+        .map_or(f64::NAN, |t| t.iter().sum::<f64>() / 100.0)
+}
+
 /// VmHWM (peak resident memory) of a process, in MiB.
 fn peak_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -151,11 +168,8 @@ async fn bench() {
         }
     };
     let source_arg = source.to_string_lossy().into_owned();
-    let curl_up = curl(&["-o", "/dev/null", "-T", &source_arg, &format!("{url}/plain")]);
     // Into a file, as the device writes one (curl does not fsync it).
     let curl_copy = device_dir.join("curl-copy.bin").to_string_lossy().into_owned();
-    let curl_down = curl(&["-o", &curl_copy, &format!("{url}/plain")]);
-    let server_after_curl = peak_mib(server_pid);
 
     // The device.
     let http = Http::new(&url, None, "bench").expect("http");
@@ -178,37 +192,98 @@ async fn bench() {
             (out, started.elapsed())
         })
     };
-    let (handle, up) = call("upload", Mode::Run, json!({ "path": "scan.bin" }), None)
-        .await
-        .expect("upload");
-    let blob = handle["blob_id"].as_str().expect("blob id").to_string();
-    let input = json!({ "blob_id": blob, "path": "back.bin" });
-    let (plan, _) = call("download", Mode::Plan, input.clone(), None)
-        .await
-        .expect("plan");
-    let precondition = serde_json::from_value(plan["precondition"].clone()).expect("precondition");
-    let (_, down) = call("download", Mode::Apply, input, Some(precondition))
-        .await
-        .expect("download");
+
+    // Rounds alternate curl and the device, each run starting with no dirty
+    // pages left by the one before (`sync`), so neither pays for the
+    // other's writeback; the medians are reported.
+    let rounds: usize = std::env::var("FUSION_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let sync = || {
+        let _ = Command::new("sync").status();
+    };
+    let (mut curl_up, mut curl_down, mut ups, mut downs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // CPU seconds of both ends (server, this process, curl) per run.
+    let cpu = || cpu_secs(server_pid) + cpu_secs(std::process::id());
+    let mut cpus: [Vec<f64>; 4] = Default::default();
+    let mut server_after_curl = 0f64;
+    for round in 0..rounds {
+        sync();
+        let before = cpu();
+        curl_up.extend(curl(&[
+            "-o",
+            "/dev/null",
+            "-T",
+            &source_arg,
+            &format!("{url}/plain"),
+        ]));
+        cpus[0].push(cpu() - before);
+        sync();
+        let before = cpu();
+        curl_down.extend(curl(&["-o", &curl_copy, &format!("{url}/plain")]));
+        cpus[1].push(cpu() - before);
+        if round == 0 {
+            server_after_curl = peak_mib(server_pid);
+        }
+        sync();
+        let before = cpu();
+        let (handle, up) = call("upload", Mode::Run, json!({ "path": "scan.bin" }), None)
+            .await
+            .expect("upload");
+        cpus[2].push(cpu() - before);
+        ups.push(up);
+        let blob = handle["blob_id"].as_str().expect("blob id").to_string();
+        let input = json!({ "blob_id": blob, "path": format!("back-{round}.bin") });
+        let (plan, _) = call("download", Mode::Plan, input.clone(), None)
+            .await
+            .expect("plan");
+        let precondition = serde_json::from_value(plan["precondition"].clone()).expect("precondition");
+        sync();
+        let before = cpu();
+        let (_, down) = call("download", Mode::Apply, input, Some(precondition))
+            .await
+            .expect("download");
+        cpus[3].push(cpu() - before);
+        downs.push(down);
+        let _ = std::fs::remove_file(device_dir.join(format!("back-{round}.bin")));
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied()
+    };
+    let (curl_up, curl_down) = (median(curl_up), median(curl_down));
+    let (up, down) = (median(ups).expect("rounds"), median(downs).expect("rounds"));
+    let [curl_up_cpu, curl_down_cpu, up_cpu, down_cpu] = cpus.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    });
     let client_peak = peak_mib(std::process::id());
     let server_peak = peak_mib(server_pid);
     let _ = server.kill();
     let _ = server.wait();
 
     let gib = bytes as f64 / (1u64 << 30) as f64;
-    println!("Files by handle, {gib:.2} GiB over loopback (MiB/s; higher is better)\n");
-    println!("| direction | curl to/from a plain axum endpoint | fusion-host upload/download | ratio |");
-    println!("|---|---|---|---|");
-    for (name, floor, ours) in [("upload", curl_up, up), ("download", curl_down, down)] {
+    println!(
+        "Files by handle, {gib:.2} GiB over loopback, median of {rounds} alternating rounds (MiB/s; higher is better)\n"
+    );
+    println!(
+        "| direction | curl to/from a plain axum endpoint | fusion-host upload/download | ratio | CPU s, both ends: curl / fusion-host |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, floor, ours, floor_cpu, our_cpu) in [
+        ("upload", curl_up, up, curl_up_cpu, up_cpu),
+        ("download", curl_down, down, curl_down_cpu, down_cpu),
+    ] {
         match floor {
             Some(floor) => println!(
-                "| {name} | {:.0} MiB/s | {:.0} MiB/s | {:.2}× |",
+                "| {name} | {:.0} MiB/s | {:.0} MiB/s | {:.2}× | {floor_cpu:.2} / {our_cpu:.2} |",
                 mib_s(bytes, floor),
                 mib_s(bytes, ours),
                 mib_s(bytes, ours) / mib_s(bytes, floor)
             ),
             None => println!(
-                "| {name} | (curl not installed) | {:.0} MiB/s | |",
+                "| {name} | (curl not installed) | {:.0} MiB/s | | – / {our_cpu:.2} |",
                 mib_s(bytes, ours)
             ),
         }

@@ -7,7 +7,8 @@
 //! The tools run on the runtime's blocking threads and drive the async
 //! HTTP client from there.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fusion_tools::{
@@ -143,43 +144,48 @@ impl Tool for Upload {
             let mut status: UploadStatus = link
                 .json(link.http.client.post(link.http.url("/uploads")).json(&begin))
                 .await?;
-            let chunk = status.chunk_bytes.clamp(64 * 1024, 64 * 1024 * 1024) as usize;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut hasher = Sha256::new();
-            let mut hashed = 0u64;
+            let chunk = status.chunk_bytes.clamp(64 * 1024, 64 * 1024 * 1024);
+            let mut reader: Option<ReadAhead> = None;
             let mut failures = 0;
             while status.received < size {
                 cx.checkpoint()?;
                 let offset = status.received;
-                let len = (size - offset).min(chunk as u64) as usize;
-                file.seek(SeekFrom::Start(offset)).map_err(|e| loc.err(e))?;
-                // A fresh buffer handed to the request: no copy.
-                let mut body = vec![0u8; len];
-                file.read_exact(&mut body).map_err(|e| loc.err(e))?;
-                let body = bytes::Bytes::from(body);
+                let ahead = match reader.take() {
+                    Some(r) if r.at == offset => r,
+                    stale => {
+                        // Where the server is now: the digest of what it
+                        // has, then read on from there.
+                        if let Some(r) = stale {
+                            r.stop().await.map_err(|e| loc.err(e))?;
+                        }
+                        let mut hasher = Sha256::new();
+                        hash_range(&mut file, 0, offset, &mut hasher).map_err(|e| loc.err(e))?;
+                        let copy = file.try_clone().map_err(|e| loc.err(e))?;
+                        ReadAhead::start(copy, offset, size, chunk, hasher)
+                    }
+                };
+                let len = (size - offset).min(chunk);
                 let url = link
                     .http
                     .url(&format!("/uploads/{}?offset={offset}", status.upload_id));
-                // The chunk is hashed while it travels.
-                let (mut tentative, piece) = (hasher.clone(), body.clone());
-                let hashing = tokio::task::spawn_blocking(move || {
-                    tentative.update(&piece);
-                    tentative
-                });
-                let sent = link
-                    .json::<UploadStatus>(link.http.client.put(url).body(body))
-                    .await;
-                let tentative = hashing.await.map_err(Link::fail)?;
-                match sent {
+                let request = link
+                    .http
+                    .client
+                    .put(url)
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(ahead.body(len));
+                match link.json::<UploadStatus>(request).await {
                     Ok(next) => {
                         failures = 0;
-                        if hashed == offset && next.received == offset + len as u64 {
-                            hasher = tentative;
-                            hashed = next.received;
-                        }
                         status = next;
+                        reader = Some(ReadAhead {
+                            at: offset + len,
+                            ..ahead
+                        });
                     }
                     Err(e) => {
+                        // A file that cannot be read is not the network's fault.
+                        ahead.stop().await.map_err(|e| loc.err(e))?;
                         failures += 1;
                         if failures >= ATTEMPTS {
                             return Err(e);
@@ -192,18 +198,19 @@ impl Tool for Upload {
                         }
                     }
                 }
-                // A chunk that broke off part-way: hash what the server has
-                // from the file, so the digest covers exactly its bytes.
-                if hashed != status.received {
-                    if hashed > status.received {
-                        hasher = Sha256::new();
-                        hashed = 0;
-                    }
-                    hash_range(&mut file, hashed, status.received, &mut hasher, &mut buf)
-                        .map_err(|e| loc.err(e))?;
-                    hashed = status.received;
-                }
             }
+            let hasher = match reader {
+                // Everything the server has was read in one go.
+                Some(r) if r.at == size => r.finish().map_err(|e| loc.err(e))?,
+                stale => {
+                    if let Some(r) = stale {
+                        r.stop().await.map_err(|e| loc.err(e))?;
+                    }
+                    let mut hasher = Sha256::new();
+                    hash_range(&mut file, 0, size, &mut hasher).map_err(|e| loc.err(e))?;
+                    hasher
+                }
+            };
             let sha256 = format!("{:x}", hasher.finalize());
             let url = link.http.url(&format!("/uploads/{}/complete", status.upload_id));
             link.json::<BlobHandle>(
@@ -217,21 +224,105 @@ impl Tool for Upload {
     }
 }
 
+/// Bytes read from the file per piece.
+const PIECE: u64 = 1 << 20;
+
+/// A thread reading the file ahead of the requests (a few pieces in memory)
+/// and hashing what it reads, so the disk, SHA-256 and the network overlap.
+/// Pieces never straddle a chunk's end, so each request takes whole pieces.
+struct ReadAhead {
+    pieces: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
+    thread: std::thread::JoinHandle<std::io::Result<Sha256>>,
+    /// Where the next request's body starts.
+    at: u64,
+}
+
+impl ReadAhead {
+    /// Reads `file` from `from` to `size`, `hasher` holding the digest of
+    /// the bytes before `from`.
+    fn start(mut file: std::fs::File, from: u64, size: u64, chunk: u64, mut hasher: Sha256) -> ReadAhead {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let thread = std::thread::spawn(move || {
+            file.seek(SeekFrom::Start(from))?;
+            // Reading and hashing each get a thread.
+            std::thread::scope(|threads| {
+                let (to_hash, pieces) = std::sync::mpsc::sync_channel::<bytes::Bytes>(4);
+                let digest = threads.spawn(move || {
+                    for piece in pieces {
+                        hasher.update(&piece);
+                    }
+                    hasher
+                });
+                let mut at = from;
+                while at < size {
+                    let chunk_end = from + ((at - from) / chunk + 1) * chunk;
+                    let n = (size.min(chunk_end) - at).min(PIECE) as usize;
+                    let mut piece = vec![0u8; n];
+                    file.read_exact(&mut piece)?;
+                    let piece = bytes::Bytes::from(piece);
+                    at += n as u64;
+                    let _ = to_hash.send(piece.clone());
+                    if tx.blocking_send(piece).is_err() {
+                        // The upload stopped reading: this digest is not used.
+                        break;
+                    }
+                }
+                drop(to_hash);
+                digest
+                    .join()
+                    .map_err(|_| std::io::Error::other("the digest failed"))
+            })
+        });
+        ReadAhead {
+            pieces: Arc::new(tokio::sync::Mutex::new(rx)),
+            thread,
+            at: from,
+        }
+    }
+
+    /// The next `len` bytes as a request body.
+    fn body(&self, len: u64) -> reqwest::Body {
+        let pieces = Arc::clone(&self.pieces);
+        let stream = futures_util::stream::unfold(len, move |left| {
+            let pieces = Arc::clone(&pieces);
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                match pieces.lock().await.recv().await {
+                    Some(piece) => {
+                        let rest = left.saturating_sub(piece.len() as u64);
+                        Some((Ok(piece), rest))
+                    }
+                    None => Some((Err(std::io::Error::other("the file stopped being read")), 0)),
+                }
+            }
+        });
+        reqwest::Body::wrap_stream(stream)
+    }
+
+    /// The digest of the whole file, once every piece was sent.
+    fn finish(self) -> std::io::Result<Sha256> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the file reader failed")))
+    }
+
+    /// Stops reading; a read error the thread met is returned. A body that
+    /// is still held somewhere cannot keep the thread waiting: the channel
+    /// is closed, not just dropped.
+    async fn stop(self) -> std::io::Result<()> {
+        self.pieces.lock().await.close();
+        self.finish().map(drop)
+    }
+}
+
 /// Feeds bytes `from..to` of `file` to `hasher`.
-fn hash_range(
-    file: &mut std::fs::File,
-    from: u64,
-    to: u64,
-    hasher: &mut Sha256,
-    buf: &mut [u8],
-) -> std::io::Result<()> {
+fn hash_range(file: &mut std::fs::File, from: u64, to: u64, hasher: &mut Sha256) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(from))?;
-    let mut left = to - from;
-    while left > 0 {
-        let n = (left as usize).min(buf.len());
-        file.read_exact(&mut buf[..n])?;
-        hasher.update(&buf[..n]);
-        left -= n as u64;
+    let copied = std::io::copy(&mut (&mut *file).take(to - from), hasher)?;
+    if copied != to - from {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
 }
@@ -325,19 +416,53 @@ impl MutateTool for Download {
                 }
                 Err(e) => return Err(Link::fail(link.http.explain(e).await)),
             };
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
+            // One thread writes what arrives while another hashes it.
+            let mut file = pending.try_clone_file()?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+            let writer = std::thread::spawn(move || {
+                fusion_tools::write_hashing(
+                    &mut file,
+                    Sha256::new(),
+                    std::iter::from_fn(|| rx.blocking_recv()),
+                )
+            });
+            let mut gather = fusion_tools::Gather::new(PIECE as usize);
             let mut body = response.bytes_stream();
-            // The network hands over small pieces; the disk gets large writes.
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, pending.try_clone_file()?);
-            while let Some(chunk) = body.next().await {
-                cx.checkpoint()?;
-                let chunk = chunk.map_err(Link::fail)?;
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                out.write_all(&chunk).map_err(|e| loc.err(e))?;
+            let mut received = Ok(());
+            while let Some(frame) = body.next().await {
+                if let Err(e) = cx.checkpoint() {
+                    received = Err(e);
+                    break;
+                }
+                match frame {
+                    Ok(bytes) => {
+                        if let Some(piece) = gather.push(&bytes)
+                            && tx.send(piece.into()).await.is_err()
+                        {
+                            // The writer stopped on an error; it reports it below.
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        received = Err(Link::fail(e));
+                        break;
+                    }
+                }
             }
-            out.flush().map_err(|e| loc.err(e))?;
+            if received.is_ok()
+                && let Some(piece) = gather.finish()
+            {
+                let _ = tx.send(piece.into()).await;
+            }
+            drop(tx);
+            let written = writer
+                .join()
+                .map_err(|_| loc.err(std::io::Error::other("the file writer failed")))?;
+            received?;
+            if let Some(e) = written.error {
+                return Err(loc.err(e));
+            }
+            let (size, hasher) = (written.bytes, written.hasher.unwrap_or_default());
             Ok((size, format!("{:x}", hasher.finalize())))
         })?;
         if size != blob.size || sha256 != blob.sha256 {

@@ -925,6 +925,120 @@ async fn files_move_by_handle_between_devices() {
     );
 }
 
+/// A reverse proxy to `upstream` that streams bodies both ways, and cuts
+/// the `cut`-th chunk of an upload (`PUT /uploads/…`) after `after` bytes:
+/// the server sees the body break off, the device gets a 502.
+/// Answers its URL and the count of upload chunks it saw.
+async fn cutting_proxy(
+    upstream: String,
+    cut: usize,
+    after: usize,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&puts);
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (upstream, puts) = (upstream.clone(), Arc::clone(&puts));
+        async move {
+            use axum::response::IntoResponse as _;
+            use futures_util::StreamExt as _;
+            let is_chunk = req.method() == axum::http::Method::PUT && req.uri().path().contains("/uploads/");
+            let cutting = is_chunk && puts.fetch_add(1, Ordering::SeqCst) + 1 == cut;
+            let url = format!("{upstream}{}", req.uri());
+            let (parts, body) = req.into_parts();
+            let mut left = if cutting { after } else { usize::MAX };
+            let body = body.into_data_stream().map(move |frame| {
+                let mut frame = frame.map_err(std::io::Error::other)?;
+                if left == 0 {
+                    return Err(std::io::Error::other("cut by the proxy"));
+                }
+                if frame.len() > left {
+                    frame.truncate(left);
+                }
+                left -= frame.len();
+                Ok(frame)
+            });
+            let mut request = reqwest::Client::new()
+                .request(parts.method, url)
+                .body(reqwest::Body::wrap_stream(body));
+            for (k, v) in &parts.headers {
+                if k != axum::http::header::CONTENT_LENGTH {
+                    request = request.header(k, v);
+                }
+            }
+            let Ok(response) = request.send().await else {
+                return axum::http::StatusCode::BAD_GATEWAY.into_response();
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let mut out =
+                axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// The connection breaks in the middle of an upload's first chunk: the
+/// device asks the server what arrived, reads on from there, and the
+/// handle's SHA-256 is still the whole file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
+    use sha2::Digest as _;
+    let blob_dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        blobs: Some(fusion_host_server::blobs::Blobs::new(
+            fusion_host_server::blobs::BlobConfig::local(blob_dir.path()).unwrap(),
+        )),
+        ..Config::default()
+    };
+    let server = Server::with_config(
+        Arc::new(MemoryStore::new()),
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+    )
+    .await;
+    // Cut 1.5 MiB and a bit into the first chunk.
+    const CUT: usize = 3 * 512 * 1024 + 17;
+    let (proxy_url, puts) = cutting_proxy(server.url(), 1, CUT).await;
+    let http = Http::new(&proxy_url, None, "test").unwrap();
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let credentials = enroll(&http, &proxy_url, &code.code, "laptop", "test")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = (0..10 * 1024 * 1024 + 99).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(dir.path().join("scan.e57"), &content).unwrap();
+    let scope = Scope::single(dir.path(), Access::ReadOnly).unwrap();
+    let mut options = HostOptions::new(http, credentials.clone(), Toolbox::builtin(), scope, "test");
+    options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
+    let host = run_host(options);
+    wait_connected(&host).await;
+
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &credentials.device_id,
+            "upload",
+            json!({ "path": "scan.e57" }),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let handle = output(out);
+    assert_eq!(handle["size"], content.len() as u64);
+    assert_eq!(handle["sha256"], format!("{:x}", sha2::Sha256::digest(&content)));
+    // The cut chunk, then the rest from where it broke off.
+    let rest = (content.len() - CUT) as u64;
+    let expected = 1 + rest.div_ceil(fusion_host_server::blobs::CHUNK_BYTES);
+    assert_eq!(puts.load(Ordering::SeqCst) as u64, expected);
+}
+
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

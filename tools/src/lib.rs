@@ -95,6 +95,7 @@
 //! argument template whose path slots are resolved through the scope.
 
 mod builtin;
+mod digest;
 mod error;
 mod fence;
 mod fsutil;
@@ -106,6 +107,7 @@ mod tool;
 mod walk;
 
 pub use builtin::*;
+pub use digest::{Gather, Written, write_hashing};
 pub use error::{Error, ErrorBody, ErrorCode, Result};
 pub use fence::Fenced;
 pub use fsutil::EntryKind;
