@@ -88,9 +88,11 @@ impl MutateTool for ConvertE57ToLas {
              intensity, colour and per-point GPS time when present) to LAS or compressed LAZ, one file per \
              scan or merged into one. A coordinate system the scans all declare as WKT is kept (LAS 1.4, \
              point format 6 or 7); otherwise the output is LAS 1.2 without one (format 0–3). Timestamps \
-             become adjusted standard GPS time when the scan has an acquisition start. The plan lists each output and counts the points, exactly when \
-             every record has a position, else as \"up to\" the records (invalid and direction-only ones are \
-             dropped when written; the result counts what was written); outputs must not exist yet.",
+             become adjusted standard GPS time when the scan has an acquisition start. The plan lists each \
+             output and counts the points it will write (invalid and direction-only records are dropped): \
+             scans that can hold such records are decoded to count them, up to 10 million records per \
+             plan, past which it says \"up to\" and the result counts what was written. Outputs must not \
+             exist yet.",
         )
     }
 
@@ -122,13 +124,16 @@ impl MutateTool for ConvertE57ToLas {
             effects.push(Effect::new(EffectOp::CreateFile, out.display()));
         }
         let points: u64 = jobs.iter().map(|j| j.points).sum();
-        // Records are points unless a scan can hold invalid or
-        // direction-only ones, which are dropped when written: then the
-        // plan says "up to", and the result counts what was written.
+        // Counted exactly unless scans that can hold invalid or
+        // direction-only records (dropped when written) hold more than a
+        // plan decodes: then "up to", and the result counts what was written.
         let points = if exact {
             format!("{points} points")
         } else {
-            format!("up to {points} points (invalid and direction-only records are skipped)")
+            format!(
+                "up to {points} points (invalid and direction-only records are skipped; scans past \
+                 {PLAN_DECODE_RECORDS} such records are not decoded to count them)"
+            )
         };
         let summary = format!(
             "convert {} E57 scan(s), {points}, into {} {} file(s)",
@@ -157,8 +162,7 @@ impl MutateTool for ConvertE57ToLas {
 
 /// The files to write for `scans`: one beside each scan (`.las`, or `.laz`
 /// with `to`), or all merged into `merge_into`, whose extension says which.
-/// Point counts come from the scans' headers; the flag says whether they
-/// are exact (see [`scan_points`]).
+/// The flag says whether the point counts are exact (see [`scan_points`]).
 pub(crate) fn jobs(
     cx: &Context<'_>,
     scans: &[String],
@@ -196,10 +200,11 @@ pub(crate) fn jobs(
     let per_scan = to.unwrap_or(OutputFormat::Las).extension();
     let mut counted = Vec::new();
     let mut exact = true;
+    let mut budget = PLAN_DECODE_RECORDS;
     for scan in scans {
         let loc = cx.scope().resolve(scan)?;
-        let (records, every_record_is_a_point) = scan_points(&loc)?;
-        exact &= every_record_is_a_point;
+        let (records, counted_exactly) = scan_points(cx, &loc, &mut budget)?;
+        exact &= counted_exactly;
         counted.push((loc.display(), records));
     }
     let jobs = match merge_into {
@@ -282,23 +287,47 @@ fn e57_error(loc: &Location<'_>, e: e57::Error) -> Error {
     )
 }
 
-/// A file's point records, from its scans' headers (nothing is decoded),
-/// and whether every record becomes a point: each scan has Cartesian or
-/// spherical coordinates and no invalid-state field (which marks records
-/// without a position, or with a direction only).
-pub(crate) fn scan_points(loc: &Location<'_>) -> Result<(u64, bool)> {
+/// Records a plan decodes to count the points of scans whose headers
+/// cannot say (seconds of decoding, not minutes); past it, the plan says
+/// "up to".
+pub(crate) const PLAN_DECODE_RECORDS: u64 = 10_000_000;
+
+/// A file's points, as the conversion will write them, and whether the
+/// count is exact. A scan with coordinates and no invalid-state field has a
+/// point per record (from its header, nothing decoded); one that can mark
+/// records invalid or direction-only is decoded and counted while `budget`
+/// (records) lasts, and counted as its records, not exactly, after.
+pub(crate) fn scan_points(cx: &Context<'_>, loc: &Location<'_>, budget: &mut u64) -> Result<(u64, bool)> {
     use e57::RecordName as N;
     let (file, _) = loc.open_file()?;
-    let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?;
-    let clouds = reader.pointclouds();
-    let records = clouds.iter().map(|pc| pc.records).sum();
-    let exact = clouds.iter().all(|pc| {
+    let mut reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?;
+    let (mut points, mut exact) = (0, true);
+    for pc in reader.pointclouds() {
         let has = |name: N| pc.prototype.iter().any(|r| r.name == name);
         let cartesian = has(N::CartesianX) && has(N::CartesianY) && has(N::CartesianZ);
         let spherical = has(N::SphericalRange) && has(N::SphericalAzimuth) && has(N::SphericalElevation);
-        (cartesian || spherical) && !has(N::CartesianInvalidState) && !has(N::SphericalInvalidState)
-    });
-    Ok((records, exact))
+        let flagged = has(N::CartesianInvalidState) || has(N::SphericalInvalidState);
+        if (cartesian || spherical) && !flagged || pc.records == 0 {
+            points += pc.records;
+        } else if pc.records <= *budget {
+            *budget -= pc.records;
+            for (i, point) in reader
+                .pointcloud_simple(&pc)
+                .map_err(|e| e57_error(loc, e))?
+                .enumerate()
+            {
+                if i % 65_536 == 0 {
+                    cx.checkpoint()?;
+                }
+                let point = point.map_err(|e| e57_error(loc, e))?;
+                points += u64::from(matches!(point.cartesian, e57::CartesianCoordinate::Valid { .. }));
+            }
+        } else {
+            points += pc.records;
+            exact = false;
+        }
+    }
+    Ok((points, exact))
 }
 
 /// Writes one LAS file from its scans; `progress` gets the points written so
@@ -803,7 +832,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_plan_says_up_to_when_records_can_be_invalid() {
+    fn a_plan_counts_the_points_invalid_records_leave() {
         use e57::{Record, RecordDataType, RecordName, RecordValue};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gaps.e57");
@@ -843,15 +872,24 @@ pub(crate) mod tests {
 
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
         let (plan, out) = call(&scope, json!({ "sources": ["gaps.e57"] }));
-        assert!(
-            plan.summary
-                .contains("up to 100 points (invalid and direction-only records are skipped)"),
-            "{}",
-            plan.summary
-        );
+        assert!(plan.summary.contains(", 75 points,"), "{}", plan.summary);
         assert_eq!(out.points, 75, "the result counts what was written");
         let (plan, _) = call(&scope, json!({ "sources": ["clean.e57"] }));
         assert!(plan.summary.contains(", 10 points,"), "{}", plan.summary);
+
+        // Past the plan's decoding budget: the records, and not exact.
+        let cx = Context::new(&scope);
+        let gaps = scope.resolve("gaps.e57").unwrap();
+        assert_eq!(scan_points(&cx, &gaps, &mut 99).unwrap(), (100, false));
+        let mut budget = 150;
+        assert_eq!(scan_points(&cx, &gaps, &mut budget).unwrap(), (75, true));
+        assert_eq!(budget, 50, "what was decoded is taken from the budget");
+        let clean = scope.resolve("clean.e57").unwrap();
+        assert_eq!(
+            scan_points(&cx, &clean, &mut 0).unwrap(),
+            (10, true),
+            "headers alone"
+        );
     }
 
     #[test]
