@@ -49,6 +49,21 @@ impl Server {
         }
     }
 
+    /// A server keeping blobs in `dir`.
+    async fn with_blobs(dir: &std::path::Path) -> Server {
+        let blobs = fusion_host_server::blobs::BlobConfig::local(dir).unwrap();
+        let config = Config {
+            blobs: Some(fusion_host_server::blobs::Blobs::new(blobs)),
+            ..Config::default()
+        };
+        Self::with_config(
+            Arc::new(MemoryStore::new()),
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+        )
+        .await
+    }
+
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -114,9 +129,14 @@ async fn start_device(server: &Server, owner: &str) -> Device {
 
 /// A device whose allowed folder is `dir`, prepared by the test.
 async fn start_device_in(server: &Server, owner: &str, dir: tempfile::TempDir) -> Device {
-    let http = Http::new(&server.url(), None, "test").unwrap();
+    start_device_through(server, &server.url(), owner, dir).await
+}
+
+/// A device of `server` that reaches it at `url` (a proxy in front of it).
+async fn start_device_through(server: &Server, url: &str, owner: &str, dir: tempfile::TempDir) -> Device {
+    let http = Http::new(url, None, "test").unwrap();
     let code = server.dispatcher.mint_pairing_code(owner).await.unwrap();
-    let credentials = enroll(&http, &server.url(), &code.code, "test-laptop", "test")
+    let credentials = enroll(&http, url, &code.code, "test-laptop", "test")
         .await
         .unwrap();
     assert_eq!(credentials.owner, owner);
@@ -664,6 +684,16 @@ async fn after_a_server_restart_the_device_is_back_within_a_second_and_calls_wai
     assert!(server.dispatcher.config().offline_grace > fusion_host::FAST_RECONNECT * 2);
 }
 
+/// An upstream response as the proxy's own, its body streamed.
+fn forwarded(response: reqwest::Response) -> axum::response::Response {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut out = axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
 /// A reverse proxy to `upstream` whose `/result` requests hang while `hang` is set.
 async fn proxy(
     upstream: String,
@@ -691,14 +721,7 @@ async fn proxy(
             for (k, v) in &parts.headers {
                 request = request.header(k, v);
             }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let headers = response.headers().clone();
-            let mut out =
-                axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
-            *out.status_mut() = status;
-            *out.headers_mut() = headers;
-            out
+            forwarded(request.send().await.unwrap())
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -833,18 +856,7 @@ async fn login_polls_at_the_interval_and_slows_down_when_told() {
 async fn files_move_by_handle_between_devices() {
     use sha2::Digest as _;
     let blob_dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        blobs: Some(fusion_host_server::blobs::Blobs::new(
-            fusion_host_server::blobs::BlobConfig::local(blob_dir.path()).unwrap(),
-        )),
-        ..Config::default()
-    };
-    let server = Server::with_config(
-        Arc::new(MemoryStore::new()),
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-    )
-    .await;
+    let server = Server::with_blobs(blob_dir.path()).await;
     let laptop = start_device(&server, "alice").await;
     let office = start_device(&server, "alice").await;
     let stranger = start_device(&server, "bob").await;
@@ -968,13 +980,7 @@ async fn cutting_proxy(
             let Ok(response) = request.send().await else {
                 return axum::http::StatusCode::BAD_GATEWAY.into_response();
             };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let mut out =
-                axum::response::Response::new(axum::body::Body::from_stream(response.bytes_stream()));
-            *out.status_mut() = status;
-            *out.headers_mut() = headers;
-            out
+            forwarded(response)
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -990,44 +996,19 @@ async fn cutting_proxy(
 async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     use sha2::Digest as _;
     let blob_dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        blobs: Some(fusion_host_server::blobs::Blobs::new(
-            fusion_host_server::blobs::BlobConfig::local(blob_dir.path()).unwrap(),
-        )),
-        ..Config::default()
-    };
-    let server = Server::with_config(
-        Arc::new(MemoryStore::new()),
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-    )
-    .await;
+    let server = Server::with_blobs(blob_dir.path()).await;
     // Cut 1.5 MiB and a bit into the first chunk.
     const CUT: usize = 3 * 512 * 1024 + 17;
     let (proxy_url, puts) = cutting_proxy(server.url(), 1, CUT).await;
-    let http = Http::new(&proxy_url, None, "test").unwrap();
-    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
-    let credentials = enroll(&http, &proxy_url, &code.code, "laptop", "test")
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let content: Vec<u8> = (0..10 * 1024 * 1024 + 99).map(|i| (i * 7 % 253) as u8).collect();
     std::fs::write(dir.path().join("scan.e57"), &content).unwrap();
-    let scope = Scope::single(dir.path(), Access::ReadOnly).unwrap();
-    let mut options = HostOptions::new(http, credentials.clone(), Toolbox::builtin(), scope, "test");
-    options.backoff = (Duration::from_millis(20), Duration::from_millis(200));
-    let host = run_host(options);
-    wait_connected(&host).await;
+    let device = start_device_through(&server, &proxy_url, "alice", dir).await;
 
-    let out = server
-        .dispatcher
-        .call(
-            "alice",
-            &credentials.device_id,
-            "upload",
-            json!({ "path": "scan.e57" }),
-            CallOptions::default(),
-        )
+    let (d, id) = (&server.dispatcher, &device.credentials.device_id);
+    let input = json!({ "path": "scan.e57" });
+    let out = d
+        .call("alice", id, "upload", input, CallOptions::default())
         .await
         .unwrap();
     let handle = output(out);
