@@ -257,8 +257,14 @@ impl ReadAhead {
                 while at < size {
                     let chunk_end = from + ((at - from) / chunk + 1) * chunk;
                     let n = (size.min(chunk_end) - at).min(PIECE) as usize;
-                    let mut piece = vec![0u8; n];
-                    file.read_exact(&mut piece)?;
+                    // Read into spare capacity: no zeroing first.
+                    let mut piece = Vec::with_capacity(n);
+                    if (&mut file).take(n as u64).read_to_end(&mut piece)? != n {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file got shorter while it was being sent; send it again once it is complete",
+                        ));
+                    }
                     let piece = bytes::Bytes::from(piece);
                     at += n as u64;
                     let _ = to_hash.send(piece.clone());
