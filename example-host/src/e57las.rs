@@ -8,8 +8,8 @@
 use std::io::BufReader;
 
 use fusion_tools::{
-    Context, Effect, EffectOp, Error, Expectation, Location, Mode, MutateTool, PathState, Plan, Precondition,
-    Result, ToolSpec, Toolbox,
+    Context, Effect, EffectOp, EntryKind, Error, Expectation, Location, Mode, MutateTool, PathState, Plan,
+    Precondition, Result, ToolSpec, Toolbox,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -99,11 +99,13 @@ impl MutateTool for ConvertE57ToLas {
     fn plan(&self, cx: &Context<'_>, input: &ConvertInput) -> Result<(Plan, Vec<Job>)> {
         let scans = collect_scans(cx, &input.sources)?;
         let mut expect = Vec::new();
+        // The scans are only read: their identity (id, size, mtime) tells a
+        // changed one without hashing gigabytes at plan and again at apply.
         for scan in &scans {
             let loc = cx.scope().resolve(scan)?;
             expect.push(Expectation {
                 path: loc.display(),
-                state: loc.state(cx, false)?,
+                state: loc.identity()?,
             });
         }
         let (jobs, exact) = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
@@ -240,8 +242,13 @@ pub(crate) fn collect_scans(cx: &Context<'_>, sources: &[String]) -> Result<Vec<
     let mut scans = Vec::new();
     for source in sources {
         let loc = cx.scope().resolve(source)?;
-        match loc.state(cx, false)? {
-            PathState::Directory { .. } => {
+        // What is there, without reading a file's content.
+        let entry = match loc.identity()? {
+            PathState::Identity { entry, .. } => Some(entry),
+            _ => None,
+        };
+        match entry {
+            Some(EntryKind::Directory) => {
                 let found = Toolbox::builtin()
                     .call(cx, "glob", Mode::Run, json!({ "pattern": "*.e57", "case_insensitive": true, "path": source, "kind": "file" }), None)?
                     .into_value();
@@ -259,9 +266,9 @@ pub(crate) fn collect_scans(cx: &Context<'_>, sources: &[String]) -> Result<Vec<
                     scans.push(loc.join(m["path"].as_str().unwrap_or_default()).display());
                 }
             }
-            PathState::File { .. } => scans.push(loc.display()),
-            PathState::Absent => return Err(Error::NotFound { path: loc.path() }),
-            _ => {
+            Some(EntryKind::File) => scans.push(loc.display()),
+            None => return Err(Error::NotFound { path: loc.path() }),
+            Some(_) => {
                 return Err(Error::NotAFile {
                     path: loc.path(),
                     found: "not a regular file",
@@ -824,6 +831,44 @@ pub(crate) mod tests {
             Some(&plan.precondition),
         );
         (plan, applied)
+    }
+
+    /// The scans are held by identity, not content: a plan reads only
+    /// their headers, and a scan written again between plan and apply is a
+    /// conflict.
+    #[test]
+    fn a_scan_changed_after_the_plan_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let scan = dir.path().join("north.e57");
+        write_e57(&scan, 100, false, 0.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let toolbox = crate::toolbox();
+        let cx = Context::new(&scope);
+        let input = json!({ "sources": ["north.e57"] });
+        let Outcome::Plan(plan) = toolbox
+            .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
+            .unwrap()
+        else {
+            panic!("expected a plan")
+        };
+        let held = &plan.precondition.expect[0].state;
+        assert!(
+            matches!(held, PathState::Identity { size, .. } if *size == std::fs::metadata(&scan).unwrap().len()),
+            "{held}"
+        );
+
+        write_e57(&scan, 120, false, 0.0);
+        let e = toolbox
+            .call(
+                &cx,
+                "convert_e57_to_las",
+                Mode::Apply,
+                input,
+                Some(&plan.precondition),
+            )
+            .unwrap_err();
+        assert_eq!(e.code().as_str(), "conflict", "{e}");
+        assert!(!dir.path().join("north.las").exists());
     }
 
     fn call(scope: &Scope, input: serde_json::Value) -> (Plan, ConvertOutput) {

@@ -155,6 +155,25 @@ pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// The identity of an entry: kind, file id, size and modification time.
+pub(crate) fn identity(md: &Metadata) -> PathState {
+    PathState::Identity {
+        entry: EntryKind::of(md.file_type()),
+        id: id_of(md),
+        size: md.len(),
+        modified: md
+            .modified()
+            .ok()
+            .map(|t| humantime::format_rfc3339_nanos(t.into_std()).to_string()),
+    }
+}
+
+/// A file id that survives renames: `device:inode` in hex.
+pub(crate) fn id_of(md: &Metadata) -> String {
+    use cap_fs_ext::MetadataExt as _;
+    format!("{:x}:{:x}", md.dev(), md.ino())
+}
+
 /// The state of a location for a precondition. With `tree`, a directory's
 /// state covers everything below it (paths, types, sizes, mtimes).
 pub(crate) fn state_of(cx: &Context<'_>, loc: &Location<'_>, tree: bool) -> Result<PathState> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use cap_std::fs::{Dir, OpenOptions};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{EntryKind, existing_file_for_write, open_regular, state_of};
+use crate::fsutil::{EntryKind, existing_file_for_write, identity, lstat, open_regular, state_of};
 use crate::scope::Location;
 use crate::tool::{Context, PathState};
 
@@ -23,6 +23,15 @@ impl Location<'_> {
     /// state covers everything below it.
     pub fn state(&self, cx: &Context<'_>, tree: bool) -> Result<PathState> {
         state_of(cx, self, tree)
+    }
+
+    /// This path's identity, for a precondition on an input that is only
+    /// read: kind, file id, size and modification time, without reading
+    /// the content (a [`PathState::Identity`]; `Absent` when nothing is
+    /// there). What a multi-gigabyte source needs: its content hash would
+    /// read every byte at plan time and again at apply.
+    pub fn identity(&self) -> Result<PathState> {
+        Ok(lstat(self)?.map_or(PathState::Absent, |md| identity(&md)))
     }
 
     /// Starts writing a new file at this path. Nothing appears at the path

@@ -19,13 +19,12 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use cap_fs_ext::MetadataExt as _;
 use cap_std::fs::{Dir, Metadata, OpenOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{EntryKind, hex};
+use crate::fsutil::{hex, id_of, identity};
 use crate::scope::{Access, Root, Scope, windows_hazard};
 use crate::tool::{
     Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec,
@@ -534,24 +533,6 @@ pub(crate) fn examine(
             unchanged,
         },
     ))
-}
-
-/// The identity of an entry: kind, file id, size and modification time.
-fn identity(md: &Metadata) -> PathState {
-    PathState::Identity {
-        entry: EntryKind::of(md.file_type()),
-        id: id_of(md),
-        size: md.len(),
-        modified: md
-            .modified()
-            .ok()
-            .map(|t| humantime::format_rfc3339_nanos(t.into_std()).to_string()),
-    }
-}
-
-/// A file id that survives renames: `device:inode` in hex.
-fn id_of(md: &Metadata) -> String {
-    format!("{:x}:{:x}", md.dev(), md.ino())
 }
 
 fn eq_ignoring_case(a: &Path, b: &Path) -> bool {
