@@ -434,7 +434,7 @@ impl MutateTool for Download {
             });
             let mut gather = fusion_tools::Gather::new(PIECE as usize);
             let mut body = response.bytes_stream();
-            let mut received = Ok(());
+            let (mut received, mut got) = (Ok(()), 0u64);
             while let Some(frame) = body.next().await {
                 if let Err(e) = cx.checkpoint() {
                     received = Err(e);
@@ -442,6 +442,15 @@ impl MutateTool for Download {
                 }
                 match frame {
                     Ok(bytes) => {
+                        // Never more on disk than the blob holds.
+                        got += bytes.len() as u64;
+                        if got > blob.size {
+                            received = Err(Link::fail(format!(
+                                "the server sent more than the blob's {} bytes",
+                                blob.size
+                            )));
+                            break;
+                        }
                         if let Some(piece) = gather.push(&bytes)
                             && tx.send(piece.into()).await.is_err()
                         {

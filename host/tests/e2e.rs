@@ -938,13 +938,15 @@ async fn files_move_by_handle_between_devices() {
 }
 
 /// A reverse proxy to `upstream` that streams bodies both ways, and cuts
-/// the `cut`-th chunk of an upload (`PUT /uploads/…`) after `after` bytes:
-/// the server sees the body break off, the device gets a 502.
+/// the `cut`-th chunk of an upload (`PUT /uploads/…`) after `after` bytes
+/// (the server sees the body break off, the device gets a 502), and adds
+/// `pad` bytes to every blob it passes down (`GET /blobs/{id}`).
 /// Answers its URL and the count of upload chunks it saw.
-async fn cutting_proxy(
+async fn tampering_proxy(
     upstream: String,
     cut: usize,
     after: usize,
+    pad: usize,
 ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = Arc::clone(&puts);
@@ -953,8 +955,12 @@ async fn cutting_proxy(
         async move {
             use axum::response::IntoResponse as _;
             use futures_util::StreamExt as _;
-            let is_chunk = req.method() == axum::http::Method::PUT && req.uri().path().contains("/uploads/");
+            let path = req.uri().path().to_string();
+            let is_chunk = req.method() == axum::http::Method::PUT && path.contains("/uploads/");
             let cutting = is_chunk && puts.fetch_add(1, Ordering::SeqCst) + 1 == cut;
+            let is_blob = req.method() == axum::http::Method::GET
+                && path.contains("/blobs/")
+                && !path.ends_with("/meta");
             let url = format!("{upstream}{}", req.uri());
             let (parts, body) = req.into_parts();
             let mut left = if cutting { after } else { usize::MAX };
@@ -980,7 +986,13 @@ async fn cutting_proxy(
             let Ok(response) = request.send().await else {
                 return axum::http::StatusCode::BAD_GATEWAY.into_response();
             };
-            forwarded(response)
+            if !(is_blob && pad > 0) {
+                return forwarded(response);
+            }
+            let status = response.status();
+            let extra = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![7u8; pad]))]);
+            let body = axum::body::Body::from_stream(response.bytes_stream().chain(extra));
+            (status, body).into_response()
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -999,7 +1011,7 @@ async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     let server = Server::with_blobs(blob_dir.path()).await;
     // Cut 1.5 MiB and a bit into the first chunk.
     const CUT: usize = 3 * 512 * 1024 + 17;
-    let (proxy_url, puts) = cutting_proxy(server.url(), 1, CUT).await;
+    let (proxy_url, puts) = tampering_proxy(server.url(), 1, CUT, 0).await;
     let dir = tempfile::tempdir().unwrap();
     let content: Vec<u8> = (0..10 * 1024 * 1024 + 99).map(|i| (i * 7 % 253) as u8).collect();
     std::fs::write(dir.path().join("scan.e57"), &content).unwrap();
@@ -1018,6 +1030,54 @@ async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     let rest = (content.len() - CUT) as u64;
     let expected = 1 + rest.div_ceil(fusion_host_server::blobs::CHUNK_BYTES);
     assert_eq!(puts.load(Ordering::SeqCst) as u64, expected);
+}
+
+/// A blob that arrives longer than its handle says is refused as soon as
+/// it passes its size, and nothing appears at the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_longer_than_its_blob_is_refused() {
+    let blob_dir = tempfile::tempdir().unwrap();
+    let server = Server::with_blobs(blob_dir.path()).await;
+    let laptop = start_device(&server, "alice").await;
+    std::fs::write(laptop.dir.path().join("scan.e57"), vec![1u8; 300_000]).unwrap();
+    let (proxy_url, _) = tampering_proxy(server.url(), 0, 0, 4 * 1024 * 1024).await;
+    let office = start_device_through(&server, &proxy_url, "alice", tempfile::tempdir().unwrap()).await;
+
+    let d = &server.dispatcher;
+    let input = json!({ "path": "scan.e57" });
+    let out = d.call(
+        "alice",
+        &laptop.credentials.device_id,
+        "upload",
+        input,
+        CallOptions::default(),
+    );
+    let blob_id = output(out.await.unwrap())["blob_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let input = json!({ "blob_id": blob_id, "path": "copy.e57" });
+    let proposed = d.call(
+        "alice",
+        &office.credentials.device_id,
+        "download",
+        input,
+        CallOptions::default(),
+    );
+    let CallOutcome::Proposal(proposal) = proposed.await.unwrap() else {
+        panic!("download is planned first")
+    };
+    let refused = d.approve("alice", &proposal.id).await.unwrap_err();
+    assert_eq!(refused.code(), "transfer_failed", "{refused}");
+    assert!(
+        refused.to_string().contains("more than the blob's 300000 bytes"),
+        "{refused}"
+    );
+    let left: Vec<_> = std::fs::read_dir(office.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
