@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use crate::credentials::{new_id, sha256_hex};
 use crate::error::{Error, Result};
 
-/// Bytes a device sends per `PUT`; the last chunk may be shorter.
+/// Bytes a device sends per `PUT` by default; the last chunk may be
+/// shorter. See [`BlobConfig::chunk_bytes`].
 pub const CHUNK_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Bytes read from the store at a time when a blob is downloaded.
@@ -50,6 +51,10 @@ pub struct BlobConfig {
     pub owner_quota_bytes: u64,
     /// How long a blob is kept. Default 7 days.
     pub ttl: Duration,
+    /// What a device sends per `PUT` ([`CHUNK_BYTES`] by default, at least
+    /// 64 KiB): lower it to fit under a proxy's request body limit. Larger
+    /// chunks mean fewer round trips; nothing is held in memory per chunk.
+    pub chunk_bytes: u64,
 }
 
 impl BlobConfig {
@@ -122,6 +127,7 @@ impl BlobConfig {
             max_blob_bytes: 20 << 30,
             owner_quota_bytes: 100 << 30,
             ttl: Duration::from_secs(7 * 24 * 3600),
+            chunk_bytes: CHUNK_BYTES,
         }
     }
 }
@@ -133,6 +139,7 @@ impl std::fmt::Debug for BlobConfig {
             .field("staging", &self.staging)
             .field("max_blob_bytes", &self.max_blob_bytes)
             .field("owner_quota_bytes", &self.owner_quota_bytes)
+            .field("chunk_bytes", &self.chunk_bytes)
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -368,7 +375,7 @@ impl Blobs {
             upload_id,
             size: req.size,
             received: 0,
-            chunk_bytes: CHUNK_BYTES,
+            chunk_bytes: self.config.chunk_bytes.max(64 * 1024),
         })
     }
 
@@ -380,7 +387,7 @@ impl Blobs {
             upload_id: upload_id.to_string(),
             size: u.size,
             received: u.received,
-            chunk_bytes: CHUNK_BYTES,
+            chunk_bytes: self.config.chunk_bytes.max(64 * 1024),
         })
     }
 

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Upload chunks of the tests' blob servers.
+const CHUNK: u64 = 1024 * 1024;
+
 struct Server {
     addr: SocketAddr,
     dispatcher: Dispatcher,
@@ -49,9 +52,11 @@ impl Server {
         }
     }
 
-    /// A server keeping blobs in `dir`.
+    /// A server keeping blobs in `dir`, taking uploads in chunks of
+    /// [`CHUNK`] so a few MiB make several.
     async fn with_blobs(dir: &std::path::Path) -> Server {
-        let blobs = fusion_host_server::blobs::BlobConfig::local(dir).unwrap();
+        let mut blobs = fusion_host_server::blobs::BlobConfig::local(dir).unwrap();
+        blobs.chunk_bytes = CHUNK;
         let config = Config {
             blobs: Some(fusion_host_server::blobs::Blobs::new(blobs)),
             ..Config::default()
@@ -860,7 +865,7 @@ async fn files_move_by_handle_between_devices() {
     let laptop = start_device(&server, "alice").await;
     let office = start_device(&server, "alice").await;
     let stranger = start_device(&server, "bob").await;
-    // 9 MiB and a bit: three chunks, the last one short.
+    // 9 MiB and a bit: ten chunks, the last one short.
     let content: Vec<u8> = (0..9 * 1024 * 1024 + 4321)
         .map(|i| (i * 31 % 251) as u8)
         .collect();
@@ -1009,8 +1014,8 @@ async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     use sha2::Digest as _;
     let blob_dir = tempfile::tempdir().unwrap();
     let server = Server::with_blobs(blob_dir.path()).await;
-    // Cut 1.5 MiB and a bit into the first chunk.
-    const CUT: usize = 3 * 512 * 1024 + 17;
+    // Cut half a MiB and a bit into the first chunk.
+    const CUT: usize = 512 * 1024 + 17;
     let (proxy_url, puts) = tampering_proxy(server.url(), 1, CUT, 0).await;
     let dir = tempfile::tempdir().unwrap();
     let content: Vec<u8> = (0..10 * 1024 * 1024 + 99).map(|i| (i * 7 % 253) as u8).collect();
@@ -1028,7 +1033,7 @@ async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     assert_eq!(handle["sha256"], format!("{:x}", sha2::Sha256::digest(&content)));
     // The cut chunk, then the rest from where it broke off.
     let rest = (content.len() - CUT) as u64;
-    let expected = 1 + rest.div_ceil(fusion_host_server::blobs::CHUNK_BYTES);
+    let expected = 1 + rest.div_ceil(CHUNK);
     assert_eq!(puts.load(Ordering::SeqCst) as u64, expected);
 }
 
