@@ -519,6 +519,25 @@ impl Blobs {
         }
     }
 
+    /// Discards `owner`'s upload in progress: what it staged is deleted and
+    /// stops counting against the quota. A chunk still being written ends
+    /// on its own (its bytes go nowhere).
+    pub(crate) fn discard(&self, owner: &str, upload_id: &str) -> Result<()> {
+        let upload = {
+            let mut uploads = self.uploads();
+            owned_upload(&mut uploads, owner, upload_id)?;
+            uploads.remove(upload_id)
+        };
+        if let Some(u) = upload {
+            // The record first: a staged file without one is swept at start
+            // even where an open handle keeps the file itself (Windows).
+            let _ = std::fs::remove_file(record_path(&u.file));
+            let _ = std::fs::remove_file(&u.file);
+            tracing::info!(upload_id, "upload discarded");
+        }
+        Ok(())
+    }
+
     /// Finishes `owner`'s upload: every byte arrived and its SHA-256 is
     /// `sha256`; the blob is stored and its handle returned. A wrong digest
     /// discards the upload.

@@ -94,7 +94,7 @@ fn blob_routes() -> Router<Dispatcher> {
     Router::new()
 }
 
-/// Files by handle: `POST /uploads`, `GET|PUT /uploads/{id}`,
+/// Files by handle: `POST /uploads`, `GET|PUT|DELETE /uploads/{id}`,
 /// `POST /uploads/{id}/complete`, `GET /blobs/{id}`, `GET /blobs/{id}/meta`.
 #[cfg(feature = "blobs")]
 fn blob_routes() -> Router<Dispatcher> {
@@ -135,6 +135,14 @@ fn blob_routes() -> Router<Dispatcher> {
             .await
             .map(Json)
     }
+    async fn discard(
+        State(d): State<Dispatcher>,
+        AuthedDevice(device): AuthedDevice,
+        Path(id): Path<String>,
+    ) -> Result<axum::http::StatusCode, Error> {
+        d.blobs()?.discard(&device.owner, &id)?;
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    }
     async fn complete(
         State(d): State<Dispatcher>,
         Path(id): Path<String>,
@@ -164,7 +172,10 @@ fn blob_routes() -> Router<Dispatcher> {
         .route("/uploads", post(begin))
         .route(
             "/uploads/{id}",
-            get(status).put(chunk).layer(DefaultBodyLimit::disable()),
+            get(status)
+                .put(chunk)
+                .delete(discard)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route("/uploads/{id}/complete", post(complete))
         .route("/blobs/{id}", get(content))

@@ -193,7 +193,7 @@ async fn a_wrong_digest_discards_the_upload_and_bounds_hold() {
     // Larger than the server keeps; more than the quota.
     let (status, err) = json_of(begin(65 * 1024 * 1024).await.unwrap()).await;
     assert_eq!((status, err["code"].as_str()), (413, Some("too_large")), "{err}");
-    let (status, _) = json_of(begin(600_000).await.unwrap()).await;
+    let (status, first) = json_of(begin(600_000).await.unwrap()).await;
     assert_eq!(status, 200);
     let (status, err) = json_of(begin(600_000).await.unwrap()).await;
     assert_eq!(
@@ -201,6 +201,25 @@ async fn a_wrong_digest_discards_the_upload_and_bounds_hold() {
         (413, Some("quota_exceeded")),
         "{err}"
     );
+    // Discarding an upload in progress frees what it held: another owner
+    // cannot, and then the next one fits.
+    let first = server.url(&format!("/uploads/{}", first["upload_id"].as_str().unwrap()));
+    let bob = server.enroll("bob").await;
+    let (status, err) = json_of(client(&bob.token).delete(&first).send().await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("upload_not_found")),
+        "{err}"
+    );
+    assert_eq!(c.delete(&first).send().await.unwrap().status(), 204);
+    let (status, err) = json_of(c.get(&first).send().await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("upload_not_found")),
+        "{err}"
+    );
+    let (status, err) = json_of(begin(600_000).await.unwrap()).await;
+    assert_eq!(status, 200, "{err}");
     // A name with a folder in it is not a file name.
     let (status, err) = json_of(
         c.post(server.url("/uploads"))

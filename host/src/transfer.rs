@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fusion_tools::{
-    Context, Effect, EffectOp, Error as ToolError, Expectation, MutateTool, PathState, Plan, Precondition,
-    Result as ToolResult, Tool, ToolSpec, Toolbox,
+    Context, Effect, EffectOp, Error as ToolError, Expectation, Location, MutateTool, PathState, Plan,
+    Precondition, Result as ToolResult, Tool, ToolSpec, Toolbox,
 };
 use futures_util::StreamExt;
 use schemars::JsonSchema;
@@ -138,89 +138,130 @@ impl Tool for Upload {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
+        // A file still being written (a scanner's export) must not leave
+        // as a silent snapshot: its size and mtime are checked again at
+        // the end.
+        let modified = |file: &std::fs::File| file.metadata().map(|m| (m.len(), m.modified().ok()));
+        let before = modified(&file).map_err(|e| loc.err(e))?;
         let link = &self.0;
         block_on(async {
             let begin = serde_json::json!({ "name": name, "size": size, "media_type": input.media_type });
-            let mut status: UploadStatus = link
+            let status: UploadStatus = link
                 .json(link.http.client.post(link.http.url("/uploads")).json(&begin))
                 .await?;
-            let chunk = status.chunk_bytes.clamp(64 * 1024, 64 * 1024 * 1024);
-            let mut reader: Option<ReadAhead> = None;
-            let mut failures = 0;
-            while status.received < size {
-                cx.checkpoint()?;
-                let offset = status.received;
-                let ahead = match reader.take() {
-                    Some(r) if r.at == offset => r,
-                    stale => {
-                        // Where the server is now: the digest of what it
-                        // has, then read on from there.
-                        if let Some(r) = stale {
-                            r.stop().await.map_err(|e| loc.err(e))?;
-                        }
-                        let mut hasher = Sha256::new();
-                        hash_range(&mut file, 0, offset, &mut hasher).map_err(|e| loc.err(e))?;
-                        let copy = file.try_clone().map_err(|e| loc.err(e))?;
-                        ReadAhead::start(copy, offset, size, chunk, hasher)
-                    }
-                };
-                let len = (size - offset).min(chunk);
-                let url = link
-                    .http
-                    .url(&format!("/uploads/{}?offset={offset}", status.upload_id));
-                let request = link
-                    .http
-                    .client
-                    .put(url)
-                    .header(reqwest::header::CONTENT_LENGTH, len)
-                    .body(ahead.body(len));
-                match link.json::<UploadStatus>(request).await {
-                    Ok(next) => {
-                        failures = 0;
-                        status = next;
-                        reader = Some(ReadAhead {
-                            at: offset + len,
-                            ..ahead
-                        });
-                    }
-                    Err(e) => {
-                        // A file that cannot be read is not the network's fault.
-                        ahead.stop().await.map_err(|e| loc.err(e))?;
-                        failures += 1;
-                        if failures >= ATTEMPTS {
-                            return Err(e);
-                        }
-                        tracing::info!(error = %e, offset, "upload chunk failed; resuming");
-                        tokio::time::sleep(Duration::from_millis(200 << failures)).await;
-                        let url = link.http.url(&format!("/uploads/{}", status.upload_id));
-                        if let Ok(now) = link.json::<UploadStatus>(link.http.client.get(url)).await {
-                            status = now;
-                        }
-                    }
+            let upload_id = status.upload_id.clone();
+            let finished = async {
+                let hasher = self.send(cx, &loc, &mut file, size, status).await?;
+                let after = modified(&file).map_err(|e| loc.err(e))?;
+                if after != before {
+                    return Err(ToolError::TransferFailed {
+                        message: format!(
+                            "{} changed while it was being sent ({} bytes before, {} after); send it again \
+                             once it is written completely",
+                            loc.display(),
+                            before.0,
+                            after.0
+                        ),
+                    });
                 }
+                let sha256 = format!("{:x}", hasher.finalize());
+                let url = link.http.url(&format!("/uploads/{upload_id}/complete"));
+                let complete = serde_json::json!({ "sha256": sha256 });
+                link.json::<BlobHandle>(link.http.client.post(url).json(&complete))
+                    .await
             }
-            let hasher = match reader {
-                // Everything the server has was read in one go.
-                Some(r) if r.at == size => r.finish().map_err(|e| loc.err(e))?,
+            .await;
+            if finished.is_err() {
+                // What was staged stops counting against the quota.
+                let url = link.http.url(&format!("/uploads/{upload_id}"));
+                let _ = link.http.client.delete(url).bearer_auth(&link.token).send().await;
+            }
+            finished
+        })
+    }
+}
+
+impl Upload {
+    /// Sends `file` from where the server's upload (`status`) is to its end,
+    /// resuming after failures; the SHA-256 of the whole file as the server
+    /// has it.
+    async fn send(
+        &self,
+        cx: &Context<'_>,
+        loc: &Location<'_>,
+        file: &mut std::fs::File,
+        size: u64,
+        mut status: UploadStatus,
+    ) -> Result<Sha256, ToolError> {
+        let link = &self.0;
+        let chunk = status.chunk_bytes.clamp(64 * 1024, 64 * 1024 * 1024);
+        let mut reader: Option<ReadAhead> = None;
+        let mut failures = 0;
+        while status.received < size {
+            cx.checkpoint()?;
+            let offset = status.received;
+            let ahead = match reader.take() {
+                Some(r) if r.at == offset => r,
                 stale => {
+                    // Where the server is now: the digest of what it
+                    // has, then read on from there.
                     if let Some(r) = stale {
                         r.stop().await.map_err(|e| loc.err(e))?;
                     }
                     let mut hasher = Sha256::new();
-                    hash_range(&mut file, 0, size, &mut hasher).map_err(|e| loc.err(e))?;
-                    hasher
+                    hash_range(file, 0, offset, &mut hasher).map_err(|e| loc.err(e))?;
+                    let copy = file.try_clone().map_err(|e| loc.err(e))?;
+                    ReadAhead::start(copy, offset, size, chunk, hasher)
                 }
             };
-            let sha256 = format!("{:x}", hasher.finalize());
-            let url = link.http.url(&format!("/uploads/{}/complete", status.upload_id));
-            link.json::<BlobHandle>(
-                link.http
-                    .client
-                    .post(url)
-                    .json(&serde_json::json!({ "sha256": sha256 })),
-            )
-            .await
-        })
+            let len = (size - offset).min(chunk);
+            let url = link
+                .http
+                .url(&format!("/uploads/{}?offset={offset}", status.upload_id));
+            let request = link
+                .http
+                .client
+                .put(url)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(ahead.body(len));
+            match link.json::<UploadStatus>(request).await {
+                Ok(next) => {
+                    failures = 0;
+                    status = next;
+                    reader = Some(ReadAhead {
+                        at: offset + len,
+                        ..ahead
+                    });
+                }
+                Err(e) => {
+                    // A file that cannot be read is not the network's fault.
+                    ahead.stop().await.map_err(|e| loc.err(e))?;
+                    failures += 1;
+                    if failures >= ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::info!(error = %e, offset, "upload chunk failed; resuming");
+                    tokio::time::sleep(Duration::from_millis(200 << failures)).await;
+                    let url = link.http.url(&format!("/uploads/{}", status.upload_id));
+                    if let Ok(now) = link.json::<UploadStatus>(link.http.client.get(url)).await {
+                        status = now;
+                    }
+                }
+            }
+        }
+        let hasher = match reader {
+            // Everything the server has was read in one go.
+            Some(r) if r.at == size => r.finish().map_err(|e| loc.err(e))?,
+            stale => {
+                if let Some(r) = stale {
+                    r.stop().await.map_err(|e| loc.err(e))?;
+                }
+                let mut hasher = Sha256::new();
+                hash_range(file, 0, size, &mut hasher).map_err(|e| loc.err(e))?;
+                hasher
+            }
+        };
+        Ok(hasher)
     }
 }
 

@@ -942,27 +942,44 @@ async fn files_move_by_handle_between_devices() {
     );
 }
 
-/// A reverse proxy to `upstream` that streams bodies both ways, and cuts
-/// the `cut`-th chunk of an upload (`PUT /uploads/…`) after `after` bytes
-/// (the server sees the body break off, the device gets a 502), and adds
-/// `pad` bytes to every blob it passes down (`GET /blobs/{id}`).
-/// Answers its URL and the count of upload chunks it saw.
-async fn tampering_proxy(
-    upstream: String,
+/// What [`tampering_proxy`] does to the traffic it passes.
+#[derive(Default)]
+struct Tamper {
+    /// Cut the `cut`-th chunk of an upload (`PUT /uploads/…`, counted from
+    /// 1) after `after` bytes: the server sees the body break off, the
+    /// device gets a 502.
     cut: usize,
     after: usize,
+    /// Bytes added to every blob passed down (`GET /blobs/{id}`).
     pad: usize,
-) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    /// Called with each upload chunk's number as it arrives.
+    on_chunk: Option<Box<dyn Fn(usize) + Send + Sync>>,
+}
+
+/// A reverse proxy to `upstream` that streams bodies both ways and does
+/// what `tamper` says. Answers its URL and the count of upload chunks it
+/// saw.
+async fn tampering_proxy(upstream: String, tamper: Tamper) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = Arc::clone(&puts);
+    let tamper = Arc::new(tamper);
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (upstream, puts) = (upstream.clone(), Arc::clone(&puts));
+        let (upstream, puts, tamper) = (upstream.clone(), Arc::clone(&puts), Arc::clone(&tamper));
+        let Tamper { cut, after, pad, .. } = *tamper;
         async move {
             use axum::response::IntoResponse as _;
             use futures_util::StreamExt as _;
             let path = req.uri().path().to_string();
             let is_chunk = req.method() == axum::http::Method::PUT && path.contains("/uploads/");
-            let cutting = is_chunk && puts.fetch_add(1, Ordering::SeqCst) + 1 == cut;
+            let n = if is_chunk {
+                puts.fetch_add(1, Ordering::SeqCst) + 1
+            } else {
+                0
+            };
+            if let (true, Some(hook)) = (is_chunk, &tamper.on_chunk) {
+                hook(n);
+            }
+            let cutting = is_chunk && n == cut;
             let is_blob = req.method() == axum::http::Method::GET
                 && path.contains("/blobs/")
                 && !path.ends_with("/meta");
@@ -1016,7 +1033,12 @@ async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     let server = Server::with_blobs(blob_dir.path()).await;
     // Cut half a MiB and a bit into the first chunk.
     const CUT: usize = 512 * 1024 + 17;
-    let (proxy_url, puts) = tampering_proxy(server.url(), 1, CUT, 0).await;
+    let tamper = Tamper {
+        cut: 1,
+        after: CUT,
+        ..Tamper::default()
+    };
+    let (proxy_url, puts) = tampering_proxy(server.url(), tamper).await;
     let dir = tempfile::tempdir().unwrap();
     let content: Vec<u8> = (0..10 * 1024 * 1024 + 99).map(|i| (i * 7 % 253) as u8).collect();
     std::fs::write(dir.path().join("scan.e57"), &content).unwrap();
@@ -1037,6 +1059,56 @@ async fn an_upload_cut_mid_chunk_goes_on_from_what_the_server_has() {
     assert_eq!(puts.load(Ordering::SeqCst) as u64, expected);
 }
 
+/// A file that grows while it is uploaded (a scanner still writing its
+/// export) is refused instead of stored as a silent snapshot, and what the
+/// server staged for it is discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_changes_while_it_is_uploaded_is_refused() {
+    let blob_dir = tempfile::tempdir().unwrap();
+    let server = Server::with_blobs(blob_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scan = dir.path().join("scan.e57");
+    std::fs::write(&scan, vec![3u8; 5 * 1024 * 1024 + 3]).unwrap();
+    let growing = scan.clone();
+    let tamper = Tamper {
+        on_chunk: Some(Box::new(move |n| {
+            if n == 3 {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&growing).unwrap();
+                f.write_all(&[9u8; 1000]).unwrap();
+            }
+        })),
+        ..Tamper::default()
+    };
+    let (proxy_url, _) = tampering_proxy(server.url(), tamper).await;
+    let device = start_device_through(&server, &proxy_url, "alice", dir).await;
+
+    let input = json!({ "path": "scan.e57" });
+    let refused = server
+        .dispatcher
+        .call(
+            "alice",
+            &device.credentials.device_id,
+            "upload",
+            input,
+            CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "transfer_failed", "{refused}");
+    let message = refused.to_string();
+    assert!(message.contains("changed while it was being sent"), "{message}");
+    assert!(
+        message.contains("5242883 bytes before, 5243883 after"),
+        "{message}"
+    );
+    let staged: Vec<_> = std::fs::read_dir(blob_dir.path().join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(staged.is_empty(), "the upload was discarded: {staged:?}");
+}
+
 /// A blob that arrives longer than its handle says is refused as soon as
 /// it passes its size, and nothing appears at the path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1045,7 +1117,11 @@ async fn a_download_longer_than_its_blob_is_refused() {
     let server = Server::with_blobs(blob_dir.path()).await;
     let laptop = start_device(&server, "alice").await;
     std::fs::write(laptop.dir.path().join("scan.e57"), vec![1u8; 300_000]).unwrap();
-    let (proxy_url, _) = tampering_proxy(server.url(), 0, 0, 4 * 1024 * 1024).await;
+    let tamper = Tamper {
+        pad: 4 * 1024 * 1024,
+        ..Tamper::default()
+    };
+    let (proxy_url, _) = tampering_proxy(server.url(), tamper).await;
     let office = start_device_through(&server, &proxy_url, "alice", tempfile::tempdir().unwrap()).await;
 
     let d = &server.dispatcher;
