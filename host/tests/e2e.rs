@@ -945,9 +945,9 @@ async fn files_move_by_handle_between_devices() {
 /// What [`tampering_proxy`] does to the traffic it passes.
 #[derive(Default)]
 struct Tamper {
-    /// Cut the `cut`-th chunk of an upload (`PUT /uploads/…`, counted from
-    /// 1) after `after` bytes: the server sees the body break off, the
-    /// device gets a 502.
+    /// Cut the `cut`-th chunk of an upload (`PUT /uploads/…`, the first
+    /// is number one) after `after` bytes: the server sees the body break
+    /// off, the device gets a 502.
     cut: usize,
     after: usize,
     /// Bytes added to every blob passed down (`GET /blobs/{id}`).
