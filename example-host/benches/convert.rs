@@ -113,6 +113,29 @@ fn main() {
         points,
         &dir.path().join("timed.laz"),
     );
+    // What a standard reader makes of it: laspy's point format, GPS time
+    // type and range. The scans start at GPS 1,400,000,000 s and 600 s
+    // apart, a point every 10 µs.
+    let read_back = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, laspy; f = laspy.read(sys.argv[1]); h = f.header; \
+             print(f'point format {h.point_format.id}, GPS time {h.global_encoding.gps_time_type.name}, \
+             {f.gps_time.min():.5f} to {f.gps_time.max():.5f}, {h.point_count} points')",
+        ])
+        .arg(dir.path().join("timed.laz"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "n/a (laspy missing)".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
+    let expected_last = 1_400_000_000.0 + 2.0 * 600.0 - 1e9 + (points / 3 - 1) as f64 * 1e-5;
+    println!(
+        "\n(read back by laspy: {read_back}; expected {:.5} to {expected_last:.5})",
+        1_400_000_000.0 - 1e9
+    );
 }
 
 struct Run {
