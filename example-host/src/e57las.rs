@@ -63,7 +63,8 @@ pub(crate) struct Job {
     pub(crate) output: String,
     /// The E57 files that go into it.
     pub(crate) sources: Vec<String>,
-    /// Points, as the scans' headers count them.
+    /// Points: in a plan, its count (see [`scan_points`]); in the output,
+    /// what was written.
     pub(crate) points: u64,
 }
 
@@ -150,10 +151,11 @@ impl MutateTool for ConvertE57ToLas {
         Ok((Plan::new(summary, effects, Precondition::new(expect)), jobs))
     }
 
-    fn apply(&self, cx: &Context<'_>, _: &ConvertInput, jobs: Vec<Job>) -> Result<ConvertOutput> {
+    fn apply(&self, cx: &Context<'_>, _: &ConvertInput, mut jobs: Vec<Job>) -> Result<ConvertOutput> {
         let mut points = 0;
-        for job in &jobs {
-            points += convert(cx, job, &mut |_| {})?;
+        for job in &mut jobs {
+            job.points = convert(cx, job, &mut |_| {})?;
+            points += job.points;
         }
         Ok(ConvertOutput {
             outputs: jobs,
@@ -202,7 +204,9 @@ pub(crate) fn jobs(
     let per_scan = to.unwrap_or(OutputFormat::Las).extension();
     let mut counted = Vec::new();
     let mut exact = true;
-    let mut budget = PLAN_DECODE_RECORDS;
+    // Apply's second plan only checks the precondition: the counts shown
+    // were made by the first, so nothing is decoded again.
+    let mut budget = if cx.replanning() { 0 } else { PLAN_DECODE_RECORDS };
     for scan in scans {
         let loc = cx.scope().resolve(scan)?;
         let (records, counted_exactly) = scan_points(cx, &loc, &mut budget)?;
@@ -383,10 +387,9 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     let transforms = extent.transforms(&job.sources)?;
 
     let pending = out.create_file(false)?;
-    // LAS 1.4 carries a coordinate system as WKT; without one, 1.2 is what
-    // every reader takes.
-    // LAS 1.4 takes point formats 6 and 7 (GPS time, and RGB in 7); 1.2
-    // takes 0–3, with time in 1 and 3 and RGB in 2 and 3.
+    // LAS 1.4 carries a coordinate system as WKT, in point formats 6 and 7
+    // (GPS time, and RGB in 7); without one, 1.2 is what every reader
+    // takes, in formats 0–3 (time in 1 and 3, RGB in 2 and 3).
     let mut builder = las::Builder::from(if crs.is_some() { (1, 4) } else { (1, 2) });
     let format = match (crs.is_some(), has_time, has_color) {
         (true, _, false) => 6,
@@ -511,7 +514,6 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
 /// scan's `acquisitionStart` (GPS seconds); LAS takes adjusted standard GPS
 /// time, GPS seconds minus 10⁹. A scan with timestamps but no start has no
 /// absolute time, and is written without one.
-#[derive(Clone)]
 struct ScanTime {
     /// `acquisitionStart` as adjusted standard GPS time.
     start: f64,
@@ -814,15 +816,21 @@ pub(crate) mod tests {
     }
 
     /// Plans `input` with the device's toolbox, then applies that plan.
-    fn plan_and_apply(scope: &Scope, input: serde_json::Value) -> (Plan, Result<fusion_tools::Outcome>) {
-        let toolbox = crate::toolbox();
-        let cx = Context::new(scope);
+    /// Plans `input` with the device's toolbox.
+    fn plan_of(toolbox: &Toolbox, cx: &Context<'_>, input: &serde_json::Value) -> Plan {
         let Outcome::Plan(plan) = toolbox
-            .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
+            .call(cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
             .unwrap()
         else {
             panic!("expected a plan")
         };
+        plan
+    }
+
+    fn plan_and_apply(scope: &Scope, input: serde_json::Value) -> (Plan, Result<fusion_tools::Outcome>) {
+        let toolbox = crate::toolbox();
+        let cx = Context::new(scope);
+        let plan = plan_of(&toolbox, &cx, &input);
         let applied = toolbox.call(
             &cx,
             "convert_e57_to_las",
@@ -845,12 +853,7 @@ pub(crate) mod tests {
         let toolbox = crate::toolbox();
         let cx = Context::new(&scope);
         let input = json!({ "sources": ["north.e57"] });
-        let Outcome::Plan(plan) = toolbox
-            .call(&cx, "convert_e57_to_las", Mode::Plan, input.clone(), None)
-            .unwrap()
-        else {
-            panic!("expected a plan")
-        };
+        let plan = plan_of(&toolbox, &cx, &input);
         let held = &plan.precondition.expect[0].state;
         assert!(
             matches!(held, PathState::Identity { size, .. } if *size == std::fs::metadata(&scan).unwrap().len()),
@@ -919,6 +922,7 @@ pub(crate) mod tests {
         let (plan, out) = call(&scope, json!({ "sources": ["gaps.e57"] }));
         assert!(plan.summary.contains(", 75 points,"), "{}", plan.summary);
         assert_eq!(out.points, 75, "the result counts what was written");
+        assert_eq!(out.outputs[0].points, 75, "and so does each output");
         let (plan, _) = call(&scope, json!({ "sources": ["clean.e57"] }));
         assert!(plan.summary.contains(", 10 points,"), "{}", plan.summary);
 

@@ -405,7 +405,7 @@ impl Blobs {
         S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let path_size_hasher = {
+        let (path, size, hasher) = {
             let mut uploads = self.uploads();
             let u = owned_upload(&mut uploads, owner, upload_id)?;
             if u.writing {
@@ -423,7 +423,6 @@ impl Blobs {
             u.writing = true;
             (u.file.clone(), u.size, u.hasher.clone())
         };
-        let (path, size, hasher) = (path_size_hasher.0, path_size_hasher.1, path_size_hasher.2);
         let mut at = offset;
         let (result, hasher) = match staged_hasher(hasher, &path, offset).await {
             Ok(kept) => {

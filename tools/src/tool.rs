@@ -166,6 +166,7 @@ pub struct Context<'a> {
     scope: &'a Scope,
     cancel: Cancellation,
     deadline: Option<Instant>,
+    replanning: bool,
 }
 
 impl<'a> Context<'a> {
@@ -175,6 +176,7 @@ impl<'a> Context<'a> {
             scope,
             cancel: Cancellation::new(),
             deadline: None,
+            replanning: false,
         }
     }
 
@@ -198,6 +200,14 @@ impl<'a> Context<'a> {
     /// The deadline, if any.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// Whether this plan is the one apply makes again to check the approved
+    /// precondition: only the precondition and what is staged for apply
+    /// count, so work done for the summary alone (counting, previews) can
+    /// be skipped.
+    pub fn replanning(&self) -> bool {
+        self.replanning
     }
 
     /// `Err(cancelled)` or `Err(timeout)` when the call should stop now.
@@ -547,9 +557,13 @@ impl<T: MutateTool> Erased for Mutating<T> {
         cx.checkpoint()?;
         // Plan again against the disk as it is now: anything that made the
         // approved plan possible and no longer holds is a conflict, not a new plan.
+        let again = Context {
+            replanning: true,
+            ..cx.clone()
+        };
         let (fresh, staged) = self
             .tool
-            .plan(cx, &input)
+            .plan(&again, &input)
             .map_err(|e| into_conflict(e, approved))?;
         if let Some((subject, detail)) = approved.first_difference(&fresh.precondition) {
             return Err(Error::Conflict { subject, detail });
@@ -820,6 +834,56 @@ mod tests {
         // Round-trips through the wire type.
         let back: ToolList = serde_json::from_value(manifest.clone()).unwrap();
         assert_eq!(serde_json::to_value(back).unwrap(), manifest);
+    }
+
+    /// Apply plans again to check the precondition, and the tool can tell
+    /// that plan from the one a person saw.
+    #[test]
+    fn apply_plans_again_and_says_so() {
+        #[derive(Deserialize, JsonSchema)]
+        struct NoInput {}
+        #[derive(Serialize, JsonSchema)]
+        struct Applied {
+            replanning: bool,
+        }
+        struct Probe(Arc<std::sync::Mutex<Vec<bool>>>);
+        impl MutateTool for Probe {
+            type Input = NoInput;
+            type Output = Applied;
+            type Staged = ();
+            fn spec(&self) -> ToolSpec {
+                ToolSpec::mutate("probe", "records whether each of its plans is apply's second one")
+            }
+            fn plan(&self, cx: &Context<'_>, _: &NoInput) -> Result<(Plan, ())> {
+                self.0.lock().unwrap().push(cx.replanning());
+                Ok((
+                    Plan::new("nothing", Vec::new(), Precondition::new(Vec::new())),
+                    (),
+                ))
+            }
+            fn apply(&self, cx: &Context<'_>, _: &NoInput, (): ()) -> Result<Applied> {
+                Ok(Applied {
+                    replanning: cx.replanning(),
+                })
+            }
+        }
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut toolbox = Toolbox::new();
+        toolbox.add_mutating(Probe(Arc::clone(&seen)));
+        let f = Fixture::new();
+        let cx = Context::new(&f.scope);
+        let Outcome::Plan(plan) = toolbox.call(&cx, "probe", Mode::Plan, json!({}), None).unwrap() else {
+            panic!("a plan")
+        };
+        let out = toolbox
+            .call(&cx, "probe", Mode::Apply, json!({}), Some(&plan.precondition))
+            .unwrap()
+            .into_value();
+        assert_eq!(*seen.lock().unwrap(), [false, true]);
+        assert_eq!(
+            out["replanning"], false,
+            "apply itself runs in the caller's context"
+        );
     }
 
     #[test]
