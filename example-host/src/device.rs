@@ -279,7 +279,7 @@ pub(crate) async fn run(
     if credentials.revoked {
         return Err(HostError::Revoked.into());
     }
-    let scope = settings::scope(roots, &config).map_err(|error| Fail {
+    let scope = settings::scope(roots, &config, &dir).map_err(|error| Fail {
         code: exit::USAGE,
         error,
     })?;
@@ -489,7 +489,7 @@ pub(crate) fn status(global: &Global, roots: &[String]) -> Result<(), Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = ConfigFile::load(&dir)?;
     let credentials = Credentials::load(&dir)?;
-    let scope = settings::scope(roots, &config).ok();
+    let scope = settings::scope(roots, &config, &dir).ok();
     let run: Option<serde_json::Value> = std::fs::read_to_string(dir.join("run.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
@@ -630,7 +630,7 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
             ConfigFile::default()
         }
     };
-    match settings::scope(roots, &config) {
+    match settings::scope(roots, &config, &dir) {
         Ok(scope) => {
             for root in scope.root_infos() {
                 let readable = std::fs::read_dir(&root.path).is_ok();
@@ -640,6 +640,24 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
                     root.path.clone(),
                     (!readable).then_some("give your user read access to it"),
                 );
+            }
+            // Looked at, never acted on: the device may be running.
+            for found in fusion_tools::check_renames(&scope) {
+                let (ok, fix) = match found.outcome {
+                    fusion_tools::RecoveryOutcome::Ignored { .. } => (
+                        false,
+                        "check the names it lists by hand, then delete it; the device never acts on it",
+                    ),
+                    fusion_tools::RecoveryOutcome::ReadOnly => (
+                        false,
+                        "allow the folder read-write once so the batch can be rolled back",
+                    ),
+                    _ => (
+                        false,
+                        "restart the device: it finishes or rolls the batch back at start",
+                    ),
+                };
+                add("rename journal", ok, found.to_string(), Some(fix));
             }
         }
         Err(e) => add(

@@ -77,7 +77,7 @@ pub(crate) fn call(
 pub(crate) fn local_scope(global: &Global, roots: &[String]) -> Result<Scope, Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let config = ConfigFile::load(&dir)?;
-    let scope = settings::scope(roots, &config).map_err(|error| Fail {
+    let scope = settings::scope(roots, &config, &dir).map_err(|error| Fail {
         code: exit::USAGE,
         error,
     })?;

@@ -138,8 +138,9 @@ fn expand_home(path: &str) -> PathBuf {
 }
 
 /// The allowed folders: `--root` flags, else the config file's `roots`, else
-/// the current directory (read-write).
-pub(crate) fn scope(flags: &[String], config: &ConfigFile) -> anyhow::Result<Scope> {
+/// the current directory (read-write). The device's own bookkeeping for them
+/// (rename journals) stays in `config_dir`, never in an allowed folder.
+pub(crate) fn scope(flags: &[String], config: &ConfigFile, config_dir: &Path) -> anyhow::Result<Scope> {
     let specs: Vec<(PathBuf, Access)> = if !flags.is_empty() {
         flags.iter().map(|s| parse_root(s)).collect()
     } else if !config.roots.is_empty() {
@@ -158,7 +159,7 @@ pub(crate) fn scope(flags: &[String], config: &ConfigFile) -> anyhow::Result<Sco
             );
         }
     }
-    Scope::new(specs).map_err(anyhow::Error::from)
+    Ok(Scope::new(specs)?.with_state_dir(config_dir))
 }
 
 /// The device's name: flag, config, or the machine's host name.
@@ -203,7 +204,7 @@ mod tests {
         let config = ConfigFile::load(dir.path()).unwrap();
         assert_eq!(device_name(None, &config), "rig");
         assert_eq!(device_name(Some("cli"), &config), "cli");
-        let scope = scope(&[], &config).unwrap();
+        let scope = scope(&[], &config, Path::new("/nonexistent")).unwrap();
         assert_eq!(scope.roots()[0].access(), Access::ReadOnly);
         let e = scope_err(&["/no/such/folder".into()], &config);
         assert!(e.contains("/no/such/folder"), "{e}");
@@ -246,6 +247,9 @@ mod tests {
     }
 
     fn scope_err(flags: &[String], config: &ConfigFile) -> String {
-        format!("{:#}", scope(flags, config).unwrap_err())
+        format!(
+            "{:#}",
+            scope(flags, config, Path::new("/nonexistent")).unwrap_err()
+        )
     }
 }

@@ -790,3 +790,75 @@ fn an_interrupted_conversion_leaves_nothing_behind() {
         );
     }
 }
+
+/// A rename journal planted in a shared folder — a cloned repository that
+/// ships one, aimed at `.git/hooks` — moves nothing, whichever command starts
+/// the device (`call`, `mcp`, the one-liner's `run`); each says it ignored it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_rename_journal_moves_nothing_at_any_start() {
+    let server = server().await;
+    let folder = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    std::fs::create_dir_all(root.join("tools")).unwrap();
+    std::fs::create_dir_all(root.join(".git/hooks")).unwrap();
+    std::fs::write(root.join("tools/fmt.sh"), "#!/bin/sh\necho pwned\n").unwrap();
+    std::fs::write(root.join(".fusion-rename-0000abcd-1"), "export EVIL=1\n").unwrap();
+    let journal = json!({ "version": 1, "batch": "0000abcd", "items": [
+        { "from": ".git/hooks/post-checkout", "to": "x", "temp": "tools/fmt.sh", "id": "0:0" },
+        { "from": ".bashrc", "to": "y", "temp": ".fusion-rename-0000abcd-1", "id": "0:0" },
+        { "from": "../outside", "to": "z", "temp": "tools/fmt.sh", "id": "0:0" },
+    ] });
+    std::fs::write(root.join(".fusion-rename.journal"), journal.to_string()).unwrap();
+    let untouched = || {
+        assert!(root.join("tools/fmt.sh").exists());
+        assert!(root.join(".fusion-rename-0000abcd-1").exists());
+        assert!(!root.join(".git/hooks/post-checkout").exists());
+        assert!(!root.join(".bashrc").exists());
+        assert!(root.join(".fusion-rename.journal").exists(), "left alone");
+    };
+    let said_ignored = |stderr: &str, how: &str| {
+        assert!(
+            stderr.contains("ignored") && stderr.contains("no file was moved"),
+            "{how}: {stderr}"
+        );
+    };
+
+    let out = Command::new(BIN)
+        .args(["call", "stat", "--input", r#"{"path":"tools"}"#, "--root"])
+        .arg(root)
+        .arg("--config-dir")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    said_ignored(&String::from_utf8_lossy(&out.stderr), "call");
+    untouched();
+
+    // stdin at its end: the MCP session closes at once, after the start.
+    let out = Command::new(BIN)
+        .args(["mcp", "--root"])
+        .arg(root)
+        .arg("--config-dir")
+        .arg(config.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    said_ignored(&String::from_utf8_lossy(&out.stderr), "mcp");
+    untouched();
+
+    let (child, line) = one_liner(&server, config.path(), root).await;
+    assert!(line.starts_with("✓ Connected"), "{line}");
+    let (_, stderr) = stop(child);
+    said_ignored(&stderr, "run");
+    untouched();
+
+    let out = doctor(root, config.path(), false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rename journal") && text.contains("ignored"),
+        "{text}"
+    );
+    untouched();
+}

@@ -310,43 +310,41 @@ async fn a_rename_batch_is_one_proposal_with_its_problems_named() {
     assert_eq!(problems[1]["code"], "target_exists");
 }
 
-/// A batch interrupted by a crash (one file at its temporary name, the
-/// journal beside it) is rolled back before the device takes a call.
+/// A journal in the shared folder is not the device's (it keeps its own in
+/// its state folder): one planted there, naming a file that sits at a
+/// temporary name, is reported at start and moves nothing.
 #[cfg(unix)]
 #[tokio::test]
-async fn the_device_rolls_back_an_interrupted_rename_at_start() {
+async fn the_device_ignores_a_rename_journal_planted_in_its_folder() {
     use std::os::unix::fs::MetadataExt as _;
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.e57"), "a").unwrap();
-    std::fs::write(dir.path().join("b.e57"), "b").unwrap();
-    let id = |name: &str| {
-        let md = std::fs::symlink_metadata(dir.path().join(name)).unwrap();
-        format!("{:x}:{:x}", md.dev(), md.ino())
-    };
-    let journal = json!({ "version": 1, "batch": "feed", "items": [
-        { "from": "a.e57", "to": "north_1.e57", "temp": ".fusion-rename-feed-0", "id": id("a.e57") },
-        { "from": "b.e57", "to": "north_2.e57", "temp": ".fusion-rename-feed-1", "id": id("b.e57") },
+    std::fs::write(dir.path().join("payload"), "a").unwrap();
+    let md = std::fs::symlink_metadata(dir.path().join("payload")).unwrap();
+    let id = format!("{:x}:{:x}", md.dev(), md.ino());
+    std::fs::rename(
+        dir.path().join("payload"),
+        dir.path().join(".fusion-rename-0000feed-0"),
+    )
+    .unwrap();
+    let journal = json!({ "version": 2, "root": dir.path(), "batch": "0000feed", "items": [
+        { "from": ".profile", "to": "north_1.e57", "temp": ".fusion-rename-0000feed-0", "id": id },
     ] });
     std::fs::write(dir.path().join(fusion_tools::RENAME_JOURNAL), journal.to_string()).unwrap();
-    std::fs::rename(dir.path().join("a.e57"), dir.path().join(".fusion-rename-feed-0")).unwrap();
     let device = start_device_in(&server, "alice", dir).await;
     let recovered = device.host.recovered();
     assert_eq!(recovered.len(), 1);
-    assert_eq!(
-        recovered[0].outcome,
-        fusion_tools::RecoveryOutcome::RolledBack { moved_back: 1 }
-    );
     assert!(
-        recovered[0]
-            .to_string()
-            .contains("every entry has its old name again")
+        matches!(
+            recovered[0].outcome,
+            fusion_tools::RecoveryOutcome::Ignored { .. }
+        ),
+        "{recovered:?}"
     );
-    assert_eq!(
-        std::fs::read_to_string(device.dir.path().join("a.e57")).unwrap(),
-        "a"
-    );
-    assert!(!device.dir.path().join(fusion_tools::RENAME_JOURNAL).exists());
+    assert!(recovered[0].to_string().contains("no file was moved"));
+    assert!(!device.dir.path().join(".profile").exists());
+    assert!(device.dir.path().join(".fusion-rename-0000feed-0").exists());
+    assert!(device.dir.path().join(fusion_tools::RENAME_JOURNAL).exists());
 }
 
 #[tokio::test]

