@@ -31,6 +31,9 @@ pub struct Root {
     path: PathBuf,
     dir: Dir,
     access: Access,
+    /// Read-only roots nested in this one, relative to it: nothing under them
+    /// may change through this root either.
+    read_only_inside: Vec<PathBuf>,
 }
 
 impl Root {
@@ -47,6 +50,15 @@ impl Root {
     /// The directory handle every operation goes through.
     pub fn dir(&self) -> &Dir {
         &self.dir
+    }
+
+    /// A read-only allowed folder at or under `rel` (a path in this root), if
+    /// there is one: changing `rel` would change it.
+    pub(crate) fn read_only_under(&self, rel: &Path) -> Option<&Path> {
+        self.read_only_inside
+            .iter()
+            .find(|ro| ro.starts_with(rel))
+            .map(PathBuf::as_path)
     }
 }
 
@@ -91,7 +103,21 @@ impl Scope {
                 path: canonical,
                 dir,
                 access,
+                read_only_inside: Vec::new(),
             });
+        }
+        let read_only: Vec<PathBuf> = opened
+            .iter()
+            .filter(|r| r.access == Access::ReadOnly)
+            .map(|r| r.path.clone())
+            .collect();
+        for root in &mut opened {
+            root.read_only_inside = read_only
+                .iter()
+                .filter_map(|ro| ro.strip_prefix(&root.path).ok())
+                .filter(|rel| !rel.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .collect();
         }
         if opened.is_empty() {
             return Err(Error::invalid_input(
@@ -185,10 +211,13 @@ impl Scope {
             return Err(refuse("it is not under any allowed folder"));
         }
         let rel = normalize_relative(path).ok_or_else(|| refuse("`..` leads above the allowed folder"))?;
-        Ok(Location {
+        // Written relative or absolute, a path belongs to its most specific
+        // root: `ro/x` under a read-write first root is in a read-only `ro`.
+        let full = self.roots[0].path.join(&rel);
+        Ok(self.locate(&full).unwrap_or(Location {
             root: &self.roots[0],
             rel,
-        })
+        }))
     }
 
     /// The most specific root that contains `path`, component-wise (so
@@ -267,18 +296,35 @@ impl<'s> Location<'s> {
         Location { root: self.root, rel }
     }
 
-    /// Refuses with `permission_denied` unless the root is read-write.
+    /// Refuses with `permission_denied` unless the root is read-write and no
+    /// read-only allowed folder lies at or under this location (a recursive
+    /// delete, move or copy onto a parent would change it).
     pub fn require_writable(&self) -> Result<()> {
         match self.root.access {
-            Access::ReadWrite => Ok(()),
-            Access::ReadOnly => Err(Error::PermissionDenied {
+            Access::ReadWrite => {}
+            Access::ReadOnly => {
+                return Err(Error::PermissionDenied {
+                    path: self.path(),
+                    reason: format!(
+                        "{} is a read-only folder; allow it read-write on the device to change files there",
+                        self.root.path.display()
+                    ),
+                });
+            }
+        }
+        if !self.is_root()
+            && let Some(ro) = self.root.read_only_under(&self.rel)
+        {
+            return Err(Error::PermissionDenied {
                 path: self.path(),
                 reason: format!(
-                    "{} is a read-only folder; allow it read-write on the device to change files there",
-                    self.root.path.display()
+                    "it holds {}, a read-only folder; change the files around it one by one, or allow \
+                     that folder read-write on the device",
+                    self.root.path.join(ro).display()
                 ),
-            }),
+            });
         }
+        Ok(())
     }
 
     /// Refuses with `permission_denied` for a root itself: roots are never

@@ -366,3 +366,81 @@ proptest! {
         assert_contained(&s, &format!("{parent}/{}", segments.join("/")));
     }
 }
+
+/// A read-only folder nested in a read-write one: no path to it, relative or
+/// absolute, and no change to a folder that holds it, changes anything in it.
+#[test]
+fn a_read_only_folder_nested_in_a_read_write_one_stays_unchanged() {
+    let base = tempfile::tempdir().unwrap();
+    let root = dunce::canonicalize(base.path()).unwrap();
+    std::fs::create_dir_all(root.join("sub/ro")).unwrap();
+    std::fs::create_dir_all(root.join("ro_sibling")).unwrap();
+    std::fs::write(root.join("sub/ro/kept.txt"), "kept").unwrap();
+    std::fs::write(root.join("a.txt"), "a").unwrap();
+    let scope = Scope::new([
+        (root.clone(), Access::ReadWrite),
+        (root.join("sub/ro"), Access::ReadOnly),
+    ])
+    .unwrap();
+    let toolbox = Toolbox::builtin();
+    let plan =
+        |tool: &str, input: Value| toolbox.call(&Context::new(&scope), tool, Mode::Plan, input.clone(), None);
+    let ro = root.join("sub/ro");
+    let abs = |rel: &str| ro.join(rel).display().to_string();
+    let attempts = [
+        (
+            "write_file",
+            json!({ "path": "sub/ro/planted.txt", "content": "x" }),
+        ),
+        (
+            "write_file",
+            json!({ "path": "sub/./ro/../ro/planted.txt", "content": "x" }),
+        ),
+        (
+            "write_file",
+            json!({ "path": abs("planted.txt"), "content": "x" }),
+        ),
+        (
+            "append_file",
+            json!({ "path": "sub/ro/kept.txt", "content": "x" }),
+        ),
+        ("create_directory", json!({ "path": "sub/ro/new" })),
+        ("delete", json!({ "path": "sub/ro/kept.txt" })),
+        ("delete", json!({ "path": "sub", "recursive": true })),
+        ("move", json!({ "source": "sub", "destination": "elsewhere" })),
+        (
+            "move",
+            json!({ "source": "a.txt", "destination": "sub/ro/a.txt" }),
+        ),
+        (
+            "copy",
+            json!({ "source": "a.txt", "destination": "sub/ro/a.txt" }),
+        ),
+        (
+            "rename_batch",
+            json!({ "renames": [{ "from": "a.txt", "to": "sub/ro/a.txt" }] }),
+        ),
+        (
+            "rename_batch",
+            json!({ "renames": [{ "from": "sub", "to": "sub2" }] }),
+        ),
+    ];
+    for (tool, input) in attempts {
+        let e = match plan(tool, input.clone()) {
+            Ok(out) => panic!("{tool} {input} should have been refused, got {out:?}"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(e.code(), ErrorCode::PermissionDenied | ErrorCode::InvalidBatch),
+            "{tool} {input}: {e}"
+        );
+    }
+    // A sibling whose name extends the read-only one's is not inside it.
+    plan(
+        "write_file",
+        json!({ "path": "ro_sibling/ok.txt", "content": "x" }),
+    )
+    .unwrap();
+    plan("write_file", json!({ "path": "sub/ok.txt", "content": "x" })).unwrap();
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 1);
+}

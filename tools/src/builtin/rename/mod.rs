@@ -388,6 +388,22 @@ pub(crate) fn examine(
             }
         }
     }
+    // A folder renamed away would take a read-only folder nested in it along.
+    for (k, item) in items.iter().enumerate() {
+        if let Some(ro) = root.read_only_under(&item.from) {
+            problem(
+                BatchProblemCode::ReadOnly,
+                Some(index_of[k]),
+                &display(&item.from),
+                format!(
+                    "{} holds {}, a read-only folder; rename what is around it, or allow that folder \
+                     read-write on the device",
+                    display(&item.from),
+                    display(ro)
+                ),
+            );
+        }
+    }
     // The disk: every source exists, every target is free (or freed by the batch).
     let dir = root.dir();
     let mut folders: HashMap<PathBuf, std::result::Result<(), (BatchProblemCode, String)>> = HashMap::new();
