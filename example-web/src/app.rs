@@ -308,14 +308,7 @@ async fn blob(
 ) -> Result<Response, AppError> {
     let now = std::time::SystemTime::now();
     let (meta, stream) = state.dispatcher.blobs()?.open(&p.user.id, &id, now).await?;
-    let mut response = fusion_host_server::blob_response(&meta, stream);
-    let disposition = format!("attachment; filename=\"{}\"", meta.name.replace(['"', '\\'], "_"));
-    if let Ok(v) = axum::http::HeaderValue::from_str(&disposition) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::CONTENT_DISPOSITION, v);
-    }
-    Ok(response)
+    Ok(fusion_host_server::blob_response(&meta, stream))
 }
 
 async fn pairing_code(

@@ -692,6 +692,39 @@ async fn uploaded_files_are_their_owners_to_download() {
             .contains("scan.e57")
     );
     assert_eq!(r.text().await.unwrap(), content);
+
+    // A page a device uploads, under a name no header can quote as is, is a
+    // download too: never rendered in the app's origin.
+    let name = "report\u{1}\"é.html";
+    std::fs::write(
+        device.dir.path().join(name),
+        "<script>fetch('/api/session')</script>",
+    )
+    .unwrap();
+    let (status, out) = alice
+        .post(
+            &format!("/api/devices/{}/calls", device.id),
+            json!({ "tool": "upload", "input": { "path": name } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let page = out["output"]["blob_id"].as_str().unwrap();
+    let r = alice
+        .client
+        .get(format!("{}/api/blobs/{page}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let header = |name: &str| r.headers()[name].to_str().unwrap().to_string();
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"report___.html\"; filename*=UTF-8''report%01%22%C3%A9.html"
+    );
+    assert_eq!(header("content-type"), "application/octet-stream");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("content-security-policy"), "sandbox; default-src 'none'");
+
     let (status, err) = bob.get(&format!("/api/blobs/{blob}")).await;
     assert_eq!(
         (status, err["code"].as_str()),

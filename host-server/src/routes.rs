@@ -182,7 +182,13 @@ fn blob_routes() -> Router<Dispatcher> {
         .route("/blobs/{id}/meta", get(meta))
 }
 
-/// A blob's bytes as a response: its length, type and SHA-256 in headers.
+/// A blob's bytes as a response, always a download: its length and SHA-256
+/// in headers, `Content-Disposition: attachment` with a name that survives
+/// any file name, `application/octet-stream`, `nosniff` and a sandboxing CSP.
+///
+/// The media type a device declared is metadata (`GET /blobs/{id}/meta`),
+/// never a reason to render: a device can upload anything under any name,
+/// and a page it uploaded must not run in the app's origin.
 #[cfg(feature = "blobs")]
 pub fn blob_response(
     meta: &crate::blobs::BlobMeta,
@@ -190,16 +196,60 @@ pub fn blob_response(
 ) -> Response {
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&meta.size.to_string()) {
-        headers.insert(header::CONTENT_LENGTH, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&meta.media_type) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_DISPOSITION, attachment(&meta.name));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     if let Ok(v) = HeaderValue::from_str(&meta.sha256) {
         headers.insert(HeaderName::from_static("x-content-sha256"), v);
     }
     response
+}
+
+/// `attachment` with an ASCII `filename` and the exact name as RFC 6266's
+/// `filename*` (UTF-8, percent-encoded), so no name can break the header.
+#[cfg(feature = "blobs")]
+fn attachment(name: &str) -> HeaderValue {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // RFC 5987's attr-char, less what is unreserved there.
+    const ATTR: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if !matches!(c, '"' | '\\' | '%' | ';') => c,
+            _ => '_',
+        })
+        .collect();
+    let ascii = if ascii.trim_matches(['.', '_', ' ']).is_empty() {
+        "download".to_string()
+    } else {
+        ascii
+    };
+    let value = format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(name, ATTR)
+    );
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment; filename=\"download\""))
 }
 
 async fn manifest(
