@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,6 +13,7 @@ use fusion_host_server::{CallOptions, Dispatcher, ProposalStatus, router as devi
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{self, Authed};
 use crate::db::Db;
@@ -52,7 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state.clone());
     let mcp = fusion_host_server::mcp::McpConfig::new(&state.public_url);
     let mcp_tokens = std::sync::Arc::new(auth::McpTokens(state.db.clone()));
-    Router::new()
+    let app = Router::new()
         .nest(
             "/mcp",
             fusion_host_server::mcp::mcp_router(state.dispatcher.clone(), mcp_tokens, mcp.clone()),
@@ -65,8 +66,26 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(api)
         .merge(crate::pages::router(state))
         .method_not_allowed_fallback(crate::extract::method_not_allowed)
-        .fallback(crate::extract::not_found)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .fallback(crate::extract::not_found);
+    with_security_headers(app).layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The pages' Content-Security-Policy: script, styles and connections from
+/// this origin only, no inline script or style, no framing, forms post
+/// here. With the other headers, on every response that set none itself (a
+/// blob download sets a stricter one).
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+fn with_security_headers(router: Router) -> Router {
+    use axum::http::header;
+    let set = |name, value| SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value));
+    router
+        .layer(set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(header::REFERRER_POLICY, "same-origin"))
+        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
 }
 
 /// Errors as the API answers them: a status and `{code, message}`.

@@ -24,11 +24,43 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/devices", get(devices_page))
         .route("/devices/{id}", get(device_page))
         .route("/device", get(crate::approve::page).post(crate::approve::decide))
+        .route(
+            "/assets/app.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+        )
         .with_state(state)
 }
 
+// The page's styles and script are files of their own, never inline, so the
+// pages' Content-Security-Policy can forbid inline script and style outright.
 const CSS: &str = include_str!("../assets/app.css");
 const JS: &str = include_str!("../assets/app.js");
+
+/// A digest of both, in their URLs: a browser caches them for good and
+/// fetches them again after an upgrade.
+static ASSET_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::new().chain_update(CSS).chain_update(JS).finalize();
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+});
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
 
 pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
     html! {
@@ -38,7 +70,7 @@ pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Mar
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · fusion-host" }
-                style { (PreEscaped(CSS)) }
+                link rel="stylesheet" href=(format!("/assets/app.css?v={}", *ASSET_VERSION));
             }
             body data-csrf=[user.and_then(|u| u.csrf.as_deref())] {
                 header.top {
@@ -56,7 +88,7 @@ pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Mar
                 }
                 p.banner #offline-banner role="status" hidden { "Cannot reach the server — retrying…" }
                 main { (body) }
-                script { (PreEscaped(JS)) }
+                script src=(format!("/assets/app.js?v={}", *ASSET_VERSION)) {}
             }
         }
     }

@@ -290,6 +290,38 @@ async fn pages_render(app: &App) {
     let html = alice.html("/devices").await;
     assert!(html.contains("No devices yet — add one"));
     assert!(html.contains("Nothing to approve"));
+    // A strict Content-Security-Policy holds: no inline script or style, the
+    // page's own are files.
+    let r = alice
+        .client
+        .get(format!("{}/devices", app.url))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self';") && csp.contains("style-src 'self';") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let page = r.text().await.unwrap();
+    assert!(!page.contains("<style"), "inline style");
+    for script in page.split("<script").skip(1) {
+        assert!(
+            script.starts_with(" src=\"/assets/app.js?v=")
+                || script.starts_with(" type=\"application/json\""),
+            "inline script: {}",
+            &script[..script.len().min(80)]
+        );
+    }
+    for (asset, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+        let r = reqwest::get(format!("{}/assets/{asset}", app.url)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(kind));
+    }
     let device = alice.pair_device().await;
     let html = alice.html("/devices").await;
     assert!(html.contains("test-laptop") && html.contains("badge online"));

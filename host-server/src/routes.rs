@@ -202,12 +202,18 @@ pub fn blob_response(
         HeaderValue::from_static("application/octet-stream"),
     );
     headers.insert(header::CONTENT_DISPOSITION, attachment(&meta.name));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox; default-src 'none'"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     if let Ok(v) = HeaderValue::from_str(&meta.sha256) {
         headers.insert(HeaderName::from_static("x-content-sha256"), v);
     }
@@ -249,7 +255,8 @@ fn attachment(name: &str) -> HeaderValue {
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
         utf8_percent_encode(name, ATTR)
     );
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment; filename=\"download\""))
+    HeaderValue::from_str(&value)
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment; filename=\"download\""))
 }
 
 async fn manifest(
