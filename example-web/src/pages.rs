@@ -112,8 +112,18 @@ pub(crate) struct Next {
 
 impl Next {
     /// Only a path on this site: never `//elsewhere` or `https://elsewhere`.
+    ///
+    /// Browsers drop TAB, CR and LF anywhere in a URL and treat `\` as `/`,
+    /// so `/\t/evil.example` would leave the site: any control character,
+    /// space, backslash or non-ASCII character refuses the value outright
+    /// (a real path here is percent-encoded), which also keeps it a valid
+    /// `Location` header.
     fn safe(next: Option<&str>) -> Option<&str> {
-        next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        next.filter(|n| {
+            n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        })
     }
 
     /// `/signin?next=…` for a page that needs a signed-in person.
@@ -619,6 +629,13 @@ mod tests {
             "https://evil.example/",
             "evil",
             "/\\evil.example",
+            "/\t/evil.example/x",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/\u{0}/evil.example",
+            "/\u{7f}/evil.example",
+            "/é",
             "",
         ] {
             assert_eq!(safe(Some(elsewhere)), None, "{elsewhere}");
