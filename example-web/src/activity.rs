@@ -275,12 +275,24 @@ pub(crate) async fn page(db: &Db, owner: &str, q: &ActivityQuery) -> Result<Acti
     Ok(ActivityPage { entries, next_cursor })
 }
 
+/// A cell a spreadsheet will not run: device names (chosen by the device)
+/// and paths (chosen by the agent) can begin with `=`, `+`, `-`, `@`, TAB or
+/// CR, which spreadsheets read as a formula; such a cell gets a leading `'`,
+/// as OWASP's guidance on CSV injection says.
+fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
 /// The page as CSV: one row per call, paths joined with `; `. The next
 /// page's cursor is in the `x-next-cursor` header.
 pub(crate) fn csv(page: &ActivityPage) -> Result<Response, AppError> {
     let mut out = csv::Writer::from_writer(Vec::new());
     let write = |out: &mut csv::Writer<Vec<u8>>, record: &[&str]| {
-        out.write_record(record)
+        out.write_record(record.iter().map(|cell| inert(cell).into_owned()))
             .map_err(|e| AppError::internal(format!("writing CSV: {e}")))
     };
     write(
@@ -351,4 +363,24 @@ pub(crate) fn csv(page: &ActivityPage) -> Result<Response, AppError> {
         response.headers_mut().insert("x-next-cursor", next);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formula_cells_are_inert() {
+        for (cell, written) in [
+            ("=HYPERLINK(\"http://evil\")", "'=HYPERLINK(\"http://evil\")"),
+            ("+1+1", "'+1+1"),
+            ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("/home/a=b.txt", "/home/a=b.txt"),
+            ("north site", "north site"),
+            ("", ""),
+        ] {
+            assert_eq!(super::inert(cell), written, "{cell:?}");
+        }
+    }
 }

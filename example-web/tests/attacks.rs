@@ -81,3 +81,53 @@ async fn sign_in_never_sends_the_person_elsewhere() {
         .unwrap();
     assert_eq!(r.headers()["location"], "/device?user_code=WDJB-MJHT");
 }
+
+/// Names a device chooses and paths an agent chooses reach the activity
+/// export as text, never as a spreadsheet formula.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activity_export_holds_no_formulas() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "csv").await;
+    let device = alice.pair_device().await;
+    let (status, out) = alice
+        .post(
+            &format!("/api/devices/{}/rename", device.id),
+            json!({ "name": "=HYPERLINK(\"http://evil.example\",\"x\")" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    for path in ["+1+1", "@SUM(A1)", "-2+3+cmd|' /C calc'!A0"] {
+        alice
+            .post(
+                &format!("/api/devices/{}/calls", device.id),
+                json!({ "tool": "stat", "input": { "path": path } }),
+            )
+            .await;
+    }
+    let text = alice
+        .client
+        .get(format!("{}/api/activity?format=csv", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cells: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .flat_map(|line| line.split(','))
+        .map(|cell| cell.trim_start_matches('"'))
+        .collect();
+    assert!(cells.len() > 3 * 10, "{text}");
+    for cell in cells {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{cell:?} in {text}"
+        );
+    }
+    assert!(
+        text.contains("'=HYPERLINK") && text.contains("'+1+1") && text.contains("'@SUM"),
+        "{text}"
+    );
+}
