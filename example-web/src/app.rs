@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     pub(crate) public_url: String,
     /// Mark cookies `Secure` (the public URL is https).
     pub(crate) secure_cookies: bool,
+    /// Open `/mcp` sessions, ended when their token is revoked.
+    pub(crate) mcp_sessions: fusion_host_server::mcp::McpSessions,
 }
 
 /// The whole app.
@@ -44,14 +46,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/activity", get(activity))
         .route("/api/blobs/{id}", get(blob))
         .route("/api/pairing-codes", post(pairing_code))
-        .route("/api/tokens", post(api_token))
+        .route("/api/tokens", get(api_tokens).post(api_token))
+        .route("/api/tokens/{id}", axum::routing::delete(revoke_api_token))
         .route("/events", get(events))
         .route("/health", get(health))
         .with_state(state.clone());
     let approve = Router::new()
         .route("/approve", post(approve))
         .with_state(state.clone());
-    let mcp = fusion_host_server::mcp::McpConfig::new(&state.public_url);
+    let mcp = fusion_host_server::mcp::McpConfig {
+        sessions: state.mcp_sessions.clone(),
+        ..fusion_host_server::mcp::McpConfig::new(&state.public_url)
+    };
     let mcp_tokens = std::sync::Arc::new(auth::McpTokens(state.db.clone()));
     let app = Router::new()
         .nest(
@@ -352,14 +358,93 @@ async fn pairing_code(
     Ok(Json(body))
 }
 
+/// `POST /api/tokens` takes an optional body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// What the token is for, as listed; "API token" by default.
+    name: Option<String>,
+    /// Days until it stops working; never by default.
+    expires_in_days: Option<u32>,
+}
+
+/// The longest a token may be made to last, in days.
+const MAX_TOKEN_DAYS: u32 = 3650;
+
 async fn api_token(
     State(state): State<AppState>,
     Authed(p): Authed,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, AppError> {
     p.check_csrf(csrf_header(&headers))?;
-    let token = auth::mint_api_token(&state.db, &p.user).await?;
-    Ok(Json(json!({ "token": token })))
+    let new: NewToken = if body.iter().all(u8::is_ascii_whitespace) {
+        NewToken::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::invalid(
+                "body",
+                &format!("{e}; send {{\"name\": \"…\", \"expires_in_days\": N}}, both optional"),
+            )
+        })?
+    };
+    let name = new.name.as_deref().map(str::trim).unwrap_or("API token");
+    if name.is_empty() || name.chars().count() > auth::MAX_TOKEN_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            &format!(
+                "must be 1 to {} characters without control characters",
+                auth::MAX_TOKEN_NAME
+            ),
+        ));
+    }
+    let expires_at = match new.expires_in_days {
+        None => None,
+        Some(days @ 1..=MAX_TOKEN_DAYS) => {
+            Some(crate::db::millis(std::time::SystemTime::now()) + i64::from(days) * 86_400_000)
+        }
+        Some(_) => {
+            return Err(AppError::invalid(
+                "expires_in_days",
+                &format!("must be 1 to {MAX_TOKEN_DAYS}; leave it out for a token that does not expire"),
+            ));
+        }
+    };
+    let (token, info) = auth::mint_api_token(&state.db, &p.user, name, expires_at).await?;
+    let mut body = json!(info);
+    body["token"] = json!(token);
+    Ok(Json(body))
+}
+
+async fn api_tokens(State(state): State<AppState>, Authed(p): Authed) -> Result<Json<Value>, AppError> {
+    let tokens = auth::api_tokens(&state.db, &p.user.id).await?;
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+/// Revokes a token and ends its MCP sessions at once.
+pub(crate) async fn revoke_token(state: &AppState, user_id: &str, id: &str) -> Result<(), AppError> {
+    if !auth::revoke_api_token(&state.db, user_id, id).await? {
+        return Err(AppError {
+            status: StatusCode::NOT_FOUND,
+            code: "token_not_found".into(),
+            message: format!("you have no API token {id}; GET /api/tokens lists yours"),
+            details: None,
+        });
+    }
+    let ended = state.mcp_sessions.end_credential(id).await;
+    tracing::info!(token = id, mcp_sessions_ended = ended, "API token revoked");
+    Ok(())
+}
+
+async fn revoke_api_token(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    revoke_token(&state, &p.user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

@@ -143,16 +143,79 @@ pub(crate) async fn end_session(db: &Db, token: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// An API token as its owner sees it listed (never the token itself).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct TokenInfo {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    /// Milliseconds since the epoch, as every time in the API.
+    pub(crate) created_at: i64,
+    pub(crate) last_used_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
+}
+
+/// The longest a token's name may be.
+pub(crate) const MAX_TOKEN_NAME: usize = 100;
+
 /// Mints an API token (`fhu_…`) for scripts and the agent loop; shown once.
-pub(crate) async fn mint_api_token(db: &Db, user: &User) -> Result<String, AppError> {
+pub(crate) async fn mint_api_token(
+    db: &Db,
+    user: &User,
+    name: &str,
+    expires_at: Option<i64>,
+) -> Result<(String, TokenInfo), AppError> {
     let token = format!("fhu_{}", random_hex(32));
-    sqlx::query("INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)")
-        .bind(sha256(&token))
-        .bind(&user.id)
-        .bind(millis(SystemTime::now()))
+    let info = TokenInfo {
+        id: format!("tok_{}", random_hex(12)),
+        name: name.to_string(),
+        created_at: millis(SystemTime::now()),
+        last_used_at: None,
+        expires_at,
+    };
+    sqlx::query(
+        "INSERT INTO api_tokens (token_hash, user_id, created_at, id, name, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sha256(&token))
+    .bind(&user.id)
+    .bind(info.created_at)
+    .bind(&info.id)
+    .bind(&info.name)
+    .bind(info.expires_at)
+    .execute(&db.pool)
+    .await?;
+    Ok((token, info))
+}
+
+/// The user's API tokens, newest first.
+pub(crate) async fn api_tokens(db: &Db, user_id: &str) -> Result<Vec<TokenInfo>, AppError> {
+    let rows = sqlx::query(
+        "SELECT id, name, created_at, last_used_at, expires_at FROM api_tokens WHERE user_id = $1 \
+         ORDER BY created_at DESC, id",
+    )
+    .bind(user_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TokenInfo {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+                last_used_at: row.try_get("last_used_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes one of the user's tokens; `false` when the user has none by that id.
+pub(crate) async fn revoke_api_token(db: &Db, user_id: &str, id: &str) -> Result<bool, AppError> {
+    let done = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND id = $2")
+        .bind(user_id)
+        .bind(id)
         .execute(&db.pool)
         .await?;
-    Ok(token)
+    Ok(done.rows_affected() > 0)
 }
 
 /// Who is asking: a session (with its CSRF token) or an API token.
@@ -188,13 +251,13 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
         .and_then(|v| v.strip_prefix("Bearer "))
     {
         return match api_token_user(&state.db, token).await? {
-            Some(user) => Ok(Some(Principal {
+            Some((user, _)) => Ok(Some(Principal {
                 user,
                 csrf: None,
                 session_token: None,
             })),
             None => Err(AppError::unauthorized(
-                "the API token is not known; create a new one",
+                "the API token is unknown, revoked or expired; create a new one on /devices",
             )),
         };
     }
@@ -222,21 +285,45 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
     }))
 }
 
-/// The user an API token (`fhu_…`) belongs to.
-pub(crate) async fn api_token_user(db: &Db, token: &str) -> Result<Option<User>, AppError> {
+/// How stale `last_used_at` may get before a use writes it again: a busy
+/// script must not turn every request into a write.
+const LAST_USED_GRAIN_MS: i64 = 60_000;
+
+/// The user an unexpired API token (`fhu_…`) belongs to, with the token's id.
+pub(crate) async fn api_token_user(db: &Db, token: &str) -> Result<Option<(User, String)>, AppError> {
+    let hash = sha256(token);
     let row = sqlx::query(
-        "SELECT u.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        "SELECT u.id AS user_id, u.email, t.id AS token_id, t.last_used_at, t.expires_at \
+         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
     )
-    .bind(sha256(token))
+    .bind(&hash)
     .fetch_optional(&db.pool)
     .await?;
-    match row {
-        Some(row) => Ok(Some(User {
-            id: row.try_get("id")?,
-            email: row.try_get("email")?,
-        })),
-        None => Ok(None),
+    let Some(row) = row else { return Ok(None) };
+    let now = millis(SystemTime::now());
+    if row
+        .try_get::<Option<i64>, _>("expires_at")?
+        .is_some_and(|at| at <= now)
+    {
+        return Ok(None);
     }
+    if row
+        .try_get::<Option<i64>, _>("last_used_at")?
+        .is_none_or(|at| now - at >= LAST_USED_GRAIN_MS)
+    {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2")
+            .bind(now)
+            .bind(&hash)
+            .execute(&db.pool)
+            .await?;
+    }
+    Ok(Some((
+        User {
+            id: row.try_get("user_id")?,
+            email: row.try_get("email")?,
+        },
+        row.try_get("token_id")?,
+    )))
 }
 
 /// `/mcp` authenticates with the same API tokens.
@@ -246,10 +333,11 @@ pub(crate) struct McpTokens(pub(crate) Db);
 #[async_trait::async_trait]
 impl fusion_host_server::mcp::McpAuth for McpTokens {
     async fn user(&self, token: &str) -> Option<fusion_host_server::mcp::McpUser> {
-        let user = api_token_user(&self.0, token).await.ok().flatten()?;
+        let (user, token_id) = api_token_user(&self.0, token).await.ok().flatten()?;
         Some(fusion_host_server::mcp::McpUser {
             owner: user.id,
             name: user.email,
+            credential: token_id,
         })
     }
 }

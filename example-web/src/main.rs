@@ -186,6 +186,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         dispatcher: dispatcher.clone(),
         secure_cookies: public_url.starts_with("https://"),
         public_url: public_url.clone(),
+        mcp_sessions: Default::default(),
     };
     let app = app::router(state);
     let bound = format!("http://{addr}");
@@ -257,7 +258,7 @@ async fn demo(
         state.wait_for(|s| matches!(s, fusion_host::ConnectionState::Connected { .. })),
     )
     .await;
-    let token = auth::mint_api_token(db, &user)
+    let (token, _) = auth::mint_api_token(db, &user, "demo", None)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
     println!();

@@ -23,6 +23,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/signout", post(signout))
         .route("/devices", get(devices_page))
         .route("/devices/{id}", get(device_page))
+        .route("/devices/tokens/{id}/revoke", post(revoke_token))
         .route("/device", get(crate::approve::page).post(crate::approve::decide))
         .route(
             "/assets/app.css",
@@ -251,6 +252,56 @@ async fn signout(
     Ok((jar.remove(SESSION_COOKIE), Redirect::to("/signin")).into_response())
 }
 
+/// The revoke button of a token on `/devices`: a plain form, so it works
+/// without script.
+async fn revoke_token(
+    State(s): State<AppState>,
+    MaybeAuthed(p): MaybeAuthed,
+    Path(id): Path<String>,
+    Form(form): Form<SignOut>,
+) -> Result<Response, AppError> {
+    let Some(p) = p else {
+        return Ok(Redirect::to("/signin").into_response());
+    };
+    p.check_csrf(Some(&form.csrf))?;
+    crate::app::revoke_token(&s, &p.user.id, &id).await?;
+    Ok(Redirect::to("/devices#tokens").into_response())
+}
+
+/// The API tokens section of `/devices`.
+fn tokens_view(tokens: &[auth::TokenInfo], csrf: Option<&str>) -> Markup {
+    let when = |ms: i64| ago(crate::db::time(ms));
+    html! {
+        section.card #tokens {
+            h2 { "API tokens" }
+            p.muted { "Scripts and MCP clients sign in with these (" code { "POST /api/tokens" } "). Revoking one ends its MCP sessions at once." }
+            @if tokens.is_empty() {
+                p.empty { "No API tokens." }
+            } @else {
+                table.devices {
+                    thead { tr { th { "Name" } th { "Created" } th { "Last used" } th { "Expires" } th {} } }
+                    tbody {
+                        @for t in tokens {
+                            tr data-token=(t.id) {
+                                td { (t.name) }
+                                td.muted { (when(t.created_at)) }
+                                td.muted { (t.last_used_at.map_or_else(|| "never".to_string(), when)) }
+                                td.muted { (t.expires_at.map_or_else(|| "never".to_string(), |at| humantime::format_rfc3339_seconds(crate::db::time(at)).to_string())) }
+                                td.actions {
+                                    form.inline method="post" action={ "/devices/tokens/" (t.id) "/revoke" } {
+                                        input type="hidden" name="csrf" value=[csrf];
+                                        button.danger.small type="submit" { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn ago(t: std::time::SystemTime) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(t)
@@ -371,6 +422,7 @@ async fn devices_page(
         .proposals(&p.user.id, Some(ProposalStatus::Pending))
         .await?;
     let activity = crate::activity::page(&s.db, &p.user.id, &q).await?;
+    let tokens = auth::api_tokens(&s.db, &p.user.id).await?;
     let names: std::collections::HashMap<&str, &str> = devices
         .iter()
         .map(|d| (d.device.id.as_str(), d.device.name.as_str()))
@@ -451,6 +503,7 @@ async fn devices_page(
             }
         }
         (activity_view(&activity, &q, &devices))
+        (tokens_view(&tokens, p.csrf.as_deref()))
     };
     Ok(layout("Devices", Some(&p), body).into_response())
 }

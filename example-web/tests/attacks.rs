@@ -1,7 +1,7 @@
 //! Attacks on the app as an outsider, another user, a holder of a token or a
 //! device would make them; each one that once got through stays here.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 mod common;
 
@@ -130,4 +130,194 @@ async fn the_activity_export_holds_no_formulas() {
         text.contains("'=HYPERLINK") && text.contains("'+1+1") && text.contains("'@SUM"),
         "{text}"
     );
+}
+
+/// API tokens are listed, named, revoked and may expire; another user can
+/// neither see nor revoke them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_are_listed_and_revoked() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "tokens").await;
+    let bob = User::sign_up(&app, "tokens-bob").await;
+    let (status, ci) = alice
+        .post("/api/tokens", json!({ "name": "ci", "expires_in_days": 30 }))
+        .await;
+    assert_eq!(status, 200, "{ci}");
+    assert!(ci["token"].as_str().unwrap().starts_with("fhu_"));
+    assert!(ci["id"].as_str().unwrap().starts_with("tok_"));
+    let (_, plain) = alice.post("/api/tokens", json!({})).await;
+    assert_eq!(plain["name"], "API token");
+    assert_eq!(plain["expires_at"], Value::Null);
+    for bad in [
+        json!({ "expires_in_days": 0 }),
+        json!({ "name": "" }),
+        json!({ "name": "a\u{7}b" }),
+        json!({ "scope": "all" }),
+    ] {
+        let (status, err) = alice.post("/api/tokens", bad.clone()).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{bad}: {err}"
+        );
+    }
+
+    // Using a token stamps it.
+    let use_token = |token: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/api/devices", app.url))
+            .bearer_auth(token.to_string())
+            .send()
+    };
+    assert_eq!(
+        use_token(ci["token"].as_str().unwrap()).await.unwrap().status(),
+        200
+    );
+    let (_, list) = alice.get("/api/tokens").await;
+    let tokens = list["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{list}");
+    let listed = tokens.iter().find(|t| t["id"] == ci["id"]).unwrap();
+    assert_eq!(listed["name"], "ci");
+    assert!(
+        listed["last_used_at"].is_i64() && listed["expires_at"].is_i64(),
+        "{listed}"
+    );
+    assert!(
+        listed.get("token").is_none() && !list.to_string().contains("fhu_"),
+        "{list}"
+    );
+    assert!(
+        alice
+            .html("/devices")
+            .await
+            .contains(&format!("data-token=\"{}\"", ci["id"].as_str().unwrap()))
+    );
+
+    // Bob sees none of them and revokes none.
+    let (_, theirs) = bob.get("/api/tokens").await;
+    assert_eq!(theirs["tokens"], json!([]));
+    let r = bob
+        .client
+        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
+        .header("x-csrf-token", &bob.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Without the CSRF token a browser session revokes nothing.
+    let r = alice
+        .client
+        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = alice
+        .client
+        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
+        .header("x-csrf-token", &alice.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = use_token(ci["token"].as_str().unwrap()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        use_token(plain["token"].as_str().unwrap())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = alice
+        .client
+        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
+        .header("x-csrf-token", &alice.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// An MCP session answers only to the token that opened it: another user's
+/// token with a leaked session id gets 404 for calls and for DELETE; and
+/// revoking the token ends the session at once, its open stream included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_session_is_bound_to_its_token() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "mcp-owner").await;
+    let bob = User::sign_up(&app, "mcp-other").await;
+    let (_, token) = alice.post("/api/tokens", json!({ "name": "agent" })).await;
+    let (_, bob_token) = bob.post("/api/tokens", json!({})).await;
+    let (token_id, token) = (token["id"].as_str().unwrap(), token["token"].as_str().unwrap());
+    let bob_token = bob_token["token"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let rpc = |token: &str, session: Option<&str>, body: Value| {
+        let mut r = http
+            .post(format!("{}/mcp", app.url))
+            .header("accept", "application/json, text/event-stream")
+            .bearer_auth(token.to_string())
+            .json(&body);
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r.send()
+    };
+    let init = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "t", "version": "0" } } });
+    let r = rpc(token, None, init).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    assert!(
+        rpc(token, Some(&session), initialized)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let list = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" });
+
+    let r = rpc(bob_token, Some(&session), list.clone()).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .delete(format!("{}/mcp", app.url))
+        .bearer_auth(bob_token)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = rpc(token, Some(&session), list.clone()).await.unwrap();
+    assert_eq!(r.status(), 200, "the owner's session lives on");
+    assert!(r.text().await.unwrap().contains("list_devices"));
+
+    // Its open stream ends when the token is revoked.
+    let stream = http
+        .get(format!("{}/mcp", app.url))
+        .header("accept", "text/event-stream")
+        .bearer_auth(token)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let r = alice
+        .client
+        .delete(format!("{}/api/tokens/{token_id}", app.url))
+        .header("x-csrf-token", &alice.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), stream.bytes()).await;
+    assert!(
+        ended.is_ok(),
+        "the session's stream is still open after the revoke"
+    );
+    let (_, second) = alice.post("/api/tokens", json!({})).await;
+    let r = rpc(second["token"].as_str().unwrap(), Some(&session), list)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the session is gone, whoever asks");
 }

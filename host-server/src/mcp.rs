@@ -8,8 +8,8 @@
 //! Calls go through [`Dispatcher::call`]: a mutate tool creates a proposal,
 //! returned with its plan and the page to approve it on.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +23,7 @@ use rmcp::model::{
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::transport::streamable_http_server::session::SessionManager as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -38,6 +39,11 @@ pub struct McpUser {
     /// How the user is shown to people (an email), as the `requested_by` of
     /// the proposals made over MCP: "alice@example.com (MCP)".
     pub name: String,
+    /// Which credential authenticated the request (the id of an API token,
+    /// say; never the token). A session is bound to the credential that
+    /// opened it: a request with any other gets 404, and
+    /// [`McpSessions::end_credential`] ends them when it is revoked.
+    pub credential: String,
 }
 
 /// How the app tells who a Bearer token belongs to.
@@ -55,6 +61,8 @@ pub struct McpConfig {
     pub public_url: String,
     /// Where the router is nested, `/mcp`.
     pub path: String,
+    /// The open sessions, for the app to end when a credential is revoked.
+    pub sessions: McpSessions,
     /// The page a person approves proposals on, `/devices`.
     pub approve_path: String,
 }
@@ -66,6 +74,7 @@ impl McpConfig {
             public_url: public_url.trim_end_matches('/').to_string(),
             path: "/mcp".into(),
             approve_path: "/devices".into(),
+            sessions: McpSessions::default(),
         }
     }
 
@@ -110,6 +119,95 @@ impl McpConfig {
     }
 }
 
+/// The open MCP sessions and the credential each was opened with. A clone
+/// is a handle to the same sessions.
+#[derive(Clone, Default)]
+pub struct McpSessions {
+    manager: Arc<LocalSessionManager>,
+    /// Session id → (owner, credential).
+    bound: Arc<Mutex<HashMap<String, (String, String)>>>,
+}
+
+impl std::fmt::Debug for McpSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpSessions")
+            .field("bound", &self.bound.lock().map(|b| b.len()).unwrap_or(0))
+            .finish()
+    }
+}
+
+/// Past this many bindings, those of sessions that ended on their own
+/// (expired, dropped) are cleared out every 256 new ones.
+const PRUNE_AT: usize = 4096;
+
+impl McpSessions {
+    /// Ends every session opened with `credential` at once (its open
+    /// streams close); call it when the credential is revoked. Returns how
+    /// many were ended.
+    pub async fn end_credential(&self, credential: &str) -> usize {
+        let ids: Vec<String> = match self.bound.lock() {
+            Ok(mut bound) => {
+                let ids: Vec<String> = bound
+                    .iter()
+                    .filter(|(_, (_, c))| c == credential)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &ids {
+                    bound.remove(id);
+                }
+                ids
+            }
+            Err(_) => Vec::new(),
+        };
+        for id in &ids {
+            let _ = self.manager.close_session(&Arc::from(id.as_str())).await;
+        }
+        ids.len()
+    }
+
+    /// Whether `session` may be used by `user`: unknown sessions pass (the
+    /// transport answers for them), known ones only with their credential.
+    fn allows(&self, session: &str, user: &McpUser) -> bool {
+        self.bound.lock().is_ok_and(|bound| {
+            bound
+                .get(session)
+                .is_none_or(|(owner, credential)| *owner == user.owner && *credential == user.credential)
+        })
+    }
+
+    async fn bind(&self, session: &str, user: &McpUser) {
+        let stale: Vec<String> = match self.bound.lock() {
+            Ok(mut bound) => {
+                bound.insert(session.to_string(), (user.owner.clone(), user.credential.clone()));
+                // Now and then, not on every bind past the mark.
+                if bound.len() >= PRUNE_AT && bound.len() % 256 == 0 {
+                    bound.keys().cloned().collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => return,
+        };
+        for id in stale {
+            if !self
+                .manager
+                .has_session(&Arc::from(id.as_str()))
+                .await
+                .unwrap_or(true)
+                && let Ok(mut bound) = self.bound.lock()
+            {
+                bound.remove(&id);
+            }
+        }
+    }
+
+    fn unbind(&self, session: &str) {
+        if let Ok(mut bound) = self.bound.lock() {
+            bound.remove(session);
+        }
+    }
+}
+
 /// The user a request was authenticated as, put in its extensions.
 #[derive(Debug, Clone)]
 struct Owner(McpUser);
@@ -128,7 +226,7 @@ pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpCon
     };
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::clone(&config.sessions.manager),
         http,
     );
     let guard = Guard {
@@ -227,9 +325,44 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
         );
         return refuse(StatusCode::UNAUTHORIZED, code, message, Some(challenge));
     };
-    request.extensions_mut().insert(Owner(owner));
-    next.run(request).await
+    // A session belongs to the credential that opened it: to anyone else it
+    // does not exist (not 403, which would say it does).
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let sessions = &guard.config.sessions;
+    if let Some(id) = &session
+        && !sessions.allows(id, &owner)
+    {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no such MCP session; start a new one with initialize",
+            None,
+        );
+    }
+    let deleting = request.method() == axum::http::Method::DELETE;
+    request.extensions_mut().insert(Owner(owner.clone()));
+    let response = next.run(request).await;
+    match &session {
+        None => {
+            if let Some(id) = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                sessions.bind(id, &owner).await;
+            }
+        }
+        Some(id) if deleting && response.status().is_success() => sessions.unbind(id),
+        Some(_) => {}
+    }
+    response
 }
+
+const SESSION_HEADER: &str = "mcp-session-id";
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
