@@ -126,7 +126,11 @@ async fn login_approved_on_the_page_pairs_connects_and_ends() {
         "{printed:?}"
     );
 
-    let shown = server.dispatcher.device_authorization(None, &code).await.unwrap();
+    let shown = server
+        .dispatcher
+        .device_authorization("alice", None, &code)
+        .await
+        .unwrap();
     assert_eq!(shown.name, "field-laptop");
     let connected = first_stdout_line(&mut running);
     server

@@ -61,11 +61,15 @@ pub(crate) async fn page(
         return Ok(render(&p, StatusCode::OK, entry_form(None, None)));
     };
     let addr = s.dispatcher.client_addr(peer(connect_info), &headers);
-    match s.dispatcher.device_authorization(addr, &code).await {
+    match s.dispatcher.device_authorization(&p.user.id, addr, &code).await {
         Ok(request) => Ok(render(&p, StatusCode::OK, request_view(&p, &request))),
         Err(e) => {
+            let wait = retry_after(&e);
             let e = refusal(e)?;
-            Ok(render(&p, e.status, entry_form(Some(&code), Some(&e.message))))
+            Ok(with_retry_after(
+                render(&p, e.status, entry_form(Some(&code), Some(&e.message))),
+                wait,
+            ))
         }
     }
 }
@@ -99,6 +103,7 @@ pub(crate) async fn decide(
     match decided {
         Ok(request) => Ok(render(&p, StatusCode::OK, decided_view(&request))),
         Err(e) => {
+            let wait = retry_after(&e);
             let e = refusal(e)?;
             let body = html! {
                 section.card.narrow #device-result {
@@ -107,9 +112,28 @@ pub(crate) async fn decide(
                     p { a href="/device" { "Enter another code" } " · " a href="/devices" { "Your devices" } }
                 }
             };
-            Ok(render(&p, e.status, body))
+            Ok(with_retry_after(render(&p, e.status, body), wait))
         }
     }
+}
+
+/// How long a rate-limited person should wait, if that is the refusal.
+fn retry_after(e: &fusion_host_server::Error) -> Option<std::time::Duration> {
+    match e {
+        fusion_host_server::Error::RateLimited { retry_after } => Some(*retry_after),
+        _ => None,
+    }
+}
+
+/// A 429 page says when to try again, as the API's 429s do.
+fn with_retry_after(mut response: Response, wait: Option<std::time::Duration>) -> Response {
+    if let Some(wait) = wait {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+    }
+    response
 }
 
 /// A refusal to show on the page (an unknown, expired or decided code, too

@@ -321,3 +321,28 @@ async fn an_mcp_session_is_bound_to_its_token() {
         .unwrap();
     assert_eq!(r.status(), 404, "the session is gone, whoever asks");
 }
+
+/// Typing wrong codes on `/device` is limited (per address and per account)
+/// and the 429 page says when to try again; a real code is never used up by
+/// looking at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_page_limits_guesses_and_says_when_to_retry() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "guesser").await;
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let r = alice
+            .client
+            .get(format!("{}/device?user_code=BCDF-GHJK", app.url))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+            assert!(r.text().await.unwrap().contains("role=\"alert\""));
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+}

@@ -100,10 +100,13 @@ pub(crate) fn token_matches(token: &str, stored_hash: &str) -> bool {
 ///
 /// Every attempt is counted *before* its code is looked up, under one lock,
 /// so concurrent guesses cannot overrun a limit: an attempt reserves a
-/// failure, and only a code that pairs gives it back.
+/// failure and a place in its address's count, and a code that is found or
+/// pairs gives both back (an office behind one NAT pairs as many laptops as
+/// it has codes for).
 ///
 /// - An address (an IPv6 /64 counts as one) gets `per_address` attempts per
-///   window.
+///   window. The key may be something else than an address: a signed-in
+///   account, for lookups that need one ([`EnrollLimiter::attempt_as`]).
 /// - When `global_failures` wrong codes were tried in a window, the backstop
 ///   engages: until the window ends, only addresses that have not tried yet
 ///   in it get their (one) code checked; the rest get `rate_limited`. A flood
@@ -111,17 +114,17 @@ pub(crate) fn token_matches(token: &str, stored_hash: &str) -> bool {
 ///   fresh address, while a person typing a correct code on another machine
 ///   is still paired.
 #[derive(Debug)]
-pub(crate) struct EnrollLimiter {
+pub(crate) struct EnrollLimiter<K = Option<IpAddr>> {
     window: Duration,
     per_address: u32,
     global_failures: u32,
-    state: Mutex<LimiterState>,
+    state: Mutex<LimiterState<K>>,
 }
 
 #[derive(Debug)]
-struct LimiterState {
+struct LimiterState<K> {
     started: Instant,
-    attempts: HashMap<Option<IpAddr>, u32>,
+    attempts: HashMap<K, u32>,
     /// Wrong codes tried this window, counting attempts still being checked.
     failures: u32,
 }
@@ -129,17 +132,22 @@ struct LimiterState {
 /// One counted enroll attempt. It stays counted as a failure unless
 /// [`Attempt::succeeded`] is called.
 #[derive(Debug)]
-pub(crate) struct Attempt<'a> {
-    limiter: &'a EnrollLimiter,
+pub(crate) struct Attempt<'a, K: std::hash::Hash + Eq + Clone = Option<IpAddr>> {
+    limiter: &'a EnrollLimiter<K>,
+    key: K,
     window: Instant,
 }
 
-impl Attempt<'_> {
-    /// The code paired a device: this attempt was not a wrong guess.
+impl<K: std::hash::Hash + Eq + Clone> Attempt<'_, K> {
+    /// The code was found or paired a device: this attempt was not a wrong
+    /// guess, and it does not count against its address either.
     pub(crate) fn succeeded(self) {
         let mut state = self.limiter.lock();
         if state.started == self.window {
             state.failures = state.failures.saturating_sub(1);
+            if let Some(tried) = state.attempts.get_mut(&self.key) {
+                *tried = tried.saturating_sub(1);
+            }
         }
     }
 }
@@ -160,6 +168,14 @@ fn address_key(addr: Option<IpAddr>) -> Option<IpAddr> {
 }
 
 impl EnrollLimiter {
+    /// Counts an attempt from `addr` before its code is checked;
+    /// `Err(retry_after)` when it may not be checked at all.
+    pub(crate) fn attempt(&self, addr: Option<IpAddr>) -> Result<Attempt<'_>, Duration> {
+        self.attempt_as(address_key(addr))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> EnrollLimiter<K> {
     pub(crate) fn new(window: Duration, per_address: u32, global_failures: u32) -> Self {
         EnrollLimiter {
             window,
@@ -173,13 +189,13 @@ impl EnrollLimiter {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState<K>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts an attempt from `addr` before its code is checked;
+    /// Counts an attempt under `key` before its code is checked;
     /// `Err(retry_after)` when it may not be checked at all.
-    pub(crate) fn attempt(&self, addr: Option<IpAddr>) -> Result<Attempt<'_>, Duration> {
+    pub(crate) fn attempt_as(&self, key: K) -> Result<Attempt<'_, K>, Duration> {
         let mut state = self.lock();
         let now = Instant::now();
         if now.duration_since(state.started) >= self.window {
@@ -188,14 +204,15 @@ impl EnrollLimiter {
             state.failures = 0;
         }
         let retry_after = self.window.saturating_sub(now.duration_since(state.started));
-        let tried = state.attempts.get(&address_key(addr)).copied().unwrap_or(0);
+        let tried = state.attempts.get(&key).copied().unwrap_or(0);
         if tried >= self.per_address || (state.failures >= self.global_failures && tried > 0) {
             return Err(retry_after);
         }
-        state.attempts.insert(address_key(addr), tried + 1);
+        state.attempts.insert(key.clone(), tried + 1);
         state.failures += 1;
         Ok(Attempt {
             limiter: self,
+            key,
             window: state.started,
         })
     }
@@ -273,6 +290,27 @@ mod tests {
         // A success gives its reservation back.
         limiter.attempt(addr(3)).unwrap().succeeded();
         assert_eq!(limiter.lock().failures, 6);
+    }
+
+    #[test]
+    fn codes_that_are_found_do_not_count_against_their_address() {
+        let limiter = EnrollLimiter::new(Duration::from_secs(60), 10, 60);
+        let office = Some(IpAddr::from([192, 0, 2, 7]));
+        // One address pairing 30 laptops with 30 good codes.
+        for _ in 0..30 {
+            limiter.attempt(office).unwrap().succeeded();
+        }
+        // Wrong guesses from it still count.
+        for _ in 0..10 {
+            drop(limiter.attempt(office).unwrap());
+        }
+        assert!(limiter.attempt(office).is_err());
+        // The same rules under another key: an account.
+        let accounts = EnrollLimiter::<String>::new(Duration::from_secs(60), 2, u32::MAX);
+        drop(accounts.attempt_as("usr_a".into()).unwrap());
+        drop(accounts.attempt_as("usr_a".into()).unwrap());
+        assert!(accounts.attempt_as("usr_a".into()).is_err());
+        accounts.attempt_as("usr_b".into()).unwrap();
     }
 
     #[test]

@@ -344,14 +344,17 @@ impl Dispatcher {
     }
 
     /// The request whose user code is `user_code`, for the `/device` page
-    /// to show before anyone decides. Lookups are rate-limited per client
-    /// address, with a global backstop on wrong codes (RFC 8628 §5.1).
+    /// to show `owner` (the signed-in person) before anyone decides.
+    /// Lookups are rate-limited per client address and per account, with a
+    /// global backstop on wrong codes (RFC 8628 §5.1); a code that is found
+    /// gives its count back.
     pub async fn device_authorization(
         &self,
+        owner: &str,
         addr: Option<IpAddr>,
         user_code: &str,
     ) -> Result<DeviceAuthorization> {
-        let (record, code) = self.find_by_user_code(addr, user_code).await?;
+        let (record, code) = self.find_by_user_code(Some(owner), addr, user_code).await?;
         Ok(self.view(&record, &code))
     }
 
@@ -387,7 +390,7 @@ impl Dispatcher {
         user_code: &str,
         to: DeviceAuthorizationStatus,
     ) -> Result<DeviceAuthorization> {
-        let (record, code) = self.find_by_user_code(addr, user_code).await?;
+        let (record, code) = self.find_by_user_code(Some(owner), addr, user_code).await?;
         let now = self.now();
         let decided = |record: &DeviceAuthorizationRecord| Error::UserCodeDecided {
             status: record.status.as_str(),
@@ -409,7 +412,7 @@ impl Dispatcher {
             .update_device_authorization(DeviceAuthorizationStatus::Pending, &update)
             .await?
         {
-            let (now_is, _) = self.find_by_user_code(None, user_code).await?;
+            let (now_is, _) = self.find_by_user_code(Some(owner), addr, user_code).await?;
             return Err(decided(&now_is));
         }
         tracing::info!(owner, name = %record.name, status = to.as_str(), "device authorization decided");
@@ -419,13 +422,16 @@ impl Dispatcher {
     /// The request and its normalized user code.
     async fn find_by_user_code(
         &self,
+        owner: Option<&str>,
         addr: Option<IpAddr>,
         typed: &str,
     ) -> Result<(DeviceAuthorizationRecord, String)> {
-        let attempt = self
-            .user_code_limiter()
-            .attempt(addr)
-            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+        let limited = |retry_after| Error::RateLimited { retry_after };
+        let by_account = owner
+            .map(|o| self.user_code_account_limiter().attempt_as(o.to_string()))
+            .transpose()
+            .map_err(limited)?;
+        let attempt = self.user_code_limiter().attempt(addr).map_err(limited)?;
         let code = normalize_code(typed).ok_or(Error::UserCodeUnknown)?;
         let record = self
             .store()
@@ -433,6 +439,9 @@ impl Dispatcher {
             .await?
             .ok_or(Error::UserCodeUnknown)?;
         attempt.succeeded();
+        if let Some(by_account) = by_account {
+            by_account.succeeded();
+        }
         Ok((record, code))
     }
 

@@ -215,6 +215,9 @@ struct Inner {
     limiter: EnrollLimiter,
     /// User codes typed on `/device`.
     user_code_limiter: EnrollLimiter,
+    /// User-code lookups per signed-in account: one account typing codes
+    /// from many addresses is bounded too.
+    user_code_account_limiter: EnrollLimiter<String>,
     /// Device authorization requests.
     request_limiter: EnrollLimiter,
     shutdown: CancellationToken,
@@ -288,6 +291,8 @@ impl Dispatcher {
             )
         };
         let (limiter, user_code_limiter, request_limiter) = (limiter(), limiter(), limiter());
+        let user_code_account_limiter =
+            EnrollLimiter::new(config.enroll_window, config.enroll_per_address, u32::MAX);
         let (events, _) = broadcast::channel(1024);
         let dispatcher = Dispatcher {
             inner: Arc::new(Inner {
@@ -297,6 +302,7 @@ impl Dispatcher {
                 events,
                 limiter,
                 user_code_limiter,
+                user_code_account_limiter,
                 request_limiter,
                 shutdown: CancellationToken::new(),
             }),
@@ -353,6 +359,10 @@ impl Dispatcher {
 
     pub(crate) fn user_code_limiter(&self) -> &EnrollLimiter {
         &self.inner.user_code_limiter
+    }
+
+    pub(crate) fn user_code_account_limiter(&self) -> &EnrollLimiter<String> {
+        &self.inner.user_code_account_limiter
     }
 
     pub(crate) fn request_limiter(&self) -> &EnrollLimiter {

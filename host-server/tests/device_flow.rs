@@ -103,7 +103,7 @@ async fn approve_then_the_next_poll_gets_a_token_once() {
     let typed = user.replace('-', "").to_lowercase();
     let shown = server
         .dispatcher
-        .device_authorization(None, &typed)
+        .device_authorization("alice", None, &typed)
         .await
         .unwrap();
     assert_eq!(shown.user_code, user);
@@ -205,7 +205,7 @@ async fn an_expired_request_gives_expired_token_and_cannot_be_approved() {
     server.clock.advance(Duration::from_secs(15 * 60));
     let shown = server
         .dispatcher
-        .device_authorization(None, user_code(&code))
+        .device_authorization("alice", None, user_code(&code))
         .await
         .unwrap();
     assert!(shown.expired);
@@ -289,7 +289,7 @@ async fn user_code_guesses_are_limited_per_address() {
     for _ in 0..3 {
         let guess = server
             .dispatcher
-            .device_authorization(attacker, "BCDF-GHJK")
+            .device_authorization("mallory", attacker, "BCDF-GHJK")
             .await;
         assert!(matches!(guess, Err(Error::UserCodeUnknown)), "{guess:?}");
     }
@@ -306,6 +306,42 @@ async fn user_code_guesses_are_limited_per_address() {
         .approve_device("alice", person, user_code(&code))
         .await
         .unwrap();
+}
+
+/// One account typing codes from many addresses (a botnet behind one
+/// signed-in account) is bounded by the account; codes that are found give
+/// their count back, so one address looks up a real code as often as needed.
+#[tokio::test]
+async fn user_code_lookups_are_limited_per_account_and_found_codes_are_free() {
+    let server = Server::with(|c| {
+        c.verification_uri = Some("https://app.example.com/device".into());
+        c.enroll_per_address = 3;
+    })
+    .await;
+    let code = request_code(&server).await;
+    for i in 0..3 {
+        let from = Some(IpAddr::from([10, 0, 1, i]));
+        let guess = server
+            .dispatcher
+            .device_authorization("mallory", from, "BCDF-GHJK")
+            .await;
+        assert!(matches!(guess, Err(Error::UserCodeUnknown)), "{guess:?}");
+    }
+    let fresh = Some(IpAddr::from([10, 0, 2, 1]));
+    let limited = server
+        .dispatcher
+        .device_authorization("mallory", fresh, "BCDF-GHJK")
+        .await;
+    assert!(matches!(limited, Err(Error::RateLimited { .. })), "{limited:?}");
+
+    let office = Some(IpAddr::from([192, 0, 2, 1]));
+    for _ in 0..12 {
+        server
+            .dispatcher
+            .device_authorization("alice", office, user_code(&code))
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]

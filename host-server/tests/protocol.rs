@@ -118,6 +118,19 @@ async fn brute_force_gets_rate_limited_never_a_device() {
     assert!(server.dispatcher.devices("alice").await.unwrap().is_empty());
 }
 
+/// An office behind one address pairs more laptops than the per-address
+/// limit, each with its own code: codes that pair give their count back.
+#[tokio::test]
+async fn one_address_pairs_as_many_devices_as_it_has_codes() {
+    let server = Server::with(|c| c.enroll_per_address = 10).await;
+    for i in 0..15 {
+        let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+        let response = server.post_enroll(&code.code).await;
+        assert_eq!(response.status(), 200, "laptop {i}");
+    }
+    assert_eq!(server.dispatcher.devices("alice").await.unwrap().len(), 15);
+}
+
 /// RFC 8628 §5.1: a flood from many addresses checks no more codes than the
 /// documented bound, and a correct code from a fresh address still pairs.
 #[tokio::test]
