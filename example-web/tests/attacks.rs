@@ -346,3 +346,113 @@ async fn the_device_page_limits_guesses_and_says_when_to_retry() {
     }
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
 }
+
+/// A scripted device: enrolls over HTTP with a fresh code of `user`'s and
+/// returns its token.
+async fn scripted_device(app: &App, user: &User) -> String {
+    let (_, code) = user.post("/api/pairing-codes", json!({})).await;
+    let enrolled: Value = reqwest::Client::new()
+        .post(format!("{}/api/host/enroll", app.url))
+        .header("fusion-host-protocol", "1")
+        .json(&json!({ "code": code["code"], "name": "script", "platform": "linux", "host_version": "0" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    enrolled["token"].as_str().expect("a device token").to_string()
+}
+
+/// Bad input gets a 4xx with a stable code in the route's own format, never
+/// a 500 or a plain-text body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_in_kind() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "bad-input").await;
+    for id in [
+        format!("blob_{}", "a".repeat(5000)),
+        format!("blob_{}", "a".repeat(1000)),
+        "blob_".to_string(),
+        "blob_%2e%2e".to_string(),
+    ] {
+        let (status, err) = alice.get(&format!("/api/blobs/{id}")).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (404, Some("blob_not_found")),
+            "{err}"
+        );
+        assert!(err["message"].as_str().unwrap().len() < 300, "{err}");
+    }
+
+    let token = scripted_device(&app, &alice).await;
+    let device = |method: reqwest::Method, path: &str| {
+        reqwest::Client::new()
+            .request(method, format!("{}/api/host{path}", app.url))
+            .header("fusion-host-protocol", "1")
+            .bearer_auth(&token)
+    };
+    for name in [".", "..", "...", "a\u{1}b", "a/b"] {
+        let r = device(reqwest::Method::POST, "/uploads")
+            .json(&json!({ "name": name, "size": 3 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name:?}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["code"], "invalid_request", "{name:?}: {err}");
+    }
+    let upload: Value = device(reqwest::Method::POST, "/uploads")
+        .json(&json!({ "name": "ok.txt", "size": 3 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = upload["upload_id"].as_str().expect("an upload id");
+    for query in ["?offset=-1", "?offset=abc", ""] {
+        let r = device(reqwest::Method::PUT, &format!("/uploads/{id}{query}"))
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let err: Value = r.json().await.expect("a JSON body");
+        assert_eq!(err["code"], "invalid_request", "{query}: {err}");
+    }
+
+    // /mcp answers in JSON-RPC.
+    let (_, mcp_token) = alice.post("/api/tokens", json!({})).await;
+    let mcp = |body: &'static str, content_type: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/mcp", app.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", content_type)
+            .bearer_auth(mcp_token["token"].as_str().unwrap())
+            .body(body)
+            .send()
+    };
+    for (body, content_type, status, code) in [
+        ("{", "application/json", 400, -32700),
+        (
+            "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]",
+            "application/json",
+            400,
+            -32600,
+        ),
+        ("{\"hello\":1}", "application/json", 400, -32600),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}",
+            "text/plain",
+            415,
+            -32600,
+        ),
+    ] {
+        let r = mcp(body, content_type).await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let err: Value = r.json().await.expect("a JSON-RPC error");
+        assert_eq!(err["jsonrpc"], "2.0", "{err}");
+        assert_eq!(err["error"]["code"], code, "{body}: {err}");
+    }
+}

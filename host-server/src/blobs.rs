@@ -320,9 +320,16 @@ impl Blobs {
     /// Starts an upload of `req.size` bytes for `owner`.
     pub(crate) async fn begin(&self, owner: &str, req: BeginUpload, now: SystemTime) -> Result<UploadStatus> {
         let name = req.name.trim();
-        if name.is_empty() || name.len() > 255 || name.contains(['/', '\\']) {
+        if name.is_empty()
+            || name.len() > 255
+            || name.contains(['/', '\\'])
+            || name.chars().all(|c| c == '.')
+            || name.chars().any(char::is_control)
+        {
             return Err(Error::InvalidRequest(
-                "name must be a file name of 1 to 255 characters, without a folder".into(),
+                "name must be a file name of 1 to 255 characters, without a folder, control characters, \
+                 or only dots"
+                    .into(),
             ));
         }
         if req.size > self.config.max_blob_bytes {
@@ -644,10 +651,25 @@ impl Blobs {
 
     /// `owner`'s blob, or `blob_not_found` (another owner's, expired, or none).
     pub async fn meta(&self, owner: &str, blob_id: &str, now: SystemTime) -> Result<BlobMeta> {
+        // Only the shape `new_id` makes reaches the store: any other id
+        // is unknown, whatever its length (an over-long key is not a 500).
+        let well_formed = blob_id.len() == 5 + 32
+            && blob_id.starts_with("blob_")
+            && blob_id[5..]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         let not_found = || Error::BlobNotFound {
-            blob_id: blob_id.to_string(),
+            blob_id: if well_formed {
+                blob_id.to_string()
+            } else {
+                let mut shown: String = blob_id.chars().take(40).collect();
+                if shown.len() < blob_id.len() {
+                    shown.push('…');
+                }
+                shown
+            },
         };
-        if !blob_id.starts_with("blob_") || !blob_id[5..].bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !well_formed {
             return Err(not_found());
         }
         let meta = self.stored_meta(owner, blob_id).await?.ok_or_else(not_found)?;

@@ -1113,6 +1113,22 @@ impl Dispatcher {
     /// Delivers a device's result (`POST /result`). Idempotent per call id.
     /// A result for a call made on another replica goes there.
     pub(crate) async fn deliver(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
+        // A result for another device's call is answered as for an unknown
+        // call: telling the device it exists would let it probe for calls.
+        self.deliver_any(device_id, result).await.map_err(|e| match e {
+            Error::CallNotYours { call_id } => {
+                tracing::warn!(
+                    device_id,
+                    call_id,
+                    "a device posted a result for another device's call"
+                );
+                Error::CallUnknown { call_id }
+            }
+            e => e,
+        })
+    }
+
+    async fn deliver_any(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
         if let Some(ack) = self.deliver_here(device_id, &result, true)? {
             return Ok(ack);
         }

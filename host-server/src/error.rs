@@ -119,7 +119,8 @@ pub enum Error {
         /// The call id posted.
         call_id: String,
     },
-    /// A result for another device's call.
+    /// A result for another device's call. Between replicas only: a device
+    /// is answered [`Error::CallUnknown`] instead.
     #[error("call {call_id} was not sent to this device")]
     CallNotYours {
         /// The call id posted.
@@ -407,7 +408,7 @@ mod tests {
             Error::TokenUnknown,
             Error::TokenRevoked,
             Error::CallUnknown { call_id: id() },
-            Error::CallNotYours { call_id: id() },
+            // CallNotYours passes only between replicas; a device hears call_unknown.
             Error::InvalidRequest(id()),
             Error::RouteNotFound {
                 method: id(),

@@ -344,6 +344,12 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
         );
     }
     let deleting = request.method() == axum::http::Method::DELETE;
+    if request.method() == axum::http::Method::POST {
+        request = match json_rpc_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+    }
     request.extensions_mut().insert(Owner(owner.clone()));
     let response = next.run(request).await;
     match &session {
@@ -363,6 +369,66 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
+
+/// The largest JSON-RPC message `/mcp` reads (the transport's own bound).
+const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Checks a POST's body is one JSON-RPC message before the transport sees
+/// it, so a malformed one is answered as JSON-RPC says (`-32700`, `-32600`,
+/// with HTTP 400, 413 or 415), never in plain text.
+async fn json_rpc_body(request: Request) -> Result<Request, Response> {
+    let json_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_type {
+        return Err(rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            -32600,
+            "send the JSON-RPC message with Content-Type: application/json",
+        ));
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await else {
+        return Err(rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            &format!("the message is larger than {MAX_MESSAGE_BYTES} bytes; send less at once"),
+        ));
+    };
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            &format!("parse error: the body is not JSON ({e})"),
+        )
+    })?;
+    if value.is_array() {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "JSON-RPC batches are not supported in this protocol revision; send one message per request",
+        ));
+    }
+    if let Err(e) = serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            &format!("invalid request: not a JSON-RPC 2.0 request or notification an MCP client sends ({e})"),
+        ));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+    let body = json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

@@ -127,9 +127,17 @@ fn blob_routes() -> Router<Dispatcher> {
         State(d): State<Dispatcher>,
         AuthedDevice(device): AuthedDevice,
         Path(id): Path<String>,
-        Query(at): Query<Offset>,
+        at: Result<Query<Offset>, axum::extract::rejection::QueryRejection>,
         body: axum::body::Body,
     ) -> Result<Json<UploadStatus>, Error> {
+        // Every device route answers {code, message}, a bad query too.
+        let Query(at) = at.map_err(|_| {
+            Error::InvalidRequest(
+                "`offset` must be given as a whole number of bytes, the upload's `received` so far: \
+                 PUT /uploads/{id}?offset=N"
+                    .into(),
+            )
+        })?;
         d.blobs()?
             .write(&device.owner, &id, at.offset, body.into_data_stream())
             .await

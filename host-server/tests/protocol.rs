@@ -675,8 +675,10 @@ async fn results_are_idempotent_and_checked() {
     );
     let ev = device.next().await.unwrap().call();
 
+    // Another device's call is answered as if it did not exist: a device
+    // learns nothing of other devices' calls.
     let response = intruder.answer(&ev, json!({ "kind": "forged" })).await;
-    assert_eq!(error_code(response).await, (403, "call_not_yours".into()));
+    assert_eq!(error_code(response).await, (404, "call_unknown".into()));
     let response = device.answer(&ev, json!({ "kind": "file" })).await;
     assert_eq!(
         response.json::<Value>().await.unwrap(),
