@@ -345,10 +345,6 @@ pub(crate) fn scan_points(cx: &Context<'_>, loc: &Location<'_>, budget: &mut u64
 /// far. Returns the points written.
 pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     let out = cx.scope().resolve(&job.output)?;
-    let las_error = |e: las::Error| Error::Io {
-        path: out.path(),
-        source: std::io::Error::other(e),
-    };
 
     let mut readers = Vec::new();
     let (mut has_color, mut has_time) = (false, false);
@@ -364,17 +360,44 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     }
     let crs = shared_wkt(&systems);
 
-    // Scale and offsets from the extent of every input, before anything is
-    // written: a georeferenced scan (UTM-sized coordinates) and a local one
-    // in the same file are fine when their span fits, and refused when not.
+    // Scale and offsets before anything is written. Headers' bounds are a
+    // hint that saves reading every scan twice; files in the wild carry them
+    // in the scan's frame, already posed, or with minimum above maximum, so
+    // a hint that is absent, inconsistent or wrong (a point outside it, or a
+    // span too wide to hold) falls back to the extent of the points
+    // themselves, and only that can refuse a job.
+    let hinted = header_extents(cx, &mut readers)?;
+    let mut reported = 0u64;
+    let mut report = |n: u64| {
+        // Progress only ever grows, across a second attempt too.
+        if n > reported {
+            reported = n;
+            progress(n);
+        }
+    };
+    if let Some(extent) = hinted
+        && let Ok(transforms) = extent.transforms(&job.sources)
+    {
+        match write_las(
+            cx,
+            &out,
+            &mut readers,
+            &transforms,
+            crs.as_deref(),
+            (has_color, has_time),
+            &mut report,
+        )? {
+            Written::All(n) => return Ok(n),
+            Written::Outside => {
+                tracing::info!(output = %out.display(), "a scan's header bounds do not hold its points; taking the extent from the points");
+            }
+        }
+    }
     let mut extent = Extent::empty();
     for (loc, reader) in &mut readers {
         for pc in reader.pointclouds() {
             cx.checkpoint()?;
-            match header_extent(&pc) {
-                Some(e) => extent.merge(&e),
-                None => scan_extent(loc, reader, &pc, &mut extent)?,
-            }
+            scan_extent(loc, reader, &pc, &mut extent)?;
         }
     }
     if extent.is_empty() {
@@ -385,7 +408,48 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         ));
     }
     let transforms = extent.transforms(&job.sources)?;
+    match write_las(
+        cx,
+        &out,
+        &mut readers,
+        &transforms,
+        crs.as_deref(),
+        (has_color, has_time),
+        &mut report,
+    )? {
+        Written::All(n) => Ok(n),
+        Written::Outside => Err(Error::Io {
+            path: out.path(),
+            source: std::io::Error::other("a point lies outside the extent read from the same scans"),
+        }),
+    }
+}
 
+/// How a write ended.
+enum Written {
+    /// Every point, committed.
+    All(u64),
+    /// A point the transforms cannot hold: nothing was kept.
+    Outside,
+}
+
+type Readers<'s> = Vec<(Location<'s>, e57::E57Reader<BufReader<std::fs::File>>)>;
+
+/// Writes the output with `transforms`, atomically: the file appears whole,
+/// or not at all.
+fn write_las(
+    cx: &Context<'_>,
+    out: &Location<'_>,
+    readers: &mut Readers<'_>,
+    transforms: &las::Vector<las::Transform>,
+    crs: Option<&str>,
+    (has_color, has_time): (bool, bool),
+    progress: &mut dyn FnMut(u64),
+) -> Result<Written> {
+    let las_error = |e: las::Error| Error::Io {
+        path: out.path(),
+        source: std::io::Error::other(e),
+    };
     let pending = out.create_file(false)?;
     // LAS 1.4 carries a coordinate system as WKT, in point formats 6 and 7
     // (GPS time, and RGB in 7); without one, 1.2 is what every reader
@@ -405,20 +469,20 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         builder.gps_time_type = las::GpsTimeType::Standard;
     }
     builder.generating_software = "fusion-host".into();
-    builder.transforms = transforms;
+    builder.transforms = *transforms;
     builder.date = Some(chrono::Utc::now().date_naive());
     builder.point_format.is_compressed = out
         .path()
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("laz"));
     let mut header = builder.into_header().map_err(las_error)?;
-    if let Some(wkt) = &crs {
+    if let Some(wkt) = crs {
         header.set_wkt_crs(wkt.as_bytes().to_vec()).map_err(las_error)?;
     }
     let file = std::io::BufWriter::new(pending.try_clone_file()?);
     let mut writer = las::Writer::new(file, header).map_err(las_error)?;
     let mut written = 0u64;
-    for (loc, reader) in &mut readers {
+    for (loc, reader) in readers.iter_mut() {
         for pc in reader.pointclouds() {
             // A scan with no points may have no data section at all.
             if pc.records == 0 {
@@ -462,19 +526,11 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
                 let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
                     continue;
                 };
-                // A header whose bounds understate its points must not reach
-                // the LAS writer: an unrepresentable point makes it fail, and
-                // panic when dropped.
-                if !fits(&transforms, [x, y, z]) {
-                    return Err(Error::invalid_input(
-                        "convert_e57_to_las",
-                        "sources",
-                        format!(
-                            "a point of {} at ({x:.3}, {y:.3}, {z:.3}) lies outside the bounds its header declares; \
-                             convert it on its own",
-                            loc.display()
-                        ),
-                    ));
+                // A point the offsets cannot hold must not reach the LAS
+                // writer (it fails, and panics when dropped): the caller
+                // tries again with offsets from the points.
+                if !fits(transforms, [x, y, z]) {
+                    return Ok(Written::Outside);
                 }
                 let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
                 let las_point = las::Point {
@@ -507,7 +563,7 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     drop(writer);
     progress(written);
     pending.commit()?;
-    Ok(written)
+    Ok(Written::All(written))
 }
 
 /// How a scan's points are timed: E57 `timeStamp` is seconds since the
@@ -655,14 +711,36 @@ fn fits(transforms: &las::Vector<las::Transform>, p: [f64; 3]) -> bool {
     })
 }
 
+/// The extent every scan's header claims, when each has bounds that are
+/// finite and ordered (minimum ≤ maximum); `None` otherwise. A hint only.
+fn header_extents(cx: &Context<'_>, readers: &mut Readers<'_>) -> Result<Option<Extent>> {
+    let mut extent = Extent::empty();
+    for (_, reader) in readers.iter() {
+        for pc in reader.pointclouds() {
+            cx.checkpoint()?;
+            match header_extent(&pc) {
+                Some(e) => extent.merge(&e),
+                None => return Ok(None),
+            }
+        }
+    }
+    Ok((!extent.is_empty()).then_some(extent))
+}
+
 /// A scan's extent from its header: the bounds' corners, posed. `None` when
-/// the header lacks any bound.
+/// the header lacks any bound or holds one that is not finite and ordered.
 fn header_extent(pc: &e57::PointCloud) -> Option<Extent> {
     if pc.records == 0 {
         return Some(Extent::empty());
     }
     let b = pc.cartesian_bounds.as_ref()?;
     let (xs, ys, zs) = ([b.x_min?, b.x_max?], [b.y_min?, b.y_max?], [b.z_min?, b.z_max?]);
+    if [xs, ys, zs]
+        .iter()
+        .any(|[min, max]| !min.is_finite() || !max.is_finite() || min > max)
+    {
+        return None;
+    }
     let mut extent = Extent::empty();
     for x in xs {
         for y in ys {
