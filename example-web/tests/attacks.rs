@@ -392,7 +392,7 @@ async fn bad_input_is_answered_in_kind() {
             .header("fusion-host-protocol", "1")
             .bearer_auth(&token)
     };
-    for name in [".", "..", "...", "a\u{1}b", "a/b"] {
+    for name in [".", "..", " .. ", "a/b", "..\\x"] {
         let r = device(reqwest::Method::POST, "/uploads")
             .json(&json!({ "name": name, "size": 3 }))
             .send()

@@ -320,16 +320,9 @@ impl Blobs {
     /// Starts an upload of `req.size` bytes for `owner`.
     pub(crate) async fn begin(&self, owner: &str, req: BeginUpload, now: SystemTime) -> Result<UploadStatus> {
         let name = req.name.trim();
-        if name.is_empty()
-            || name.len() > 255
-            || name.contains(['/', '\\'])
-            || name.chars().all(|c| c == '.')
-            || name.chars().any(char::is_control)
-        {
+        if name.is_empty() || name.len() > 255 || name.contains(['/', '\\']) || name == "." || name == ".." {
             return Err(Error::InvalidRequest(
-                "name must be a file name of 1 to 255 characters, without a folder, control characters, \
-                 or only dots"
-                    .into(),
+                "name must be a file name of 1 to 255 characters, without a folder, and not . or ..".into(),
             ));
         }
         if req.size > self.config.max_blob_bytes {
