@@ -475,10 +475,10 @@ impl Blobs {
         // file ends, and the digest on completion catches a torn tail; the
         // blob is made durable on completion.
         let writer = tokio::task::spawn_blocking(move || {
-            fusion_tools::write_hashing(&mut file, before, std::iter::from_fn(|| rx.blocking_recv()))
+            fusion_protocol::write_hashing(&mut file, before, std::iter::from_fn(|| rx.blocking_recv()))
         });
         let mut sent = *at;
-        let mut gather = fusion_tools::Gather::new(1 << 20);
+        let mut gather = fusion_protocol::Gather::new(1 << 20);
         let mut body = std::pin::pin!(body);
         let mut result = Ok(());
         while let Some(frame) = body.next().await {

@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fusion_tools::{CallEvent, CallResult, ResultAck};
+use fusion_protocol::{CallEvent, CallResult, ResultAck};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 

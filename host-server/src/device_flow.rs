@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fusion_tools::{DEVICE_CLIENT_ID, DEVICE_CODE_GRANT_TYPE, DeviceGrant, PROTOCOL_VERSION};
+use fusion_protocol::{DEVICE_CLIENT_ID, DEVICE_CODE_GRANT_TYPE, DeviceGrant, PROTOCOL_VERSION};
 use oauth2::basic::{BasicErrorResponseType, BasicTokenType};
 use oauth2::{AccessToken, DeviceCodeErrorResponse, DeviceCodeErrorResponseType, StandardTokenResponse};
 use serde::{Deserialize, Serialize};

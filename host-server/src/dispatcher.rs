@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
-use fusion_tools::{
+use fusion_protocol::{
     CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DeviceManifest, EnrollRequest, EnrollResponse,
     ErrorBody, Mode, PROTOCOL_VERSION, Plan, Precondition, ResultAck,
 };

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fusion_tools::ErrorBody;
+use fusion_protocol::ErrorBody;
 
 use crate::store::{ProposalStatus, StoreError};
 
@@ -209,7 +209,7 @@ pub enum Error {
         actual: String,
     },
     /// The device speaks a protocol version this server does not.
-    #[error("protocol version {0} is not supported; this server speaks version {v}; update fusion-host", v = fusion_tools::PROTOCOL_VERSION)]
+    #[error("protocol version {0} is not supported; this server speaks version {v}; update fusion-host", v = fusion_protocol::PROTOCOL_VERSION)]
     ProtocolUnsupported(String),
     /// The server is shutting down.
     #[error("the server is shutting down; try again shortly")]

@@ -1,6 +1,6 @@
 //! Live events for UIs: what `/devices` subscribes to.
 
-use fusion_tools::Mode;
+use fusion_protocol::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::store::ProposalStatus;

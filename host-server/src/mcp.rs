@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fusion_tools::{Class, ToolDescriptor};
+use fusion_protocol::{Class, ToolDescriptor};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -490,7 +490,7 @@ impl RemoteMcp {
     async fn devices(
         &self,
         owner: &str,
-    ) -> Result<Vec<(crate::DeviceStatus, Option<fusion_tools::DeviceManifest>)>, Error> {
+    ) -> Result<Vec<(crate::DeviceStatus, Option<fusion_protocol::DeviceManifest>)>, Error> {
         let mut out = Vec::new();
         for status in self.dispatcher.devices(owner).await? {
             if status.device.revoked_at.is_some() {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use fusion_tools::{CallEvent, DeviceManifest, ErrorBody, Mode, Plan};
+use fusion_protocol::{CallEvent, DeviceManifest, ErrorBody, Mode, Plan};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -61,7 +61,7 @@ pub struct ManifestSummary {
     /// The device binary's version.
     pub host_version: String,
     /// The allowed folders, each read-only or read-write.
-    pub roots: Vec<fusion_tools::RootInfo>,
+    pub roots: Vec<fusion_protocol::RootInfo>,
     /// The tools' names, in the manifest's order.
     pub tools: Vec<String>,
 }

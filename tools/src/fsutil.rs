@@ -6,53 +6,28 @@ use std::path::Path;
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, FileType, Metadata, OpenOptions, Permissions};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::scope::Location;
-use crate::tool::{Context, PathState};
+use crate::tool::Context;
 use crate::walk::{WalkOptions, walk};
+use crate::{EntryKind, PathState};
 
 /// Read buffer for streaming hashes and copies: large enough to amortize
 /// syscalls, small enough to keep a call's memory flat.
 pub(crate) const BUF_SIZE: usize = 256 * 1024;
 
-/// What a directory entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Directory,
-    /// A symbolic link (not followed).
-    Symlink,
-    /// A FIFO, socket or device.
-    Other,
-}
-
-impl EntryKind {
-    pub(crate) fn of(ft: FileType) -> Self {
-        if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_dir() {
-            EntryKind::Directory
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            EntryKind::Other
-        }
-    }
-
-    /// "a directory", "a symbolic link": for error messages.
-    pub(crate) fn article(self) -> &'static str {
-        match self {
-            EntryKind::File => "a regular file",
-            EntryKind::Directory => "a directory",
-            EntryKind::Symlink => "a symbolic link",
-            EntryKind::Other => "a special file (FIFO, socket or device)",
-        }
+/// What a directory entry of this type is.
+pub(crate) fn entry_kind(ft: FileType) -> EntryKind {
+    if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_dir() {
+        EntryKind::Directory
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
     }
 }
 
@@ -80,7 +55,7 @@ pub(crate) fn open_regular(loc: &Location<'_>) -> Result<(File, Metadata)> {
             return Err(match loc.root().dir().metadata(loc.rel_or_dot()) {
                 Ok(md) if !md.is_file() => Error::NotAFile {
                     path: loc.path(),
-                    found: EntryKind::of(md.file_type()).article(),
+                    found: entry_kind(md.file_type()).article(),
                 },
                 _ => loc.err(e),
             });
@@ -91,7 +66,7 @@ pub(crate) fn open_regular(loc: &Location<'_>) -> Result<(File, Metadata)> {
     if !md.is_file() {
         return Err(Error::NotAFile {
             path: loc.path(),
-            found: EntryKind::of(md.file_type()).article(),
+            found: entry_kind(md.file_type()).article(),
         });
     }
     Ok((file, md))
@@ -158,7 +133,7 @@ pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
 /// The identity of an entry: kind, file id, size and modification time.
 pub(crate) fn identity(md: &Metadata) -> PathState {
     PathState::Identity {
-        entry: EntryKind::of(md.file_type()),
+        entry: entry_kind(md.file_type()),
         id: id_of(md),
         size: md.len(),
         modified: md
@@ -180,7 +155,7 @@ pub(crate) fn state_of(cx: &Context<'_>, loc: &Location<'_>, tree: bool) -> Resu
     let Some(md) = lstat(loc)? else {
         return Ok(PathState::Absent);
     };
-    Ok(match EntryKind::of(md.file_type()) {
+    Ok(match entry_kind(md.file_type()) {
         EntryKind::File => {
             let (file, _) = open_regular(loc)?;
             let (sha256, size) = sha256_reader(cx, file, &loc.path())?;
@@ -216,7 +191,7 @@ fn tree_digest(cx: &Context<'_>, loc: &Location<'_>) -> Result<String> {
         hasher.update(entry.rel.as_os_str().as_encoded_bytes());
         hasher.update(format!(
             "\0{:?}\0{}\0{mtime}\n",
-            EntryKind::of(entry.file_type),
+            entry_kind(entry.file_type),
             md.len()
         ));
         Ok(true)
@@ -273,7 +248,7 @@ pub(crate) fn existing_file_for_write(
         Ok(md) if md.is_file() => Ok(Some(md)),
         Ok(md) => Err(Error::NotAFile {
             path: path.to_path_buf(),
-            found: EntryKind::of(md.file_type()).article(),
+            found: entry_kind(md.file_type()).article(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),

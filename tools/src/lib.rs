@@ -95,31 +95,27 @@
 //! argument template whose path slots are resolved through the scope.
 
 mod builtin;
-mod digest;
 mod error;
 mod fence;
 mod fsutil;
 mod pending;
-mod protocol;
 mod scope;
 mod shell;
 mod tool;
 mod walk;
 
 pub use builtin::*;
-pub use digest::{Gather, Written, write_hashing};
-pub use error::{Error, ErrorBody, ErrorCode, Result};
+pub use error::{Error, Result};
 pub use fence::Fenced;
-pub use fsutil::EntryKind;
+// The wire, defined once in `fusion-protocol` and spoken by this crate's tools.
+pub use fusion_protocol::{
+    Access, Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
+    DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, Effect, EffectOp, EnrollRequest, EnrollResponse,
+    EntryKind, ErrorBody, ErrorCode, Expectation, Gather, HelloEvent, MAX_PLAN_EFFECTS, Mode,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PathState, Plan, Precondition, ResultAck, RootInfo, TOKEN_PREFIX,
+    ToolDescriptor, ToolList, Written, write_hashing,
+};
 pub use pending::{PendingFile, STALE_PARTIAL};
-pub use protocol::{
-    Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
-    DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, Mode,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor, ToolList,
-};
-pub use scope::{Access, Location, Root, RootInfo, Scope};
+pub use scope::{Location, Root, Scope};
 pub use shell::{CommandOutput, DEFAULT_PROGRAM_TIMEOUT, MAX_CAPTURE_BYTES, NamedCommand, run_program};
-pub use tool::{
-    Cancellation, Context, Effect, EffectOp, Expectation, MAX_PLAN_EFFECTS, MutateTool, Outcome, PathState,
-    Plan, Precondition, Tool, ToolSpec, Toolbox,
-};
+pub use tool::{Cancellation, Context, MutateTool, Outcome, Tool, ToolSpec, Toolbox};

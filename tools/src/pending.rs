@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use cap_std::fs::{Dir, OpenOptions};
 
+use crate::PathState;
 use crate::error::{Error, Result};
-use crate::fsutil::{EntryKind, existing_file_for_write, identity, lstat, open_regular, state_of};
+use crate::fsutil::{entry_kind, existing_file_for_write, identity, lstat, open_regular, state_of};
 use crate::scope::Location;
-use crate::tool::{Context, PathState};
+use crate::tool::Context;
 
 impl Location<'_> {
     /// Opens a regular file for reading through the root's handle (a FIFO or
@@ -140,7 +141,7 @@ impl PendingFile {
             Ok(md) if !md.is_file() => {
                 return Err(Error::NotAFile {
                     path: self.path.clone(),
-                    found: EntryKind::of(md.file_type()).article(),
+                    found: entry_kind(md.file_type()).article(),
                 });
             }
             _ => {}

@@ -11,19 +11,9 @@ use std::path::{Component, Path, PathBuf};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// Whether a root may be changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    /// Read tools only; mutations are refused with `permission_denied`.
-    ReadOnly,
-    /// Read and write.
-    ReadWrite,
-}
+use crate::{Access, RootInfo};
 
 /// One allowed folder, canonicalized once and held open.
 #[derive(Debug)]
@@ -60,15 +50,6 @@ impl Root {
             .find(|ro| ro.starts_with(rel))
             .map(PathBuf::as_path)
     }
-}
-
-/// A root as the manifest lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct RootInfo {
-    /// The canonical path.
-    pub path: String,
-    /// `read_only` or `read_write`.
-    pub access: Access,
 }
 
 /// The set of allowed folders.

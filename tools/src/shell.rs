@@ -14,12 +14,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Class;
+use crate::EntryKind;
 use crate::error::{Error, Result};
-use crate::fsutil::{EntryKind, lstat, state_of};
-use crate::protocol::Class;
-use crate::tool::{
-    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, Tool, ToolSpec,
-};
+use crate::fsutil::{entry_kind, lstat, state_of};
+use crate::tool::{Context, MutateTool, Tool, ToolSpec};
+use crate::{Effect, EffectOp, Expectation, PathState, Plan, Precondition};
 
 /// How much of a program's stdout and stderr a result keeps: 64 KiB each.
 pub const MAX_CAPTURE_BYTES: usize = 64 * 1024;
@@ -222,7 +222,7 @@ impl<I: Serialize> NamedCommand<I> {
                     if let Some(md) = lstat(&loc)? {
                         return Err(Error::AlreadyExists {
                             path: loc.path(),
-                            hint: match EntryKind::of(md.file_type()) {
+                            hint: match entry_kind(md.file_type()) {
                                 EntryKind::File => "choose a new output name, or delete the old file first",
                                 _ => "choose a new output name",
                             },

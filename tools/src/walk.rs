@@ -168,7 +168,7 @@ pub(crate) fn walk(
         match base.root().dir().metadata(base.rel_or_dot()) {
             Ok(md) if !md.is_dir() => Error::NotADirectory {
                 path: base.path(),
-                found: crate::fsutil::EntryKind::of(md.file_type()).article(),
+                found: crate::fsutil::entry_kind(md.file_type()).article(),
             },
             _ => base.err(e),
         }

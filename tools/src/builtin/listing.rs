@@ -8,8 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_ENTRIES, bounded_limit, default_true, dot};
+use crate::EntryKind;
 use crate::error::{Error, Result};
-use crate::fsutil::{EntryKind, modified};
+use crate::fsutil::{entry_kind, modified};
 use crate::tool::{Context, Tool, ToolSpec};
 use crate::walk::{MAX_DEPTH, WalkOptions, WalkStats, walk};
 
@@ -229,7 +230,7 @@ impl Tool for ListDirectory {
             };
             entries.push(Entry {
                 path: slash_path(entry.rel),
-                kind: EntryKind::of(entry.file_type),
+                kind: entry_kind(entry.file_type),
                 size,
                 modified,
                 symlink: entry.file_type.is_symlink(),
@@ -377,7 +378,7 @@ impl Tool for Glob {
         let mut truncated = false;
         let mut last = std::path::PathBuf::new();
         let stats = walk(cx, &base, &options, |entry| {
-            let kind = EntryKind::of(entry.file_type);
+            let kind = entry_kind(entry.file_type);
             if input.kind.is_some_and(|k| k != kind) || !glob.is_match(entry.rel) {
                 return Ok(true);
             }
@@ -500,7 +501,7 @@ impl Tool for DiskUsage {
         let mut count = |md: &cap_std::fs::Metadata, out: &mut DiskUsageOutput| {
             out.bytes += md.len();
             disk_bytes += allocated(md);
-            match EntryKind::of(md.file_type()) {
+            match entry_kind(md.file_type()) {
                 EntryKind::File => out.files += 1,
                 EntryKind::Directory => out.directories += 1,
                 EntryKind::Symlink => out.symlinks += 1,

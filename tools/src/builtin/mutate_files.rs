@@ -9,13 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{
-    EntryKind, MAX_EDIT_BYTES, existing_file_for_write, looks_binary, lstat, replace_atomically,
+    MAX_EDIT_BYTES, entry_kind, existing_file_for_write, looks_binary, lstat, replace_atomically,
     sha256_bytes, state_of, unified_diff,
 };
 use crate::scope::Location;
-use crate::tool::{
-    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec,
-};
+use crate::tool::{Context, MutateTool, ToolSpec};
+use crate::{Effect, EffectOp, Expectation, PathState, Plan, Precondition};
 
 /// What the file-content tools return after applying.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -75,7 +74,7 @@ impl<'s> Target<'s> {
             Some(md) => {
                 return Err(Error::NotAFile {
                     path: loc.path(),
-                    found: EntryKind::of(md.file_type()).article(),
+                    found: entry_kind(md.file_type()).article(),
                 });
             }
         };
@@ -194,7 +193,7 @@ pub(crate) fn missing_ancestors<'s>(loc: &Location<'s>) -> Result<Vec<Location<'
             Ok(md) => {
                 return Err(Error::NotADirectory {
                     path: ancestor.path(),
-                    found: EntryKind::of(md.file_type()).article(),
+                    found: entry_kind(md.file_type()).article(),
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(ancestor),

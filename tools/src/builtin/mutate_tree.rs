@@ -9,13 +9,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::mutate_files::{expect_now, missing_ancestors};
+use crate::EntryKind;
 use crate::error::{Error, Result};
-use crate::fsutil::{EntryKind, lstat, open_nofollow, replace_atomically, stream};
+use crate::fsutil::{entry_kind, lstat, open_nofollow, replace_atomically, stream};
 use crate::scope::Location;
-use crate::tool::{
-    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec,
-};
+use crate::tool::{Context, MutateTool, ToolSpec};
 use crate::walk::{WalkOptions, walk};
+use crate::{Effect, EffectOp, Expectation, PathState, Plan, Precondition};
 
 /// `create_directory`: make a folder and any missing parents (`mkdir -p`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,7 +59,7 @@ impl MutateTool for CreateDirectory {
             Some(md) => {
                 return Err(Error::AlreadyExists {
                     path: loc.path(),
-                    hint: match EntryKind::of(md.file_type()) {
+                    hint: match entry_kind(md.file_type()) {
                         EntryKind::Symlink => "it is a symbolic link; choose another name",
                         _ => "it is a file; choose another name",
                     },
@@ -136,7 +136,7 @@ impl<'s> Transfer<'s> {
         to.require_writable()?;
         to.require_not_root("replaced")?;
         let md = lstat(&from)?.ok_or_else(|| Error::NotFound { path: from.path() })?;
-        let kind = EntryKind::of(md.file_type());
+        let kind = entry_kind(md.file_type());
         if std::ptr::eq(from.root(), to.root()) && to.rel().starts_with(from.rel()) {
             return Err(Error::invalid_input(
                 tool,
@@ -380,7 +380,7 @@ impl MutateTool for Copy {
                 effects.push(Effect::new(EffectOp::CreateDirectory, t.to.display()));
                 walk(cx, &t.from, &WalkOptions::everything().with_metadata(), |e| {
                     let to = t.to.join(e.rel).display();
-                    effects.push(match EntryKind::of(e.file_type) {
+                    effects.push(match entry_kind(e.file_type) {
                         EntryKind::Directory => Effect::new(EffectOp::CreateDirectory, to),
                         EntryKind::File => {
                             let size = e.metadata()?.len();
@@ -498,7 +498,7 @@ fn copy_tree(
         let entry = entry.map_err(|e| Error::io(path, e))?;
         let name = entry.file_name();
         let child = path.join(&name);
-        match EntryKind::of(entry.file_type().map_err(|e| Error::io(&child, e))?) {
+        match entry_kind(entry.file_type().map_err(|e| Error::io(&child, e))?) {
             EntryKind::File => copy_file(cx, src, &name, dst, &name, counts, &child)?,
             EntryKind::Directory => {
                 dst.create_dir(&name).map_err(|e| Error::io(&child, e))?;
@@ -603,7 +603,7 @@ impl MutateTool for Delete {
         loc.require_writable()?;
         loc.require_not_root("deleted")?;
         let md = lstat(&loc)?.ok_or_else(|| Error::NotFound { path: loc.path() })?;
-        let kind = EntryKind::of(md.file_type());
+        let kind = entry_kind(md.file_type());
         let mut totals = DeleteOutput {
             path: loc.display(),
             files: 0,
@@ -638,12 +638,7 @@ impl MutateTool for Delete {
                     return Ok(false);
                 }
                 let size = e.metadata()?.len();
-                tally(
-                    EntryKind::of(e.file_type),
-                    e.location().display(),
-                    size,
-                    &mut totals,
-                );
+                tally(entry_kind(e.file_type), e.location().display(), size, &mut totals);
                 Ok(true)
             })?;
             if !empty && !input.recursive {
@@ -679,7 +674,7 @@ impl MutateTool for Delete {
         let loc = cx.scope().resolve(&input.path)?;
         let (dir, name) = loc.open_parent()?;
         let md = dir.symlink_metadata(&name).map_err(|e| loc.err(e))?;
-        remove_entry(&dir, &name, EntryKind::of(md.file_type())).map_err(|e| loc.err(e))?;
+        remove_entry(&dir, &name, entry_kind(md.file_type())).map_err(|e| loc.err(e))?;
         Ok(totals)
     }
 }

@@ -7,9 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::EntryKind;
 use crate::error::{Error, Result};
 use crate::fence::{FenceWriter, Fenced};
-use crate::fsutil::{BUF_SIZE, EntryKind, hex, looks_binary, lstat, modified, open_regular, stream};
+use crate::fsutil::{BUF_SIZE, entry_kind, hex, looks_binary, lstat, modified, open_regular, stream};
 use crate::tool::{Context, Tool, ToolSpec};
 
 /// The most content `read_file` returns in one call: 1 MB.
@@ -242,7 +243,7 @@ impl Tool for Stat {
     fn run(&self, _cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
         let loc = _cx.scope().resolve(&input.path)?;
         let md = lstat(&loc)?.ok_or_else(|| Error::NotFound { path: loc.path() })?;
-        let kind = EntryKind::of(md.file_type());
+        let kind = entry_kind(md.file_type());
         let dir = loc.root().dir();
         let (symlink_target, target_kind) = if kind == EntryKind::Symlink {
             let target = dir
@@ -253,7 +254,7 @@ impl Tool for Stat {
             let target_kind = dir
                 .metadata(loc.rel_or_dot())
                 .ok()
-                .map(|m| EntryKind::of(m.file_type()));
+                .map(|m| entry_kind(m.file_type()));
             (target, target_kind)
         } else {
             (None, None)

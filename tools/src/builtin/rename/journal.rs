@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{Folders, sync_dir, temp_for};
+use crate::Access;
 use crate::fsutil::{hex, id_of};
-use crate::scope::{Access, Root, Scope};
+use crate::scope::{Root, Scope};
 
 /// The name earlier versions gave the journal, in the allowed folder itself.
 /// A file of that name is reported by [`recover_renames`] and left alone: it

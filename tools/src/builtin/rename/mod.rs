@@ -25,12 +25,12 @@ use cap_std::fs::{Dir, Metadata};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::Access;
 use crate::error::{Error, Result};
 use crate::fsutil::{hex, id_of, identity};
-use crate::scope::{Access, Root, Scope, windows_hazard};
-use crate::tool::{
-    Context, Effect, EffectOp, Expectation, MutateTool, PathState, Plan, Precondition, ToolSpec,
-};
+use crate::scope::{Root, Scope, windows_hazard};
+use crate::tool::{Context, MutateTool, ToolSpec};
+use crate::{Effect, EffectOp, Expectation, PathState, Plan, Precondition};
 
 /// The most pairs one batch takes.
 pub const MAX_BATCH: usize = 20_000;

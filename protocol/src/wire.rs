@@ -1,5 +1,5 @@
-//! Wire types shared by the device and the server: tool descriptors (MCP
-//! shaped), modes, classes. The call/result envelopes build on these.
+//! The device protocol's messages: tool descriptors (MCP shaped), modes,
+//! classes, and the call and result envelopes built on them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -198,7 +198,7 @@ pub struct DeviceManifest {
     /// The tools, as an MCP `tools/list` would list them.
     pub tools: Vec<ToolDescriptor>,
     /// The allowed folders.
-    pub roots: Vec<crate::scope::RootInfo>,
+    pub roots: Vec<crate::RootInfo>,
 }
 
 impl DeviceManifest {
@@ -239,7 +239,7 @@ pub struct CallEvent {
     pub proposal_id: Option<String>,
     /// For `apply`: the approved plan's precondition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precondition: Option<crate::tool::Precondition>,
+    pub precondition: Option<crate::Precondition>,
 }
 
 /// SSE event `cancel`: stop a call; its result is no longer awaited.
@@ -270,7 +270,7 @@ pub struct CallResult {
     pub output: Option<Value>,
     /// The error when not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<crate::error::ErrorBody>,
+    pub error: Option<crate::ErrorBody>,
     /// Whether a bound cut the output short.
     #[serde(default)]
     pub truncated: bool,
