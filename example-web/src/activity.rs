@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::app::AppError;
 use crate::db::{Db, millis, time};
+use crate::error::AppError;
 
 /// Error codes that mean "the device's rules said no", not a failure.
 const REFUSED: [&str; 2] = ["outside_scope", "permission_denied"];

@@ -9,28 +9,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fusion_host_server::{CallOptions, Dispatcher, ProposalStatus, router as device_routes};
+use fusion_host_server::{CallOptions, ProposalStatus, router as device_routes};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{self, Authed};
-use crate::db::Db;
+use crate::error::AppError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    pub(crate) db: Db,
-    pub(crate) dispatcher: Dispatcher,
-    /// The address devices and browsers use, for the pasted enroll command.
-    pub(crate) public_url: String,
-    /// Mark cookies `Secure` (the public URL is https).
-    pub(crate) secure_cookies: bool,
-    /// Open `/mcp` sessions, ended when their token is revoked.
-    pub(crate) mcp_sessions: fusion_host_server::mcp::McpSessions,
-}
+use crate::state::AppState;
 
 /// The whole app.
 pub(crate) fn router(state: AppState) -> Router {
@@ -92,91 +80,6 @@ fn with_security_headers(router: Router) -> Router {
         .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(set(header::REFERRER_POLICY, "same-origin"))
         .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-}
-
-/// Errors as the API answers them: a status and `{code, message}`.
-#[derive(Debug)]
-pub(crate) struct AppError {
-    pub(crate) status: StatusCode,
-    pub(crate) code: String,
-    pub(crate) message: String,
-    /// Structured detail from a device's error (a batch's problems).
-    pub(crate) details: Option<Value>,
-}
-
-impl AppError {
-    pub(crate) fn invalid(field: &str, message: &str) -> Self {
-        AppError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_input".into(),
-            message: format!("{field}: {message}"),
-            details: None,
-        }
-    }
-
-    pub(crate) fn unauthorized(message: &str) -> Self {
-        AppError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized".into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub(crate) fn forbidden(code: &str, message: &str) -> Self {
-        AppError {
-            status: StatusCode::FORBIDDEN,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub(crate) fn internal(detail: String) -> Self {
-        tracing::error!(%detail, "internal error");
-        AppError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal".into(),
-            message: "something went wrong on the server; try again".into(),
-            details: None,
-        }
-    }
-}
-
-impl From<sqlx::Error> for AppError {
-    fn from(e: sqlx::Error) -> Self {
-        AppError::internal(e.to_string())
-    }
-}
-
-impl From<fusion_host_server::StoreError> for AppError {
-    fn from(e: fusion_host_server::StoreError) -> Self {
-        AppError::internal(e.to_string())
-    }
-}
-
-impl From<fusion_host_server::Error> for AppError {
-    fn from(e: fusion_host_server::Error) -> Self {
-        AppError {
-            status: e.status(),
-            code: e.code().to_string(),
-            message: e.to_string(),
-            details: e.to_body().details,
-        }
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(match self.details {
-                Some(details) => json!({ "code": self.code, "message": self.message, "details": details }),
-                None => json!({ "code": self.code, "message": self.message }),
-            }),
-        )
-            .into_response()
-    }
 }
 
 fn csrf_header(headers: &HeaderMap) -> Option<&str> {
@@ -421,21 +324,6 @@ async fn api_tokens(State(state): State<AppState>, Authed(p): Authed) -> Result<
     Ok(Json(json!({ "tokens": tokens })))
 }
 
-/// Revokes a token and ends its MCP sessions at once.
-pub(crate) async fn revoke_token(state: &AppState, user_id: &str, id: &str) -> Result<(), AppError> {
-    if !auth::revoke_api_token(&state.db, user_id, id).await? {
-        return Err(AppError {
-            status: StatusCode::NOT_FOUND,
-            code: "token_not_found".into(),
-            message: format!("you have no API token {id}; GET /api/tokens lists yours"),
-            details: None,
-        });
-    }
-    let ended = state.mcp_sessions.end_credential(id).await;
-    tracing::info!(token = id, mcp_sessions_ended = ended, "API token revoked");
-    Ok(())
-}
-
 async fn revoke_api_token(
     State(state): State<AppState>,
     Authed(p): Authed,
@@ -443,7 +331,7 @@ async fn revoke_api_token(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     p.check_csrf(csrf_header(&headers))?;
-    revoke_token(&state, &p.user.id, &id).await?;
+    auth::revoke_token(&state, &p.user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

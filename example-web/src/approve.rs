@@ -14,9 +14,10 @@ use fusion_host_server::{DeviceAuthorization, DeviceAuthorizationStatus};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::app::{AppError, AppState};
-use crate::auth::{MaybeAuthed, Principal};
-use crate::pages::{Next, ago, layout};
+use crate::auth::{MaybeAuthed, Next, Principal};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::views::{ago, layout};
 
 /// `GET /device?user_code=…`.
 #[derive(Debug, Deserialize)]

@@ -12,8 +12,9 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::app::{AppError, AppState};
 use crate::db::{Db, millis};
+use crate::error::AppError;
+use crate::state::AppState;
 
 pub(crate) const SESSION_COOKIE: &str = "fh_session";
 pub(crate) const FORM_CSRF_COOKIE: &str = "fh_form_csrf";
@@ -364,5 +365,51 @@ impl FromRequestParts<AppState> for MaybeAuthed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         principal(parts, state).await.map(MaybeAuthed)
+    }
+}
+
+/// Revokes a token and ends its MCP sessions at once.
+pub(crate) async fn revoke_token(state: &AppState, user_id: &str, id: &str) -> Result<(), AppError> {
+    if !revoke_api_token(&state.db, user_id, id).await? {
+        return Err(AppError {
+            status: axum::http::StatusCode::NOT_FOUND,
+            code: "token_not_found".into(),
+            message: format!("you have no API token {id}; GET /api/tokens lists yours"),
+            details: None,
+        });
+    }
+    let ended = state.mcp_sessions.end_credential(id).await;
+    tracing::info!(token = id, mcp_sessions_ended = ended, "API token revoked");
+    Ok(())
+}
+
+/// `?next=` of the sign-in and sign-up pages.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Next {
+    pub(crate) next: Option<String>,
+}
+
+impl Next {
+    /// Only a path on this site: never `//elsewhere` or `https://elsewhere`.
+    ///
+    /// Browsers drop TAB, CR and LF anywhere in a URL and treat `\` as `/`,
+    /// so `/\t/evil.example` would leave the site: any control character,
+    /// space, backslash or non-ASCII character refuses the value outright
+    /// (a real path here is percent-encoded), which also keeps it a valid
+    /// `Location` header.
+    pub(crate) fn safe(next: Option<&str>) -> Option<&str> {
+        next.filter(|n| {
+            n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        })
+    }
+
+    /// `/signin?next=…` for a page that needs a signed-in person.
+    pub(crate) fn signin_to(next: &str) -> String {
+        match serde_urlencoded::to_string([("next", next)]) {
+            Ok(query) => format!("/signin?{query}"),
+            Err(_) => "/signin".into(),
+        }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::app::AppError;
+use crate::error::AppError;
 
 /// A JSON body; rejections are [`AppError`]s.
 pub(crate) struct ApiJson<T>(pub(crate) T);

@@ -6,8 +6,11 @@ mod app;
 mod approve;
 mod auth;
 mod db;
+mod error;
 mod extract;
 mod pages;
+mod state;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,8 +23,8 @@ use fusion_host_server::cluster::{Cluster, NatsOptions};
 use fusion_host_server::{Config, Dispatcher};
 use fusion_tools::{Access, Scope, Toolbox};
 
-use crate::app::AppState;
 use crate::db::Db;
+use crate::state::AppState;
 
 /// The fusion-host reference web app.
 #[derive(Debug, Parser)]

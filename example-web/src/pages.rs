@@ -8,12 +8,14 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use axum_extra::extract::cookie::CookieJar;
 use fusion_host_server::ProposalStatus;
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use crate::activity::{ActivityPage, ActivityQuery, Outcome};
-use crate::app::{AppError, AppState};
-use crate::auth::{self, FORM_CSRF_COOKIE, MaybeAuthed, Principal, SESSION_COOKIE};
+use crate::auth::{self, FORM_CSRF_COOKIE, MaybeAuthed, Next, SESSION_COOKIE};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::views::{CSS, JS, ago, asset, layout};
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -36,65 +38,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-// The page's styles and script are files of their own, never inline, so the
-// pages' Content-Security-Policy can forbid inline script and style outright.
-const CSS: &str = include_str!("../assets/app.css");
-const JS: &str = include_str!("../assets/app.js");
-
-/// A digest of both, in their URLs: a browser caches them for good and
-/// fetches them again after an upgrade.
-static ASSET_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use sha2::{Digest as _, Sha256};
-    let digest = Sha256::new().chain_update(CSS).chain_update(JS).finalize();
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
-});
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (axum::http::header::CONTENT_TYPE, content_type),
-            (
-                axum::http::header::CACHE_CONTROL,
-                "public, max-age=31536000, immutable",
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · fusion-host" }
-                link rel="stylesheet" href=(format!("/assets/app.css?v={}", *ASSET_VERSION));
-            }
-            body data-csrf=[user.and_then(|u| u.csrf.as_deref())] {
-                header.top {
-                    a.brand href="/devices" { "fusion-host" }
-                    @if let Some(u) = user {
-                        nav {
-                            a href="/devices" { "Devices" }
-                            span.muted { (u.user.email) }
-                            form.inline method="post" action="/signout" {
-                                input type="hidden" name="csrf" value=[u.csrf.as_deref()];
-                                button.link type="submit" { "Sign out" }
-                            }
-                        }
-                    }
-                }
-                p.banner #offline-banner role="status" hidden { "Cannot reach the server — retrying…" }
-                main { (body) }
-                script src=(format!("/assets/app.js?v={}", *ASSET_VERSION)) {}
-            }
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Credentials {
     email: String,
@@ -103,37 +46,6 @@ struct Credentials {
     /// Where to go once signed in (a page that sent the person here).
     #[serde(default)]
     next: Option<String>,
-}
-
-/// `?next=` of the sign-in and sign-up pages.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Next {
-    next: Option<String>,
-}
-
-impl Next {
-    /// Only a path on this site: never `//elsewhere` or `https://elsewhere`.
-    ///
-    /// Browsers drop TAB, CR and LF anywhere in a URL and treat `\` as `/`,
-    /// so `/\t/evil.example` would leave the site: any control character,
-    /// space, backslash or non-ASCII character refuses the value outright
-    /// (a real path here is percent-encoded), which also keeps it a valid
-    /// `Location` header.
-    fn safe(next: Option<&str>) -> Option<&str> {
-        next.filter(|n| {
-            n.starts_with('/')
-                && !n.starts_with("//")
-                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
-        })
-    }
-
-    /// `/signin?next=…` for a page that needs a signed-in person.
-    pub(crate) fn signin_to(next: &str) -> String {
-        match serde_urlencoded::to_string([("next", next)]) {
-            Ok(query) => format!("/signin?{query}"),
-            Err(_) => "/signin".into(),
-        }
-    }
 }
 
 fn auth_page(
@@ -264,7 +176,7 @@ async fn revoke_token(
         return Ok(Redirect::to("/signin").into_response());
     };
     p.check_csrf(Some(&form.csrf))?;
-    crate::app::revoke_token(&s, &p.user.id, &id).await?;
+    auth::revoke_token(&s, &p.user.id, &id).await?;
     Ok(Redirect::to("/devices#tokens").into_response())
 }
 
@@ -299,18 +211,6 @@ fn tokens_view(tokens: &[auth::TokenInfo], csrf: Option<&str>) -> Markup {
                 }
             }
         }
-    }
-}
-
-pub(crate) fn ago(t: std::time::SystemTime) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(t)
-        .map_or(0, |d| d.as_secs());
-    match secs {
-        0..=59 => "just now".into(),
-        60..=3599 => format!("{} min ago", secs / 60),
-        3600..=86399 => format!("{} h ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86400),
     }
 }
 
@@ -672,7 +572,7 @@ async fn device_page(
 mod tests {
     #[test]
     fn next_stays_on_this_site() {
-        let safe = super::Next::safe;
+        let safe = crate::auth::Next::safe;
         assert_eq!(
             safe(Some("/device?user_code=WDJB-MJHT")),
             Some("/device?user_code=WDJB-MJHT")
@@ -694,7 +594,7 @@ mod tests {
             assert_eq!(safe(Some(elsewhere)), None, "{elsewhere}");
         }
         assert_eq!(
-            super::Next::signin_to("/device?user_code=A"),
+            crate::auth::Next::signin_to("/device?user_code=A"),
             "/signin?next=%2Fdevice%3Fuser_code%3DA"
         );
     }
