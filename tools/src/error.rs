@@ -3,6 +3,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::{ErrorBody, ErrorCode};
 
 /// Everything that can go wrong in a tool call.
@@ -138,7 +141,7 @@ pub enum Error {
     #[error("{}", batch_problems_message(.problems))]
     InvalidBatch {
         /// Every problem found, in input order.
-        problems: Vec<crate::builtin::BatchProblem>,
+        problems: Vec<BatchProblem>,
     },
     /// A batch failed part-way and was rolled back.
     #[error("{message}")]
@@ -289,8 +292,81 @@ fn is_escape(e: &io::Error) -> bool {
         .is_some_and(|inner| inner.to_string() == "a path led outside of the filesystem")
 }
 
+/// Something in a batch that stops it before anything moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchProblem {
+    /// What kind of problem, as a stable code.
+    pub code: BatchProblemCode,
+    /// The pair's index in `renames`, when the problem is about one pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The path at fault.
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The stable codes of [`BatchProblem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BatchProblemCode {
+    /// Nothing exists at `from`.
+    SourceMissing,
+    /// The same `from` is listed twice.
+    DuplicateSource,
+    /// Two sources rename to one target.
+    DuplicateTarget,
+    /// Something exists at `to` and is not itself renamed away in the batch.
+    TargetExists,
+    /// The folder `to` would be in does not exist (or is not a folder).
+    TargetFolderMissing,
+    /// A path is outside the allowed folders, or leads out of one.
+    OutsideScope,
+    /// A path is in another allowed folder than the rest of the batch.
+    DifferentRoot,
+    /// The batch's allowed folder is read-only.
+    ReadOnly,
+    /// A path names an allowed folder itself, or no name at all.
+    InvalidName,
+    /// A target name Windows cannot hold (reserved device names, a trailing
+    /// dot or space, `: * ? " < > |`); checked when the device runs on Windows.
+    WindowsName,
+    /// A path lies inside a folder the same batch renames.
+    Nested,
+    /// Another batch is running in this folder, or one was interrupted and
+    /// not yet recovered.
+    BatchInProgress,
+}
+
+impl BatchProblemCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchProblemCode::SourceMissing => "source_missing",
+            BatchProblemCode::DuplicateSource => "duplicate_source",
+            BatchProblemCode::DuplicateTarget => "duplicate_target",
+            BatchProblemCode::TargetExists => "target_exists",
+            BatchProblemCode::TargetFolderMissing => "target_folder_missing",
+            BatchProblemCode::OutsideScope => "outside_scope",
+            BatchProblemCode::DifferentRoot => "different_root",
+            BatchProblemCode::ReadOnly => "read_only",
+            BatchProblemCode::InvalidName => "invalid_name",
+            BatchProblemCode::WindowsName => "windows_name",
+            BatchProblemCode::Nested => "nested",
+            BatchProblemCode::BatchInProgress => "batch_in_progress",
+        }
+    }
+}
+
+impl std::fmt::Display for BatchProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// "3 problems in the batch; nothing was changed: first …; fix them and plan again".
-fn batch_problems_message(problems: &[crate::builtin::BatchProblem]) -> String {
+fn batch_problems_message(problems: &[BatchProblem]) -> String {
     let shown: Vec<String> = problems
         .iter()
         .take(3)

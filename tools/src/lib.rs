@@ -97,6 +97,7 @@
 mod builtin;
 mod error;
 mod fence;
+mod fingerprint;
 mod fsutil;
 mod pending;
 mod scope;
@@ -105,7 +106,7 @@ mod tool;
 mod walk;
 
 pub use builtin::*;
-pub use error::{Error, Result};
+pub use error::{BatchProblem, BatchProblemCode, Error, Result};
 pub use fence::Fenced;
 // The wire, defined once in `fusion-protocol` and spoken by this crate's tools.
 pub use fusion_protocol::{

@@ -8,7 +8,8 @@ use cap_std::fs::{Dir, OpenOptions};
 
 use crate::PathState;
 use crate::error::{Error, Result};
-use crate::fsutil::{entry_kind, existing_file_for_write, identity, lstat, open_regular, state_of};
+use crate::fingerprint::state_of;
+use crate::fsutil::{entry_kind, existing_file_for_write, identity, lstat, open_regular};
 use crate::scope::Location;
 use crate::tool::Context;
 

@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::Class;
 use crate::EntryKind;
 use crate::error::{Error, Result};
-use crate::fsutil::{entry_kind, lstat, state_of};
+use crate::fingerprint::state_of;
+use crate::fsutil::{entry_kind, lstat};
 use crate::tool::{Context, MutateTool, Tool, ToolSpec};
 use crate::{Effect, EffectOp, Expectation, PathState, Plan, Precondition};
 

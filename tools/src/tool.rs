@@ -430,13 +430,6 @@ impl Toolbox {
         Self::default()
     }
 
-    /// A toolbox with the seventeen built-in tools.
-    pub fn builtin() -> Self {
-        let mut toolbox = Self::new();
-        crate::builtin::register(&mut toolbox);
-        toolbox
-    }
-
     /// Registers a read or action tool.
     ///
     /// # Panics

@@ -27,8 +27,8 @@ pub use read::{
     ReadFileOutput, Stat, StatInput, StatOutput,
 };
 pub use rename::{
-    BatchProblem, BatchProblemCode, MAX_BATCH, RENAME_JOURNAL, RecoveryOutcome, RenameBatch,
-    RenameBatchInput, RenameBatchOutput, RenamePair, RenameRecovery, check_renames, recover_renames,
+    MAX_BATCH, RENAME_JOURNAL, RecoveryOutcome, RenameBatch, RenameBatchInput, RenameBatchOutput, RenamePair,
+    RenameRecovery, check_renames, recover_renames,
 };
 
 use crate::tool::Toolbox;
@@ -36,7 +36,16 @@ use crate::tool::Toolbox;
 /// The most entries a listing returns in one call.
 pub const MAX_ENTRIES: usize = 1000;
 
-pub(crate) fn register(toolbox: &mut Toolbox) {
+impl Toolbox {
+    /// A toolbox with the seventeen built-in tools.
+    pub fn builtin() -> Self {
+        let mut toolbox = Self::new();
+        register(&mut toolbox);
+        toolbox
+    }
+}
+
+fn register(toolbox: &mut Toolbox) {
     toolbox
         .add(ListDirectory)
         .add(ReadFile)

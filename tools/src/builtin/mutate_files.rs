@@ -8,9 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fingerprint::state_of;
 use crate::fsutil::{
     MAX_EDIT_BYTES, entry_kind, existing_file_for_write, looks_binary, lstat, replace_atomically,
-    sha256_bytes, state_of, unified_diff,
+    sha256_bytes, unified_diff,
 };
 use crate::scope::Location;
 use crate::tool::{Context, MutateTool, ToolSpec};

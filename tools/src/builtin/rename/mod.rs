@@ -26,7 +26,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Access;
-use crate::error::{Error, Result};
+use crate::error::{BatchProblem, BatchProblemCode, Error, Result};
 use crate::fsutil::{hex, id_of, identity};
 use crate::scope::{Root, Scope, windows_hazard};
 use crate::tool::{Context, MutateTool, ToolSpec};
@@ -76,79 +76,6 @@ pub struct RenameBatchOutput {
     pub case_only: u64,
     /// The allowed folder the batch ran in.
     pub root: String,
-}
-
-/// Something in a batch that stops it before anything moves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct BatchProblem {
-    /// What kind of problem, as a stable code.
-    pub code: BatchProblemCode,
-    /// The pair's index in `renames`, when the problem is about one pair.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    /// The path at fault.
-    pub path: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-/// The stable codes of [`BatchProblem`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum BatchProblemCode {
-    /// Nothing exists at `from`.
-    SourceMissing,
-    /// The same `from` is listed twice.
-    DuplicateSource,
-    /// Two sources rename to one target.
-    DuplicateTarget,
-    /// Something exists at `to` and is not itself renamed away in the batch.
-    TargetExists,
-    /// The folder `to` would be in does not exist (or is not a folder).
-    TargetFolderMissing,
-    /// A path is outside the allowed folders, or leads out of one.
-    OutsideScope,
-    /// A path is in another allowed folder than the rest of the batch.
-    DifferentRoot,
-    /// The batch's allowed folder is read-only.
-    ReadOnly,
-    /// A path names an allowed folder itself, or no name at all.
-    InvalidName,
-    /// A target name Windows cannot hold (reserved device names, a trailing
-    /// dot or space, `: * ? " < > |`); checked when the device runs on Windows.
-    WindowsName,
-    /// A path lies inside a folder the same batch renames.
-    Nested,
-    /// Another batch is running in this folder, or one was interrupted and
-    /// not yet recovered.
-    BatchInProgress,
-}
-
-impl BatchProblemCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BatchProblemCode::SourceMissing => "source_missing",
-            BatchProblemCode::DuplicateSource => "duplicate_source",
-            BatchProblemCode::DuplicateTarget => "duplicate_target",
-            BatchProblemCode::TargetExists => "target_exists",
-            BatchProblemCode::TargetFolderMissing => "target_folder_missing",
-            BatchProblemCode::OutsideScope => "outside_scope",
-            BatchProblemCode::DifferentRoot => "different_root",
-            BatchProblemCode::ReadOnly => "read_only",
-            BatchProblemCode::InvalidName => "invalid_name",
-            BatchProblemCode::WindowsName => "windows_name",
-            BatchProblemCode::Nested => "nested",
-            BatchProblemCode::BatchInProgress => "batch_in_progress",
-        }
-    }
-}
-
-impl std::fmt::Display for BatchProblemCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// One rename, examined: relative paths inside the batch's root.
