@@ -9,17 +9,8 @@ use fusion_host::{ConnectionState, Credentials, Error as HostError, HostOptions,
 use serde_json::json;
 
 use crate::Global;
+use crate::fail::{Fail, exit};
 use crate::settings::{self, ConfigFile};
-
-/// How the process exits.
-pub(crate) mod exit {
-    /// Bad usage or configuration.
-    pub(crate) const USAGE: u8 = 2;
-    /// The device must be paired again (revoked, unknown token).
-    pub(crate) const REPAIR: u8 = 3;
-    /// Stopped at once by a second stop signal.
-    pub(crate) const INTERRUPTED: u8 = 130;
-}
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -39,30 +30,6 @@ fn report(line: &str) {
         tracing::info!(target: "fusion_host", "{line}");
     } else {
         eprintln!("{line}");
-    }
-}
-
-/// A failure with the exit code it deserves.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub(crate) code: u8,
-    pub(crate) error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Fail {
-    fn from(e: E) -> Self {
-        let error = e.into();
-        let code = match error.downcast_ref::<HostError>() {
-            Some(HostError::Revoked) => exit::REPAIR,
-            Some(e)
-                if e.code()
-                    .is_some_and(|c| c == "invalid_code" || c == "code_expired") =>
-            {
-                exit::USAGE
-            }
-            _ => 1,
-        };
-        Fail { code, error }
     }
 }
 

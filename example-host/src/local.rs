@@ -8,8 +8,8 @@ use fusion_tools::{Access, Class, Context, Mode, Outcome, Scope};
 use serde_json::Value;
 
 use crate::Global;
-use crate::device::{Fail, exit};
 use crate::e57las;
+use crate::fail::{Fail, exit};
 use crate::settings::{self, ConfigFile};
 
 /// `fusion-host tools`: the manifest.

@@ -3,6 +3,7 @@
 
 mod device;
 mod e57las;
+mod fail;
 mod local;
 mod rename;
 mod service;
@@ -240,7 +241,7 @@ fn main() -> ExitCode {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("error: cannot write the log file {}: {e}", path.display());
-                    return ExitCode::from(device::exit::USAGE);
+                    return ExitCode::from(fail::exit::USAGE);
                 }
             };
             device::report_to_log();
@@ -327,8 +328,8 @@ fn main() -> ExitCode {
                 (Format::E57, Format::Laz) => {
                     local::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Laz)
                 }
-                _ => Err(device::Fail {
-                    code: device::exit::USAGE,
+                _ => Err(fail::Fail {
+                    code: fail::exit::USAGE,
                     error: anyhow::anyhow!("only `convert e57 --to las` and `--to laz` are supported"),
                 }),
             },

@@ -19,7 +19,7 @@ use regex::Regex;
 use serde_json::json;
 
 use crate::Global;
-use crate::device::{Fail, exit};
+use crate::fail::{Fail, exit};
 
 /// How the matched files are numbered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

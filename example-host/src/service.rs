@@ -25,7 +25,7 @@ use std::process::Command;
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::Global;
-use crate::device::{Fail, exit};
+use crate::fail::{Fail, exit};
 use crate::settings;
 
 /// The unit's name, on every system.
