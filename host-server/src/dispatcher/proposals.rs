@@ -1,0 +1,137 @@
+//! Proposals: a person's decision, and applying the stored input.
+
+use fusion_protocol::Mode;
+
+use super::Dispatcher;
+use super::calls::ok_output;
+use crate::error::{Error, Result};
+use crate::events::HostEvent;
+use crate::store::{ProposalRecord, ProposalStatus, ProposalUpdate};
+
+impl Dispatcher {
+    /// Approves the owner's pending proposal and applies the *stored* input
+    /// with the stored precondition. Returns the proposal as it ends up
+    /// (`applied`, with the output); a failed apply (a `conflict`, the device
+    /// offline) marks it `failed` and returns the error.
+    pub async fn approve(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+        let proposal = self.decide(owner, proposal_id, ProposalStatus::Approved).await?;
+        let timeout = self.inner.config.call_timeout;
+        let applied = async {
+            let device = self.owned_device(owner, &proposal.device_id).await?;
+            if device.revoked_at.is_some() {
+                return Err(Error::DeviceRevoked { device_id: device.id });
+            }
+            let result = self
+                .dispatch(
+                    &device,
+                    &proposal.tool,
+                    Mode::Apply,
+                    proposal.input.clone(),
+                    Some(proposal.plan.precondition.clone()),
+                    Some(proposal.id.clone()),
+                    &proposal.requested_by,
+                    timeout,
+                )
+                .await?;
+            ok_output(result)
+        }
+        .await;
+        let (status, output, error) = match &applied {
+            Ok(out) => (ProposalStatus::Applied, Some(out.output.clone()), None),
+            Err(e) => (ProposalStatus::Failed, None, Some(e.to_body())),
+        };
+        let update = ProposalUpdate {
+            status,
+            decided_by: None,
+            decided_at: None,
+            output,
+            error,
+        };
+        self.inner
+            .store
+            .transition_proposal(proposal_id, ProposalStatus::Approved, update)
+            .await?;
+        self.emit(HostEvent::ProposalResolved {
+            owner: owner.to_string(),
+            proposal_id: proposal_id.to_string(),
+            status,
+        });
+        applied?;
+        self.owned_proposal(owner, proposal_id).await
+    }
+
+    /// Rejects the owner's pending proposal.
+    pub async fn reject(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+        let proposal = self.decide(owner, proposal_id, ProposalStatus::Rejected).await?;
+        self.emit(HostEvent::ProposalResolved {
+            owner: owner.to_string(),
+            proposal_id: proposal.id.clone(),
+            status: ProposalStatus::Rejected,
+        });
+        Ok(proposal)
+    }
+
+    /// Moves a pending proposal to `to` exactly once (compare-and-set in the
+    /// store, so two approvers racing cannot both win).
+    pub(super) async fn decide(
+        &self,
+        owner: &str,
+        proposal_id: &str,
+        to: ProposalStatus,
+    ) -> Result<ProposalRecord> {
+        let proposal = self.owned_proposal(owner, proposal_id).await?;
+        if proposal.status != ProposalStatus::Pending {
+            return Err(Error::ProposalResolved {
+                proposal_id: proposal.id,
+                status: proposal.status,
+            });
+        }
+        let now = self.now();
+        let store = &self.inner.store;
+        if now >= proposal.expires_at {
+            let update = ProposalUpdate {
+                status: ProposalStatus::Expired,
+                decided_by: None,
+                decided_at: None,
+                output: None,
+                error: None,
+            };
+            store
+                .transition_proposal(proposal_id, ProposalStatus::Pending, update)
+                .await?;
+            return Err(Error::ProposalExpired {
+                proposal_id: proposal.id,
+            });
+        }
+        let update = ProposalUpdate {
+            status: to,
+            decided_by: Some(owner.to_string()),
+            decided_at: Some(now),
+            output: None,
+            error: None,
+        };
+        if !store
+            .transition_proposal(proposal_id, ProposalStatus::Pending, update)
+            .await?
+        {
+            let status = store
+                .proposal(proposal_id)
+                .await?
+                .map_or(ProposalStatus::Pending, |p| p.status);
+            return Err(Error::ProposalResolved {
+                proposal_id: proposal.id,
+                status,
+            });
+        }
+        self.owned_proposal(owner, proposal_id).await
+    }
+
+    pub(super) async fn owned_proposal(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+        match self.inner.store.proposal(proposal_id).await? {
+            Some(p) if p.owner == owner => Ok(p),
+            _ => Err(Error::ProposalNotFound {
+                proposal_id: proposal_id.to_string(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The slots: each device's live state, behind one mutex that is never
+//! held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fusion_protocol::{CallEvent, CallResult, CancelEvent, ClosingEvent, DeviceManifest};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::ToolIndex;
+use crate::error::Result;
+use crate::store::DeviceRecord;
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) slots: HashMap<String, Slot>,
+    /// Distinct tool indexes; slots hold `Arc`s into this.
+    pub(super) indexes: Vec<Arc<ToolIndex>>,
+    pub(super) pending: HashMap<String, Pending>,
+    /// Calls whose result was delivered, so a repeated POST is acknowledged
+    /// (idempotency) instead of refused. Pruned by age and count.
+    pub(super) finished: HashMap<String, String>,
+    pub(super) finished_order: VecDeque<(Instant, String)>,
+    /// Calls made on other replicas and pushed to streams held here: call
+    /// id → (device, calling replica), so their results go straight back.
+    pub(super) routed: HashMap<String, (String, String)>,
+}
+
+/// How long, and how many, delivered call ids are remembered.
+const FINISHED_TTL: Duration = Duration::from_secs(10 * 60);
+const FINISHED_MAX: usize = 100_000;
+
+pub(super) struct Slot {
+    pub(super) owner: String,
+    pub(super) session: Option<Session>,
+    /// The replica holding the device's stream, when another one does.
+    pub(super) remote: Option<String>,
+    pub(super) online: watch::Sender<bool>,
+    pub(super) tools: Option<Arc<ToolIndex>>,
+    pub(super) next_event_id: u64,
+    /// Calls sent (or waiting to be sent) and not yet answered, by event id:
+    /// re-delivered on every new stream.
+    pub(super) outstanding: BTreeMap<u64, CallEvent>,
+}
+
+pub(super) struct Session {
+    pub(super) id: String,
+    pub(super) tx: mpsc::UnboundedSender<StreamMsg>,
+    /// The device as it authenticated for this stream. While the stream is
+    /// live, its calls and results are checked against this copy instead of
+    /// a store read each; revocation ends the session and with it the copy.
+    pub(super) device: DeviceRecord,
+}
+
+/// What the dispatcher pushes to one device's SSE stream.
+#[derive(Debug)]
+pub(crate) enum StreamMsg {
+    Call(u64, Box<CallEvent>),
+    Cancel(CancelEvent),
+    /// Sent last, then the stream closes.
+    Revoked(ClosingEvent),
+    /// Sent last, then the stream closes.
+    Replaced(ClosingEvent),
+}
+
+pub(super) struct Pending {
+    pub(super) device_id: String,
+    pub(super) tx: oneshot::Sender<Result<CallResult>>,
+}
+
+impl Slot {
+    pub(super) fn is_online(&self) -> bool {
+        self.session.is_some() || self.remote.is_some()
+    }
+
+    /// Queues a call and pushes it to the stream, unless it is queued
+    /// already (it can reach the holder both from the store and by request).
+    pub(super) fn push_once(&mut self, call: CallEvent) -> bool {
+        if self.outstanding.values().any(|c| c.call_id == call.call_id) {
+            return self.session.is_some();
+        }
+        let Some(session) = &self.session else {
+            return false;
+        };
+        self.next_event_id += 1;
+        let event_id = self.next_event_id;
+        let _ = session.tx.send(StreamMsg::Call(event_id, Box::new(call.clone())));
+        self.outstanding.insert(event_id, call);
+        true
+    }
+}
+
+impl State {
+    pub(super) fn slot(&mut self, device_id: &str, owner: &str) -> &mut Slot {
+        self.slots.entry(device_id.to_string()).or_insert_with(|| Slot {
+            owner: owner.to_string(),
+            session: None,
+            remote: None,
+            online: watch::Sender::new(false),
+            tools: None,
+            next_event_id: 0,
+            outstanding: BTreeMap::new(),
+        })
+    }
+
+    /// Indexes a manifest's tool classes into the device's slot, sharing an
+    /// identical index another device already has.
+    pub(super) fn index_tools(
+        &mut self,
+        device_id: &str,
+        owner: &str,
+        manifest: &DeviceManifest,
+    ) -> Arc<ToolIndex> {
+        let index: ToolIndex = manifest.tools.iter().map(|t| (t.name.clone(), t.class)).collect();
+        self.indexes.retain(|i| Arc::strong_count(i) > 1);
+        let shared = match self.indexes.iter().find(|i| ***i == index) {
+            Some(i) => Arc::clone(i),
+            None => {
+                let i = Arc::new(index);
+                self.indexes.push(Arc::clone(&i));
+                i
+            }
+        };
+        self.slot(device_id, owner).tools = Some(Arc::clone(&shared));
+        shared
+    }
+
+    pub(super) fn remember_finished(&mut self, call_id: String, device_id: &str) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.finished_order.front() {
+            if now.duration_since(*at) < FINISHED_TTL && self.finished_order.len() < FINISHED_MAX {
+                break;
+            }
+            if let Some((_, id)) = self.finished_order.pop_front() {
+                self.finished.remove(&id);
+            }
+        }
+        self.finished.insert(call_id.clone(), device_id.to_string());
+        self.finished_order.push_back((now, call_id));
+    }
+}
