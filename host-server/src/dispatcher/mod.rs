@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
 use crate::credentials::EnrollLimiter;
-use crate::error::{Error, Result};
 use crate::events::HostEvent;
 use crate::store::Store;
 
@@ -113,8 +112,12 @@ impl Dispatcher {
 
     /// The blob store, when files by handle are on.
     #[cfg(feature = "blobs")]
-    pub fn blobs(&self) -> Result<&crate::blobs::Blobs> {
-        self.inner.config.blobs.as_ref().ok_or(Error::BlobsUnavailable)
+    pub fn blobs(&self) -> crate::error::Result<&crate::blobs::Blobs> {
+        self.inner
+            .config
+            .blobs
+            .as_ref()
+            .ok_or(crate::error::Error::BlobsUnavailable)
     }
 
     /// The app's store, for listing proposals and the call log.

@@ -1,0 +1,235 @@
+//! Writing one LAS or LAZ file from its scans, atomically.
+
+use std::io::BufReader;
+
+use fusion_tools::{Context, Error, Location, Result};
+
+use super::Job;
+use super::e57_error;
+use super::offsets::{Extent, fits, header_extents, scan_extent};
+use super::read::{ScanTime, shared_wkt};
+
+/// Writes one LAS file from its scans; `progress` gets the points written so
+/// far. Returns the points written.
+pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+    let out = cx.scope().resolve(&job.output)?;
+
+    let mut readers = Vec::new();
+    let (mut has_color, mut has_time) = (false, false);
+    let mut systems = Vec::new();
+    for source in &job.sources {
+        let loc = cx.scope().resolve(source)?;
+        let (file, _) = loc.open_file()?;
+        let reader = e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(&loc, e))?;
+        has_color |= reader.pointclouds().iter().any(|pc| pc.has_color());
+        has_time |= reader.pointclouds().iter().any(|pc| ScanTime::of(pc).is_some());
+        systems.push(reader.coordinate_metadata().map(str::trim).map(str::to_string));
+        readers.push((loc, reader));
+    }
+    let crs = shared_wkt(&systems);
+
+    // Scale and offsets before anything is written. Headers' bounds are a
+    // hint that saves reading every scan twice; files in the wild carry them
+    // in the scan's frame, already posed, or with minimum above maximum, so
+    // a hint that is absent, inconsistent or wrong (a point outside it, or a
+    // span too wide to hold) falls back to the extent of the points
+    // themselves, and only that can refuse a job.
+    let hinted = header_extents(cx, &mut readers)?;
+    let mut reported = 0u64;
+    let mut report = |n: u64| {
+        // Progress only ever grows, across a second attempt too.
+        if n > reported {
+            reported = n;
+            progress(n);
+        }
+    };
+    if let Some(extent) = hinted
+        && let Ok(transforms) = extent.transforms(&job.sources)
+    {
+        match write_las(
+            cx,
+            &out,
+            &mut readers,
+            &transforms,
+            crs.as_deref(),
+            (has_color, has_time),
+            &mut report,
+        )? {
+            Written::All(n) => return Ok(n),
+            Written::Outside => {
+                tracing::info!(output = %out.display(), "a scan's header bounds do not hold its points; taking the extent from the points");
+            }
+        }
+    }
+    let mut extent = Extent::empty();
+    for (loc, reader) in &mut readers {
+        for pc in reader.pointclouds() {
+            cx.checkpoint()?;
+            scan_extent(loc, reader, &pc, &mut extent)?;
+        }
+    }
+    if extent.is_empty() {
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "sources",
+            "the scans hold no points with cartesian coordinates; nothing to convert",
+        ));
+    }
+    let transforms = extent.transforms(&job.sources)?;
+    match write_las(
+        cx,
+        &out,
+        &mut readers,
+        &transforms,
+        crs.as_deref(),
+        (has_color, has_time),
+        &mut report,
+    )? {
+        Written::All(n) => Ok(n),
+        Written::Outside => Err(Error::Io {
+            path: out.path(),
+            source: std::io::Error::other("a point lies outside the extent read from the same scans"),
+        }),
+    }
+}
+
+/// How a write ended.
+pub(super) enum Written {
+    /// Every point, committed.
+    All(u64),
+    /// A point the transforms cannot hold: nothing was kept.
+    Outside,
+}
+
+pub(super) type Readers<'s> = Vec<(Location<'s>, e57::E57Reader<BufReader<std::fs::File>>)>;
+
+/// Writes the output with `transforms`, atomically: the file appears whole,
+/// or not at all.
+pub(super) fn write_las(
+    cx: &Context<'_>,
+    out: &Location<'_>,
+    readers: &mut Readers<'_>,
+    transforms: &las::Vector<las::Transform>,
+    crs: Option<&str>,
+    (has_color, has_time): (bool, bool),
+    progress: &mut dyn FnMut(u64),
+) -> Result<Written> {
+    let las_error = |e: las::Error| Error::Io {
+        path: out.path(),
+        source: std::io::Error::other(e),
+    };
+    let pending = out.create_file(false)?;
+    // LAS 1.4 carries a coordinate system as WKT, in point formats 6 and 7
+    // (GPS time, and RGB in 7); without one, 1.2 is what every reader
+    // takes, in formats 0–3 (time in 1 and 3, RGB in 2 and 3).
+    let mut builder = las::Builder::from(if crs.is_some() { (1, 4) } else { (1, 2) });
+    let format = match (crs.is_some(), has_time, has_color) {
+        (true, _, false) => 6,
+        (true, _, true) => 7,
+        (false, false, false) => 0,
+        (false, true, false) => 1,
+        (false, false, true) => 2,
+        (false, true, true) => 3,
+    };
+    builder.point_format = las::point::Format::new(format).map_err(las_error)?;
+    let with_time = builder.point_format.has_gps_time;
+    if has_time {
+        builder.gps_time_type = las::GpsTimeType::Standard;
+    }
+    builder.generating_software = "fusion-host".into();
+    builder.transforms = *transforms;
+    builder.date = Some(chrono::Utc::now().date_naive());
+    builder.point_format.is_compressed = out
+        .path()
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("laz"));
+    let mut header = builder.into_header().map_err(las_error)?;
+    if let Some(wkt) = crs {
+        header.set_wkt_crs(wkt.as_bytes().to_vec()).map_err(las_error)?;
+    }
+    let file = std::io::BufWriter::new(pending.try_clone_file()?);
+    let mut writer = las::Writer::new(file, header).map_err(las_error)?;
+    let mut written = 0u64;
+    for (loc, reader) in readers.iter_mut() {
+        for pc in reader.pointclouds() {
+            // A scan with no points may have no data section at all.
+            if pc.records == 0 {
+                continue;
+            }
+            // Timestamps are not in the simple reader's points: a second
+            // reader of the same file yields the same records raw.
+            let time = ScanTime::of(&pc);
+            let mut timing = match &time {
+                Some(_) => {
+                    let (file, _) = loc.open_file()?;
+                    Some(e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?)
+                }
+                None => None,
+            };
+            let mut raw = match &mut timing {
+                Some(reader) => Some(reader.pointcloud_raw(&pc).map_err(|e| e57_error(loc, e))?),
+                None => None,
+            };
+            let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
+            for point in iter {
+                let point = point.map_err(|e| e57_error(loc, e))?;
+                let gps_time = match (&mut raw, &time) {
+                    (Some(raw), Some(time)) => {
+                        let values = raw
+                            .next()
+                            .ok_or_else(|| {
+                                e57_error(
+                                    loc,
+                                    e57::Error::Read {
+                                        desc: "the scan ended early".into(),
+                                        source: None,
+                                    },
+                                )
+                            })?
+                            .map_err(|e| e57_error(loc, e))?;
+                        time.of_record(&values)
+                    }
+                    _ => None,
+                };
+                let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
+                    continue;
+                };
+                // A point the offsets cannot hold must not reach the LAS
+                // writer (it fails, and panics when dropped): the caller
+                // tries again with offsets from the points.
+                if !fits(transforms, [x, y, z]) {
+                    return Ok(Written::Outside);
+                }
+                let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
+                let las_point = las::Point {
+                    x,
+                    y,
+                    z,
+                    intensity: point.intensity.map_or(0, to_u16),
+                    color: has_color.then(|| {
+                        let c = point.color.unwrap_or(e57::Color {
+                            red: 0.0,
+                            green: 0.0,
+                            blue: 0.0,
+                        });
+                        las::Color::new(to_u16(c.red), to_u16(c.green), to_u16(c.blue))
+                    }),
+                    // A point without a time of its own gets 0.
+                    gps_time: with_time.then(|| gps_time.unwrap_or(0.0)),
+                    ..las::Point::default()
+                };
+                writer.write_point(las_point).map_err(las_error)?;
+                written += 1;
+                if written.is_multiple_of(65_536) {
+                    cx.checkpoint()?;
+                    progress(written);
+                }
+            }
+        }
+    }
+    writer.close().map_err(las_error)?;
+    drop(writer);
+    progress(written);
+    pending.commit()?;
+    Ok(Written::All(written))
+}
