@@ -2,6 +2,7 @@
 //! out and answers tool calls inside the folders you allow. It opens no port.
 
 mod device;
+mod doctor;
 mod e57las;
 mod fail;
 mod local;
@@ -286,7 +287,7 @@ fn main() -> ExitCode {
                 device::run(global, roots, Some(*concurrency), false).await
             }
             Some(Command::Status { roots }) => device::status(global, roots),
-            Some(Command::Doctor { roots }) => device::doctor(global, roots).await,
+            Some(Command::Doctor { roots }) => doctor::doctor(global, roots).await,
             Some(Command::Logout) => device::logout(global),
             Some(Command::Tools) => local::tools(global),
             Some(Command::Call {
