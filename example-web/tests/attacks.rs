@@ -16,6 +16,32 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// Loads `/signin?next=…` as a browser would and signs in with the form it
+/// got, `next` included; returns the page and the answer to the form.
+async fn sign_in(app: &App, email: &str, next: &str) -> (String, reqwest::Response) {
+    let client = browser();
+    let page = client
+        .get(format!("{}/signin", app.url))
+        .query(&[("next", next)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "{next:?}");
+    let html = page.text().await.unwrap();
+    let r = client
+        .post(format!("{}/signin", app.url))
+        .form(&[
+            ("email", email),
+            ("password", "correct horse battery"),
+            ("csrf", &hidden_csrf(&html)),
+            ("next", next),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (html, r)
+}
+
 /// `next` after sign-in stays on this site, whatever browsers ignore in it,
 /// and a header-breaking value is refused, not a 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,51 +60,13 @@ async fn sign_in_never_sends_the_person_elsewhere() {
         "/\u{0}/x",
         "/devices\r\nSet-Cookie: a=b",
     ] {
-        let client = browser();
-        let page = client
-            .get(format!("{}/signin", app.url))
-            .query(&[("next", next)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(page.status(), 200, "{next:?}");
-        let html = page.text().await.unwrap();
+        let (html, r) = sign_in(&app, &email, next).await;
         assert!(!html.contains("evil.example"), "{next:?} is kept in the form");
-        let r = client
-            .post(format!("{}/signin", app.url))
-            .form(&[
-                ("email", email.as_str()),
-                ("password", "correct horse battery"),
-                ("csrf", &hidden_csrf(&html)),
-                ("next", next),
-            ])
-            .send()
-            .await
-            .unwrap();
         assert_eq!(r.status(), 303, "{next:?}");
         assert_eq!(r.headers()["location"], "/devices", "{next:?}");
     }
     // A path on this site still works.
-    let client = browser();
-    let html = client
-        .get(format!("{}/signin", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = client
-        .post(format!("{}/signin", app.url))
-        .form(&[
-            ("email", email.as_str()),
-            ("password", "correct horse battery"),
-            ("csrf", &hidden_csrf(&html)),
-            ("next", "/device?user_code=WDJB-MJHT"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let (_, r) = sign_in(&app, &email, "/device?user_code=WDJB-MJHT").await;
     assert_eq!(r.headers()["location"], "/device?user_code=WDJB-MJHT");
 }
 
@@ -130,6 +118,16 @@ async fn the_activity_export_holds_no_formulas() {
         text.contains("'=HYPERLINK") && text.contains("'+1+1") && text.contains("'@SUM"),
         "{text}"
     );
+}
+
+/// `DELETE /api/tokens/{id}` as `user`, with or without the CSRF token;
+/// returns the status.
+async fn revoke(user: &User, id: &str, with_csrf: bool) -> u16 {
+    let mut request = user.client.delete(format!("{}/api/tokens/{id}", user.url));
+    if with_csrf {
+        request = request.header("x-csrf-token", &user.csrf);
+    }
+    request.send().await.unwrap().status().as_u16()
 }
 
 /// API tokens are listed, named, revoked and may expire; another user can
@@ -196,30 +194,10 @@ async fn api_tokens_are_listed_and_revoked() {
     // Bob sees none of them and revokes none.
     let (_, theirs) = bob.get("/api/tokens").await;
     assert_eq!(theirs["tokens"], json!([]));
-    let r = bob
-        .client
-        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
-        .header("x-csrf-token", &bob.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(revoke(&bob, ci["id"].as_str().unwrap(), true).await, 404);
     // Without the CSRF token a browser session revokes nothing.
-    let r = alice
-        .client
-        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = alice
-        .client
-        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
-        .header("x-csrf-token", &alice.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(revoke(&alice, ci["id"].as_str().unwrap(), false).await, 403);
+    assert_eq!(revoke(&alice, ci["id"].as_str().unwrap(), true).await, 204);
     let r = use_token(ci["token"].as_str().unwrap()).await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
@@ -229,14 +207,7 @@ async fn api_tokens_are_listed_and_revoked() {
             .status(),
         200
     );
-    let r = alice
-        .client
-        .delete(format!("{}/api/tokens/{}", app.url, ci["id"].as_str().unwrap()))
-        .header("x-csrf-token", &alice.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(revoke(&alice, ci["id"].as_str().unwrap(), true).await, 404);
 }
 
 /// An MCP session answers only to the token that opened it: another user's

@@ -43,18 +43,16 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
             progress(n);
         }
     };
+    let target = Target {
+        out: &out,
+        crs: crs.as_deref(),
+        color: has_color,
+        time: has_time,
+    };
     if let Some(extent) = hinted
         && let Ok(transforms) = extent.transforms(&job.sources)
     {
-        match write_las(
-            cx,
-            &out,
-            &mut readers,
-            &transforms,
-            crs.as_deref(),
-            (has_color, has_time),
-            &mut report,
-        )? {
+        match write_las(cx, &target, &mut readers, &transforms, &mut report)? {
             Written::All(n) => return Ok(n),
             Written::Outside => {
                 tracing::info!(output = %out.display(), "a scan's header bounds do not hold its points; taking the extent from the points");
@@ -76,21 +74,23 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         ));
     }
     let transforms = extent.transforms(&job.sources)?;
-    match write_las(
-        cx,
-        &out,
-        &mut readers,
-        &transforms,
-        crs.as_deref(),
-        (has_color, has_time),
-        &mut report,
-    )? {
+    match write_las(cx, &target, &mut readers, &transforms, &mut report)? {
         Written::All(n) => Ok(n),
         Written::Outside => Err(Error::Io {
             path: out.path(),
             source: std::io::Error::other("a point lies outside the extent read from the same scans"),
         }),
     }
+}
+
+/// The file a job writes, and what its points carry.
+#[derive(Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub(super) out: &'a Location<'a>,
+    /// The coordinate system the scans share, as WKT.
+    pub(super) crs: Option<&'a str>,
+    pub(super) color: bool,
+    pub(super) time: bool,
 }
 
 /// How a write ended.
@@ -107,13 +107,17 @@ pub(super) type Readers<'s> = Vec<(Location<'s>, e57::E57Reader<BufReader<std::f
 /// or not at all.
 pub(super) fn write_las(
     cx: &Context<'_>,
-    out: &Location<'_>,
+    target: &Target<'_>,
     readers: &mut Readers<'_>,
     transforms: &las::Vector<las::Transform>,
-    crs: Option<&str>,
-    (has_color, has_time): (bool, bool),
     progress: &mut dyn FnMut(u64),
 ) -> Result<Written> {
+    let Target {
+        out,
+        crs,
+        color: has_color,
+        time: has_time,
+    } = *target;
     let las_error = |e: las::Error| Error::Io {
         path: out.path(),
         source: std::io::Error::other(e),
