@@ -79,6 +79,26 @@ pub(crate) async fn doctor(global: &Global, roots: &[String]) -> Result<(), Fail
                     (!readable).then_some("give your user read access to it"),
                 );
             }
+            // The device's own files (its token, its rename journals) must
+            // not be reachable by the tools it runs.
+            let own = dunce::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            if let Some(root) = scope
+                .roots()
+                .iter()
+                .find(|r| r.access() == fusion_tools::Access::ReadWrite && own.starts_with(r.path()))
+            {
+                add(
+                    "config folder",
+                    false,
+                    format!(
+                        "{} is inside the allowed folder {}: an approved change could rewrite the device's \
+                         token and rename journals",
+                        own.display(),
+                        root.path().display()
+                    ),
+                    Some("allow narrower folders, or keep the configuration elsewhere with --config-dir"),
+                );
+            }
             // Looked at, never acted on: the device may be running.
             for found in fusion_tools::check_renames(&scope) {
                 let (ok, fix) = match found.outcome {

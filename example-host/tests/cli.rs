@@ -467,6 +467,10 @@ async fn doctor_reports_each_check() {
         assert!(names.contains(&expected), "missing {expected} in {names:?}");
     }
     assert!(
+        !names.contains(&"config folder"),
+        "the configuration is not in a shared folder"
+    );
+    assert!(
         checks.as_array().unwrap().iter().all(|c| c["ok"] == true),
         "{checks:#}"
     );
@@ -861,4 +865,19 @@ async fn a_planted_rename_journal_moves_nothing_at_any_start() {
         "{text}"
     );
     untouched();
+}
+
+/// A configuration folder inside a shared folder (`--root ~`) is named by
+/// `doctor`: the tools could rewrite the device's token and journals there.
+#[test]
+fn doctor_names_a_configuration_inside_a_shared_folder() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join(".config/fusion-host");
+    std::fs::create_dir_all(&config).unwrap();
+    let out = doctor(home.path(), &config, false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("✗ config folder") && text.contains("--config-dir"),
+        "{text}"
+    );
 }
