@@ -1,0 +1,384 @@
+//! The MCP server itself: the user's devices as tools, proposals and the
+//! wait for a person's decision.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::request::Parts;
+use fusion_protocol::{Class, ToolDescriptor};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Map, Value, json};
+
+use crate::{CallOptions, CallOutcome, Dispatcher, Error, HostEvent, ProposalRecord, ProposalStatus};
+
+use super::{McpConfig, McpUser, Owner};
+
+/// The MCP handler: one per session (or per stateless request).
+#[derive(Clone)]
+pub(super) struct RemoteMcp {
+    pub(super) dispatcher: Dispatcher,
+    pub(super) config: Arc<McpConfig>,
+}
+
+/// How fresh a tool list is, for clients of the stateless revision: devices
+/// come and go.
+pub(super) const TOOLS_TTL_MS: u64 = 5_000;
+
+/// The longest `wait_for_approval` waits in one call.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub(super) fn user_of(extensions: &rmcp::model::Extensions) -> Result<McpUser, McpError> {
+    extensions
+        .get::<Parts>()
+        .and_then(|p| p.extensions.get::<Owner>())
+        .map(|o| o.0.clone())
+        .ok_or_else(|| McpError::internal_error("the request was not authenticated", None))
+}
+
+pub(super) fn builtin_tool(name: &str, description: &str, input: Value, read_only: bool) -> Tool {
+    serde_json::from_value(json!({
+        "name": name,
+        "description": description,
+        "inputSchema": input,
+        "annotations": { "readOnlyHint": read_only, "destructiveHint": false, "idempotentHint": read_only, "openWorldHint": false },
+    }))
+    .unwrap_or_default()
+}
+
+pub(super) fn proposal_input() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "proposal_id": { "type": "string", "description": "The id a mutate tool returned." } },
+        "required": ["proposal_id"],
+        "additionalProperties": false,
+    })
+}
+
+impl RemoteMcp {
+    /// The owner's devices with their whole manifests, revoked ones left out.
+    async fn devices(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<(crate::DeviceStatus, Option<fusion_protocol::DeviceManifest>)>, Error> {
+        let mut out = Vec::new();
+        for status in self.dispatcher.devices(owner).await? {
+            if status.device.revoked_at.is_some() {
+                continue;
+            }
+            out.push(self.dispatcher.device(owner, &status.device.id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn tools(&self, owner: &str) -> Result<Vec<Tool>, Error> {
+        let mut offered: BTreeMap<String, (ToolDescriptor, Vec<String>)> = BTreeMap::new();
+        for (status, manifest) in self.devices(owner).await? {
+            for tool in manifest.map(|m| m.tools).unwrap_or_default() {
+                offered
+                    .entry(tool.name.clone())
+                    .or_insert_with(|| (tool.clone(), Vec::new()))
+                    .1
+                    .push(status.device.name.clone());
+            }
+        }
+        let mut tools = vec![
+            builtin_tool(
+                "list_devices",
+                "The user's devices: id, name, whether online, platform, the folders each may work in \
+                 (read-only or read-write) and its tools. Call a device's tool with its `device` argument.",
+                json!({ "type": "object", "properties": {}, "additionalProperties": false }),
+                true,
+            ),
+            builtin_tool(
+                "get_proposal",
+                "A proposed change and where it stands: pending (waiting for a person on the devices page), \
+                 applied (with the output), rejected, expired or failed.",
+                proposal_input(),
+                true,
+            ),
+            builtin_tool(
+                "wait_for_approval",
+                "Waits (up to `timeout_s`, at most 60) until a person approves or rejects a proposed change, \
+                 then returns it as get_proposal does; still pending when the time runs out.",
+                {
+                    let mut input = proposal_input();
+                    input["properties"]["timeout_s"] = json!({ "type": "integer", "minimum": 1, "maximum": 60, "description": "How long to wait; default 30." });
+                    input
+                },
+                true,
+            ),
+        ];
+        for (name, (descriptor, devices)) in offered {
+            tools.push(device_tool(&name, &descriptor, &devices, &self.config));
+        }
+        Ok(tools)
+    }
+
+    async fn proposal(&self, owner: &str, id: &str) -> Result<ProposalRecord, Error> {
+        match self.dispatcher.store().proposal(id).await? {
+            Some(p) if p.owner == owner => Ok(p),
+            _ => Err(Error::ProposalNotFound {
+                proposal_id: id.to_string(),
+            }),
+        }
+    }
+
+    fn proposal_view(&self, p: &ProposalRecord) -> Value {
+        json!({
+            "proposal_id": p.id,
+            "status": p.status,
+            "device_id": p.device_id,
+            "tool": p.tool,
+            "requested_by": p.requested_by,
+            "plan": p.plan,
+            "approve_url": format!("{}{}", self.config.public_url, self.config.approve_path),
+            "output": p.output,
+            "error": p.error,
+        })
+    }
+
+    async fn call_device_tool(
+        &self,
+        user: &McpUser,
+        name: &str,
+        mut arguments: Map<String, Value>,
+    ) -> Result<Value, Error> {
+        let owner = user.owner.as_str();
+        let wanted = match arguments.remove("device") {
+            Some(Value::String(d)) => d,
+            _ => {
+                return Err(Error::InvalidRequest(format!(
+                    "{name} needs `device`: a device's id or name from list_devices"
+                )));
+            }
+        };
+        let devices = self.dispatcher.devices(owner).await?;
+        let device = devices
+            .iter()
+            .filter(|d| d.device.revoked_at.is_none())
+            .find(|d| d.device.id == wanted || d.device.name == wanted)
+            .ok_or_else(|| Error::DeviceNotFound {
+                device_id: wanted.clone(),
+            })?;
+        let options = CallOptions {
+            requested_by: Some(format!("{} (MCP)", user.name)),
+            ..CallOptions::default()
+        };
+        match self
+            .dispatcher
+            .call(owner, &device.device.id, name, Value::Object(arguments), options)
+            .await?
+        {
+            CallOutcome::Output(out) => Ok(out.output),
+            CallOutcome::Proposal(p) => Ok(self.proposal_view(&p)),
+        }
+    }
+}
+
+/// A device tool as the remote server lists it: its own input plus `device`.
+pub(super) fn device_tool(
+    name: &str,
+    descriptor: &ToolDescriptor,
+    devices: &[String],
+    config: &McpConfig,
+) -> Tool {
+    let mut input = descriptor.input_schema.clone();
+    if let Some(props) = input["properties"].as_object_mut() {
+        props.insert(
+            "device".into(),
+            json!({ "type": "string", "description": format!("The device to run on, by id or name: {}", devices.join(", ")) }),
+        );
+    }
+    match input["required"].as_array_mut() {
+        Some(required) => required.push(json!("device")),
+        None => input["required"] = json!(["device"]),
+    }
+    let mut description = format!("{} Offered by: {}.", descriptor.description, devices.join(", "));
+    let output = if descriptor.class == Class::Mutate {
+        description.push_str(&format!(
+            " Changes nothing by itself: it returns a proposal (its exact plan) that a person approves on \
+             {}{}; follow it with wait_for_approval.",
+            config.public_url, config.approve_path
+        ));
+        Some(json!({
+            "type": "object",
+            "properties": {
+                "proposal_id": { "type": "string" },
+                "status": { "type": "string" },
+                "device_id": { "type": "string" },
+                "tool": { "type": "string" },
+                "plan": { "type": "object" },
+                "approve_url": { "type": "string" },
+            },
+            "required": ["proposal_id", "status", "plan", "approve_url"],
+        }))
+    } else {
+        descriptor.output_schema.clone()
+    };
+    let mut tool = json!({
+        "name": name,
+        "description": description,
+        "inputSchema": input,
+        "annotations": descriptor.annotations,
+    });
+    if let Some(output) = output {
+        tool["outputSchema"] = output;
+    }
+    serde_json::from_value(tool).unwrap_or_default()
+}
+
+/// A dispatcher error as an MCP result: `isError` with the code.
+pub(super) fn error_result(e: &Error) -> CallToolResult {
+    let body = e.to_body();
+    let mut result = CallToolResult::structured_error(serde_json::to_value(&body).unwrap_or(Value::Null));
+    result.content = vec![ContentBlock::text(format!("{}: {}", body.code, body.message))];
+    result
+}
+
+impl ServerHandler for RemoteMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "fusion-host-server",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(format!(
+            "Tools on the user's own computers. Call list_devices first; pass `device` to every other \
+             tool. Tools that change files return a proposal that a person approves on {}{}; use \
+             wait_for_approval to follow it.",
+            self.config.public_url, self.config.approve_path
+        ))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Sessions of the older revision hear when the tool list changes.
+        let Ok(McpUser { owner, .. }) = user_of(&context.extensions) else {
+            return;
+        };
+        let mut events = self.dispatcher.subscribe();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(
+                        HostEvent::DeviceOnline { owner: o, .. }
+                        | HostEvent::DeviceOffline { owner: o, .. }
+                        | HostEvent::DeviceEnrolled { owner: o, .. }
+                        | HostEvent::DeviceRevoked { owner: o, .. },
+                    ) if o == owner => {
+                        if peer.notify_tool_list_changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let owner = user_of(&context.extensions)?.owner;
+        let tools = self
+            .tools(&owner)
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOLS_TTL_MS))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let user = user_of(&context.extensions)?;
+        let owner = user.owner.clone();
+        let arguments = request.arguments.unwrap_or_default();
+        let name = request.name.to_string();
+        let proposal_id = || match arguments.get("proposal_id") {
+            Some(Value::String(id)) => Ok(id.clone()),
+            _ => Err(McpError::invalid_params(
+                format!("{name} needs `proposal_id`, a string"),
+                None,
+            )),
+        };
+        let result = match name.as_str() {
+            "list_devices" => self.devices(&owner).await.map(|devices| {
+                let list: Vec<Value> = devices
+                    .iter()
+                    .map(|(status, manifest)| {
+                        json!({
+                            "id": status.device.id,
+                            "name": status.device.name,
+                            "online": status.online,
+                            "platform": status.device.platform,
+                            "folders": manifest.as_ref().map(|m| m.roots.clone()).unwrap_or_default(),
+                            "tools": manifest.as_ref().map(|m| m.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                json!({ "devices": list })
+            }),
+            "get_proposal" => {
+                let id = proposal_id()?;
+                self.proposal(&owner, &id).await.map(|p| self.proposal_view(&p))
+            }
+            "wait_for_approval" => {
+                let id = proposal_id()?;
+                let timeout = arguments
+                    .get("timeout_s")
+                    .and_then(Value::as_u64)
+                    .map_or(Duration::from_secs(30), Duration::from_secs)
+                    .min(MAX_WAIT);
+                let mut events = self.dispatcher.subscribe();
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    match self.proposal(&owner, &id).await {
+                        Ok(p) if p.status == ProposalStatus::Pending && tokio::time::Instant::now() < deadline => {
+                            // Woken by any resolution, or every second to look again.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+                        }
+                        other => break other.map(|p| self.proposal_view(&p)),
+                    }
+                }
+            }
+            _ => match self.call_device_tool(&user, &name, arguments.clone()).await {
+                Err(Error::InvalidRequest(message)) => return Err(McpError::invalid_params(message, None)),
+                Err(Error::UnknownTool { .. }) => {
+                    return Err(McpError::invalid_params(
+                        format!("unknown tool `{name}`; list the tools again, devices come and go"),
+                        None,
+                    ));
+                }
+                Err(Error::Tool(body)) if body.code == "invalid_input" => {
+                    return Err(McpError::invalid_params(body.message.clone(), serde_json::to_value(&body).ok()));
+                }
+                other => other,
+            },
+        };
+        Ok(match result {
+            Ok(value) => {
+                let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+                result.structured_content = Some(value);
+                result
+            }
+            Err(e) => error_result(&e),
+        }
+        .into())
+    }
+}
