@@ -65,7 +65,7 @@ pub(crate) async fn page(
     match s.dispatcher.device_authorization(&p.user.id, addr, &code).await {
         Ok(request) => Ok(render(&p, StatusCode::OK, request_view(&p, &request))),
         Err(e) => {
-            let wait = retry_after(&e);
+            let wait = e.retry_after();
             let e = refusal(e)?;
             Ok(with_retry_after(
                 render(&p, e.status, entry_form(Some(&code), Some(&e.message))),
@@ -104,7 +104,7 @@ pub(crate) async fn decide(
     match decided {
         Ok(request) => Ok(render(&p, StatusCode::OK, decided_view(&request))),
         Err(e) => {
-            let wait = retry_after(&e);
+            let wait = e.retry_after();
             let e = refusal(e)?;
             let body = html! {
                 section.card.narrow #device-result {
@@ -118,21 +118,13 @@ pub(crate) async fn decide(
     }
 }
 
-/// How long a rate-limited person should wait, if that is the refusal.
-fn retry_after(e: &fusion_host_server::Error) -> Option<std::time::Duration> {
-    match e {
-        fusion_host_server::Error::RateLimited { retry_after } => Some(*retry_after),
-        _ => None,
-    }
-}
-
 /// A 429 page says when to try again, as the API's 429s do.
 fn with_retry_after(mut response: Response, wait: Option<std::time::Duration>) -> Response {
     if let Some(wait) = wait {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        // As the device routes say it: whole seconds, at least one.
         response
             .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+            .insert(axum::http::header::RETRY_AFTER, wait.as_secs().max(1).into());
     }
     response
 }

@@ -14,11 +14,8 @@ pub(crate) const JS: &str = include_str!("../assets/app.js");
 
 /// A digest of both, in their URLs: a browser caches them for good and
 /// fetches them again after an upgrade.
-static ASSET_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use sha2::{Digest as _, Sha256};
-    let digest = Sha256::new().chain_update(CSS).chain_update(JS).finalize();
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
-});
+static ASSET_VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::auth::sha256(&format!("{CSS}{JS}"))[..12].to_string());
 
 pub(crate) fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

@@ -92,15 +92,7 @@ async fn the_activity_export_holds_no_formulas() {
             )
             .await;
     }
-    let text = alice
-        .client
-        .get(format!("{}/api/activity?format=csv", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = alice.html("/api/activity?format=csv").await;
     let cells: Vec<&str> = text
         .lines()
         .skip(1)

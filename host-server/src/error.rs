@@ -310,6 +310,15 @@ impl Error {
         }
     }
 
+    /// How long to wait before trying again, for a refusal that says
+    /// (`rate_limited`); what the `Retry-After` header carries.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// Whether the same request may succeed later without changes.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -342,7 +351,7 @@ impl IntoResponse for Error {
             tracing::error!(error = %e, "store failure");
         }
         let mut response = (self.status(), Json(self.to_body())).into_response();
-        if let Error::RateLimited { retry_after } = &self {
+        if let Some(retry_after) = self.retry_after() {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&secs) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

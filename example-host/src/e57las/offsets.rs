@@ -91,7 +91,7 @@ pub(super) fn fits(transforms: &las::Vector<las::Transform>, p: [f64; 3]) -> boo
 
 /// The extent every scan's header claims, when each has bounds that are
 /// finite and ordered (minimum ≤ maximum); `None` otherwise. A hint only.
-pub(super) fn header_extents(cx: &Context<'_>, readers: &mut Readers<'_>) -> Result<Option<Extent>> {
+pub(super) fn header_extents(cx: &Context<'_>, readers: &Readers<'_>) -> Result<Option<Extent>> {
     let mut extent = Extent::empty();
     for (_, reader) in readers.iter() {
         for pc in reader.pointclouds() {

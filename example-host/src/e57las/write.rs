@@ -34,7 +34,7 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
     // a hint that is absent, inconsistent or wrong (a point outside it, or a
     // span too wide to hold) falls back to the extent of the points
     // themselves, and only that can refuse a job.
-    let hinted = header_extents(cx, &mut readers)?;
+    let hinted = header_extents(cx, &readers)?;
     let mut reported = 0u64;
     let mut report = |n: u64| {
         // Progress only ever grows, across a second attempt too.
