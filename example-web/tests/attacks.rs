@@ -387,7 +387,7 @@ async fn bad_input_is_answered_in_kind() {
 
     // /mcp answers in JSON-RPC.
     let (_, mcp_token) = alice.post("/api/tokens", json!({})).await;
-    let mcp = |body: &'static str, content_type: &'static str| {
+    let mcp = |body: String, content_type: &'static str| {
         reqwest::Client::new()
             .post(format!("{}/mcp", app.url))
             .header("accept", "application/json, text/event-stream")
@@ -396,8 +396,14 @@ async fn bad_input_is_answered_in_kind() {
             .body(body)
             .send()
     };
+    // Past the 4 MiB a message may hold, before any of it is parsed.
+    let oversized = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(5 << 20)
+    );
     for (body, content_type, status, code) in [
         ("{", "application/json", 400, -32700),
+        (oversized.as_str(), "application/json", 413, -32600),
         (
             "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]",
             "application/json",
@@ -412,10 +418,11 @@ async fn bad_input_is_answered_in_kind() {
             -32600,
         ),
     ] {
-        let r = mcp(body, content_type).await.unwrap();
-        assert_eq!(r.status(), status, "{body}");
+        let shown = &body[..body.len().min(60)];
+        let r = mcp(body.to_string(), content_type).await.unwrap();
+        assert_eq!(r.status(), status, "{shown}");
         let err: Value = r.json().await.expect("a JSON-RPC error");
         assert_eq!(err["jsonrpc"], "2.0", "{err}");
-        assert_eq!(err["error"]["code"], code, "{body}: {err}");
+        assert_eq!(err["error"]["code"], code, "{shown}: {err}");
     }
 }

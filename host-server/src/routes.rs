@@ -496,3 +496,32 @@ impl<T: DeserializeOwned> FromRequest<Dispatcher> for Body<T> {
         }
     }
 }
+
+#[cfg(all(test, feature = "blobs"))]
+mod tests {
+    /// Any name a device sends becomes a header: the exact name in
+    /// `filename*`, a safe ASCII one beside it, never no header at all.
+    #[test]
+    fn every_name_is_an_attachment() {
+        for (name, ascii, exact) in [
+            ("scan.e57", "scan.e57", "scan.e57"),
+            ("north site.las", "north site.las", "north%20site.las"),
+            ("report\u{1}\".html", "report__.html", "report%01%22.html"),
+            ("évora;x%.laz", "_vora_x_.laz", "%C3%A9vora%3Bx%25.laz"),
+            ("..", "download", ".."),
+            ("出力", "download", "%E5%87%BA%E5%8A%9B"),
+            (
+                "a\r\nSet-Cookie: x=y",
+                "a__Set-Cookie: x=y",
+                "a%0D%0ASet-Cookie%3A%20x%3Dy",
+            ),
+        ] {
+            let header = super::attachment(name);
+            assert_eq!(
+                header.to_str().unwrap(),
+                format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}"),
+                "{name:?}"
+            );
+        }
+    }
+}

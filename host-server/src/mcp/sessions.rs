@@ -96,3 +96,43 @@ impl McpSessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(credential: &str) -> McpUser {
+        McpUser {
+            owner: "usr_a".into(),
+            name: "a@example.com".into(),
+            credential: credential.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_answers_only_to_its_credential() {
+        let sessions = McpSessions::default();
+        sessions.bind("s1", &user("tok_a")).await;
+        assert!(sessions.allows("s1", &user("tok_a")));
+        assert!(!sessions.allows("s1", &user("tok_b")));
+        // Unknown to the guard: the transport answers for it.
+        assert!(sessions.allows("s2", &user("tok_b")));
+        assert_eq!(sessions.end_credential("tok_a").await, 1);
+        assert!(
+            sessions.allows("s1", &user("tok_b")),
+            "the binding is gone with the session"
+        );
+    }
+
+    /// Bindings of sessions the transport no longer has (expired, dropped
+    /// without DELETE) do not pile up past the mark.
+    #[tokio::test]
+    async fn bindings_of_ended_sessions_are_cleared() {
+        let sessions = McpSessions::default();
+        for n in 0..PRUNE_AT + 256 {
+            sessions.bind(&format!("s{n}"), &user("tok_a")).await;
+        }
+        let left = sessions.bound.lock().unwrap().len();
+        assert!(left < PRUNE_AT, "{left} bindings of sessions that do not exist");
+    }
+}

@@ -39,7 +39,7 @@ pub(super) const JOURNAL_VERSION: u32 = 2;
 const JOURNALS: &str = "rename-journals";
 /// A journal larger than this is not one the device wrote (20,000 items of
 /// long paths stay far below it).
-const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+pub(super) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
 /// The journal: written once, before the first rename.
 #[derive(Debug, Serialize, Deserialize)]

@@ -659,6 +659,40 @@ mod tests {
         assert!(!outside.path().join("x").exists());
     }
 
+    /// Files in the journals' folder that no journal the device writes could
+    /// be — one past the size bound, a folder, a link — are reported, not read
+    /// to the end or followed.
+    #[cfg(unix)]
+    #[test]
+    fn oversized_or_odd_journal_files_are_ignored() {
+        let f = Fixture::new();
+        let path = journal_path(&f.scope, &f.root(), "0000abcd").unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let big = std::fs::File::create(&path).unwrap();
+        big.set_len(journal::MAX_JOURNAL_BYTES + 1).unwrap();
+        drop(big);
+        let dir = path.with_file_name("0000abce.json");
+        std::fs::create_dir(&dir).unwrap();
+        let link = path.with_file_name("0000abcf.json");
+        super::super::testutil::symlink(f.path("elsewhere"), &link);
+        let reasons: Vec<String> = recover_renames(&f.scope)
+            .into_iter()
+            .map(|r| match r.outcome {
+                RecoveryOutcome::Ignored { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("larger than any journal"), "{reasons:?}");
+        assert!(
+            reasons[1..].iter().all(|r| r.contains("not a regular file")),
+            "{reasons:?}"
+        );
+        // None of them blocks a batch.
+        f.write("a", "a");
+        f.plan("rename_batch", pairs(&[("a", "b")]));
+    }
+
     /// A journal of the device's whose temporary name now holds another
     /// file (put there after the crash) moves nothing into place.
     #[test]
