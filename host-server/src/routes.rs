@@ -307,7 +307,7 @@ async fn stream(
         device_id: device.id.clone(),
         session_id,
     };
-    dispatcher.join_cluster(&device, &session.session_id).await?;
+    dispatcher.join_replicas(&device, &session.session_id).await?;
     let events = device_stream(
         session,
         rx,

@@ -1,26 +1,21 @@
 //! Calls: sending one down a device's stream, waiting for its result, and
 //! delivering a result to the caller that waits for it.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use fusion_protocol::{
-    CallEvent, CallResult, CancelEvent, Class, ErrorBody, Mode, Plan, Precondition, ResultAck,
-};
+use fusion_protocol::{CallEvent, CallResult, Class, ErrorBody, Mode, Plan, Precondition, ResultAck};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::state::{Pending, StreamMsg};
+use super::state::{Ending, Pending, State, StreamMsg};
 use super::{Dispatcher, ToolIndex};
-use crate::cluster::{Cluster, Sent, WireError};
 use crate::credentials::new_id;
 use crate::error::{Error, Result};
 use crate::events::HostEvent;
-use crate::store::{
-    CallLogEntry, DeviceRecord, PendingCallRecord, ProposalRecord, ProposalStatus, input_paths,
-};
+use crate::store::{CallLogEntry, DeviceRecord, ProposalRecord, ProposalStatus, input_paths};
 
 /// Options for one call.
 #[derive(Debug, Clone, Default)]
@@ -254,27 +249,9 @@ impl Dispatcher {
         let (call_id, tool) = (call.call_id.clone(), call.tool.clone());
         let call_id = call_id.as_str();
         let (tx, rx) = oneshot::channel();
-        if let Some(cluster) = self.cluster() {
-            if !cluster.bus.available() && !self.holds(&device.id) {
-                return Err(Error::ClusterUnavailable {
-                    device_id: device.id.clone(),
-                });
-            }
-            // Kept until answered: a device that reconnects to another
-            // replica still gets it, and its result finds this replica.
-            self.inner
-                .store
-                .save_pending_call(PendingCallRecord {
-                    call_id: call_id.to_string(),
-                    device_id: device.id.clone(),
-                    caller: cluster.replica().to_string(),
-                    call: call.clone(),
-                    created_at: self.now(),
-                })
-                .await?;
-        }
+        self.keep_for_replicas(device, &call).await?;
         let routed = call.clone();
-        let (event_id, mut online) = {
+        let mut online = {
             let mut state = self.state();
             state.pending.insert(
                 call_id.to_string(),
@@ -290,18 +267,17 @@ impl Dispatcher {
             if let Some(session) = &slot.session {
                 let _ = session.tx.send(StreamMsg::Call(event_id, Box::new(call)));
             }
-            (event_id, slot.online.subscribe())
+            slot.online.subscribe()
         };
         let mut guard = CallGuard {
             dispatcher: self,
             device_id: &device.id,
             call_id,
-            event_id,
             reason: "caller_gone",
             done: false,
         };
-        if let Some(cluster) = self.cluster() {
-            self.route(cluster, device, &routed, &mut online).await?;
+        if let Some(routed) = self.route_via_replicas(device, &routed, &mut online).await {
+            routed?;
         } else if !*online.borrow_and_update() {
             let grace = self.inner.config.offline_grace;
             if !matches!(
@@ -338,46 +314,32 @@ impl Dispatcher {
             .is_some_and(|s| s.session.is_some())
     }
 
-    /// Gets a call to the device wherever it streams: here (the slot's
-    /// outstanding calls are pushed on connect), or through the replica
-    /// holding it. Waits up to the offline grace for it to be somewhere.
-    pub(super) async fn route(
+    /// Ends a call made here (see [`State::end_call`]), releasing `state`,
+    /// and tells the other replicas.
+    pub(super) fn end_call(
         &self,
-        cluster: &Cluster,
-        device: &DeviceRecord,
-        call: &CallEvent,
-        online: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
-        let deadline = Instant::now() + self.inner.config.offline_grace;
-        loop {
-            if self.holds(&device.id) {
-                return Ok(());
-            }
-            // Asked even when no holder was announced yet: a replica that
-            // started a moment ago has not heard the heartbeats.
-            if cluster.bus.send_call(&device.id, call).await? == Sent::Held {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::DeviceOffline {
-                    device_id: device.id.clone(),
-                });
-            }
-            // A holder that just went away, or one this replica has not
-            // heard of yet: look again when it changes, or shortly.
-            let wait = (deadline - now).min(Duration::from_millis(250));
-            online.mark_unchanged();
-            let _ = tokio::time::timeout(wait, online.changed()).await;
-        }
+        mut state: MutexGuard<'_, State>,
+        device_id: &str,
+        call_id: &str,
+        ending: Ending<'_>,
+    ) -> Option<Pending> {
+        let ended = state.end_call(device_id, call_id, ending);
+        drop(state);
+        self.share_ending(device_id, call_id, ended.held_here, ending);
+        ended.waiter
     }
 
     /// Delivers a device's result (`POST /result`). Idempotent per call id.
     /// A result for a call made on another replica goes there.
     pub(crate) async fn deliver(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
+        let delivered = match self.deliver_here(device_id, &result, true) {
+            Ok(Some(ack)) => Ok(ack),
+            Ok(None) => self.forward_result(device_id, &result).await,
+            Err(e) => Err(e),
+        };
         // A result for another device's call is answered as for an unknown
         // call: telling the device it exists would let it probe for calls.
-        self.deliver_any(device_id, result).await.map_err(|e| match e {
+        delivered.map_err(|e| match e {
             Error::CallNotYours { call_id } => {
                 tracing::warn!(
                     device_id,
@@ -390,56 +352,6 @@ impl Dispatcher {
         })
     }
 
-    pub(super) async fn deliver_any(&self, device_id: &str, result: CallResult) -> Result<ResultAck> {
-        if let Some(ack) = self.deliver_here(device_id, &result, true)? {
-            return Ok(ack);
-        }
-        let call_id = result.call_id.clone();
-        let Some(cluster) = self.cluster() else {
-            return Err(Error::CallUnknown { call_id });
-        };
-        // Its caller: known here if this replica pushed it, else in the store.
-        let routed = self.state().routed.get(&call_id).cloned();
-        let (device, caller) = match routed {
-            Some(routed) => routed,
-            None => match self.inner.store.pending_call(&call_id).await? {
-                Some(row) => (row.device_id, row.caller),
-                None => return Err(Error::CallUnknown { call_id }),
-            },
-        };
-        if device != device_id {
-            return Err(Error::CallNotYours { call_id });
-        }
-        let from_holder = {
-            let mut state = self.state();
-            state.routed.remove(&call_id);
-            state.slots.get_mut(device_id).is_some_and(|slot| {
-                slot.outstanding.retain(|_, c| c.call_id != call_id);
-                slot.session.is_some()
-            })
-        };
-        match cluster
-            .bus
-            .route_result(&caller, device_id, &result, from_holder)
-            .await?
-        {
-            Some(Ok(ack)) => Ok(ack),
-            Some(Err(WireError { code })) if code == "call_not_yours" => Err(Error::CallNotYours { call_id }),
-            Some(Err(_)) => Err(Error::CallUnknown { call_id }),
-            None => {
-                // The replica that made the call is gone, and its caller
-                // with it: nobody waits.
-                tracing::warn!(
-                    call_id,
-                    device_id,
-                    "a result arrived for a call whose replica is gone"
-                );
-                self.inner.store.remove_pending_call(&call_id).await?;
-                Ok(ResultAck { accepted: false })
-            }
-        }
-    }
-
     /// Delivers a result to a caller waiting on this replica; `None` when
     /// no call here knows it. `tell_holder`: the replica holding the
     /// stream may still have the call queued, and is told it is done.
@@ -449,47 +361,32 @@ impl Dispatcher {
         result: &CallResult,
         tell_holder: bool,
     ) -> Result<Option<ResultAck>> {
-        let mut state = self.state();
-        let call_id = result.call_id.clone();
-        match state.pending.get(&call_id) {
-            Some(p) if p.device_id != device_id => return Err(Error::CallNotYours { call_id }),
+        let state = self.state();
+        let call_id = &result.call_id;
+        match state.pending.get(call_id) {
+            Some(p) if p.device_id != device_id => {
+                return Err(Error::CallNotYours {
+                    call_id: call_id.clone(),
+                });
+            }
             Some(_) => {}
             None => {
-                return match state.finished.get(&call_id) {
+                return match state.finished.get(call_id) {
                     Some(owner_device) if owner_device == device_id => {
                         Ok(Some(ResultAck { accepted: false }))
                     }
-                    Some(_) => Err(Error::CallNotYours { call_id }),
+                    Some(_) => Err(Error::CallNotYours {
+                        call_id: call_id.clone(),
+                    }),
                     None => Ok(None),
                 };
             }
         }
-        let Some(pending) = state.pending.remove(&call_id) else {
+        let waiter = self.end_call(state, device_id, call_id, Ending::Answered { tell_holder });
+        let Some(waiter) = waiter else {
             return Ok(None);
         };
-        let mut held_here = false;
-        if let Some(slot) = state.slots.get_mut(device_id) {
-            slot.outstanding.retain(|_, c| c.call_id != call_id);
-            held_here = slot.session.is_some();
-        }
-        state.remember_finished(call_id.clone(), device_id);
-        drop(state);
-        if let Some(cluster) = self.cluster() {
-            let (bus, store, device_id) = (
-                Arc::clone(&cluster.bus),
-                Arc::clone(&self.inner.store),
-                device_id.to_string(),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = store.remove_pending_call(&call_id).await {
-                    tracing::warn!(error = %e, call_id, "could not forget an answered call");
-                }
-                if !held_here && tell_holder {
-                    bus.finish_call(&device_id, &call_id, None).await;
-                }
-            });
-        }
-        let _ = pending.tx.send(Ok(result.clone()));
+        let _ = waiter.tx.send(Ok(result.clone()));
         Ok(Some(ResultAck { accepted: true }))
     }
 }
@@ -509,50 +406,23 @@ pub(super) fn ok_output(result: CallResult) -> Result<ToolOutput> {
     })
 }
 
-/// Cleans up a call that ends without a result (timeout, device offline, the
-/// caller's future dropped): forgets it and tells the device to cancel.
+/// Ends a call that gets no result (timeout, device offline, the caller's
+/// future dropped): forgets it and tells the device to cancel.
 pub(super) struct CallGuard<'a> {
     dispatcher: &'a Dispatcher,
     device_id: &'a str,
     call_id: &'a str,
-    event_id: u64,
     reason: &'static str,
     done: bool,
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut state = self.dispatcher.state();
-        state.pending.remove(self.call_id);
-        let mut held_here = false;
-        if let Some(slot) = state.slots.get_mut(self.device_id) {
-            slot.outstanding.remove(&self.event_id);
-            if let Some(session) = &slot.session {
-                held_here = true;
-                let _ = session.tx.send(StreamMsg::Cancel(CancelEvent {
-                    call_id: self.call_id.to_string(),
-                    reason: self.reason.to_string(),
-                }));
-            }
-        }
-        drop(state);
-        if let Some(cluster) = self.dispatcher.cluster()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let (bus, store) = (Arc::clone(&cluster.bus), Arc::clone(&self.dispatcher.inner.store));
-            let (device_id, call_id, reason) =
-                (self.device_id.to_string(), self.call_id.to_string(), self.reason);
-            runtime.spawn(async move {
-                if let Err(e) = store.remove_pending_call(&call_id).await {
-                    tracing::warn!(error = %e, call_id, "could not forget a cancelled call");
-                }
-                if !held_here {
-                    bus.finish_call(&device_id, &call_id, Some(reason)).await;
-                }
-            });
+        if !self.done {
+            let ending = Ending::Cancelled { reason: self.reason };
+            let state = self.dispatcher.state();
+            self.dispatcher
+                .end_call(state, self.device_id, self.call_id, ending);
         }
     }
 }

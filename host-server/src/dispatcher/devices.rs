@@ -8,7 +8,7 @@ use fusion_protocol::{ClosingEvent, DeviceManifest, EnrollRequest, EnrollRespons
 use serde::Serialize;
 
 use super::Dispatcher;
-use super::state::{Pending, Slot, StreamMsg};
+use super::state::{Ending, Pending, Slot, StreamMsg};
 use crate::credentials::{new_id, new_pairing_code, new_token, normalize_code, sha256_hex};
 use crate::error::{Error, Result};
 use crate::events::HostEvent;
@@ -283,14 +283,7 @@ impl Dispatcher {
         let device = self.owned_device(owner, device_id).await?;
         self.inner.store.revoke_device(device_id, self.now()).await?;
         self.close_revoked(device_id);
-        if let Some(cluster) = self.cluster() {
-            // The replica holding the stream closes it; every replica fails
-            // the calls it waits on.
-            cluster.bus.revoked(device_id).await;
-            for call in self.inner.store.pending_calls(device_id).await? {
-                self.inner.store.remove_pending_call(&call.call_id).await?;
-            }
-        }
+        self.revoke_everywhere(device_id).await?;
         tracing::info!(device_id, "device revoked");
         self.emit(HostEvent::DeviceRevoked {
             owner: device.owner,
@@ -300,10 +293,24 @@ impl Dispatcher {
     }
 
     /// Sends `revoked` on the device's stream if it is here and closes it,
-    /// and fails the calls waiting on it here.
+    /// ends every call to it this replica knows, and fails the ones waiting
+    /// here.
     pub(super) fn close_revoked(&self, device_id: &str) {
         let failed: Vec<Pending> = {
             let mut state = self.state();
+            let mut calls: Vec<String> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.device_id == device_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            calls.extend(
+                state
+                    .routed
+                    .iter()
+                    .filter(|(_, (device, _))| device == device_id)
+                    .map(|(id, _)| id.clone()),
+            );
             if let Some(slot) = state.slots.get_mut(device_id) {
                 if let Some(session) = slot.session.take() {
                     let _ = session.tx.send(StreamMsg::Revoked(ClosingEvent {
@@ -313,16 +320,12 @@ impl Dispatcher {
                 }
                 slot.remote = None;
                 slot.online.send_replace(false);
-                slot.outstanding.clear();
+                calls.extend(slot.outstanding.values().map(|c| c.call_id.clone()));
             }
-            state.routed.retain(|_, (device, _)| device != device_id);
-            let ids: Vec<String> = state
-                .pending
+            calls
                 .iter()
-                .filter(|(_, p)| p.device_id == device_id)
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.iter().filter_map(|id| state.pending.remove(id)).collect()
+                .filter_map(|id| state.end_call(device_id, id, Ending::Revoked).waiter)
+                .collect()
         };
         for pending in failed {
             let _ = pending.tx.send(Err(Error::DeviceRevoked {

@@ -20,10 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use fusion_protocol::Class;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Cluster;
 use crate::credentials::EnrollLimiter;
 use crate::events::HostEvent;
 use crate::store::Store;
@@ -32,7 +31,6 @@ pub use calls::{CallOptions, CallOutcome, ToolOutput};
 pub use config::Config;
 pub(crate) use devices::check_device_fields;
 pub use devices::{DeviceStatus, PairingCode};
-use replicas::serve_inbound;
 use state::State;
 pub(crate) use state::StreamMsg;
 
@@ -70,6 +68,12 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        replicas::detach(self);
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher over the app's store.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
@@ -97,11 +101,7 @@ impl Dispatcher {
                 shutdown: CancellationToken::new(),
             }),
         };
-        if let Some(cluster) = &dispatcher.inner.config.cluster {
-            let (tx, rx) = mpsc::unbounded_channel();
-            cluster.bus.attach(tx);
-            tokio::spawn(serve_inbound(Arc::downgrade(&dispatcher.inner), rx));
-        }
+        replicas::attach(&dispatcher);
         dispatcher
     }
 
@@ -164,15 +164,9 @@ impl Dispatcher {
     }
 
     pub(crate) fn emit(&self, event: HostEvent) {
-        if let Some(cluster) = &self.inner.config.cluster {
-            cluster.bus.event(&event);
-        }
+        self.share_event(&event);
         // No receivers is normal: nobody has a page open.
         let _ = self.inner.events.send(event);
-    }
-
-    fn cluster(&self) -> Option<&Cluster> {
-        self.inner.config.cluster.as_ref()
     }
 
     pub(crate) fn now(&self) -> SystemTime {

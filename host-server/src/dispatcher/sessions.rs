@@ -1,13 +1,12 @@
 //! Sessions: a device's stream opening, its manifest, and its end.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fusion_protocol::{ClosingEvent, DeviceManifest};
 use tokio::sync::mpsc;
 
 use super::Dispatcher;
-use super::state::{Session, State, StreamMsg};
+use super::state::{Session, StreamMsg};
 use crate::credentials::new_id;
 use crate::error::Result;
 use crate::events::HostEvent;
@@ -57,55 +56,9 @@ impl Dispatcher {
         (session_id, rx)
     }
 
-    /// Announces the new session to the other replicas (displacing a stream
-    /// another one held) and queues the calls the store still has for the
-    /// device, made on any replica. Without a cluster, nothing to do. With
-    /// NATS away the stream still works for calls made here.
-    pub(crate) async fn join_cluster(&self, device: &DeviceRecord, session_id: &str) -> Result<()> {
-        let Some(cluster) = self.cluster() else {
-            return Ok(());
-        };
-        if let Err(e) = cluster.bus.claim(&device.id, &device.owner, session_id).await {
-            tracing::warn!(device_id = %device.id, error = %e, "could not announce the device to the other replicas");
-        }
-        // A call older than its caller could wait (the offline grace, then
-        // its timeout) has nobody waiting: its replica died. It is deleted,
-        // not sent: a device back after a day gets no day-old call.
-        let now = self.now();
-        let mut calls = Vec::new();
-        for pending in self.inner.store.pending_calls(&device.id).await? {
-            let waited = Duration::from_millis(pending.call.timeout_ms) + self.inner.config.offline_grace;
-            if pending.created_at + waited > now {
-                calls.push(pending);
-            } else {
-                tracing::info!(call_id = %pending.call_id, device_id = %device.id, "a call nobody waits for any more is dropped");
-                self.inner.store.remove_pending_call(&pending.call_id).await?;
-            }
-        }
-        let mut state = self.state();
-        let State { slots, routed, .. } = &mut *state;
-        let Some(slot) = slots.get_mut(&device.id) else {
-            return Ok(());
-        };
-        for pending in calls {
-            let call_id = pending.call.call_id.clone();
-            if slot.push_once(pending.call) && pending.caller != cluster.replica() {
-                routed.insert(call_id, (device.id.clone(), pending.caller));
-            }
-        }
-        Ok(())
-    }
-
     /// Closes the device's session if it is still the current one.
     pub(crate) fn disconnect(&self, device_id: &str, session_id: &str) {
-        if let Some(cluster) = self.cluster() {
-            let (bus, device_id, session_id) = (
-                Arc::clone(&cluster.bus),
-                device_id.to_string(),
-                session_id.to_string(),
-            );
-            tokio::spawn(async move { bus.release(&device_id, &session_id).await });
-        }
+        self.leave_replicas(device_id, session_id);
         let owner = {
             let mut state = self.state();
             let Some(slot) = state.slots.get_mut(device_id) else {

@@ -70,6 +70,30 @@ pub(super) struct Pending {
     pub(super) tx: oneshot::Sender<Result<CallResult>>,
 }
 
+/// How a call ended, which decides what ending it tells whom.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Ending<'a> {
+    /// Its result reached the caller here. `tell_holder`: the replica
+    /// holding the stream may still have it queued.
+    Answered { tell_holder: bool },
+    /// The caller here stopped waiting, for `reason` (`timeout`,
+    /// `caller_gone`).
+    Cancelled { reason: &'a str },
+    /// Another replica says a call it made ended: answered, or cancelled
+    /// for a reason the device is told. Its waiter is not here.
+    EndedElsewhere { cancel: Option<&'a str> },
+    /// Its device was revoked.
+    Revoked,
+}
+
+/// What ending a call found here.
+pub(super) struct Ended {
+    /// The caller waiting here, to be answered.
+    pub(super) waiter: Option<Pending>,
+    /// Whether this replica holds the device's stream.
+    pub(super) held_here: bool,
+}
+
 impl Slot {
     pub(super) fn is_online(&self) -> bool {
         self.session.is_some() || self.remote.is_some()
@@ -127,7 +151,38 @@ impl State {
         shared
     }
 
-    pub(super) fn remember_finished(&mut self, call_id: String, device_id: &str) {
+    /// Forgets a call everywhere this replica keeps it (its waiter, the
+    /// device's queue, the routed map) and tells a stream held here to
+    /// cancel it when it was cancelled: the one place a call ends.
+    /// [`Dispatcher::end_call`](super::Dispatcher::end_call) adds telling
+    /// the other replicas about calls made here.
+    pub(super) fn end_call(&mut self, device_id: &str, call_id: &str, ending: Ending<'_>) -> Ended {
+        let waiter = match ending {
+            Ending::EndedElsewhere { .. } => None,
+            _ => self.pending.remove(call_id),
+        };
+        self.routed.remove(call_id);
+        let mut held_here = false;
+        if let Some(slot) = self.slots.get_mut(device_id) {
+            slot.outstanding.retain(|_, c| c.call_id != call_id);
+            if let Some(session) = &slot.session {
+                held_here = true;
+                if let Ending::Cancelled { reason } | Ending::EndedElsewhere { cancel: Some(reason) } = ending
+                {
+                    let _ = session.tx.send(StreamMsg::Cancel(CancelEvent {
+                        call_id: call_id.to_string(),
+                        reason: reason.to_string(),
+                    }));
+                }
+            }
+        }
+        if matches!(ending, Ending::Answered { .. }) && waiter.is_some() {
+            self.remember_finished(call_id.to_string(), device_id);
+        }
+        Ended { waiter, held_here }
+    }
+
+    fn remember_finished(&mut self, call_id: String, device_id: &str) {
         let now = Instant::now();
         while let Some((at, _)) = self.finished_order.front() {
             if now.duration_since(*at) < FINISHED_TTL && self.finished_order.len() < FINISHED_MAX {
