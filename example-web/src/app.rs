@@ -182,7 +182,7 @@ async fn proposals(
             ));
         }
     };
-    let proposals = state.dispatcher.store().proposals(&p.user.id, status).await?;
+    let proposals = state.dispatcher.proposals(&p.user.id, status).await?;
     Ok(Json(json!({ "proposals": proposals })))
 }
 

@@ -585,10 +585,10 @@ impl Store for Db {
         id: &str,
         from: ProposalStatus,
         u: ProposalUpdate,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
+    ) -> StoreResult<Option<ProposalRecord>> {
+        let row = sqlx::query(
             "UPDATE proposals SET status = $3, decided_by = COALESCE($4, decided_by), decided_at = COALESCE($5, decided_at), \
-             output = COALESCE($6, output), error = COALESCE($7, error) WHERE id = $1 AND status = $2",
+             output = COALESCE($6, output), error = COALESCE($7, error) WHERE id = $1 AND status = $2 RETURNING *",
         )
         .bind(id)
         .bind(from.as_str())
@@ -597,10 +597,10 @@ impl Store for Db {
         .bind(u.decided_at.map(millis))
         .bind(u.output.map(|o| json(&o)))
         .bind(u.error.map(|e| json(&e)))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(store_err)?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(proposal_from).transpose().map_err(store_err)
     }
 
     async fn log_call(&self, c: CallLogEntry) -> StoreResult<()> {

@@ -318,7 +318,6 @@ async fn devices_page(
     let devices = s.dispatcher.devices(&p.user.id).await?;
     let pending = s
         .dispatcher
-        .store()
         .proposals(&p.user.id, Some(ProposalStatus::Pending))
         .await?;
     let activity = crate::activity::page(&s.db, &p.user.id, &q).await?;

@@ -425,14 +425,17 @@ pub trait Store: Send + Sync + 'static {
         status: Option<ProposalStatus>,
     ) -> StoreResult<Vec<ProposalRecord>>;
 
-    /// Applies `update` only if the proposal's status is `from` now; returns
-    /// whether it did. This is what makes a proposal resolve exactly once.
+    /// Applies `update` only if the proposal's status is `from` now, in one
+    /// atomic step (compare-and-set); returns the proposal as updated, or
+    /// `None` when its status was not `from` (or there is no such proposal).
+    /// This is what makes a proposal resolve exactly once. Fields of
+    /// `update` that are `None` keep their value.
     async fn transition_proposal(
         &self,
         id: &str,
         from: ProposalStatus,
         update: ProposalUpdate,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<ProposalRecord>>;
 
     /// Appends to the activity log.
     async fn log_call(&self, entry: CallLogEntry) -> StoreResult<()>;
@@ -686,21 +689,21 @@ impl Store for MemoryStore {
         id: &str,
         from: ProposalStatus,
         update: ProposalUpdate,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<ProposalRecord>> {
         let mut tables = self.tables();
         let Some(p) = tables
             .proposals
             .iter_mut()
             .find(|p| p.id == id && p.status == from)
         else {
-            return Ok(false);
+            return Ok(None);
         };
         p.status = update.status;
         p.decided_by = update.decided_by.or(p.decided_by.take());
         p.decided_at = update.decided_at.or(p.decided_at);
         p.output = update.output.or(p.output.take());
         p.error = update.error.or(p.error.take());
-        Ok(true)
+        Ok(Some(p.clone()))
     }
 
     async fn log_call(&self, entry: CallLogEntry) -> StoreResult<()> {

@@ -47,7 +47,8 @@ impl Dispatcher {
             output,
             error,
         };
-        self.inner
+        let ended = self
+            .inner
             .store
             .transition_proposal(proposal_id, ProposalStatus::Approved, update)
             .await?;
@@ -57,7 +58,10 @@ impl Dispatcher {
             status,
         });
         applied?;
-        self.owned_proposal(owner, proposal_id).await
+        // Only this approval moves it on from `approved`.
+        ended.ok_or_else(|| Error::ProposalNotFound {
+            proposal_id: proposal_id.to_string(),
+        })
     }
 
     /// Rejects the owner's pending proposal.
@@ -79,7 +83,7 @@ impl Dispatcher {
         proposal_id: &str,
         to: ProposalStatus,
     ) -> Result<ProposalRecord> {
-        let proposal = self.owned_proposal(owner, proposal_id).await?;
+        let proposal = self.proposal(owner, proposal_id).await?;
         if proposal.status != ProposalStatus::Pending {
             return Err(Error::ProposalResolved {
                 proposal_id: proposal.id,
@@ -110,28 +114,42 @@ impl Dispatcher {
             output: None,
             error: None,
         };
-        if !store
+        match store
             .transition_proposal(proposal_id, ProposalStatus::Pending, update)
             .await?
         {
-            let status = store
-                .proposal(proposal_id)
-                .await?
-                .map_or(ProposalStatus::Pending, |p| p.status);
-            return Err(Error::ProposalResolved {
-                proposal_id: proposal.id,
-                status,
-            });
+            Some(decided) => Ok(decided),
+            None => {
+                // Another approver won the race: say how it ended.
+                let status = store
+                    .proposal(proposal_id)
+                    .await?
+                    .map_or(ProposalStatus::Pending, |p| p.status);
+                Err(Error::ProposalResolved {
+                    proposal_id: proposal.id,
+                    status,
+                })
+            }
         }
-        self.owned_proposal(owner, proposal_id).await
     }
 
-    pub(super) async fn owned_proposal(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
+    /// The owner's proposal `proposal_id`, in any status. Another owner's
+    /// proposal is `proposal_not_found`, as one that does not exist.
+    pub async fn proposal(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
         match self.inner.store.proposal(proposal_id).await? {
             Some(p) if p.owner == owner => Ok(p),
             _ => Err(Error::ProposalNotFound {
                 proposal_id: proposal_id.to_string(),
             }),
         }
+    }
+
+    /// The owner's proposals, newest first, optionally only those in `status`.
+    pub async fn proposals(
+        &self,
+        owner: &str,
+        status: Option<ProposalStatus>,
+    ) -> Result<Vec<ProposalRecord>> {
+        Ok(self.inner.store.proposals(owner, status).await?)
     }
 }

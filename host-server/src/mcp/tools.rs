@@ -120,15 +120,6 @@ impl RemoteMcp {
         Ok(tools)
     }
 
-    async fn proposal(&self, owner: &str, id: &str) -> Result<ProposalRecord, Error> {
-        match self.dispatcher.store().proposal(id).await? {
-            Some(p) if p.owner == owner => Ok(p),
-            _ => Err(Error::ProposalNotFound {
-                proposal_id: id.to_string(),
-            }),
-        }
-    }
-
     fn proposal_view(&self, p: &ProposalRecord) -> Value {
         json!({
             "proposal_id": p.id,
@@ -336,7 +327,7 @@ impl ServerHandler for RemoteMcp {
             }),
             "get_proposal" => {
                 let id = proposal_id()?;
-                self.proposal(&owner, &id).await.map(|p| self.proposal_view(&p))
+                self.dispatcher.proposal(&owner, &id).await.map(|p| self.proposal_view(&p))
             }
             "wait_for_approval" => {
                 let id = proposal_id()?;
@@ -348,7 +339,7 @@ impl ServerHandler for RemoteMcp {
                 let mut events = self.dispatcher.subscribe();
                 let deadline = tokio::time::Instant::now() + timeout;
                 loop {
-                    match self.proposal(&owner, &id).await {
+                    match self.dispatcher.proposal(&owner, &id).await {
                         Ok(p) if p.status == ProposalStatus::Pending && tokio::time::Instant::now() < deadline => {
                             // Woken by any resolution, or every second to look again.
                             let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
