@@ -18,6 +18,9 @@
 //! in the output, point format 3): ours only, as pye57 does not read
 //! `timeStamp`.
 
+#[path = "../tests/support/e57.rs"]
+mod e57_fixture;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -212,71 +215,39 @@ fn count_laz(path: &Path) -> String {
 /// and with `timed` a timestamp per point (10 µs apart, from each scan's
 /// acquisition start).
 fn write_scans(path: &Path, points: usize, timed: bool) {
-    use e57::{Record, RecordDataType, RecordName, RecordValue};
-    let mut writer = e57::E57Writer::from_file(path, "bench-guid").expect("e57 writer");
-    let double = RecordDataType::Double { min: None, max: None };
-    let mut prototype: Vec<Record> = [
-        RecordName::CartesianX,
-        RecordName::CartesianY,
-        RecordName::CartesianZ,
-    ]
-    .into_iter()
-    .map(|name| Record {
-        name,
-        data_type: double.clone(),
-    })
-    .collect();
-    prototype.push(Record {
-        name: RecordName::Intensity,
-        data_type: RecordDataType::Single {
-            min: Some(0.0),
-            max: Some(1.0),
-        },
-    });
-    for name in [
-        RecordName::ColorRed,
-        RecordName::ColorGreen,
-        RecordName::ColorBlue,
-    ] {
-        prototype.push(Record {
-            name,
-            data_type: RecordDataType::Integer { min: 0, max: 255 },
-        });
-    }
-    if timed {
-        prototype.push(Record {
-            name: RecordName::TimeStamp,
-            data_type: double.clone(),
-        });
-    }
-    for scan in 0..3 {
-        let mut pc = writer
-            .add_pointcloud(&format!("scan-{scan}"), prototype.clone())
-            .expect("point cloud");
-        if timed {
-            pc.set_acquisition_start(Some(e57::DateTime {
-                gps_time: 1_400_000_000.0 + scan as f64 * 600.0,
-                atomic_reference: true,
-            }));
-        }
-        let n = points / 3 + usize::from(scan < points % 3);
-        for i in 0..n {
+    let fields = e57_fixture::Fields {
+        intensity: true,
+        color: true,
+        time: timed,
+        time_invalid: false,
+    };
+    let grid = |scan: usize| {
+        move |i: usize| {
             let (row, col) = ((i / 2000) as f64, (i % 2000) as f64);
-            let mut values = vec![
-                RecordValue::Double(scan as f64 * 30.0 + col * 0.005),
-                RecordValue::Double(row * 0.005),
-                RecordValue::Double(((row * 0.1).sin() + (col * 0.05).cos()) * 0.5),
-                RecordValue::Single((i % 1000) as f32 / 999.0),
-                RecordValue::Integer((i % 256) as i64),
-                RecordValue::Integer(((i / 7) % 256) as i64),
-                RecordValue::Integer(((i / 13) % 256) as i64),
-            ];
-            if timed {
-                values.push(RecordValue::Double(i as f64 * 1e-5));
+            e57_fixture::Point {
+                xyz: [
+                    scan as f64 * 30.0 + col * 0.005,
+                    row * 0.005,
+                    ((row * 0.1).sin() + (col * 0.05).cos()) * 0.5,
+                ],
+                intensity: (i % 1000) as f32 / 999.0,
+                rgb: [(i % 256) as i64, ((i / 7) % 256) as i64, ((i / 13) % 256) as i64],
+                time: i as f64 * 1e-5,
+                time_invalid: false,
             }
-            pc.add_point(values).expect("point");
         }
-        pc.finalize().expect("finalize");
-    }
-    writer.finalize().expect("finalize e57");
+    };
+    let grids: Vec<_> = (0..3).map(grid).collect();
+    let scans: Vec<e57_fixture::Scan<'_>> = grids
+        .iter()
+        .enumerate()
+        .map(|(scan, point)| e57_fixture::Scan {
+            name: format!("scan-{scan}"),
+            fields,
+            acquisition_start: timed.then_some(1_400_000_000.0 + scan as f64 * 600.0),
+            points: points / 3 + usize::from(scan < points % 3),
+            point,
+        })
+        .collect();
+    e57_fixture::write(path, None, &scans);
 }

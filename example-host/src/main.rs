@@ -1,231 +1,25 @@
 //! `fusion-host`, the device binary: it pairs with a web app once, then dials
 //! out and answers tool calls inside the folders you allow. It opens no port.
+//!
+//! `cli.rs` is the command line, `commands/` one file per command, and the
+//! rest what the commands share: `settings.rs` (flags, environment,
+//! `config.toml`), `fail.rs` (exit codes), `report.rs`, `state_file.rs`,
+//! `toolbox.rs` (the tools offered) and `e57las/` (the E57 converter).
 
-mod device;
-mod doctor;
+mod cli;
+mod commands;
 mod e57las;
 mod fail;
-mod local;
-mod rename;
-mod service;
+mod report;
 mod settings;
+mod state_file;
+mod toolbox;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use fusion_tools::{NamedCommand, Toolbox};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use clap::Parser;
 
-/// Let an AI agent on a web app work on files on this machine — inside the
-/// folders you allow, with every change shown and approved first.
-///
-/// The one-liner from /devices pairs and runs:
-///   FUSION_HOST_SERVER=https://app.example.com FUSION_HOST_CODE=BCDF-GHJK fusion-host
-/// Or approve this machine in the browser instead of copying a code:
-///   fusion-host login --server https://app.example.com
-#[derive(Debug, Parser)]
-#[command(name = "fusion-host", version, verbatim_doc_comment)]
-struct Cli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// Options every command takes.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Global {
-    /// Configuration directory (a profile). Default: the OS's, e.g. ~/.config/fusion-host.
-    #[arg(long, env = "FUSION_HOST_CONFIG_DIR", global = true)]
-    config_dir: Option<PathBuf>,
-    /// Extra CA certificates to trust (PEM), e.g. your organisation's root CA.
-    #[arg(long, env = "FUSION_HOST_CA_CERT", global = true)]
-    ca_cert: Option<PathBuf>,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    /// More logging on stderr (-v: info, -vv: debug).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
-    /// Write the log, and what `run` reports, to this file (appended)
-    /// instead of the terminal: for a service, which has no console.
-    #[arg(long, env = "FUSION_HOST_LOG_FILE", global = true, value_name = "PATH")]
-    log_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Pair this machine with a web app, using a code from its /devices page.
-    Enroll {
-        /// The web app's address (also FUSION_HOST_SERVER or PULSN_URL).
-        #[arg(long)]
-        server: Option<String>,
-        /// The pairing code, like BCDF-GHJK (also FUSION_HOST_CODE).
-        #[arg(long, env = "FUSION_HOST_CODE")]
-        code: String,
-        /// A name for this device on /devices. Default: the host name.
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Pair this machine by approving it in the browser: prints a code and
-    /// the page to approve it on (press Enter to open it), waits, saves the
-    /// credentials and checks that the device connects.
-    Login {
-        /// The web app's address (also FUSION_HOST_SERVER or PULSN_URL).
-        #[arg(long)]
-        server: Option<String>,
-        /// A name for this device on /devices. Default: the host name.
-        #[arg(long)]
-        name: Option<String>,
-        /// Also show the link as a QR code, to approve from a phone.
-        #[arg(long)]
-        qr: bool,
-    },
-    /// Connect and answer calls until stopped (Ctrl-C).
-    Run {
-        /// An allowed folder, `PATH` or `PATH:ro` for read-only. Repeatable.
-        /// Default: `roots` in config.toml, else the current directory.
-        #[arg(long = "root", value_name = "PATH[:ro]")]
-        roots: Vec<String>,
-        /// How many calls run at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-    },
-    /// Whether this device is paired, running and connected.
-    Status {
-        /// Allowed folders to report instead of the configured ones.
-        #[arg(long = "root", value_name = "PATH[:ro]")]
-        roots: Vec<String>,
-    },
-    /// Check configuration, folders, DNS, TCP, TLS, the token and the clock.
-    Doctor {
-        /// Allowed folders to check instead of the configured ones.
-        #[arg(long = "root", value_name = "PATH[:ro]")]
-        roots: Vec<String>,
-    },
-    /// Forget this device's credentials here.
-    Logout,
-    /// List the tools this device offers (the MCP tools/list).
-    Tools,
-    /// Run one tool here and print its result as JSON (a mutate tool prints
-    /// its plan unless --apply).
-    Call {
-        /// The tool's name.
-        tool: String,
-        /// The tool's input, as JSON.
-        #[arg(long, default_value = "{}")]
-        input: String,
-        /// An allowed folder, `PATH` or `PATH:ro`. Repeatable.
-        #[arg(long = "root", value_name = "PATH[:ro]")]
-        roots: Vec<String>,
-        /// Apply a mutate tool's plan right away.
-        #[arg(long)]
-        apply: bool,
-    },
-    /// Keep this device running under the system's supervisor: a systemd
-    /// user unit on Linux (a system unit with --system), a launchd agent on
-    /// macOS. `install --print` shows the unit without writing it.
-    Service {
-        /// install, uninstall, status or logs.
-        #[command(subcommand)]
-        action: service::Action,
-        /// A system-wide unit (Linux, as root) instead of your user's.
-        #[arg(long, global = true)]
-        system: bool,
-        /// With install: print the unit instead of writing it.
-        #[arg(long, global = true)]
-        print: bool,
-    },
-    /// Serve this device's tools to a local MCP client (Claude Desktop, an
-    /// editor, any MCP client) over stdin/stdout. Opens no port and needs no
-    /// pairing; changes are planned first and applied only with the plan's
-    /// apply_token (or after the client's own approval prompt).
-    Mcp {
-        /// An allowed folder, `PATH` or `PATH:ro`. Repeatable.
-        /// Default: `roots` in config.toml, else the current directory.
-        #[arg(long = "root", value_name = "PATH[:ro]")]
-        roots: Vec<String>,
-    },
-    /// Rename files by a naming schema, as one all-or-nothing batch: prints
-    /// the plan as a table; renames only with --apply.
-    ///
-    /// Example: fusion-host rename 'scans/*.e57' --to '{mtime:%Y-%m-%d}_north_{n:03}.{ext}'
-    ///
-    /// Tokens: {name} {stem} {ext} {parent}, {n} a counter ({n:03} three digits,
-    /// {n:03:100} from 100), {mtime} the modification date ({mtime:%Y%m%d_%H%M}
-    /// any strftime format, local time), {1}… groups of --match, {{ and }} braces.
-    Rename {
-        /// Which files: a glob relative to the first allowed folder
-        /// (`scans/*.e57`; `**/*.e57` at any depth).
-        pattern: String,
-        /// The new name of each file (in its own folder), from tokens.
-        #[arg(long = "to", value_name = "TEMPLATE")]
-        to: String,
-        /// Only files whose name matches this regular expression; its groups
-        /// are {1}, {2}… in --to.
-        #[arg(long = "match", value_name = "REGEX")]
-        matcher: Option<String>,
-        /// The order {n} counts in.
-        #[arg(long, value_enum, default_value_t = rename::Order::Name)]
-        sort: rename::Order,
-        /// An allowed folder, `PATH` or `PATH:ro`. Repeatable.
-        #[arg(long = "root", value_name = "PATH[:ro]")]
-        roots: Vec<String>,
-        /// Rename now (otherwise only the plan is printed).
-        #[arg(long)]
-        apply: bool,
-        /// How many rows of the plan to print.
-        #[arg(long, default_value_t = 20)]
-        rows: usize,
-    },
-    /// Convert point clouds: `fusion-host convert e57 --to las|laz [--merge FILE] DIR`.
-    Convert {
-        /// The input format.
-        from: Format,
-        /// The output format.
-        #[arg(long = "to")]
-        to: Format,
-        /// Merge every scan into this file (in DIR) instead of one per scan.
-        #[arg(long)]
-        merge: Option<String>,
-        /// The folder with the scans (searched at any depth).
-        dir: PathBuf,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    E57,
-    Las,
-    Laz,
-}
-
-/// Input of `convert_ifc`.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ConvertIfc {
-    /// The IFC model.
-    source: String,
-    /// The file to create; its extension picks the format (.obj, .dae, .glb, .stp, .svg, ...).
-    target: String,
-}
-
-/// The built-in tools plus the scan-to-BIM domain tools.
-pub(crate) fn toolbox() -> Toolbox {
-    let mut toolbox = Toolbox::builtin();
-    toolbox.add_mutating(e57las::ConvertE57ToLas).add_mutating(
-        NamedCommand::<ConvertIfc>::new(
-            "convert_ifc",
-            "Convert an IFC model to another format with IfcOpenShell's IfcConvert (must be installed).",
-            "IfcConvert",
-        )
-        .input_arg("source")
-        .output_arg("target"),
-    );
-    toolbox
-}
+use cli::{Cli, Command, Format};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -245,7 +39,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(fail::exit::USAGE);
                 }
             };
-            device::report_to_log();
+            report::to_log();
             tracing_subscriber::fmt()
                 .with_env_filter(env_filter)
                 .with_writer(std::sync::Mutex::new(file))
@@ -268,40 +62,39 @@ fn main() -> ExitCode {
     let global = &cli.global;
     let result = runtime.block_on(async {
         match &cli.command {
-            None => device::default(global).await,
+            None => commands::default(global).await,
             Some(Command::Enroll { server, code, name }) => {
-                device::do_enroll(global, server.as_deref(), code, name.as_deref())
+                commands::enroll::enroll(global, server.as_deref(), code, name.as_deref())
                     .await
                     .map(|_| ())
             }
             Some(Command::Login { server, name, qr }) => {
-                let args = device::LoginArgs {
+                let args = commands::login::LoginArgs {
                     server: server.as_deref(),
                     name: name.as_deref(),
                     qr: *qr,
                 };
-                device::login(global, &args).await?;
-                device::run(global, &[], None, true).await
+                commands::login_then_connect(global, &args).await
             }
             Some(Command::Run { roots, concurrency }) => {
-                device::run(global, roots, Some(*concurrency), false).await
+                commands::run::run(global, roots, Some(*concurrency), false).await
             }
-            Some(Command::Status { roots }) => device::status(global, roots),
-            Some(Command::Doctor { roots }) => doctor::doctor(global, roots).await,
-            Some(Command::Logout) => device::logout(global),
-            Some(Command::Tools) => local::tools(global),
+            Some(Command::Status { roots }) => commands::status::status(global, roots),
+            Some(Command::Doctor { roots }) => commands::doctor::doctor(global, roots).await,
+            Some(Command::Logout) => commands::logout::logout(global),
+            Some(Command::Tools) => commands::tools::tools(global),
             Some(Command::Call {
                 tool,
                 input,
                 roots,
                 apply,
-            }) => local::call(global, tool, input, roots, *apply),
-            Some(Command::Mcp { roots }) => local::mcp(global, roots).await,
+            }) => commands::call::call(global, tool, input, roots, *apply),
+            Some(Command::Mcp { roots }) => commands::mcp::mcp(global, roots).await,
             Some(Command::Service {
                 action,
                 system,
                 print,
-            }) => service::service(global, *action, *system, *print),
+            }) => commands::service::service(global, *action, *system, *print),
             Some(Command::Rename {
                 pattern,
                 to,
@@ -310,9 +103,9 @@ fn main() -> ExitCode {
                 roots,
                 apply,
                 rows,
-            }) => rename::rename(
+            }) => commands::rename::rename(
                 global,
-                &rename::RenameArgs {
+                &commands::rename::RenameArgs {
                     pattern,
                     to,
                     matcher: matcher.as_deref(),
@@ -324,10 +117,10 @@ fn main() -> ExitCode {
             ),
             Some(Command::Convert { from, to, merge, dir }) => match (*from, *to) {
                 (Format::E57, Format::Las) => {
-                    local::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Las)
+                    commands::convert::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Las)
                 }
                 (Format::E57, Format::Laz) => {
-                    local::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Laz)
+                    commands::convert::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Laz)
                 }
                 _ => Err(fail::Fail {
                     code: fail::exit::USAGE,
@@ -339,6 +132,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(fail) => {
+            if fail.code == fail::exit::REPAIR
+                && let Ok(dir) = settings::config_dir(global.config_dir.as_deref())
+            {
+                // Revoked: a supervisor that would start it again is told not to.
+                commands::service::disable_after_revoke(&dir);
+            }
             if global.json {
                 println!(
                     "{}",

@@ -7,6 +7,9 @@ use anyhow::{Context as _, bail};
 use fusion_tools::{Access, Scope};
 use serde::Deserialize;
 
+use crate::cli::Global;
+use crate::fail::{Fail, exit};
+
 /// `config.toml` in the configuration directory.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +26,9 @@ pub(crate) struct ConfigFile {
 }
 
 pub(crate) const CONFIG_FILE: &str = "config.toml";
+
+/// This build's version, sent to the server and shown by `doctor`.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl ConfigFile {
     pub(crate) fn load(dir: &Path) -> anyhow::Result<ConfigFile> {
@@ -167,6 +173,43 @@ pub(crate) fn device_name(flag: Option<&str>, config: &ConfigFile) -> String {
     flag.map(str::to_string)
         .or_else(|| config.name.clone())
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+/// The server to pair with: `--server`, else `FUSION_HOST_SERVER`, else the
+/// configuration file's.
+pub(crate) fn server(server: Option<&str>, config: &ConfigFile) -> Result<String, Fail> {
+    server
+        .map(str::to_string)
+        .or_else(server_from_env)
+        .or_else(|| config.server.clone())
+        .ok_or_else(|| Fail {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "no server: pass --server URL or set FUSION_HOST_SERVER (the address shown on /devices)"
+            ),
+        })
+}
+
+/// Extra CA certificates to trust: `--ca-cert`, else the configuration file's.
+pub(crate) fn ca_cert(global: &Global, config: &ConfigFile) -> Option<PathBuf> {
+    global.ca_cert.clone().or_else(|| config.ca_cert.clone())
+}
+
+/// The allowed folders of a command that works here, without a server
+/// (`call`, `rename`, `mcp`): from `--root`, else the configuration. A rename
+/// batch a crash interrupted is finished or rolled back first, and said so
+/// on stderr (stdout may be a protocol).
+pub(crate) fn local_scope(global: &Global, roots: &[String]) -> Result<Scope, Fail> {
+    let dir = config_dir(global.config_dir.as_deref())?;
+    let config = ConfigFile::load(&dir)?;
+    let scope = scope(roots, &config, &dir).map_err(|error| Fail {
+        code: exit::USAGE,
+        error,
+    })?;
+    for recovery in fusion_tools::recover_renames(&scope) {
+        eprintln!("! {recovery}");
+    }
+    Ok(scope)
 }
 
 #[cfg(test)]

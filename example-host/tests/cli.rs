@@ -9,6 +9,8 @@ use fusion_host_server::{CallOptions, CallOutcome};
 use serde_json::{Value, json};
 
 mod common;
+#[path = "support/e57.rs"]
+mod e57_fixture;
 
 use common::{BIN, Running, Server, server};
 
@@ -530,36 +532,20 @@ fn convert_e57_to_las_on_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
 
+/// One scan of `n` points, coordinates only.
 fn write_e57(path: &Path, n: usize) {
-    use e57::{Record, RecordDataType, RecordName, RecordValue};
-    let mut writer = e57::E57Writer::from_file(path, "guid").unwrap();
-    let double = RecordDataType::Double { min: None, max: None };
-    let prototype = vec![
-        Record {
-            name: RecordName::CartesianX,
-            data_type: double.clone(),
-        },
-        Record {
-            name: RecordName::CartesianY,
-            data_type: double.clone(),
-        },
-        Record {
-            name: RecordName::CartesianZ,
-            data_type: double,
-        },
-    ];
-    let mut pc = writer.add_pointcloud("pc", prototype).unwrap();
-    for i in 0..n {
-        let f = i as f64;
-        pc.add_point(vec![
-            RecordValue::Double(f),
-            RecordValue::Double(-f),
-            RecordValue::Double(0.5),
-        ])
-        .unwrap();
-    }
-    pc.finalize().unwrap();
-    writer.finalize().unwrap();
+    let point = |i: usize| e57_fixture::Point {
+        xyz: [i as f64, -(i as f64), 0.5],
+        ..Default::default()
+    };
+    let scan = e57_fixture::Scan {
+        name: "pc".into(),
+        fields: e57_fixture::Fields::default(),
+        acquisition_start: None,
+        points: n,
+        point: &point,
+    };
+    e57_fixture::write(path, None, &[scan]);
 }
 
 /// `fusion-host rename` with `args`, in `folder`.

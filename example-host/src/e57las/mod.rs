@@ -304,9 +304,14 @@ pub(super) fn e57_error(loc: &Location<'_>, e: e57::Error) -> Error {
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/e57.rs"]
+mod e57_fixture;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use fusion_tools::{Access, Outcome, Scope};
 
+    use super::e57_fixture;
     use super::*;
 
     /// Writes a small E57 file with `n` points (cartesian, intensity, and
@@ -327,83 +332,30 @@ pub(crate) mod tests {
         crs: Option<&str>,
         start: Option<f64>,
     ) {
-        use e57::{Record, RecordDataType, RecordName, RecordValue};
-        let mut writer = e57::E57Writer::from_file(path, "test-guid").unwrap();
-        writer.set_coordinate_metadata(crs.map(str::to_string));
-        let double = RecordDataType::Double { min: None, max: None };
-        let mut prototype = vec![
-            Record {
-                name: RecordName::CartesianX,
-                data_type: double.clone(),
-            },
-            Record {
-                name: RecordName::CartesianY,
-                data_type: double.clone(),
-            },
-            Record {
-                name: RecordName::CartesianZ,
-                data_type: double,
-            },
-            Record {
-                name: RecordName::Intensity,
-                data_type: RecordDataType::Single {
-                    min: Some(0.0),
-                    max: Some(1.0),
-                },
-            },
-        ];
-        if color {
-            for name in [
-                RecordName::ColorRed,
-                RecordName::ColorGreen,
-                RecordName::ColorBlue,
-            ] {
-                prototype.push(Record {
-                    name,
-                    data_type: RecordDataType::Integer { min: 0, max: 255 },
-                });
-            }
-        }
-        if start.is_some() {
-            prototype.push(Record {
-                name: RecordName::TimeStamp,
-                data_type: RecordDataType::Double { min: None, max: None },
-            });
-            prototype.push(Record {
-                name: RecordName::IsTimeStampInvalid,
-                data_type: RecordDataType::Integer { min: 0, max: 1 },
-            });
-        }
-        let mut pc = writer.add_pointcloud(&format!("pc-{shift}"), prototype).unwrap();
-        pc.set_acquisition_start(start.map(|gps_time| e57::DateTime {
-            gps_time,
-            atomic_reference: true,
-        }));
-        for i in 0..n {
+        let fields = e57_fixture::Fields {
+            intensity: true,
+            color,
+            time: start.is_some(),
+            time_invalid: true,
+        };
+        let point = |i: usize| {
             let f = i as f64;
-            let mut values = vec![
-                RecordValue::Double(shift + f * 0.01),
-                RecordValue::Double(5_400_000.0 + f * 0.02),
-                RecordValue::Double(f * 0.003),
-                RecordValue::Single((i % 100) as f32 / 99.0),
-            ];
-            if color {
-                values.extend([
-                    RecordValue::Integer(255),
-                    RecordValue::Integer((i % 256) as i64),
-                    RecordValue::Integer(0),
-                ]);
+            e57_fixture::Point {
+                xyz: [shift + f * 0.01, 5_400_000.0 + f * 0.02, f * 0.003],
+                intensity: (i % 100) as f32 / 99.0,
+                rgb: [255, (i % 256) as i64, 0],
+                time: f * 0.001,
+                time_invalid: i % 7 == 6,
             }
-            if start.is_some() {
-                values.extend([
-                    RecordValue::Double(f * 0.001),
-                    RecordValue::Integer(i64::from(i % 7 == 6)),
-                ]);
-            }
-            pc.add_point(values).unwrap();
-        }
-        pc.finalize().unwrap();
-        writer.finalize().unwrap();
+        };
+        let scan = e57_fixture::Scan {
+            name: format!("pc-{shift}"),
+            fields,
+            acquisition_start: start,
+            points: n,
+            point: &point,
+        };
+        e57_fixture::write(path, crs, &[scan]);
     }
 
     /// Plans `input` with the device's toolbox, then applies that plan.
@@ -419,7 +371,7 @@ pub(crate) mod tests {
     }
 
     fn plan_and_apply(scope: &Scope, input: serde_json::Value) -> (Plan, Result<fusion_tools::Outcome>) {
-        let toolbox = crate::toolbox();
+        let toolbox = crate::toolbox::toolbox();
         let cx = Context::new(scope);
         let plan = plan_of(&toolbox, &cx, &input);
         let applied = toolbox.call(
@@ -441,7 +393,7 @@ pub(crate) mod tests {
         let scan = dir.path().join("north.e57");
         write_e57(&scan, 100, false, 0.0);
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
-        let toolbox = crate::toolbox();
+        let toolbox = crate::toolbox::toolbox();
         let cx = Context::new(&scope);
         let input = json!({ "sources": ["north.e57"] });
         let plan = plan_of(&toolbox, &cx, &input);
@@ -754,7 +706,7 @@ pub(crate) mod tests {
         write_e57(&dir.path().join("a.e57"), 10, false, 0.0);
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
         let cx = Context::new(&scope);
-        let toolbox = crate::toolbox();
+        let toolbox = crate::toolbox::toolbox();
         for (input, says) in [
             (
                 json!({ "sources": ["a.e57"], "merge_into": "site.txt" }),

@@ -4,7 +4,7 @@
 use fusion_tools::{Context, Error, Location, Result};
 
 use super::e57_error;
-use super::write::Readers;
+use super::read::Readers;
 
 /// Millimetres: what survey deliverables are checked at.
 pub(super) const SCALE: f64 = 0.001;

@@ -7,6 +7,9 @@ use fusion_tools::{Context, Location, Result};
 
 use super::e57_error;
 
+/// The open inputs, each with where it lies.
+pub(super) type Readers<'s> = Vec<(Location<'s>, e57::E57Reader<BufReader<std::fs::File>>)>;
+
 /// Records a plan decodes to count the points of scans whose headers
 /// cannot say (seconds of decoding, not minutes); past it, the plan says
 /// "up to".

@@ -7,7 +7,7 @@ use fusion_tools::{Context, Error, Location, Result};
 use super::Job;
 use super::e57_error;
 use super::offsets::{Extent, fits, header_extents, scan_extent};
-use super::read::{ScanTime, shared_wkt};
+use super::read::{Readers, ScanTime, shared_wkt};
 
 /// Writes one LAS file from its scans; `progress` gets the points written so
 /// far. Returns the points written.
@@ -100,8 +100,6 @@ pub(super) enum Written {
     /// A point the transforms cannot hold: nothing was kept.
     Outside,
 }
-
-pub(super) type Readers<'s> = Vec<(Location<'s>, e57::E57Reader<BufReader<std::fs::File>>)>;
 
 /// Writes the output with `transforms`, atomically: the file appears whole,
 /// or not at all.

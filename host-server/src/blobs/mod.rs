@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-use store::store_err;
 use uploads::{Upload, resume_staged};
 
 /// Bytes a device sends per `PUT` by default; the last chunk may be
@@ -223,6 +222,17 @@ impl Blobs {
     fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
         self.uploads.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// An object store's failure, as the dispatcher's error.
+fn store_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::BlobStore(crate::StoreError::new(e))
+}
+
+/// Milliseconds since the Unix epoch, as blob records keep time.
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

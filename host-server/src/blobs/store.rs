@@ -15,11 +15,7 @@ use crate::credentials::{new_id, sha256_hex};
 use crate::error::{Error, Result};
 
 use super::uploads::Upload;
-use super::{BlobMeta, Blobs, PART_BYTES, READ_BYTES};
-
-pub(super) fn store_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::BlobStore(crate::StoreError::new(e))
-}
+use super::{BlobMeta, Blobs, PART_BYTES, READ_BYTES, ms, store_err};
 
 /// An owner's folder in the store: a hash, so any owner id is a safe path.
 pub(super) fn owner_prefix(owner: &str) -> ObjectPath {
@@ -235,11 +231,6 @@ pub(super) struct StoredMeta {
     pub(super) media_type: String,
     pub(super) created_at_ms: u64,
     pub(super) expires_at_ms: u64,
-}
-
-pub(super) fn ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl From<&BlobMeta> for StoredMeta {

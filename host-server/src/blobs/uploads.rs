@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::credentials::new_id;
 use crate::error::{Error, Result};
 
-use super::store::{ms, store_err};
-use super::{BeginUpload, BlobConfig, BlobMeta, Blobs, UploadStatus};
+use super::{BeginUpload, BlobConfig, BlobMeta, Blobs, UploadStatus, ms, store_err};
 
 pub(super) struct Upload {
     pub(super) owner: String,

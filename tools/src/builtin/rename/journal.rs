@@ -24,7 +24,7 @@ use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::apply::{Folders, sync_dir, temp_for};
+use super::folders::{Folders, sync_dir, temp_for};
 use crate::Access;
 use crate::fsutil::{hex, id_of};
 use crate::scope::{Root, Scope};

@@ -15,6 +15,7 @@
 //! batch, when every item had reached its target), then removes the journal.
 
 mod apply;
+mod folders;
 mod journal;
 mod plan;
 
@@ -127,7 +128,7 @@ mod tests {
     use std::path::Path;
 
     use super::super::testutil::{Fixture, code};
-    use super::apply::temp_for;
+    use super::folders::temp_for;
     use super::journal::{Journal, JournalItem, journal_path, write_journal};
     use super::*;
     use crate::error::{BatchProblemCode, Error};

@@ -18,17 +18,8 @@ use fusion_tools::{
 use regex::Regex;
 use serde_json::json;
 
-use crate::Global;
+use crate::cli::{Global, Order};
 use crate::fail::{Fail, exit};
-
-/// How the matched files are numbered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Order {
-    /// By path, as listed.
-    Name,
-    /// Oldest modification first.
-    Mtime,
-}
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,8 +313,8 @@ pub(crate) fn rename(global: &Global, args: &RenameArgs<'_>) -> Result<(), Fail>
         .transpose()
         .context("--match is not a regular expression")
         .map_err(usage)?;
-    let scope = crate::local::local_scope(global, args.roots)?;
-    let toolbox = crate::toolbox();
+    let scope = crate::settings::local_scope(global, args.roots)?;
+    let toolbox = crate::toolbox::toolbox();
     let cx = Context::new(&scope);
     let expanded = expand(
         &toolbox,

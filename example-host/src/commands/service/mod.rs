@@ -1,0 +1,239 @@
+//! `fusion-host service install | uninstall | status | logs`: keep the device
+//! running under the system's supervisor — a systemd unit on Linux (a user
+//! unit, or a system one with `--system`, `systemd.rs`), a launchd agent on
+//! macOS (`launchd.rs`), a Task Scheduler task of the user on Windows
+//! (`windows.rs`). Each is a [`Manager`]; this file is the command.
+//!
+//! The unit runs `fusion-host run` with this binary and this profile's
+//! configuration folder. The token stays in the credentials file (0600 on
+//! Unix, the user's profile folder on Windows); the unit holds no secret.
+//! The supervisor restarts on failure, but not on the exits that a restart
+//! cannot fix: bad configuration (2) and "revoked, pair again" (3).
+
+mod launchd;
+mod systemd;
+mod windows;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::cli::{Action, Global};
+use crate::fail::{Fail, exit};
+use crate::settings;
+
+/// The unit's name, on every system.
+pub(crate) const UNIT: &str = "fusion-host";
+
+/// Where a unit goes, and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unit {
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
+}
+
+/// How the service's log is read.
+pub(crate) enum Logs {
+    /// A command that follows it.
+    Command(Vec<String>),
+    /// A file to follow here.
+    Follow(PathBuf),
+}
+
+/// One system's supervisor: where its unit goes and the commands that
+/// start, stop, show and follow it. Each command is run as given, never
+/// through a shell.
+pub(crate) trait Manager {
+    /// The unit that runs `exe run --config-dir config_dir`.
+    fn unit(&self, exe: &Path, config_dir: &Path) -> anyhow::Result<Unit>;
+    /// `--system` was asked for; only systemd has it.
+    fn refuse_system(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The unit file's bytes.
+    fn unit_bytes(&self, text: &str) -> Vec<u8> {
+        text.as_bytes().to_vec()
+    }
+    /// Starts the written unit now and at every log-in; each must succeed.
+    fn start(&self, unit: &Unit) -> Vec<Vec<String>>;
+    /// Stops it and makes the supervisor forget it (best effort).
+    fn stop(&self, unit: &Unit) -> Vec<Vec<String>>;
+    /// Run once the unit file is gone.
+    fn forgotten(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+    /// Shows whether it runs.
+    fn status(&self) -> Vec<String>;
+    /// Follows its log.
+    fn logs(&self, config_dir: &Path) -> Logs;
+    /// When it starts again by itself.
+    fn started_again_after(&self) -> &'static str {
+        "log-in"
+    }
+}
+
+/// This system's supervisor.
+fn manager(system: bool) -> anyhow::Result<Box<dyn Manager>> {
+    let manager: Box<dyn Manager> = if cfg!(target_os = "macos") {
+        Box::new(launchd::Launchd)
+    } else if cfg!(windows) {
+        Box::new(windows::TaskScheduler)
+    } else if cfg!(target_os = "linux") {
+        Box::new(systemd::Systemd { system })
+    } else {
+        bail!(
+            "`fusion-host service` knows systemd (Linux), launchd (macOS) and Task Scheduler (Windows); on this system run `fusion-host run` from its own supervisor"
+        )
+    };
+    if system {
+        manager.refuse_system()?;
+    }
+    Ok(manager)
+}
+
+/// Disables a Windows task after the device was revoked, so it is not
+/// started again every minute; `service install` enables it again. The
+/// other supervisors do not restart a device that exits revoked.
+pub(crate) fn disable_after_revoke(config_dir: &Path) {
+    if cfg!(windows) {
+        windows::disable_task_after_revoke(config_dir);
+    }
+}
+
+pub(super) fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("HOME is not set; cannot tell where the service unit goes"))
+}
+
+/// Runs one of the supervisor's commands, saying what it ran.
+fn run(args: &[String]) -> anyhow::Result<bool> {
+    eprintln!("$ {}", args.join(" "));
+    match Command::new(&args[0]).args(&args[1..]).status() {
+        Ok(status) => Ok(status.success()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "`{}` is not installed; the unit is written but nothing started it",
+                args[0]
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot run {}", args[0])),
+    }
+}
+
+/// `fusion-host service ACTION [--system] [--print]`.
+pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool) -> Result<(), Fail> {
+    let config_dir = settings::config_dir(global.config_dir.as_deref())?;
+    let usage = |error| Fail {
+        code: exit::USAGE,
+        error,
+    };
+    let manager = manager(system).map_err(usage)?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot tell where this binary is")?;
+    let unit = manager.unit(&exe, &config_dir).map_err(usage)?;
+    match action {
+        Action::Install if print => {
+            print!("{}", unit.text);
+            Ok(())
+        }
+        Action::Install => {
+            if !config_dir.join(fusion_host::CREDENTIALS_FILE).exists() {
+                return Err(usage(anyhow!(
+                    "this device is not paired yet ({} has no credentials); pair it first, then install the service",
+                    config_dir.display()
+                )));
+            }
+            if let Some(parent) = unit.path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&unit.path, manager.unit_bytes(&unit.text))
+                .with_context(|| format!("cannot write {}", unit.path.display()))?;
+            println!("✓ wrote {}", unit.path.display());
+            for command in manager.start(&unit) {
+                if !run(&command)? {
+                    return Err(anyhow!(
+                        "the supervisor did not start the service; see `fusion-host service status`"
+                    )
+                    .into());
+                }
+            }
+            println!(
+                "✓ fusion-host runs as a service now, and again after every {}",
+                manager.started_again_after()
+            );
+            Ok(())
+        }
+        Action::Uninstall => {
+            if !unit.path.exists() {
+                println!("no service installed ({} does not exist)", unit.path.display());
+                return Ok(());
+            }
+            for command in manager.stop(&unit) {
+                let _ = run(&command);
+            }
+            std::fs::remove_file(&unit.path)
+                .with_context(|| format!("cannot remove {}", unit.path.display()))?;
+            for command in manager.forgotten() {
+                let _ = run(&command);
+            }
+            println!("✓ removed {}", unit.path.display());
+            Ok(())
+        }
+        Action::Status => {
+            if !unit.path.exists() {
+                println!(
+                    "not installed ({} does not exist); `fusion-host service install` installs it",
+                    unit.path.display()
+                );
+                return Ok(());
+            }
+            println!("installed: {}", unit.path.display());
+            run(&manager.status())?;
+            Ok(())
+        }
+        Action::Logs => match manager.logs(&config_dir) {
+            Logs::Command(command) => {
+                run(&command)?;
+                Ok(())
+            }
+            Logs::Follow(log) => follow(&log).map_err(Fail::from),
+        },
+    }
+}
+
+/// Prints the end of `log`, then what is appended to it, until interrupted
+/// (`tail -f`, where there is none).
+fn follow(log: &Path) -> anyhow::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = std::fs::File::open(log).with_context(|| {
+        format!(
+            "cannot open {}; the service writes it once it has run",
+            log.display()
+        )
+    })?;
+    let len = file.metadata()?.len();
+    // About the last 50 lines.
+    let mut at = len.saturating_sub(8 * 1024);
+    file.seek(SeekFrom::Start(at))?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        file.read_to_end(&mut buf)?;
+        if !buf.is_empty() {
+            let text = String::from_utf8_lossy(&buf);
+            let text = if at > 0 && at == len.saturating_sub(8 * 1024) {
+                text.split_once('\n').map_or("", |(_, rest)| rest).to_string()
+            } else {
+                text.into_owned()
+            };
+            print!("{text}");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            at += buf.len() as u64;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
