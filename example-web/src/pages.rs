@@ -12,10 +12,11 @@ use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use crate::activity::{ActivityPage, ActivityQuery, Outcome};
-use crate::auth::{self, FORM_CSRF_COOKIE, MaybeAuthed, Next, SESSION_COOKIE};
+use crate::auth::{self, Authed, FORM_CSRF_COOKIE, MaybeAuthed, Next, SESSION_COOKIE};
 use crate::error::AppError;
+use crate::extract::ApiPath;
 use crate::state::AppState;
-use crate::views::{CSS, JS, ago, asset, layout};
+use crate::views::{ago, assets, layout, proposal_card};
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -27,14 +28,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/devices/{id}", get(device_page))
         .route("/devices/tokens/{id}/revoke", post(revoke_token))
         .route("/device", get(crate::approve::page).post(crate::approve::decide))
-        .route(
-            "/assets/app.css",
-            get(|| async { asset("text/css; charset=utf-8", CSS) }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
-        )
+        .route("/proposals/{id}/card", get(proposal_card_page))
+        .route("/assets/{*path}", get(assets::serve))
         .with_state(state)
 }
 
@@ -214,56 +209,6 @@ fn tokens_view(tokens: &[auth::TokenInfo], csrf: Option<&str>) -> Markup {
     }
 }
 
-fn diff_view(diff: &str) -> Markup {
-    html! {
-        pre.diff {
-            @for line in diff.lines() {
-                @let class = if line.starts_with("+++") || line.starts_with("---") { "meta" }
-                    else if line.starts_with('+') { "add" }
-                    else if line.starts_with('-') { "del" }
-                    else if line.starts_with("@@") { "hunk" } else { "ctx" };
-                span class=(class) { (line) } "\n"
-            }
-        }
-    }
-}
-
-/// Rows of a plan shown on the page; the rest are counted.
-const PLAN_ROWS: usize = 20;
-
-/// A plan's effects as a table (a rename batch, a move, a delete): the first
-/// rows and how many there are in all.
-fn effects_view(plan: &fusion_tools::Plan) -> Markup {
-    let total = plan.effects_total as usize;
-    let shown = &plan.effects[..plan.effects.len().min(PLAN_ROWS)];
-    let has_to = shown.iter().any(|e| e.to.is_some());
-    let folder = common_folder(
-        shown
-            .iter()
-            .flat_map(|e| std::iter::once(e.path.as_str()).chain(e.to.as_deref())),
-    );
-    let short = |p: &str| p.get(folder.len()..).unwrap_or(p).to_string();
-    html! {
-        @if !folder.is_empty() { p.muted.folder { "In " code { (folder.trim_end_matches(['/', '\\'])) } ":" } }
-        table.effects {
-            thead { tr { th { "What" } th { "Path" } @if has_to { th { "New path" } } th { "Size" } } }
-            tbody {
-                @for e in shown {
-                    tr {
-                        td.muted { (serde_json::to_value(e.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
-                        td { code { (short(&e.path)) } }
-                        @if has_to { td { code { (short(e.to.as_deref().unwrap_or(""))) } } }
-                        td.muted { (e.bytes.map(|b| format!("{b} B")).unwrap_or_default()) }
-                    }
-                }
-            }
-        }
-        @if total > shown.len() {
-            p.muted.more { "… and " (total - shown.len()) " more (" (total) " in all)" }
-        }
-    }
-}
-
 /// A call's outcome as people read it: ok, refused (the device's rules said
 /// no: outside the allowed folders, read-only), a conflict (the disk changed
 /// since the plan), or failed. A refusal is not an outage and must not look
@@ -281,25 +226,20 @@ fn access_badge(access: fusion_tools::Access) -> Markup {
     }
 }
 
-/// The folder every path shares, with its trailing separator ("" if none):
-/// a batch of 480 renames in one folder reads as names, not as 960 full paths.
-fn common_folder<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
-    let Some(first) = paths.next() else {
-        return String::new();
-    };
-    let mut prefix = first;
-    for path in paths {
-        let common = prefix
-            .bytes()
-            .zip(path.bytes())
-            .take_while(|(a, b)| a == b)
-            .count();
-        prefix = &prefix[..common];
-    }
-    match prefix.rfind(['/', '\\']) {
-        Some(end) => prefix[..=end].to_string(),
-        None => String::new(),
-    }
+/// `GET /proposals/{id}/card`: one of the owner's proposals as the card
+/// `/devices` shows, for the tool runner to place where it proposed it.
+async fn proposal_card_page(
+    State(s): State<AppState>,
+    Authed(p): Authed,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, AppError> {
+    let proposal = s.dispatcher.proposal(&p.user.id, &id).await?;
+    let devices = s.dispatcher.devices(&p.user.id).await?;
+    let device = devices
+        .iter()
+        .find(|d| d.device.id == proposal.device_id)
+        .map(|d| d.device.name.as_str());
+    Ok(proposal_card(&proposal, device).into_response())
 }
 
 async fn devices_page(
@@ -391,14 +331,7 @@ async fn devices_page(
                 p.empty { "Nothing to approve. Changes an agent proposes appear here with their exact diff." }
             }
             @for prop in &pending {
-                div.proposal data-proposal=(prop.id) {
-                    div.row {
-                        div { strong { (prop.tool) } " on " (names.get(prop.device_id.as_str()).copied().unwrap_or("?")) span.muted { " — asked by " (prop.requested_by) } }
-                        div { button.primary.small data-decide="approve" data-id=(prop.id) type="button" { "Approve" } " " button.small data-decide="reject" data-id=(prop.id) type="button" { "Reject" } }
-                    }
-                    p { (prop.plan.summary) }
-                    @if let Some(diff) = &prop.plan.diff { (diff_view(diff)) } @else if !prop.plan.effects.is_empty() { (effects_view(&prop.plan)) }
-                }
+                (proposal_card(prop, names.get(prop.device_id.as_str()).copied()))
             }
         }
         (activity_view(&activity, &q, &devices))
@@ -596,15 +529,5 @@ mod tests {
             crate::auth::Next::signin_to("/device?user_code=A"),
             "/signin?next=%2Fdevice%3Fuser_code%3DA"
         );
-    }
-
-    #[test]
-    fn common_folder_stops_at_a_separator() {
-        let f = |v: &[&str]| super::common_folder(v.iter().copied());
-        assert_eq!(f(&["/s/scans/Scan_1.e57", "/s/scans/Scan_2.e57"]), "/s/scans/");
-        assert_eq!(f(&["/s/scans/a", "/s/scans2/a"]), "/s/");
-        assert_eq!(f(&[r"C:\s\a.e57", r"C:\s\b.e57"]), r"C:\s\");
-        assert_eq!(f(&["a", "b"]), "");
-        assert_eq!(f(&[]), "");
     }
 }

@@ -256,7 +256,7 @@ async fn devices_page_end_to_end_in_chromium() {
     c.find(css("#blob-send")).await.unwrap().click().await.unwrap();
     c.wait()
         .at_most(WAIT)
-        .for_element(css(".send-blob .proposal #approve"))
+        .for_element(css(".send-blob .proposal [data-decide=approve]"))
         .await
         .unwrap()
         .click()
@@ -288,11 +288,26 @@ async fn devices_page_end_to_end_in_chromium() {
         .await
         .unwrap();
     assert!(diff.text().await.unwrap().contains("+approved in the browser"));
+    // The card is the server's, as /devices shows it: it names the tool,
+    // the device and who asked.
+    let card = c
+        .find(css("#result .proposal"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(card.contains("write_file on test-laptop"), "{card}");
     assert!(
         !device.dir.path().join("approved.txt").exists(),
         "nothing is written before approval"
     );
-    c.find(css("#approve")).await.unwrap().click().await.unwrap();
+    c.find(css("#result .proposal [data-decide=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let applied = c
         .wait()
         .at_most(WAIT)

@@ -311,17 +311,46 @@ async fn pages_render(app: &App) {
     assert!(!page.contains("<style"), "inline style");
     for script in page.split("<script").skip(1) {
         assert!(
-            script.starts_with(" src=\"/assets/app.js?v=")
+            script.starts_with(" type=\"module\" src=\"/assets/js/main.js?v=")
                 || script.starts_with(" type=\"application/json\""),
             "inline script: {}",
             &script[..script.len().min(80)]
         );
     }
-    for (asset, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
-        let r = reqwest::get(format!("{}/assets/{asset}", app.url)).await.unwrap();
+    // The script's modules and the styles: cached, and asked again with
+    // their ETag, which answers 304 until they change.
+    let http = reqwest::Client::new();
+    for (asset, kind) in [
+        ("js/main.js", "text/javascript"),
+        ("js/runner.js", "text/javascript"),
+        ("app.css", "text/css"),
+    ] {
+        let url = format!("{}/assets/{asset}", app.url);
+        let r = http.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with(kind));
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        let etag = r.headers()["etag"].clone();
+        let again = http
+            .get(&url)
+            .header("if-none-match", etag.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{asset}");
+        assert_eq!(again.headers()["etag"], etag);
+        let stale = http
+            .get(&url)
+            .header("if-none-match", "\"old\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "{asset}");
     }
+    let missing = reqwest::get(format!("{}/assets/js/nothing.js", app.url))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     let device = alice.pair_device().await;
     let html = alice.html("/devices").await;
     assert!(html.contains("test-laptop") && html.contains("badge online"));

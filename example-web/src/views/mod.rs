@@ -1,35 +1,15 @@
-//! What every page shares: the layout with its script and styles (served as
-//! files, so the pages' Content-Security-Policy forbids inline ones), and
-//! small views.
+//! What every page shares: the layout with its script and styles (files of
+//! their own, `assets.rs`), the proposal card (`proposal.rs`), and small
+//! views.
 
-use axum::response::{IntoResponse, Response};
+pub(crate) mod assets;
+mod proposal;
+
 use maud::{DOCTYPE, Markup, html};
 
+pub(crate) use proposal::proposal_card;
+
 use crate::auth::Principal;
-
-// The page's styles and script are files of their own, never inline, so the
-// pages' Content-Security-Policy can forbid inline script and style outright.
-pub(crate) const CSS: &str = include_str!("../assets/app.css");
-pub(crate) const JS: &str = include_str!("../assets/app.js");
-
-/// A digest of both, in their URLs: a browser caches them for good and
-/// fetches them again after an upgrade.
-static ASSET_VERSION: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| crate::auth::sha256(&format!("{CSS}{JS}"))[..12].to_string());
-
-pub(crate) fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (axum::http::header::CONTENT_TYPE, content_type),
-            (
-                axum::http::header::CACHE_CONTROL,
-                "public, max-age=31536000, immutable",
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
 
 pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
     html! {
@@ -39,7 +19,7 @@ pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Mar
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · fusion-host" }
-                link rel="stylesheet" href=(format!("/assets/app.css?v={}", *ASSET_VERSION));
+                link rel="stylesheet" href=(format!("/assets/app.css?v={}", *assets::VERSION));
             }
             body data-csrf=[user.and_then(|u| u.csrf.as_deref())] {
                 header.top {
@@ -57,7 +37,7 @@ pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Mar
                 }
                 p.banner #offline-banner role="status" hidden { "Cannot reach the server — retrying…" }
                 main { (body) }
-                script src=(format!("/assets/app.js?v={}", *ASSET_VERSION)) {}
+                script type="module" src=(format!("/assets/js/main.js?v={}", *assets::VERSION)) {}
             }
         }
     }
