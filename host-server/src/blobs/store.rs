@@ -105,11 +105,16 @@ impl Blobs {
             (Some(prefix), Some(name)) => {
                 // Durable before it becomes the blob. A handle with write
                 // access: Windows refuses to flush a read-only one.
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&upload.file)
-                    .and_then(|f| f.sync_all())
-                    .map_err(store_err)?;
+                let file = upload.file.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&file)
+                        .and_then(|f| f.sync_all())
+                })
+                .await
+                .map_err(store_err)?
+                .map_err(store_err)?;
                 let staged = ObjectPath::from(prefix.as_str()).child(name);
                 self.config
                     .store
@@ -140,19 +145,41 @@ impl Blobs {
         Ok(meta)
     }
 
-    /// Streams a staged file into the store in parts, a few in memory.
+    /// Streams a staged file into the store in parts, a few in memory. The
+    /// file is read on a blocking thread, a chunk or two ahead of the upload.
     pub(super) async fn copy_into_store(&self, file: &std::path::Path, target: &ObjectPath) -> Result<()> {
         let multipart = self.config.store.put_multipart(target).await.map_err(store_err)?;
         let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
-        let mut file = std::fs::File::open(file).map_err(store_err)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(store_err)?;
-            if n == 0 {
+        let (tx, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+        let path = file.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let chunk = file.read(&mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                let last = !matches!(&chunk, Ok(b) if !b.is_empty());
+                // The receiver gone means the copy failed; stop reading.
+                if tx.blocking_send(chunk).is_err() || last {
+                    return;
+                }
+            }
+        });
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk.map_err(store_err)?;
+            if chunk.is_empty() {
                 break;
             }
             writer.wait_for_capacity(2).await.map_err(store_err)?;
-            writer.write(&buf[..n]);
+            writer.write(&chunk);
         }
         writer.finish().await.map_err(store_err)?;
         Ok(())

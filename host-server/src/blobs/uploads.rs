@@ -75,13 +75,18 @@ impl Blobs {
             size: req.size,
             created_at_ms: ms(now),
         };
-        std::fs::File::create(&file).map_err(store_err)?;
-        // The record appears whole or not at all.
-        let record_path = record_path(&file);
-        let partial = record_path.with_extension("json.partial");
-        std::fs::write(&partial, serde_json::to_vec(&record).map_err(store_err)?)
-            .and_then(|()| std::fs::rename(&partial, &record_path))
-            .map_err(store_err)?;
+        let json = serde_json::to_vec(&record).map_err(store_err)?;
+        let staged = file.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::create(&staged)?;
+            // The record appears whole or not at all.
+            let record_path = record_path(&staged);
+            let partial = record_path.with_extension("json.partial");
+            std::fs::write(&partial, json).and_then(|()| std::fs::rename(&partial, &record_path))
+        })
+        .await
+        .map_err(store_err)?
+        .map_err(store_err)?;
         self.uploads().insert(
             upload_id.clone(),
             Upload {
