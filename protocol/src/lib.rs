@@ -11,7 +11,9 @@
 //! - the stable error codes ([`ErrorCode`]) and the body every error travels
 //!   in ([`ErrorBody`]);
 //! - [`write_hashing`]: a verified transfer's receiving end, shared by the
-//!   device and the server.
+//!   device and the server;
+//! - a release's signed [`ReleaseManifest`], which `fusion-host update`
+//!   reads.
 //!
 //! Nothing here touches a filesystem or a network: the device's tools live
 //! in `fusion-tools`, the dispatcher in `fusion-host-server`.
@@ -46,11 +48,15 @@ mod digest;
 mod error;
 mod folders;
 mod plan;
+mod release;
 mod wire;
 
 pub use digest::{Gather, Written, write_hashing};
 pub use error::{ErrorBody, ErrorCode};
 pub use folders::{Access, RootInfo};
+pub use release::{
+    Artifact, ArtifactKind, MANIFEST_FORMAT, RELEASES_PATH, ReleaseManifest, current_target, is_plain_file_name,
+};
 pub use plan::{Effect, EffectOp, EntryKind, Expectation, MAX_PLAN_EFFECTS, PathState, Plan, Precondition};
 pub use wire::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
