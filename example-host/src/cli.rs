@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Let an AI agent on a web app work on files on this machine — inside the
 /// folders you allow, with every change shown and approved first.
 ///
-/// The one-liner from /devices pairs and runs:
-///   FUSION_HOST_SERVER=https://app.example.com FUSION_HOST_CODE=BCDF-GHJK fusion-host
+/// The line from /devices pairs and runs (in any shell):
+///   fusion-host --server https://app.example.com --code BCDF-GHJK
 /// Or approve this machine in the browser instead of copying a code:
 ///   fusion-host login --server https://app.example.com
 #[derive(Debug, Parser)]
@@ -16,6 +16,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
+    /// Without a command: the web app to pair with (also FUSION_HOST_SERVER).
+    #[arg(long)]
+    pub(crate) server: Option<String>,
+    /// Without a command: the pairing code from its /devices page, like
+    /// BCDF-GHJK (also FUSION_HOST_CODE).
+    #[arg(long, env = "FUSION_HOST_CODE")]
+    pub(crate) code: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }
@@ -165,6 +172,20 @@ pub(crate) enum Command {
         /// How many rows of the plan to print.
         #[arg(long, default_value_t = 20)]
         rows: usize,
+    },
+    /// Install the release the server offers, verified first (its signature,
+    /// SHA-256 and size), keeping this binary for --rollback; a service is
+    /// restarted onto it.
+    Update {
+        /// Only say which version is offered.
+        #[arg(long, conflicts_with = "rollback")]
+        check: bool,
+        /// Go back to the binary the last update replaced.
+        #[arg(long)]
+        rollback: bool,
+        /// Ask this server instead of the one this device is paired with.
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Convert point clouds: `fusion-host convert e57 --to las|laz [--merge FILE] DIR`.
     Convert {

@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod e57las;
 mod fail;
+mod releases;
 mod report;
 mod settings;
 mod state_file;
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
     let global = &cli.global;
     let result = runtime.block_on(async {
         match &cli.command {
-            None => commands::default(global).await,
+            None => commands::default(global, cli.server.as_deref(), cli.code.as_deref()).await,
             Some(Command::Enroll { server, code, name }) => {
                 commands::enroll::enroll(global, server.as_deref(), code, name.as_deref())
                     .await
@@ -115,6 +116,18 @@ fn main() -> ExitCode {
                     rows: *rows,
                 },
             ),
+            Some(Command::Update {
+                check,
+                rollback,
+                server,
+            }) => {
+                let args = commands::update::UpdateArgs {
+                    check: *check,
+                    rollback: *rollback,
+                    server: server.as_deref(),
+                };
+                commands::update_then_restart(global, &args).await
+            }
             Some(Command::Convert { from, to, merge, dir }) => match (*from, *to) {
                 (Format::E57, Format::Las) => {
                     commands::convert::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Las)

@@ -28,10 +28,10 @@ async fn one_liner_with(
     env: &[(&str, &str)],
 ) -> (Running, String) {
     let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    // The line /devices shows: the same in every shell.
     let mut child = Command::new(BIN)
+        .args(["--server", &server.url, "--code", &code.code])
         .envs(env.iter().copied())
-        .env("FUSION_HOST_SERVER", &server.url)
-        .env("FUSION_HOST_CODE", &code.code)
         .env("FUSION_HOST_CONFIG_DIR", config)
         .current_dir(folder)
         .stdout(Stdio::piped())

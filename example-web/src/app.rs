@@ -58,6 +58,7 @@ pub(crate) fn router(state: AppState) -> Router {
             device_routes(state.dispatcher.clone()).merge(approve),
         )
         .merge(api)
+        .merge(crate::releases::router(state.clone(), state.releases.as_deref()))
         .merge(crate::pages::router(state))
         .method_not_allowed_fallback(crate::extract::method_not_allowed)
         .fallback(crate::extract::not_found);
@@ -246,10 +247,8 @@ async fn pairing_code(
 ) -> Result<Json<Value>, AppError> {
     p.check_csrf(csrf_header(&headers))?;
     let code = state.dispatcher.mint_pairing_code(&p.user.id).await?;
-    let command = format!(
-        "FUSION_HOST_SERVER={} FUSION_HOST_CODE={} fusion-host",
-        state.public_url, code.code
-    );
+    // The same in every shell: PowerShell and cmd take no `VAR=value cmd`.
+    let command = format!("fusion-host --server {} --code {}", state.public_url, code.code);
     let expires_in = code
         .expires_at
         .duration_since(std::time::SystemTime::now())

@@ -9,6 +9,7 @@ mod db;
 mod error;
 mod extract;
 mod pages;
+mod releases;
 mod state;
 mod views;
 
@@ -67,6 +68,11 @@ struct Args {
     /// Prefix of the NATS subjects and KV bucket, for apps sharing one NATS.
     #[arg(long, env = "NATS_PREFIX", default_value = "fusion")]
     nats_prefix: String,
+    /// A folder of signed device releases (`fusion-release sign` wrote it):
+    /// served under /releases/ for `fusion-host update`, and offered on
+    /// /download. Default: none, and /download says how to build it.
+    #[arg(long, env = "FUSION_RELEASES_DIR")]
+    releases: Option<std::path::PathBuf>,
 }
 
 /// Where blobs go: `--blob-store` (a folder, `file://…` or `s3://…`),
@@ -190,6 +196,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         secure_cookies: public_url.starts_with("https://"),
         public_url: public_url.clone(),
         mcp_sessions: Default::default(),
+        releases: args.releases.clone().map(releases::check_dir).transpose()?,
     };
     let app = app::router(state);
     let bound = format!("http://{addr}");

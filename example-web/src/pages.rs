@@ -275,7 +275,8 @@ async fn devices_page(
                 button.primary #add-device type="button" { "Add a device" }
             }
             div #pairing hidden {
-                p { "On the computer to add, run this in a terminal, in the folder it may work on:" }
+                p { "On the computer to add, run this in a terminal (PowerShell, cmd or a shell), in the folder it may work on:" }
+                p.muted { "Not installed there yet? " a href="/download" { "Download fusion-host" } " first." }
                 div.code-row { code #pair-command {} button #copy-command type="button" { "Copy" } }
                 p.bigcode #pair-code {}
                 p.muted #pair-expiry { "The code works once and expires in " span #pair-countdown {} "." }

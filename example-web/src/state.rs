@@ -15,4 +15,6 @@ pub(crate) struct AppState {
     pub(crate) secure_cookies: bool,
     /// Open `/mcp` sessions, ended when their token is revoked.
     pub(crate) mcp_sessions: fusion_host_server::mcp::McpSessions,
+    /// The signed releases served under `/releases/` (`--releases`).
+    pub(crate) releases: Option<std::path::PathBuf>,
 }

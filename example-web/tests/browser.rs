@@ -167,7 +167,7 @@ async fn devices_page_end_to_end_in_chromium() {
     }
     let command = c.find(css("#pair-command")).await.unwrap().text().await.unwrap();
     assert!(
-        command.contains(&format!("FUSION_HOST_CODE={code} fusion-host")),
+        command == format!("fusion-host --server {} --code {code}", app.url),
         "{command}"
     );
     let device = Device::pair(&app.url, &code).await;

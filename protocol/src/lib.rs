@@ -54,10 +54,11 @@ mod wire;
 pub use digest::{Gather, Written, write_hashing};
 pub use error::{ErrorBody, ErrorCode};
 pub use folders::{Access, RootInfo};
-pub use release::{
-    Artifact, ArtifactKind, MANIFEST_FORMAT, RELEASES_PATH, ReleaseManifest, current_target, is_plain_file_name,
-};
 pub use plan::{Effect, EffectOp, EntryKind, Expectation, MAX_PLAN_EFFECTS, PathState, Plan, Precondition};
+pub use release::{
+    Artifact, ArtifactKind, MANIFEST_FORMAT, RELEASES_PATH, ReleaseManifest, current_target,
+    is_plain_file_name,
+};
 pub use wire::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
     DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, Mode,

@@ -74,7 +74,10 @@ fn main() -> anyhow::Result<()> {
             let sk = secret_key(key.as_deref())?;
             let manifest = sign(&dir, &version, &sk, Duration::from_secs(valid_days * 86_400))?;
             for a in &manifest.artifacts {
-                println!("signed {} ({}, {} bytes, sha256 {})", a.file, a.target, a.size, a.sha256);
+                println!(
+                    "signed {} ({}, {} bytes, sha256 {})",
+                    a.file, a.target, a.size, a.sha256
+                );
             }
             println!(
                 "wrote {}/manifest.json (version {}, valid {valid_days} days)",
@@ -107,7 +110,9 @@ fn keygen(out: &Path, name: &str, comment: &str) -> anyhow::Result<()> {
 /// The signing key: from `path`, else `FUSION_RELEASE_KEY`.
 fn secret_key(path: Option<&Path>) -> anyhow::Result<SecretKey> {
     let text = match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read the key {}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read the key {}", p.display()))?
+        }
         None => std::env::var("FUSION_RELEASE_KEY")
             .context("no key: pass --key FILE or set FUSION_RELEASE_KEY to the secret key's text")?,
     };
@@ -141,7 +146,10 @@ fn sign(dir: &Path, version: &str, sk: &SecretKey, valid: Duration) -> anyhow::R
         .collect();
     names.sort();
     if names.is_empty() {
-        bail!("no artifacts named fusion-host-{version}-TARGET in {}", dir.display());
+        bail!(
+            "no artifacts named fusion-host-{version}-TARGET in {}",
+            dir.display()
+        );
     }
     let mut artifacts = Vec::new();
     let mut sums = String::new();
@@ -174,7 +182,10 @@ fn sign(dir: &Path, version: &str, sk: &SecretKey, valid: Duration) -> anyhow::R
         artifacts,
     };
     let json = serde_json::to_vec_pretty(&manifest)?;
-    let comment = format!("fusion-host {version} manifest, expires at {}", manifest.expires_at);
+    let comment = format!(
+        "fusion-host {version} manifest, expires at {}",
+        manifest.expires_at
+    );
     let signature = minisign::sign(Some(&pk), sk, Cursor::new(&json), Some(&comment), None)?;
     std::fs::write(dir.join("SHA256SUMS"), sums)?;
     std::fs::write(dir.join("manifest.json"), &json)?;
@@ -186,7 +197,11 @@ fn sign(dir: &Path, version: &str, sk: &SecretKey, valid: Duration) -> anyhow::R
 fn semver_like(version: &str) -> anyhow::Result<()> {
     let core = version.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
         bail!("the version {version:?} is not MAJOR.MINOR.PATCH");
     }
     Ok(())
@@ -212,8 +227,16 @@ mod tests {
     fn a_signed_release_checks_with_minisign_and_its_sums() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("fusion-host-1.2.3-x86_64-linux"), b"linux binary").unwrap();
-        std::fs::write(dir.path().join("fusion-host-1.2.3-x86_64-windows.exe"), b"windows binary").unwrap();
-        std::fs::write(dir.path().join("fusion-host-1.2.3-x86_64-windows.msi"), b"installer").unwrap();
+        std::fs::write(
+            dir.path().join("fusion-host-1.2.3-x86_64-windows.exe"),
+            b"windows binary",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("fusion-host-1.2.3-x86_64-windows.msi"),
+            b"installer",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"not an artifact").unwrap();
         let manifest = sign(dir.path(), "1.2.3", &test_key(), Duration::from_secs(3600)).unwrap();
         let kinds: Vec<(&str, ArtifactKind)> = manifest
@@ -241,7 +264,10 @@ mod tests {
         pk.verify(&linux, &sig, false).unwrap();
         assert!(pk.verify(b"tampered", &sig, false).is_err());
         let sums = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
-        assert!(sums.contains(&format!("{}  fusion-host-1.2.3-x86_64-linux\n", manifest.artifacts[0].sha256)));
+        assert!(sums.contains(&format!(
+            "{}  fusion-host-1.2.3-x86_64-linux\n",
+            manifest.artifacts[0].sha256
+        )));
     }
 
     #[test]

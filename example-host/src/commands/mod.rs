@@ -14,6 +14,7 @@ pub(crate) mod run;
 pub(crate) mod service;
 pub(crate) mod status;
 pub(crate) mod tools;
+pub(crate) mod update;
 
 use fusion_host::{Credentials, Error as HostError};
 
@@ -21,28 +22,29 @@ use crate::cli::Global;
 use crate::fail::{Fail, exit};
 use crate::settings::{self, ConfigFile};
 
-const REPAIRING: &str =
-    "This device's pairing was revoked on the server; pairing again with FUSION_HOST_CODE…";
+const REPAIRING: &str = "This device's pairing was revoked on the server; pairing again with the code given…";
 
-/// `fusion-host` with no subcommand: pair if not paired yet (with
-/// `FUSION_HOST_CODE`), then run. Credentials the server refuses (the device
-/// was revoked) are replaced by pairing with `FUSION_HOST_CODE` when one is
-/// given, so the one-liner with a fresh code from /devices always works.
-pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
+/// `fusion-host` with no subcommand: pair if not paired yet (with `--code`
+/// or `FUSION_HOST_CODE`), then run. Credentials the server refuses (the
+/// device was revoked) are replaced by pairing with the code when one is
+/// given, so the line with a fresh code from /devices always works.
+pub(crate) async fn default(global: &Global, server: Option<&str>, code: Option<&str>) -> Result<(), Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
-    let code = std::env::var("FUSION_HOST_CODE")
-        .ok()
-        .filter(|c| !c.trim().is_empty());
+    let code = code.map(str::to_string).filter(|c| !c.trim().is_empty());
     let stored = Credentials::load(&dir)?;
     if stored.as_ref().is_none_or(|c| c.revoked) {
         let Some(code) = &code else {
             // No code: log in in the browser, when there is a server to ask.
             let config = ConfigFile::load(&dir)?;
-            if settings::server(None, &config).is_ok() {
+            if settings::server(server, &config).is_ok() {
                 if stored.is_some() {
                     eprintln!("This device's pairing was revoked on the server; logging in again…");
                 }
-                login::login(global, &login::LoginArgs::default()).await?;
+                let args = login::LoginArgs {
+                    server,
+                    ..Default::default()
+                };
+                login::login(global, &args).await?;
                 return run::run(global, &[], None, false).await;
             }
             return Err(Fail {
@@ -56,7 +58,7 @@ pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
         if stored.is_some() {
             eprintln!("{REPAIRING}");
         }
-        enroll::enroll(global, None, code, None).await?;
+        enroll::enroll(global, server, code, None).await?;
         return run::run(global, &[], None, false).await;
     }
     match run::run(global, &[], None, false).await {
@@ -65,7 +67,7 @@ pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
                 return Err(fail);
             };
             eprintln!("{REPAIRING}");
-            enroll::enroll(global, None, code, None).await?;
+            enroll::enroll(global, server, code, None).await?;
             run::run(global, &[], None, false).await
         }
         other => other,
@@ -76,4 +78,17 @@ pub(crate) async fn default(global: &Global) -> Result<(), Fail> {
 pub(crate) async fn login_then_connect(global: &Global, args: &login::LoginArgs<'_>) -> Result<(), Fail> {
     login::login(global, args).await?;
     run::run(global, &[], None, true).await
+}
+
+/// `fusion-host update`, then the service restarted onto the new binary.
+pub(crate) async fn update_then_restart(global: &Global, args: &update::UpdateArgs<'_>) -> Result<(), Fail> {
+    if let update::Updated::Replaced { to, .. } = update::update(global, args).await? {
+        let dir = settings::config_dir(global.config_dir.as_deref())?;
+        match service::restart_if_installed(&dir) {
+            Ok(true) => eprintln!("✓ the service runs {to} now"),
+            Ok(false) => eprintln!("Restart a running `fusion-host run` to use {to}."),
+            Err(e) => eprintln!("! could not restart the service ({e:#}); restart it by hand"),
+        }
+    }
+    Ok(())
 }

@@ -40,7 +40,7 @@ pub(crate) fn status(global: &Global, roots: &[String]) -> Result<(), Fail> {
         Some(c) if c.revoked => {
             println!(
                 "paired:    no — device '{}' ({}) was revoked on the server; pair it again: \
-                 FUSION_HOST_CODE=<new code from /devices> fusion-host",
+                 fusion-host --server URL --code <new code from /devices>",
                 c.name, c.device_id
             );
             println!("server:    {}", c.server);

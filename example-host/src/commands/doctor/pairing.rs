@@ -14,7 +14,7 @@ pub(super) fn check(dir: &Path, checks: &mut Checks) -> Option<Credentials> {
             "paired",
             false,
             format!("device '{}' ({}) was revoked on the server", c.name, c.device_id),
-            Some("pair it again: FUSION_HOST_CODE=<new code from /devices> fusion-host"),
+            Some("pair it again: fusion-host --server URL --code <new code from /devices>"),
         ),
         Some(c) => {
             let mode_ok = credentials_private(dir);

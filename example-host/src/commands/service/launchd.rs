@@ -37,6 +37,11 @@ impl Manager for Launchd {
         vec![launchctl(&["unload", "-w", &unit.path.display().to_string()])]
     }
 
+    fn restart(&self, unit: &Unit) -> Vec<Vec<String>> {
+        let path = unit.path.display().to_string();
+        vec![launchctl(&["unload", &path]), launchctl(&["load", "-w", &path])]
+    }
+
     fn status(&self) -> Vec<String> {
         launchctl(&["list", LABEL])
     }

@@ -63,6 +63,8 @@ pub(crate) trait Manager {
     fn forgotten(&self) -> Vec<Vec<String>> {
         Vec::new()
     }
+    /// Restarts it, so it runs a binary that was replaced.
+    fn restart(&self, unit: &Unit) -> Vec<Vec<String>>;
     /// Shows whether it runs.
     fn status(&self) -> Vec<String>;
     /// Follows its log.
@@ -99,6 +101,27 @@ pub(crate) fn disable_after_revoke(config_dir: &Path) {
     if cfg!(windows) {
         windows::disable_task_after_revoke(config_dir);
     }
+}
+
+/// Restarts the installed service, if there is one (the user's, else the
+/// machine's systemd unit): after an update, so it runs the new binary.
+/// Whether one was restarted.
+pub(crate) fn restart_if_installed(config_dir: &Path) -> anyhow::Result<bool> {
+    let exe = std::env::current_exe().context("cannot tell where this binary is")?;
+    for system in [false, true] {
+        let Ok(manager) = manager(system) else { continue };
+        let unit = manager.unit(&exe, config_dir)?;
+        if !unit.path.exists() {
+            continue;
+        }
+        for command in manager.restart(&unit) {
+            if !run(&command)? {
+                bail!("the supervisor did not restart the service; see `fusion-host service status`");
+            }
+        }
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 pub(super) fn home() -> anyhow::Result<PathBuf> {

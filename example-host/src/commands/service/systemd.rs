@@ -54,6 +54,10 @@ impl Manager for Systemd {
         vec![self.systemctl(&["daemon-reload"])]
     }
 
+    fn restart(&self, _: &Unit) -> Vec<Vec<String>> {
+        vec![self.systemctl(&["restart", &format!("{UNIT}.service")])]
+    }
+
     fn status(&self) -> Vec<String> {
         self.systemctl(&["status", "--no-pager", &format!("{UNIT}.service")])
     }

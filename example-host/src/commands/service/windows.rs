@@ -54,6 +54,10 @@ impl Manager for TaskScheduler {
         ]
     }
 
+    fn restart(&self, _: &Unit) -> Vec<Vec<String>> {
+        vec![schtasks(&["/End", "/TN", UNIT]), schtasks(&["/Run", "/TN", UNIT])]
+    }
+
     fn status(&self) -> Vec<String> {
         schtasks(&["/Query", "/TN", UNIT, "/V", "/FO", "LIST"])
     }

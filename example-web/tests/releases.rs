@@ -1,0 +1,116 @@
+//! Handing the device out: `--releases DIR` serves the release files and
+//! nothing else, and `/download` puts the visitor's platform first, with a
+//! line that checks the digest, then how to pair in any shell.
+
+mod common;
+
+use common::App;
+use serde_json::json;
+
+const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0";
+const MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15";
+const LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0";
+
+/// A release folder as `fusion-release sign` lays it out (the page lists;
+/// only the device checks signatures, in its own tests).
+fn release_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = |target: &str, kind: &str, file: &str, body: &[u8]| {
+        std::fs::write(dir.path().join(file), body).unwrap();
+        json!({ "target": target, "kind": kind, "file": file, "size": body.len(),
+                "sha256": format!("{:064x}", body.len()), "signature": "untrusted comment: test\n" })
+    };
+    let manifest = json!({
+        "format": 1, "version": "0.3.0", "issued_at": 1, "expires_at": 4_000_000_000u64,
+        "artifacts": [
+            artifact("x86_64-linux", "binary", "fusion-host-0.3.0-x86_64-linux", b"linux"),
+            artifact("x86_64-windows", "binary", "fusion-host-0.3.0-x86_64-windows.exe", b"windows"),
+            artifact("x86_64-windows", "installer", "fusion-host-0.3.0-x86_64-windows.msi", b"msi"),
+        ],
+    });
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(dir.path().join(".secret"), "never served").unwrap();
+    dir
+}
+
+async fn page(app: &App, agent: &str) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{}/download", app.url))
+        .header("user-agent", agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_download_page_offers_the_visitors_platform_first() {
+    let dir = release_dir();
+    let app = App::start_with(None, &["--releases", dir.path().to_str().unwrap()]);
+
+    let windows = page(&app, WINDOWS).await;
+    let first = windows.find("id=\"for-you\"").expect("a section for the visitor");
+    assert!(windows[first..].starts_with("id=\"for-you\" data-platform=\"Windows\""));
+    let installer = windows
+        .find("Download the installer (fusion-host-0.3.0-x86_64-windows.msi)")
+        .unwrap();
+    assert!(installer > first && installer < windows.find("Every platform").unwrap());
+    assert!(windows.contains("Get-FileHash fusion-host.exe -Algorithm SHA256"));
+    // Pairing in a form PowerShell and cmd take: no `VAR=value cmd`.
+    assert!(windows.contains(&format!(
+        "fusion-host --server {} --code &lt;the code&gt;",
+        app.url
+    )));
+    assert!(!windows.contains("FUSION_HOST_CODE="));
+
+    let linux = page(&app, LINUX).await;
+    assert!(linux.contains("data-platform=\"Linux\""));
+    assert!(linux.contains(&format!("{}/releases/fusion-host-0.3.0-x86_64-linux", app.url)));
+    assert!(linux.contains("sha256sum -c -"));
+
+    let mac = page(&app, MAC).await;
+    assert!(mac.contains("data-platform=\"macOS\""));
+    assert!(mac.contains("No build for macOS yet"));
+    // Every platform's file is listed below, with its digest.
+    for html in [&windows, &linux, &mac] {
+        assert_eq!(html.matches("<tr data-target=").count(), 3);
+    }
+}
+
+#[tokio::test]
+async fn the_release_folder_serves_its_files_and_nothing_else() {
+    let dir = release_dir();
+    let app = App::start_with(None, &["--releases", dir.path().to_str().unwrap()]);
+    let get = |path: &str| reqwest::get(format!("{}{path}", app.url));
+    let manifest = get("/releases/manifest.json").await.unwrap();
+    assert_eq!(manifest.status(), 200);
+    assert!(manifest.headers().contains_key("last-modified"));
+    let linux = get("/releases/fusion-host-0.3.0-x86_64-linux").await.unwrap();
+    assert_eq!(linux.bytes().await.unwrap().as_ref(), b"linux");
+    for outside in [
+        "/releases/",
+        "/releases/.secret",
+        "/releases/..%2fCargo.toml",
+        "/releases/%2e%2e/Cargo.toml",
+        "/releases/nothing",
+    ] {
+        let r = get(outside).await.unwrap();
+        assert!(
+            r.status() == 404 || r.status() == 400,
+            "{outside}: {}",
+            r.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_releases_the_page_says_how_to_build_it() {
+    let app = App::start(None);
+    let html = page(&app, LINUX).await;
+    assert!(html.contains("offers no downloads yet") && html.contains("cargo install --path example-host"));
+    let r = reqwest::get(format!("{}/releases/manifest.json", app.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
