@@ -283,4 +283,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(sign(dir.path(), "1.0.0", &test_key(), Duration::from_secs(60)).is_err());
     }
+
+    /// The standard `minisign` tool accepts what this signs, where it is
+    /// installed (Debian's `minisign` package).
+    #[test]
+    fn the_minisign_tool_verifies_the_signatures() {
+        if std::process::Command::new("minisign").arg("-v").output().is_err() {
+            eprintln!("skipped: the minisign tool is not installed (apt-get install minisign)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fusion-host-2.0.0-x86_64-linux");
+        std::fs::write(&file, b"a build").unwrap();
+        sign(dir.path(), "2.0.0", &test_key(), Duration::from_secs(60)).unwrap();
+        let pubkey = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/test.pub");
+        for signed in [file.clone(), dir.path().join("manifest.json")] {
+            let out = std::process::Command::new("minisign")
+                .arg("-Vm")
+                .arg(&signed)
+                .args(["-p", pubkey])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "minisign -V {}: {}{}",
+                signed.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::write(&file, b"another build").unwrap();
+        let out = std::process::Command::new("minisign")
+            .arg("-Vm")
+            .arg(&file)
+            .args(["-p", pubkey])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a changed file fails minisign -V");
+    }
 }
