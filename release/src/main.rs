@@ -321,4 +321,66 @@ mod tests {
             .unwrap();
         assert!(!out.status.success(), "a changed file fails minisign -V");
     }
+
+    /// The installer `scripts/release` builds: per user, no elevation, the
+    /// program, a PATH shim and a Start-menu entry (read back with msiinfo).
+    #[test]
+    fn the_windows_installer_is_per_user_and_complete() {
+        let have = |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok();
+        if !have("wixl") || !have("msiinfo") {
+            eprintln!("skipped: wixl and msiinfo are not installed (apt-get install wixl msitools)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let packaging = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/windows");
+        for file in ["fusion-host.wxs", "fusion-host.cmd"] {
+            std::fs::copy(format!("{packaging}/{file}"), dir.path().join(file)).unwrap();
+        }
+        std::fs::write(dir.path().join("fusion-host.exe"), b"MZ not really a program").unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(&[
+            "wixl",
+            "-a",
+            "x64",
+            "-D",
+            "Version=1.2.3",
+            "-D",
+            "Exe=fusion-host.exe",
+            "-D",
+            "Shim=fusion-host.cmd",
+            "-o",
+            "out.msi",
+            "fusion-host.wxs",
+        ]);
+        let files = run(&["msiinfo", "export", "out.msi", "File"]);
+        assert!(
+            files.contains("fusion-host.exe") && files.contains("fusion-host.cmd"),
+            "{files}"
+        );
+        let dirs = run(&["msiinfo", "export", "out.msi", "Directory"]);
+        for needle in [
+            "INSTALLDIR\tProgramsFolder\tfusion-host",
+            "ProgramsFolder\tLocalAppDataFolder\tPrograms",
+            "WindowsAppsFolder\tMicrosoftFolder\tWindowsApps",
+        ] {
+            assert!(dirs.contains(needle), "{needle} in {dirs}");
+        }
+        assert!(run(&["msiinfo", "export", "out.msi", "Shortcut"]).contains("fusion-host.exe"));
+        let properties = run(&["msiinfo", "export", "out.msi", "Property"]);
+        assert!(properties.contains("MSIINSTALLPERUSER\t1") && properties.contains("ProductVersion\t1.2.3"));
+        // Word count 10: compressed (2) and no elevation needed (8).
+        assert!(run(&["msiinfo", "suminfo", "out.msi"]).contains("Source: 10 "));
+    }
 }

@@ -1,0 +1,1 @@
+@"%LOCALAPPDATA%\Programs\fusion-host\fusion-host.exe" %*
