@@ -18,13 +18,14 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkfifo "$work/server.out"
 "$server_bin" --serve < <(sleep 3600) > "$work/server.out" &
-read -r listen addr < "$work/server.out"
-[ "$listen" = LISTEN ] || { echo "the bench server did not start" >&2; exit 1; }
+read -r line < "$work/server.out"
+addr=${line#listening on http://}
+[ "$addr" != "$line" ] || { echo "the bench server did not start: $line" >&2; exit 1; }
 code=$(curl -s -X POST "http://$addr/bench/mint" | sed 's/.*"code":"\([^"]*\)".*/\1/')
 
 mkdir -p "$work/scans" "$work/config"
-(cd "$work/scans" && FUSION_HOST_SERVER="http://$addr" FUSION_HOST_CODE="$code" \
-    FUSION_HOST_CONFIG_DIR="$work/config" "$OLDPWD/$bin" > "$work/device.out" 2>&1) &
+(cd "$work/scans" && FUSION_HOST_CONFIG_DIR="$work/config" \
+    "$OLDPWD/$bin" --server "http://$addr" --code "$code" > "$work/device.out" 2>&1) &
 for _ in $(seq 100); do grep -q "Connected" "$work/device.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "Connected" "$work/device.out" || { cat "$work/device.out" >&2; exit 1; }
 pid=$(pgrep -n -f "$bin" || true)
@@ -32,6 +33,8 @@ sleep 5  # idle: only heartbeats arrive
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 threads=$(awk '/Threads/ {print $2}' "/proc/$pid/status")
+anon_kb=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status")
+file_kb=$(awk '/RssFile/ {print $2}' "/proc/$pid/status")
 size=$(stat -c %s "$bin")
 
 echo "| measurement | value |"
@@ -39,5 +42,7 @@ echo "|---|---|"
 printf '| release binary size | %.1f MiB (%s bytes) |\n' "$(echo "$size / 1048576" | bc -l)" "$size"
 echo "| dynamic libraries | $(ldd "$bin" | awk '{print $1}' | grep -v vdso | tr '\n' ' ') |"
 printf '| idle connected, resident memory | %.1f MiB |\n' "$(echo "$rss_kb / 1024" | bc -l)"
+printf '| of which anonymous (heap, stacks) / file-backed (pages of the binary) | %.1f MiB / %.1f MiB |\n' \
+  "$(echo "$anon_kb / 1024" | bc -l)" "$(echo "$file_kb / 1024" | bc -l)"
 printf '| peak resident memory so far | %.1f MiB |\n' "$(echo "$hwm_kb / 1024" | bc -l)"
 echo "| threads | $threads |"
