@@ -220,6 +220,7 @@ fn write_scans(path: &Path, points: usize, timed: bool) {
         color: true,
         time: timed,
         time_invalid: false,
+        invalid_state: false,
     };
     let grid = |scan: usize| {
         move |i: usize| {
@@ -234,6 +235,7 @@ fn write_scans(path: &Path, points: usize, timed: bool) {
                 rgb: [(i % 256) as i64, ((i / 7) % 256) as i64, ((i / 13) % 256) as i64],
                 time: i as f64 * 1e-5,
                 time_invalid: false,
+                invalid_state: 0,
             }
         }
     };

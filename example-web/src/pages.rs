@@ -15,6 +15,7 @@ use crate::activity::{ActivityPage, ActivityQuery, Outcome};
 use crate::auth::{self, Authed, FORM_CSRF_COOKIE, MaybeAuthed, Next, SESSION_COOKIE};
 use crate::error::AppError;
 use crate::extract::ApiPath;
+use crate::releases;
 use crate::state::AppState;
 use crate::views::{ago, assets, layout, proposal_card};
 
@@ -262,6 +263,7 @@ async fn devices_page(
         .await?;
     let activity = crate::activity::page(&s.db, &p.user.id, &q).await?;
     let tokens = auth::api_tokens(&s.db, &p.user.id).await?;
+    let offered = releases::offered(&s).await;
     let names: std::collections::HashMap<&str, &str> = devices
         .iter()
         .map(|d| (d.device.id.as_str(), d.device.name.as_str()))
@@ -288,13 +290,19 @@ async fn devices_page(
                 p.empty #no-devices { "No devices yet — add one with the button above, or run " code { "fusion-host login" } " on the computer to add." }
             } @else {
                 table.devices {
-                    thead { tr { th { "Name" } th { "Status" } th { "Platform" } th { "Last seen" } th { "Folders" } th { "Tools" } th {} } }
+                    thead { tr { th { "Name" } th { "Status" } th { "Platform" } th { "Version" } th { "Last seen" } th { "Folders" } th { "Tools" } th {} } }
                     tbody {
                         @for d in &active {
                             tr data-device=(d.device.id) {
                                 td { a href={ "/devices/" (d.device.id) } { (d.device.name) } }
                                 td { span class={ "badge " (if d.online { "online" } else { "offline" }) } data-badge=(d.device.id) { (if d.online { "online" } else { "offline" }) } }
                                 td.muted { (d.device.platform) }
+                                td.muted.version {
+                                    (d.device.host_version)
+                                    @if let Some(v) = offered.as_deref().filter(|v| releases::is_newer(v, &d.device.host_version)) {
+                                        " " span.badge.update title="Run `fusion-host update` on it" { (v) " available" }
+                                    }
+                                }
                                 td.muted { (d.device.last_seen.map(ago).unwrap_or_default()) }
                                 td.muted { @if let Some(m) = &d.manifest { @for r in &m.roots { div.folder { (r.path) " " (access_badge(r.access)) } } } }
                                 td { (d.manifest.as_ref().map_or(0, |m| m.tools.len())) }

@@ -196,6 +196,22 @@ fn artifact_table(artifacts: &[Artifact]) -> Markup {
     }
 }
 
+/// The version the served release offers, if there is one.
+pub(crate) async fn offered(state: &AppState) -> Option<String> {
+    let dir = state.releases.clone()?;
+    let release = tokio::task::spawn_blocking(move || manifest(&dir)).await.ok()??;
+    Some(release.version)
+}
+
+/// Whether `offered` is newer than a device's `running` version; versions
+/// that are not semantic versions compare as not newer.
+pub(crate) fn is_newer(offered: &str, running: &str) -> bool {
+    match (semver::Version::parse(offered), semver::Version::parse(running)) {
+        (Ok(offered), Ok(running)) => offered > running,
+        _ => false,
+    }
+}
+
 /// Where `--releases` points, checked at start.
 pub(crate) fn check_dir(dir: PathBuf) -> anyhow::Result<PathBuf> {
     if !dir.join("manifest.json").is_file() {
@@ -246,5 +262,13 @@ mod tests {
         );
         assert_eq!(Platform::of(&headers(&[("user-agent", "curl/8")])), None);
         assert!(Platform::Windows.runs("x86_64-windows") && !Platform::Linux.runs("x86_64-windows"));
+    }
+
+    #[test]
+    fn newer_is_by_semantic_version() {
+        assert!(is_newer("0.10.0", "0.9.1"));
+        assert!(!is_newer("0.9.1", "0.9.1"));
+        assert!(!is_newer("0.2.0-rc.1", "0.2.0"));
+        assert!(!is_newer("garbage", "0.1.0"));
     }
 }

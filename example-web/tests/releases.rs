@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::App;
+use common::{App, User};
+use fusion_host::{Http, enroll};
 use serde_json::json;
 
 const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0";
@@ -113,4 +114,30 @@ async fn without_releases_the_page_says_how_to_build_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn devices_show_their_version_and_an_update_when_one_is_served() {
+    let dir = release_dir();
+    let app = App::start_with(None, &["--releases", dir.path().to_str().unwrap()]);
+    let alice = User::sign_up(&app, "releases").await;
+    for (name, version) in [("old-laptop", "0.1.0"), ("new-laptop", "0.3.0")] {
+        let (status, pairing) = alice.post("/api/pairing-codes", json!({})).await;
+        assert_eq!(status, 200, "{pairing}");
+        let http = Http::new(&app.url, None, version).unwrap();
+        enroll(&http, &app.url, pairing["code"].as_str().unwrap(), name, version)
+            .await
+            .unwrap();
+    }
+    let html = alice.html("/devices").await;
+    let row = |name: &str| {
+        let at = html.find(name).unwrap();
+        html[at..html[at..].find("</tr>").unwrap() + at].to_string()
+    };
+    assert!(
+        row("old-laptop").contains("0.3.0 available"),
+        "{}",
+        row("old-laptop")
+    );
+    assert!(row("new-laptop").contains("0.3.0") && !row("new-laptop").contains("available"));
 }

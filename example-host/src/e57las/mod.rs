@@ -337,6 +337,7 @@ pub(crate) mod tests {
             color,
             time: start.is_some(),
             time_invalid: true,
+            invalid_state: false,
         };
         let point = |i: usize| {
             let f = i as f64;
@@ -346,6 +347,7 @@ pub(crate) mod tests {
                 rgb: [255, (i % 256) as i64, 0],
                 time: f * 0.001,
                 time_invalid: i % 7 == 6,
+                invalid_state: 0,
             }
         };
         let scan = e57_fixture::Scan {
@@ -424,41 +426,25 @@ pub(crate) mod tests {
 
     #[test]
     fn a_plan_counts_the_points_invalid_records_leave() {
-        use e57::{Record, RecordDataType, RecordName, RecordValue};
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gaps.e57");
-        let mut writer = e57::E57Writer::from_file(&path, "gaps-guid").unwrap();
-        let double = RecordDataType::Double { min: None, max: None };
-        let mut prototype: Vec<Record> = [
-            RecordName::CartesianX,
-            RecordName::CartesianY,
-            RecordName::CartesianZ,
-        ]
-        .into_iter()
-        .map(|name| Record {
-            name,
-            data_type: double.clone(),
-        })
-        .collect();
-        prototype.push(Record {
-            name: RecordName::CartesianInvalidState,
-            data_type: RecordDataType::Integer { min: 0, max: 2 },
-        });
-        let mut pc = writer.add_pointcloud("gaps", prototype).unwrap();
         // Every fourth record has no position (state 2), as a scanner writes
         // for a beam that returned nothing.
-        for i in 0..100 {
-            let f = f64::from(i);
-            pc.add_point(vec![
-                RecordValue::Double(f),
-                RecordValue::Double(f),
-                RecordValue::Double(0.0),
-                RecordValue::Integer(if i % 4 == 0 { 2 } else { 0 }),
-            ])
-            .unwrap();
-        }
-        pc.finalize().unwrap();
-        writer.finalize().unwrap();
+        let point = |i: usize| e57_fixture::Point {
+            xyz: [i as f64, i as f64, 0.0],
+            invalid_state: if i.is_multiple_of(4) { 2 } else { 0 },
+            ..Default::default()
+        };
+        let scan = e57_fixture::Scan {
+            name: "gaps".into(),
+            fields: e57_fixture::Fields {
+                invalid_state: true,
+                ..Default::default()
+            },
+            acquisition_start: None,
+            points: 100,
+            point: &point,
+        };
+        e57_fixture::write(&dir.path().join("gaps.e57"), None, &[scan]);
         write_e57(&dir.path().join("clean.e57"), 10, false, 0.0);
 
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();

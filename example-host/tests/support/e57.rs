@@ -19,6 +19,8 @@ pub(crate) struct Fields {
     pub(crate) time: bool,
     /// With `time`: an `isTimeStampInvalid` flag per point.
     pub(crate) time_invalid: bool,
+    /// A `cartesianInvalidState` per point (0 valid, 2 no position).
+    pub(crate) invalid_state: bool,
 }
 
 /// One point's values; those of fields a scan lacks are not written.
@@ -29,6 +31,7 @@ pub(crate) struct Point {
     pub(crate) rgb: [i64; 3],
     pub(crate) time: f64,
     pub(crate) time_invalid: bool,
+    pub(crate) invalid_state: i64,
 }
 
 /// One scan: `points` points, point `i` made by `point(i)`.
@@ -75,6 +78,12 @@ fn prototype(fields: Fields) -> Vec<Record> {
         data_type: double.clone(),
     })
     .collect();
+    if fields.invalid_state {
+        records.push(Record {
+            name: RecordName::CartesianInvalidState,
+            data_type: RecordDataType::Integer { min: 0, max: 2 },
+        });
+    }
     if fields.intensity {
         records.push(Record {
             name: RecordName::Intensity,
@@ -113,6 +122,9 @@ fn prototype(fields: Fields) -> Vec<Record> {
 
 fn values(fields: Fields, p: &Point) -> Vec<RecordValue> {
     let mut values: Vec<RecordValue> = p.xyz.iter().map(|&v| RecordValue::Double(v)).collect();
+    if fields.invalid_state {
+        values.push(RecordValue::Integer(p.invalid_state));
+    }
     if fields.intensity {
         values.push(RecordValue::Single(p.intensity));
     }
