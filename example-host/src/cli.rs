@@ -27,6 +27,13 @@ pub(crate) struct Cli {
     pub(crate) command: Option<Command>,
 }
 
+/// What `rename --to` understands, shown by `rename --help`. Clap prints
+/// every `{n}` in help text as a line break, so the plain counter is
+/// spelled `{n:1}` here, which means the same.
+const RENAME_TOKENS: &str = "Tokens: {name} {stem} {ext} {parent}, {n:1} a counter (n in braces; {n:03} three \
+     digits, {n:03:100} from 100), {mtime} the modification date ({mtime:%Y%m%d_%H%M} any strftime \
+     format, local time), {1}… groups of --match, {{ and }} braces.";
+
 /// Options every command takes.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Global {
@@ -145,10 +152,7 @@ pub(crate) enum Command {
     /// the plan as a table; renames only with --apply.
     ///
     /// Example: fusion-host rename 'scans/*.e57' --to '{mtime:%Y-%m-%d}_north_{n:03}.{ext}'
-    ///
-    /// Tokens: {name} {stem} {ext} {parent}, {n} a counter ({n:03} three digits,
-    /// {n:03:100} from 100), {mtime} the modification date ({mtime:%Y%m%d_%H%M}
-    /// any strftime format, local time), {1}… groups of --match, {{ and }} braces.
+    #[command(after_help = RENAME_TOKENS)]
     Rename {
         /// Which files: a glob relative to the first allowed folder
         /// (`scans/*.e57`; `**/*.e57` at any depth).

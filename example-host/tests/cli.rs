@@ -867,3 +867,23 @@ fn doctor_names_a_configuration_inside_a_shared_folder() {
         "{text}"
     );
 }
+
+#[test]
+fn rename_help_lists_every_token_on_one_line() {
+    let out = Command::new(BIN).args(["rename", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let tokens = help
+        .lines()
+        .find(|l| l.starts_with("Tokens:"))
+        .expect("a Tokens line");
+    for token in [
+        "{name}",
+        "{parent}",
+        "{n:1} a counter",
+        "{n:03:100}",
+        "{mtime",
+        "{1}",
+    ] {
+        assert!(tokens.contains(token), "{token} in {tokens}");
+    }
+}
