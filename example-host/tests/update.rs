@@ -212,6 +212,19 @@ async fn a_release_that_fails_a_check_changes_nothing() {
     assert!(said(&out).contains("bad_signature"), "{}", said(&out));
     assert_eq!(std::fs::read(&exe).unwrap(), original);
 
+    // A manifest past the size a device reads.
+    let manifest = release.dir.path().join("manifest.json");
+    let signed = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, vec![b' '; (1 << 20) + 1]).unwrap();
+    let out = run(&exe, home.path(), &["update", "--server", &release.url]).await;
+    assert!(
+        said(&out).contains("longer than the 1048576 bytes expected"),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(std::fs::read(&exe).unwrap(), original);
+    std::fs::write(&manifest, signed).unwrap();
+
     // Nothing kept, so nothing to roll back to.
     let out = run(&exe, home.path(), &["update", "--rollback"]).await;
     assert!(

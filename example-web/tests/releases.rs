@@ -141,3 +141,25 @@ async fn devices_show_their_version_and_an_update_when_one_is_served() {
     );
     assert!(row("new-laptop").contains("0.3.0") && !row("new-laptop").contains("available"));
 }
+
+#[test]
+fn a_releases_folder_without_a_manifest_stops_the_start_and_says_why() {
+    let empty = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--database-url"])
+        .arg(format!(
+            "sqlite://{}?mode=rwc",
+            db.path().join("app.db").display()
+        ))
+        .arg("--releases")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("has no manifest.json") && said.contains("fusion-release sign"),
+        "{said}"
+    );
+}

@@ -185,9 +185,9 @@ impl Kept {
     /// place (on Windows the running `.exe` is renamed aside first).
     fn install(&self, bytes: &[u8], version: &str) -> Result<(), Fail> {
         let exe = std::env::current_exe().context("cannot tell where this binary is")?;
-        let current = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
         let staged = self.stage(&format!("new{}", std::env::consts::EXE_SUFFIX), bytes)?;
-        let kept = self.stage(&format!("kept{}", std::env::consts::EXE_SUFFIX), &current)?;
+        let kept = self.dir.join(format!("kept{}", std::env::consts::EXE_SUFFIX));
+        std::fs::copy(&exe, &kept).with_context(|| format!("cannot keep a copy of {}", exe.display()))?;
         self_replace::self_replace(&staged)
             .with_context(|| format!("cannot replace {} (is its folder writable?)", exe.display()))?;
         let _ = std::fs::remove_file(&staged);
