@@ -1,6 +1,6 @@
 //! Live events for UIs: what `/devices` subscribes to.
 
-use fusion_protocol::Mode;
+use fusion_protocol::{Mode, UpdateStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::store::ProposalStatus;
@@ -49,6 +49,17 @@ pub enum HostEvent {
         owner: String,
         /// The device.
         device_id: String,
+    },
+    /// A device said how its automatic update goes.
+    DeviceUpdate {
+        /// The owner.
+        owner: String,
+        /// The device.
+        device_id: String,
+        /// `started`, `updated`, `rolled_back` or `failed`.
+        status: UpdateStatus,
+        /// The version it installs (or installed, or gave up).
+        to: String,
     },
     /// A call was sent (or queued for an offline device).
     CallStarted {
@@ -115,6 +126,7 @@ impl HostEvent {
             | HostEvent::DeviceOffline { owner, .. }
             | HostEvent::DeviceRevoked { owner, .. }
             | HostEvent::DeviceRenamed { owner, .. }
+            | HostEvent::DeviceUpdate { owner, .. }
             | HostEvent::CallStarted { owner, .. }
             | HostEvent::CallFinished { owner, .. }
             | HostEvent::ProposalCreated { owner, .. }

@@ -1,6 +1,6 @@
 //! The device-facing routes: `POST /enroll`, `POST /device/code` and
 //! `POST /device/token` (RFC 8628), `PUT /manifest`, `GET /stream` (SSE),
-//! `POST /result`. Nest them under any prefix (`/api/host` by default).
+//! `POST /result`, `POST /update`. Nest them under any prefix (`/api/host` by default).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Form, Json, Router};
 use fusion_protocol::{
     CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    ResultAck,
+    ResultAck, UpdateReport,
 };
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -41,6 +41,7 @@ pub fn router(dispatcher: Dispatcher) -> Router {
         .route("/manifest", put(manifest))
         .route("/stream", get(stream))
         .route("/result", post(result))
+        .route("/update", post(update_report))
         .merge(blob_routes())
         // Every answer is `{code, message}`, wrong paths and methods too.
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
@@ -275,6 +276,14 @@ async fn manifest(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn update_report(
+    State(dispatcher): State<Dispatcher>,
+    AuthedBody(device, report): AuthedBody<UpdateReport>,
+) -> Result<StatusCode, Error> {
+    dispatcher.report_update(&device, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn result(
     State(dispatcher): State<Dispatcher>,
     AuthedBody(device, result): AuthedBody<CallResult>,
@@ -295,12 +304,14 @@ async fn stream(
         tracing::debug!(device_id = %device.id, last_event_id = last, "device resumed");
     }
     let heartbeat = dispatcher.config().heartbeat;
+    let updates = dispatcher.update_policy(&device).await;
     let (session_id, rx) = dispatcher.connect(&device);
     let hello = HelloEvent {
         device_id: device.id.clone(),
         session_id: session_id.clone(),
         heartbeat_ms: heartbeat.as_millis() as u64,
         protocol_version: PROTOCOL_VERSION,
+        updates,
     };
     let session = SessionGuard {
         dispatcher: dispatcher.clone(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use fusion_protocol::{CallEvent, DeviceManifest, ErrorBody, Mode, Plan};
+use fusion_protocol::{CallEvent, DeviceManifest, ErrorBody, Mode, Plan, UpdatePolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -451,6 +451,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// How `owner`'s devices are kept up to date, told to each device in
+    /// `hello` when it connects: automatic updates on or off, and a pinned
+    /// version. `None` (the default) says nothing, and devices then update
+    /// only when their user runs `fusion-host update`.
+    async fn update_policy(&self, owner: &str) -> StoreResult<Option<UpdatePolicy>> {
+        let _ = owner;
+        Ok(None)
+    }
+
     /// Keeps a call until it is answered. Only replicas in a cluster call
     /// the pending-call methods; the default refuses, so a store that
     /// cannot keep them says so at the first call instead of losing calls.
@@ -500,12 +509,18 @@ struct Tables {
     proposals: Vec<ProposalRecord>,
     calls: Vec<CallLogEntry>,
     pending_calls: Vec<PendingCallRecord>,
+    update_policies: HashMap<String, UpdatePolicy>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets what [`Store::update_policy`] answers for `owner`.
+    pub fn set_update_policy(&self, owner: &str, policy: UpdatePolicy) {
+        self.tables().update_policies.insert(owner.to_string(), policy);
     }
 
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -721,6 +736,10 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn update_policy(&self, owner: &str) -> StoreResult<Option<UpdatePolicy>> {
+        Ok(self.tables().update_policies.get(owner).cloned())
     }
 
     async fn save_pending_call(&self, call: PendingCallRecord) -> StoreResult<()> {

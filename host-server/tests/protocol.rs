@@ -887,3 +887,68 @@ async fn a_machine_paired_twice_gets_a_distinct_name_and_devices_can_be_renamed(
         Some("survey-laptop")
     );
 }
+
+#[tokio::test]
+async fn a_devices_update_report_shows_it_updating_then_goes_to_the_activity_log() {
+    use fusion_host_server::Store;
+
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut events = server.dispatcher.subscribe();
+    let post = |body: Value| {
+        client(&enrolled.token)
+            .post(server.url("/update"))
+            .json(&body)
+            .send()
+    };
+
+    let response = post(json!({ "status": "started", "from": "0.1.0", "to": "0.2.0" }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let devices = server.dispatcher.devices("alice").await.unwrap();
+    assert_eq!(devices[0].updating.as_deref(), Some("0.2.0"));
+    let event = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert!(
+        matches!(&event, HostEvent::DeviceUpdate { to, .. } if to == "0.2.0"),
+        "{event:?}"
+    );
+    assert!(
+        server.store.calls("alice", 10).await.unwrap().is_empty(),
+        "a start is not an outcome"
+    );
+
+    let response = post(json!({ "status": "rolled_back", "from": "0.1.0", "to": "0.2.0", "reason": "0.2.0 did not connect within 120 s" }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let devices = server.dispatcher.devices("alice").await.unwrap();
+    assert_eq!(devices[0].updating, None);
+    let calls = server.store.calls("alice", 10).await.unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].tool, "update");
+    assert_eq!(calls[0].requested_by, "automatic update 0.1.0 → 0.2.0");
+    assert_eq!(calls[0].error_code.as_deref(), Some("update_rolled_back"));
+    assert_eq!(
+        calls[0].paths,
+        vec!["0.2.0 did not connect within 120 s".to_string()]
+    );
+
+    // What a device says is checked like any input.
+    let response = post(json!({ "status": "updated", "from": "0.1.0", "to": "0.2.0\u{1b}[31m" }))
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (400, "invalid_request".into()));
+    let response = post(json!({ "status": "finished", "from": "0.1.0", "to": "0.2.0" }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = reqwest::Client::new()
+        .post(server.url("/update"))
+        .json(&json!({ "status": "started", "from": "0.1.0", "to": "0.2.0" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (401, "token_unknown".into()));
+    assert_eq!(server.store.calls("alice", 10).await.unwrap().len(), 1);
+}

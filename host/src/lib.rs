@@ -39,6 +39,7 @@ pub use error::{Error, Result};
 pub use journal::APPLIED_JOURNAL_FILE;
 pub use login::{LoginRequest, request_login, wait_for_approval};
 pub use runtime::{
-    ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host,
+    Activity, ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll,
+    report_update, run_host,
 };
 pub use transfer::{BlobHandle, DownloadInput, Downloaded, UploadInput};

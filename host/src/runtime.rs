@@ -158,6 +158,8 @@ pub enum ConnectionState {
     Connected {
         /// The server's id for this stream.
         session_id: String,
+        /// How the server wants this device kept up to date, when it says.
+        updates: Option<fusion_tools::UpdatePolicy>,
     },
     /// Waiting before the next attempt.
     Retrying {
@@ -181,6 +183,7 @@ pub struct Stopped {
 #[derive(Debug)]
 pub struct HostHandle {
     recovered: Vec<fusion_tools::RenameRecovery>,
+    activity: Activity,
     shutdown: CancellationToken,
     state: watch::Receiver<ConnectionState>,
     task: tokio::task::JoinHandle<Result<Stopped>>,
@@ -204,6 +207,12 @@ impl HostHandle {
         Stopper(self.shutdown.clone())
     }
 
+    /// What the device is doing, and a way to let it finish and take no
+    /// more: for a restart that must not cut a call short.
+    pub fn activity(&self) -> Activity {
+        self.activity.clone()
+    }
+
     /// The connection state, to watch.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.state.clone()
@@ -218,6 +227,55 @@ impl HostHandle {
                 path: PathBuf::from("<runtime>"),
                 source: std::io::Error::other(e),
             }),
+        }
+    }
+}
+
+/// The calls a device is running, and a hold on new ones; see
+/// [`HostHandle::activity`].
+#[derive(Debug, Clone)]
+pub struct Activity {
+    running: Arc<Mutex<HashMap<String, Cancellation>>>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    held: std::sync::atomic::AtomicBool,
+    /// Wakes the session to reconnect when a hold is let go.
+    released: tokio::sync::Notify,
+}
+
+impl Activity {
+    /// How many calls are running now.
+    pub fn running(&self) -> usize {
+        self.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Takes no new call until [`Activity::release`]: one that arrives is
+    /// left unanswered, and the server sends it again on the device's next
+    /// stream. Running calls go on.
+    pub fn hold(&self) {
+        self.gate.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether calls are held.
+    pub fn is_held(&self) -> bool {
+        self.gate.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes calls again. The device reconnects at once, so the server
+    /// sends the calls it held.
+    pub fn release(&self) {
+        if self.gate.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.gate.released.notify_one();
+        }
+    }
+
+    /// Waits until no call is running, checking every `poll`.
+    pub async fn idle(&self, poll: Duration) {
+        while self.running() > 0 {
+            tokio::time::sleep(poll).await;
         }
     }
 }
@@ -251,12 +309,17 @@ pub fn run_host(options: HostOptions) -> HostHandle {
     for result in journal.results() {
         finished.insert(result.clone());
     }
+    let activity = Activity {
+        running: Arc::new(Mutex::new(HashMap::new())),
+        gate: Arc::new(Gate::default()),
+    };
     let runtime = Runtime {
         options: Arc::new(options),
         shutdown: shutdown.clone(),
         state: tx,
         calls: TaskTracker::new(),
-        running: Arc::new(Mutex::new(HashMap::new())),
+        running: Arc::clone(&activity.running),
+        gate: Arc::clone(&activity.gate),
         finished: Arc::new(Mutex::new(finished)),
         journal: Arc::new(Mutex::new(journal)),
         last_event_id: Mutex::new(None),
@@ -264,6 +327,7 @@ pub fn run_host(options: HostOptions) -> HostHandle {
     let task = tokio::spawn(runtime.run());
     HostHandle {
         recovered,
+        activity,
         shutdown,
         state,
         task,
@@ -298,6 +362,7 @@ struct Runtime {
     state: watch::Sender<ConnectionState>,
     calls: TaskTracker,
     running: Arc<Mutex<HashMap<String, Cancellation>>>,
+    gate: Arc<Gate>,
     finished: Arc<Mutex<Finished>>,
     /// Applied calls' results, kept on disk.
     journal: Arc<Mutex<Journal>>,
@@ -426,6 +491,14 @@ impl Runtime {
             let next = tokio::select! {
                 next = events.next(idle) => next,
                 () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                () = self.gate.released.notified() => {
+                    // Calls held meanwhile come again on a new stream.
+                    return Ok(SessionEnd::Lost {
+                        reason: "calls were held; reconnecting to take them".into(),
+                        healthy,
+                        server_closed: true,
+                    });
+                }
             };
             let event = match next {
                 Next::Event(event) => event,
@@ -462,6 +535,7 @@ impl Runtime {
                     tracing::info!(session_id = %hello.session_id, "connected");
                     let _ = self.state.send(ConnectionState::Connected {
                         session_id: hello.session_id,
+                        updates: hello.updates,
                     });
                 }
                 "call" => match serde_json::from_str::<CallEvent>(&event.data) {
@@ -513,6 +587,10 @@ impl Runtime {
     }
 
     fn start_call(&self, call: CallEvent, semaphore: &Arc<Semaphore>) {
+        if self.gate.held.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(call_id = %call.call_id, tool = %call.tool, "call held for a restart; the server sends it again");
+            return;
+        }
         // Re-delivered after a reconnect: answer from memory, never run twice.
         if let Some(done) = self
             .finished
@@ -693,6 +771,30 @@ fn failure(call_id: &str, error: ErrorBody, duration_ms: u64) -> CallResult {
 
 /// Posts a result, retrying transient failures a few times. Results are
 /// idempotent per `call_id`, so a retry after a lost response is safe.
+/// Tells the server how an automatic update goes (`POST /update`), for its
+/// activity log and the owner's page. A server that does not know the
+/// route (an older one) or cannot be reached is not an error worth
+/// stopping an update for: the outcome is returned for the log.
+pub async fn report_update(http: &Http, token: &str, report: &fusion_tools::UpdateReport) -> Result<()> {
+    let response = http
+        .client
+        .post(http.url("/update"))
+        .bearer_auth(token)
+        .json(report)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.bytes().await.unwrap_or_default();
+            Err(Error::from_response(&http.base, status, &body))
+        }
+        Err(e) => Err(http.explain(e).await),
+    }
+}
+
 async fn post_result(http: &Http, token: &str, result: &CallResult) {
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=5 {

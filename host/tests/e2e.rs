@@ -1171,3 +1171,63 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn hello_carries_the_owners_update_policy_and_a_hold_defers_new_calls_to_the_next_stream() {
+    let store = Arc::new(MemoryStore::new());
+    let policy = fusion_tools::UpdatePolicy {
+        automatic: true,
+        pinned: Some("1.2.3".into()),
+    };
+    store.set_update_policy("alice", policy.clone());
+    let server = Server::on(store, "127.0.0.1:0".parse().unwrap()).await;
+    let device = start_device(&server, "alice").await;
+    let state = device.host.state().borrow().clone();
+    assert!(
+        matches!(&state, ConnectionState::Connected { updates: Some(p), .. } if *p == policy),
+        "{state:?}"
+    );
+
+    // A call running when the hold begins goes on; a call arriving after
+    // it is not started.
+    let activity = device.host.activity();
+    let id = device.credentials.device_id.clone();
+    let d = server.dispatcher.clone();
+    let slow = tokio::spawn(async move {
+        d.call("alice", &id, "slow", json!({}), CallOptions::default())
+            .await
+    });
+    wait_until(&device.started, "the call never started").await;
+    assert_eq!(activity.running(), 1);
+    activity.hold();
+    let d = server.dispatcher.clone();
+    let id = device.credentials.device_id.clone();
+    let held = tokio::spawn(async move { stat_as_alice(&d, &id).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "a held call was answered");
+    assert_eq!(activity.running(), 1, "the held call did not start");
+    assert!(
+        !device.cancelled.load(Ordering::SeqCst),
+        "the running call goes on"
+    );
+
+    // Let go: the device reconnects and the server sends the held call again.
+    activity.release();
+    let outcome = tokio::time::timeout(WAIT, held).await.unwrap().unwrap().unwrap();
+    assert_eq!(output(outcome)["kind"], "directory");
+    slow.abort();
+    device.host.shutdown();
+    let _ = device.host.join().await;
+}
+
+async fn stat_as_alice(dispatcher: &Dispatcher, device_id: &str) -> fusion_host_server::Result<CallOutcome> {
+    dispatcher
+        .call(
+            "alice",
+            device_id,
+            "stat",
+            json!({ "path": "." }),
+            CallOptions::default(),
+        )
+        .await
+}

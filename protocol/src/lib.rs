@@ -56,8 +56,8 @@ pub use error::{ErrorBody, ErrorCode};
 pub use folders::{Access, RootInfo};
 pub use plan::{Effect, EffectOp, EntryKind, Expectation, MAX_PLAN_EFFECTS, PathState, Plan, Precondition};
 pub use release::{
-    Artifact, ArtifactKind, MANIFEST_FORMAT, RELEASES_PATH, ReleaseManifest, current_target,
-    is_plain_file_name,
+    Artifact, ArtifactKind, MANIFEST_FORMAT, RELEASES_PATH, ReleaseManifest, UpdatePolicy, UpdateReport,
+    UpdateStatus, current_target, is_plain_file_name,
 };
 pub use wire::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,

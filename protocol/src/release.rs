@@ -63,6 +63,62 @@ impl ReleaseManifest {
     }
 }
 
+/// How a device is kept up to date, as its server decides (the app per
+/// owner, its operator for everyone) and tells it in `hello`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UpdatePolicy {
+    /// Whether the device installs a newer release by itself, when no call
+    /// is running.
+    pub automatic: bool,
+    /// The version devices stay on: an automatic update installs only this
+    /// version, never one past it. `None`: the newest the server offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+}
+
+/// `POST /update` body: a device saying how an automatic update went, for
+/// the activity log and the devices page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UpdateReport {
+    /// What happened.
+    pub status: UpdateStatus,
+    /// The version it ran before.
+    pub from: String,
+    /// The version it installs, installed, or gave up.
+    pub to: String,
+    /// For `rolled_back` and `failed`: why, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where an automatic update is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateStatus {
+    /// The new binary is verified and no call is running: the device
+    /// stops, swaps its binary and restarts.
+    Started,
+    /// The new version connected: the update is done.
+    Updated,
+    /// The new version did not connect in time, so the device went back to
+    /// the one before.
+    RolledBack,
+    /// The update stopped before anything was replaced.
+    Failed,
+}
+
+impl UpdateStatus {
+    /// The wire name: `started`, `updated`, `rolled_back`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateStatus::Started => "started",
+            UpdateStatus::Updated => "updated",
+            UpdateStatus::RolledBack => "rolled_back",
+            UpdateStatus::Failed => "failed",
+        }
+    }
+}
+
 /// This build's platform: `<arch>-<os>`, e.g. `x86_64-linux`,
 /// `x86_64-windows`, `aarch64-macos`.
 pub fn current_target() -> String {

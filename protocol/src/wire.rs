@@ -219,6 +219,11 @@ pub struct HelloEvent {
     pub heartbeat_ms: u64,
     /// The protocol version the server speaks.
     pub protocol_version: u32,
+    /// How the device's owner (and the server's operator) want this device
+    /// kept up to date; absent from servers that say nothing, which a
+    /// device takes as "no automatic updates".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<crate::UpdatePolicy>,
 }
 
 /// SSE event `call`: run a tool. The SSE `id` is the stream's event id.

@@ -35,6 +35,10 @@ pub struct DeviceStatus {
     /// What its latest manifest says (folders, tool names), if it ever sent
     /// one; [`Dispatcher::manifest`] gives the whole manifest.
     pub manifest: Option<ManifestSummary>,
+    /// The version it said it is installing, for the last
+    /// ten minutes, until it says how that went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updating: Option<String>,
 }
 
 /// `name`, or `name (2)`, `name (3)`, … whichever `taken` does not have: a
@@ -202,6 +206,7 @@ impl Dispatcher {
             .into_iter()
             .map(|device| DeviceStatus {
                 online: state.slots.get(&device.id).is_some_and(Slot::is_online),
+                updating: state.slots.get(&device.id).and_then(Slot::updating),
                 manifest: summaries.remove(&device.id),
                 device,
             })
@@ -227,6 +232,7 @@ impl Dispatcher {
         let manifest = self.inner.store.manifest(device_id).await?;
         let status = DeviceStatus {
             online: self.is_online(&device.id),
+            updating: self.state().slots.get(&device.id).and_then(Slot::updating),
             manifest: manifest.as_ref().map(ManifestSummary::from),
             device,
         };

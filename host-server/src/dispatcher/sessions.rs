@@ -2,15 +2,20 @@
 
 use std::sync::Arc;
 
-use fusion_protocol::{ClosingEvent, DeviceManifest};
+use tokio::time::Instant;
+
+use fusion_protocol::{ClosingEvent, DeviceManifest, Mode, UpdatePolicy, UpdateReport, UpdateStatus};
 use tokio::sync::mpsc;
 
 use super::Dispatcher;
 use super::state::{Session, StreamMsg};
 use crate::credentials::new_id;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::HostEvent;
-use crate::store::DeviceRecord;
+use crate::store::{CallLogEntry, DeviceRecord};
+
+/// Who asked, in the activity log, for an automatic update.
+const AUTOMATIC_UPDATE: &str = "automatic update";
 
 impl Dispatcher {
     /// Records the device's manifest (`PUT /manifest`).
@@ -18,6 +23,71 @@ impl Dispatcher {
         self.inner.store.save_manifest(&device.id, &manifest).await?;
         self.inner.store.touch_device(&device.id, self.now()).await?;
         self.state().index_tools(&device.id, &device.owner, &manifest);
+        Ok(())
+    }
+
+    /// The update policy the device's owner has, for its `hello`. A store
+    /// that cannot say is logged and taken as no policy: the stream opens
+    /// anyway.
+    pub(crate) async fn update_policy(&self, device: &DeviceRecord) -> Option<UpdatePolicy> {
+        match self.inner.store.update_policy(&device.owner).await {
+            Ok(policy) => policy,
+            Err(e) => {
+                tracing::warn!(device_id = %device.id, error = %e, "update policy unreadable; none sent");
+                None
+            }
+        }
+    }
+
+    /// A device's word on its automatic update (`POST /update`): `started`
+    /// marks it updating on the owner's page; how it ended goes to the
+    /// activity log, as asked by "automatic update".
+    pub(crate) async fn report_update(&self, device: &DeviceRecord, report: UpdateReport) -> Result<()> {
+        for (field, value, limit) in [
+            ("from", report.from.as_str(), 64),
+            ("to", report.to.as_str(), 64),
+            ("reason", report.reason.as_deref().unwrap_or(""), 500),
+        ] {
+            if value.chars().count() > limit || value.chars().any(char::is_control) {
+                return Err(Error::InvalidRequest(format!(
+                    "the update report's {field} must be at most {limit} printable characters"
+                )));
+            }
+        }
+        {
+            let mut state = self.state();
+            let slot = state.slot(&device.id, &device.owner);
+            slot.updating =
+                (report.status == UpdateStatus::Started).then(|| (report.to.clone(), Instant::now()));
+        }
+        tracing::info!(device_id = %device.id, status = report.status.as_str(), from = %report.from, to = %report.to, "device update");
+        if report.status != UpdateStatus::Started {
+            let error_code = match report.status {
+                UpdateStatus::RolledBack => Some("update_rolled_back".to_string()),
+                UpdateStatus::Failed => Some("update_failed".to_string()),
+                _ => None,
+            };
+            let entry = CallLogEntry {
+                call_id: new_id("upd_"),
+                owner: device.owner.clone(),
+                device_id: device.id.clone(),
+                tool: "update".into(),
+                mode: Mode::Run,
+                requested_by: format!("{AUTOMATIC_UPDATE} {} → {}", report.from, report.to),
+                paths: report.reason.iter().cloned().collect(),
+                proposal_id: None,
+                started_at: self.now(),
+                duration_ms: 0,
+                error_code,
+            };
+            self.inner.store.log_call(entry).await?;
+        }
+        self.emit(HostEvent::DeviceUpdate {
+            owner: device.owner.clone(),
+            device_id: device.id.clone(),
+            status: report.status,
+            to: report.to,
+        });
         Ok(())
     }
 

@@ -13,6 +13,10 @@ use super::ToolIndex;
 use crate::error::Result;
 use crate::store::DeviceRecord;
 
+/// How long a device that said it is updating is shown as such without
+/// saying how it went.
+const UPDATING_FOR: Duration = Duration::from_secs(10 * 60);
+
 #[derive(Default)]
 pub(super) struct State {
     pub(super) slots: HashMap<String, Slot>,
@@ -43,6 +47,8 @@ pub(super) struct Slot {
     /// Calls sent (or waiting to be sent) and not yet answered, by event id:
     /// re-delivered on every new stream.
     pub(super) outstanding: BTreeMap<u64, CallEvent>,
+    /// The version an automatic update is installing, and since when.
+    pub(super) updating: Option<(String, Instant)>,
 }
 
 pub(super) struct Session {
@@ -95,6 +101,14 @@ pub(super) struct Ended {
 }
 
 impl Slot {
+    /// The version an automatic update is installing, while that is recent.
+    pub(super) fn updating(&self) -> Option<String> {
+        self.updating
+            .as_ref()
+            .filter(|(_, since)| since.elapsed() < UPDATING_FOR)
+            .map(|(version, _)| version.clone())
+    }
+
     pub(super) fn is_online(&self) -> bool {
         self.session.is_some() || self.remote.is_some()
     }
@@ -126,6 +140,7 @@ impl State {
             tools: None,
             next_event_id: 0,
             outstanding: BTreeMap::new(),
+            updating: None,
         })
     }
 
