@@ -6,10 +6,12 @@
 //! `config.toml`), `fail.rs` (exit codes), `report.rs`, `state_file.rs`,
 //! `toolbox.rs` (the tools offered) and `e57las/` (the E57 converter).
 
+mod auto_update;
 mod cli;
 mod commands;
 mod e57las;
 mod fail;
+mod install;
 mod releases;
 mod report;
 mod settings;

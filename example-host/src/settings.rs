@@ -23,7 +23,25 @@ pub(crate) struct ConfigFile {
     /// Allowed folders, `PATH` or `PATH:ro`.
     #[serde(default)]
     pub(crate) roots: Vec<String>,
+    /// `[updates]`: this device's say in automatic updates.
+    #[serde(default)]
+    pub(crate) updates: UpdatesConfig,
 }
+
+/// `[updates]` in `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdatesConfig {
+    /// `false`: never update automatically, whatever the server says.
+    pub(crate) automatic: Option<bool>,
+    /// How long a new version has to connect before it is rolled back.
+    /// Default [`TRIAL_SECONDS`].
+    pub(crate) trial_seconds: Option<u64>,
+}
+
+/// How long, by default, a new version has to connect after an automatic
+/// update before the device goes back to the one before.
+pub(crate) const TRIAL_SECONDS: u64 = 120;
 
 pub(crate) const CONFIG_FILE: &str = "config.toml";
 

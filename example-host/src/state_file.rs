@@ -17,7 +17,7 @@ impl StateFile {
 
     pub(crate) fn write(&self, state: &ConnectionState) {
         let (connected, detail) = match state {
-            ConnectionState::Connected { session_id } => (true, session_id.clone()),
+            ConnectionState::Connected { session_id, .. } => (true, session_id.clone()),
             ConnectionState::Retrying { reason, .. } => (false, reason.clone()),
             other => (false, format!("{other:?}")),
         };

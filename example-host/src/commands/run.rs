@@ -2,9 +2,13 @@
 //! revoked device is remembered as such and returned as such; `main`
 //! decides what else that means (a supervisor told to stop restarting it).
 
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use fusion_host::{ConnectionState, Credentials, Error as HostError, HostOptions, Http, run_host};
 use serde_json::json;
 
+use crate::auto_update;
 use crate::cli::Global;
 use crate::fail::{Fail, exit};
 use crate::report::{self, report};
@@ -20,6 +24,12 @@ pub(crate) async fn run(
     once: bool,
 ) -> Result<(), Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
+    // Where this binary is now: an update replaces the file, and the
+    // restart starts what is there then.
+    let exe = std::env::current_exe().map_err(anyhow::Error::from)?;
+    if !once && let Some(restart) = auto_update::before_start(&dir) {
+        return Err(restart_onto(&exe, &restart));
+    }
     let config = ConfigFile::load(&dir)?;
     let credentials = Credentials::load(&dir)?.ok_or(HostError::NotEnrolled)?;
     if credentials.revoked {
@@ -61,7 +71,22 @@ pub(crate) async fn run(
     }
     options.applied_journal = Some(dir.join(fusion_host::APPLIED_JOURNAL_FILE));
     // Recovered rename batches are logged as warnings by run_host.
+    let updater_http = options.http.clone();
     let host = run_host(options);
+    let restart = Arc::new(OnceLock::new());
+    let updater = (!once).then(|| {
+        let updater = auto_update::Updater {
+            dir: dir.clone(),
+            http: updater_http,
+            credentials: credentials.clone(),
+            activity: host.activity(),
+            stopper: host.stopper(),
+            allowed: config.updates.automatic != Some(false),
+            trial: Duration::from_secs(config.updates.trial_seconds.unwrap_or(settings::TRIAL_SECONDS)),
+            restart: Arc::clone(&restart),
+        };
+        tokio::spawn(updater.run(host.state()))
+    });
     let mut state = host.state();
     let state_file = StateFile::new(&dir);
     let watcher = {
@@ -73,7 +98,7 @@ pub(crate) async fn run(
                 let current = state.borrow_and_update().clone();
                 state_file.write(&current);
                 match current {
-                    ConnectionState::Connected { session_id } => {
+                    ConnectionState::Connected { session_id, .. } => {
                         if json {
                             println!(
                                 "{}",
@@ -139,7 +164,13 @@ pub(crate) async fn run(
         result = &mut join => result,
     };
     watcher.abort();
+    if let Some(updater) = updater {
+        updater.abort();
+    }
     StateFile::new(&dir).remove();
+    if let (Ok(_), Some(restart)) = (&joined, restart.get()) {
+        return Err(restart_onto(&exe, restart));
+    }
     match joined {
         Ok(stopped) => {
             if stopped.cancelled_calls > 0 {
@@ -163,6 +194,21 @@ pub(crate) async fn run(
             }
             Err(e.into())
         }
+    }
+}
+
+/// Starts the binary now at `exe` in place of this process; what is
+/// returned is why that failed.
+fn restart_onto(exe: &std::path::Path, restart: &auto_update::Restart) -> Fail {
+    report(&format!("… {}: restarting", restart.why));
+    let error = auto_update::exec(exe);
+    Fail {
+        code: 1,
+        error: anyhow::anyhow!(
+            "{}, but {} could not be started again ({error}); start it by hand",
+            restart.why,
+            exe.display()
+        ),
     }
 }
 
