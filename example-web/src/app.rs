@@ -59,6 +59,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .merge(api)
         .merge(crate::releases::router(state.clone(), state.releases.as_deref()))
+        .merge(crate::updates::router(state.clone()))
         .merge(crate::pages::router(state))
         .method_not_allowed_fallback(crate::extract::method_not_allowed)
         .fallback(crate::extract::not_found);

@@ -11,7 +11,9 @@ use fusion_host_server::{
     PairingCodeRecord, PendingCallRecord, ProposalRecord, ProposalStatus, ProposalUpdate, Store, StoreError,
     StoreResult,
 };
+use fusion_protocol::UpdatePolicy;
 use fusion_tools::{DeviceManifest, Mode};
+use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +24,8 @@ pub(crate) struct Db {
     pub(crate) pool: AnyPool,
     /// The call log's writer: entries are written in batches off the call path.
     log: mpsc::Sender<LogMsg>,
+    /// What the operator decided about updates, for everyone.
+    pub(crate) updates: std::sync::Arc<Operator>,
 }
 
 /// The columns of a device row, without its manifest (tens of KB): the call
@@ -90,7 +94,11 @@ impl Db {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (log, queue) = mpsc::channel(LOG_QUEUE);
         tokio::spawn(write_call_log(pool.clone(), queue));
-        Ok(Db { pool, log })
+        Ok(Db {
+            pool,
+            log,
+            updates: Default::default(),
+        })
     }
 
     /// Waits until every call-log entry logged so far is written. The app
@@ -393,6 +401,10 @@ impl Store for Db {
         Ok(updated.rows_affected() == 1)
     }
 
+    async fn update_policy(&self, owner: &str) -> StoreResult<Option<UpdatePolicy>> {
+        policy(self, owner).await.map_err(store_err)
+    }
+
     async fn owner_label(&self, owner: &str) -> StoreResult<Option<String>> {
         sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
             .bind(owner)
@@ -685,6 +697,84 @@ impl Store for Db {
             .await
             .map_err(store_err)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+// Update policies: the operator's, and each account's (`updates.rs` has the
+// page and the API).
+
+/// What the operator decided, for every account.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Operator {
+    /// Releases are served (`--releases`). Without them there is nothing
+    /// to update to, and devices are told nothing.
+    pub(crate) offered: bool,
+    /// `--updates manual`: no device updates by itself.
+    pub(crate) manual: bool,
+    /// `--pin-version`: every device stays on this version.
+    pub(crate) pinned: Option<String>,
+}
+
+/// What one account decided for its devices. No row: automatic, newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OwnerPolicy {
+    pub(crate) automatic: bool,
+    #[serde(default)]
+    pub(crate) pinned: Option<String>,
+}
+
+impl Default for OwnerPolicy {
+    fn default() -> Self {
+        OwnerPolicy {
+            automatic: true,
+            pinned: None,
+        }
+    }
+}
+
+pub(crate) async fn owner_policy(db: &Db, owner: &str) -> sqlx::Result<OwnerPolicy> {
+    let row = sqlx::query("SELECT automatic, pinned FROM update_policies WHERE owner = $1")
+        .bind(owner)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(match row {
+        Some(row) => OwnerPolicy {
+            automatic: row.try_get::<i64, _>("automatic")? != 0,
+            pinned: row.try_get("pinned")?,
+        },
+        None => OwnerPolicy::default(),
+    })
+}
+
+pub(crate) async fn save_policy(db: &Db, owner: &str, policy: &OwnerPolicy) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO update_policies (owner, automatic, pinned, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (owner) DO UPDATE SET automatic = $2, pinned = $3, updated_at = $4",
+    )
+    .bind(owner)
+    .bind(i64::from(policy.automatic))
+    .bind(policy.pinned.as_deref())
+    .bind(millis(std::time::SystemTime::now()))
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// The policy `owner`'s devices are told when they connect: the account's
+/// choice within the operator's. `None` when no releases are served.
+pub(crate) async fn policy(db: &Db, owner: &str) -> sqlx::Result<Option<UpdatePolicy>> {
+    if !db.updates.offered {
+        return Ok(None);
+    }
+    let own = owner_policy(db, owner).await?;
+    Ok(Some(effective(&db.updates, &own)))
+}
+
+pub(crate) fn effective(operator: &Operator, own: &OwnerPolicy) -> UpdatePolicy {
+    UpdatePolicy {
+        automatic: !operator.manual && own.automatic,
+        pinned: operator.pinned.clone().or_else(|| own.pinned.clone()),
     }
 }
 

@@ -11,6 +11,7 @@ mod extract;
 mod pages;
 mod releases;
 mod state;
+mod updates;
 mod views;
 
 use std::net::SocketAddr;
@@ -73,6 +74,28 @@ struct Args {
     /// /download. Default: none, and /download says how to build it.
     #[arg(long, env = "FUSION_RELEASES_DIR")]
     releases: Option<std::path::PathBuf>,
+    /// Whether devices update themselves to the release served with
+    /// --releases (each account can still turn it off for its devices), or
+    /// only when their users run `fusion-host update`.
+    #[arg(long, env = "FUSION_UPDATES", value_enum, default_value = "automatic")]
+    updates: UpdatesMode,
+    /// Keep every device on this version: automatic updates install it and
+    /// nothing past it.
+    #[arg(long, env = "FUSION_PIN_VERSION", value_parser = parse_version)]
+    pin_version: Option<String>,
+}
+
+/// `--updates`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UpdatesMode {
+    Automatic,
+    Manual,
+}
+
+fn parse_version(v: &str) -> Result<String, String> {
+    semver::Version::parse(v)
+        .map(|_| v.to_string())
+        .map_err(|_| format!("{v:?} is not a version (like 0.2.0)"))
 }
 
 /// Where blobs go: `--blob-store` (a folder, `file://…` or `s3://…`),
@@ -152,7 +175,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             "sqlite://data/fusion-host.db?mode=rwc".to_string()
         }
     };
-    let db = Db::connect(&database_url).await?;
+    let mut db = Db::connect(&database_url).await?;
+    db.updates = Arc::new(db::Operator {
+        offered: args.releases.is_some(),
+        manual: args.updates == UpdatesMode::Manual,
+        pinned: args.pin_version.clone(),
+    });
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         // The demo should just work, even when 8080 is taken.

@@ -17,6 +17,7 @@ use crate::error::AppError;
 use crate::extract::ApiPath;
 use crate::releases;
 use crate::state::AppState;
+use crate::updates::{self, DeviceUpdate};
 use crate::views::{ago, assets, layout, proposal_card};
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -264,6 +265,8 @@ async fn devices_page(
     let activity = crate::activity::page(&s.db, &p.user.id, &q).await?;
     let tokens = auth::api_tokens(&s.db, &p.user.id).await?;
     let offered = releases::offered(&s).await;
+    let (own_updates, told) = updates::for_page(&s, &p.user.id).await?;
+    let automatic = told.as_ref().is_some_and(|t| t.automatic);
     let names: std::collections::HashMap<&str, &str> = devices
         .iter()
         .map(|d| (d.device.id.as_str(), d.device.name.as_str()))
@@ -299,8 +302,8 @@ async fn devices_page(
                                 td.muted { (d.device.platform) }
                                 td.muted.version {
                                     (d.device.host_version)
-                                    @if let Some(v) = offered.as_deref().filter(|v| releases::is_newer(v, &d.device.host_version)) {
-                                        " " span.badge.update title="Run `fusion-host update` on it" { (v) " available" }
+                                    @if let Some(state) = DeviceUpdate::of(d, offered.as_deref(), told.as_ref()) {
+                                        " " (state.badge(automatic))
                                     }
                                 }
                                 td.muted { (d.device.last_seen.map(ago).unwrap_or_default()) }
@@ -342,6 +345,9 @@ async fn devices_page(
             @for prop in &pending {
                 (proposal_card(prop, names.get(prop.device_id.as_str()).copied()))
             }
+        }
+        @if let Some(offered) = &offered {
+            (updates::view(&own_updates, &s.db.updates, offered, p.csrf.as_deref()))
         }
         (activity_view(&activity, &q, &devices))
         (tokens_view(&tokens, p.csrf.as_deref()))

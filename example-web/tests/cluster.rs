@@ -218,7 +218,7 @@ impl Device {
         .unwrap()
         .clone();
         match state {
-            ConnectionState::Connected { session_id } => session_id,
+            ConnectionState::Connected { session_id, .. } => session_id,
             _ => unreachable!(),
         }
     }
@@ -446,8 +446,9 @@ impl Failover {
         let mut state = self.device.host.state();
         tokio::time::timeout(
             Duration::from_secs(15),
-            state
-                .wait_for(|s| matches!(s, ConnectionState::Connected { session_id } if *session_id != first)),
+            state.wait_for(
+                |s| matches!(s, ConnectionState::Connected { session_id, .. } if *session_id != first),
+            ),
         )
         .await
         .expect("the device reconnects through the balancer")

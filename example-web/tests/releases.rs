@@ -139,7 +139,13 @@ async fn devices_show_their_version_and_an_update_when_one_is_served() {
         "{}",
         row("old-laptop")
     );
-    assert!(row("new-laptop").contains("0.3.0") && !row("new-laptop").contains("available"));
+    assert!(row("new-laptop").contains("up to date") && !row("new-laptop").contains("available"));
+
+    put_policy(&alice, json!({ "automatic": true, "pinned": "0.2.0" })).await;
+    let html = alice.html("/devices").await;
+    let at = html.find("old-laptop").unwrap();
+    let row = &html[at..html[at..].find("</tr>").unwrap() + at];
+    assert!(row.contains("pinned to 0.2.0"), "{row}");
 }
 
 #[test]
@@ -162,4 +168,135 @@ fn a_releases_folder_without_a_manifest_stops_the_start_and_says_why() {
         said.contains("has no manifest.json") && said.contains("fusion-release sign"),
         "{said}"
     );
+}
+
+/// `PUT /api/update-policy` as this user.
+async fn put_policy(user: &User, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = user
+        .client
+        .put(format!("{}/api/update-policy", user.url))
+        .header("x-csrf-token", &user.csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// What a device of `user` is told about updates when it connects.
+async fn told(user: &User) -> Option<fusion_protocol::UpdatePolicy> {
+    let device = user.pair_device().await;
+    let state = device.host.state().borrow().clone();
+    device.host.shutdown();
+    match state {
+        fusion_host::ConnectionState::Connected { updates, .. } => updates,
+        other => panic!("not connected: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_accounts_update_policy_reaches_its_devices_and_the_page_says_where_each_is() {
+    let dir = release_dir();
+    let app = App::start_with(None, &["--releases", dir.path().to_str().unwrap()]);
+    let alice = User::sign_up(&app, "policy").await;
+
+    let (status, policy) = alice.get("/api/update-policy").await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["automatic"], true);
+    assert_eq!(policy["offered"], "0.3.0");
+    assert_eq!(
+        told(&alice).await,
+        Some(fusion_protocol::UpdatePolicy {
+            automatic: true,
+            pinned: None
+        })
+    );
+
+    let (status, refused) = put_policy(&alice, json!({ "automatic": true, "pinned": "newest" })).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{refused}"
+    );
+    let (status, policy) = put_policy(&alice, json!({ "automatic": true, "pinned": "0.2.0" })).await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(
+        policy["devices_are_told"],
+        json!({ "automatic": true, "pinned": "0.2.0" })
+    );
+    let pinned = told(&alice).await.unwrap();
+    assert_eq!(pinned.pinned.as_deref(), Some("0.2.0"));
+    let html = alice.html("/devices").await;
+    assert!(html.contains(r#"id="updates-pinned""#) && html.contains(r#"value="0.2.0""#));
+
+    // The form on the page, without script: the box unticked, no pin.
+    let r = alice
+        .client
+        .post(format!("{}/devices/updates", app.url))
+        .form(&[("csrf", alice.csrf.as_str()), ("pinned", "")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success() || r.status().is_redirection(),
+        "{}",
+        r.status()
+    );
+    assert_eq!(
+        told(&alice).await,
+        Some(fusion_protocol::UpdatePolicy {
+            automatic: false,
+            pinned: None
+        })
+    );
+    let html = alice.html("/devices").await;
+    assert!(
+        !html.contains(r#"value="0.2.0""#) && !html.contains("checked"),
+        "{html}"
+    );
+
+    // Someone else's form without the session's token changes nothing.
+    let r = alice
+        .client
+        .post(format!("{}/devices/updates", app.url))
+        .form(&[("csrf", "forged"), ("automatic", "on")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(alice.get("/api/update-policy").await.1["automatic"], false);
+}
+
+#[tokio::test]
+async fn the_operator_decides_for_everyone_and_without_releases_devices_are_told_nothing() {
+    let dir = release_dir();
+    let app = App::start_with(
+        None,
+        &[
+            "--releases",
+            dir.path().to_str().unwrap(),
+            "--updates",
+            "manual",
+            "--pin-version",
+            "0.3.0",
+        ],
+    );
+    let alice = User::sign_up(&app, "operator").await;
+    let (_, policy) = put_policy(&alice, json!({ "automatic": true, "pinned": "0.2.0" })).await;
+    assert_eq!(
+        policy["devices_are_told"],
+        json!({ "automatic": false, "pinned": "0.3.0" })
+    );
+    assert_eq!(told(&alice).await.unwrap().pinned.as_deref(), Some("0.3.0"));
+    let html = alice.html("/devices").await;
+    assert!(
+        html.contains("The operator turned automatic updates off"),
+        "{html}"
+    );
+    assert!(html.contains("The operator keeps every device on 0.3.0"));
+
+    let plain = App::start(None);
+    let bob = User::sign_up(&plain, "no-releases").await;
+    assert_eq!(told(&bob).await, None);
+    assert!(!bob.html("/devices").await.contains(r#"id="updates""#));
 }
