@@ -59,8 +59,16 @@ fn find(candidates: &[&str]) -> Option<String> {
         .map(|p| p.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_page_end_to_end_in_chromium() {
+/// Headless Chromium under ChromeDriver, with `emulate` as its
+/// `mobileEmulation` (a User-Agent and client hints) when given; `None`
+/// (and a line saying so) where they are not installed.
+struct Browser {
+    client: fantoccini::Client,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+async fn chromium(emulate: Option<serde_json::Value>) -> Option<Browser> {
     let (Some(chromium), Some(chromedriver)) = (
         find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]),
         find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]),
@@ -68,14 +76,14 @@ async fn devices_page_end_to_end_in_chromium() {
         eprintln!(
             "skipped: Chromium and ChromeDriver are not installed (apt-get install chromium chromium-driver)"
         );
-        return;
+        return None;
     };
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let _driver = Driver(
+    let driver = Driver(
         Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -83,35 +91,52 @@ async fn devices_page_end_to_end_in_chromium() {
             .spawn()
             .unwrap(),
     );
-    let mut app = App::start(None);
     let profile = tempfile::tempdir().unwrap();
-
+    let mut all: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    all.push(format!("--user-data-dir={}", profile.path().display()));
+    let mut options = json!({ "binary": chromium, "args": all });
+    if let Some(emulate) = emulate {
+        options["mobileEmulation"] = emulate;
+    }
     let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1280,1000", format!("--user-data-dir={}", profile.path().display()),
-            ],
-        }),
-    );
+    caps.insert("goog:chromeOptions".into(), options);
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let mut client = None;
     for _ in 0..50 {
-        if let Ok(c) = ClientBuilder::new(connector.clone())
+        if let Ok(client) = ClientBuilder::new(connector.clone())
             .capabilities(caps.clone())
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            client = Some(c);
-            break;
+            return Some(Browser {
+                client,
+                _driver: driver,
+                _profile: profile,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let c = client.expect("ChromeDriver did not start");
+    panic!("ChromeDriver did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_page_end_to_end_in_chromium() {
+    let Some(browser) = chromium(None).await else {
+        return;
+    };
+    let mut app = App::start(None);
+    let c = browser.client.clone();
     let css = |s: &'static str| Locator::Css(s);
 
     // Sign up.
@@ -635,4 +660,130 @@ async fn devices_page_end_to_end_in_chromium() {
         .unwrap();
     assert!(banner.text().await.unwrap().contains("Cannot reach the server"));
     c.close().await.unwrap();
+}
+
+/// `/download` and "Add a device" as three visitors see them: Chromium
+/// saying it runs on Windows, macOS and Linux. Each gets its own platform
+/// first, and the same pairing line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_and_add_a_device_for_windows_macos_and_linux_visitors() {
+    let release = common::release_dir();
+    let app = App::start_with(None, &["--releases", release.path().to_str().unwrap()]);
+    // What Chromium on each system says: its User-Agent, and the platform
+    // client hint (which the page prefers when both are there).
+    let visitors = [
+        (
+            "Windows",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+        ),
+        (
+            "macOS",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+        ),
+        (
+            "Linux",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+        ),
+    ];
+    for (platform, agent) in visitors {
+        let emulate = json!({
+            "userAgent": agent,
+            "clientHints": { "platform": platform, "mobile": false },
+        });
+        let Some(browser) = chromium(Some(emulate)).await else {
+            return;
+        };
+        let c = &browser.client;
+        c.goto(&format!("{}/download", app.url)).await.unwrap();
+        let first = c.find(Locator::Css("#for-you")).await.unwrap();
+        assert_eq!(
+            first.attr("data-platform").await.unwrap().as_deref(),
+            Some(platform),
+            "{agent}"
+        );
+        let text = first.text().await.unwrap();
+        match platform {
+            "Windows" => {
+                let link = c.find(Locator::Css("#for-you a.button")).await.unwrap();
+                assert!(
+                    link.attr("href")
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .ends_with("/releases/fusion-host-0.3.0-x86_64-windows.msi"),
+                    "{text}"
+                );
+                assert!(text.contains("Get-FileHash"), "{text}");
+            }
+            "macOS" => assert!(text.contains("No build for macOS yet"), "{text}"),
+            _ => assert!(
+                text.contains("sha256sum -c") && text.contains("x86_64-linux"),
+                "{text}"
+            ),
+        }
+        // Every file below, each with its digest.
+        let rows = c
+            .find_all(Locator::Css("table.artifacts tbody tr"))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+
+        // "Add a device" links here and gives one line for every shell.
+        c.goto(&format!("{}/signup", app.url)).await.unwrap();
+        c.find(Locator::Css("input[name=email]"))
+            .await
+            .unwrap()
+            .send_keys(&unique_email("visitor"))
+            .await
+            .unwrap();
+        c.find(Locator::Css("input[name=password]"))
+            .await
+            .unwrap()
+            .send_keys("correct horse battery")
+            .await
+            .unwrap();
+        c.find(Locator::Css("button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#add-device"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let line = c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(
+                "//code[@id='pair-command' and string-length(text()) > 0]",
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let code = c
+            .find(Locator::Css("#pair-code"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            line,
+            format!("fusion-host --server {} --code {code}", app.url),
+            "{platform}"
+        );
+        let download = c
+            .find(Locator::Css("#pairing a[href='/download']"))
+            .await
+            .unwrap();
+        assert!(download.is_displayed().await.unwrap());
+        browser.client.clone().close().await.unwrap();
+    }
 }

@@ -4,35 +4,13 @@
 
 mod common;
 
-use common::{App, User};
+use common::{App, User, release_dir};
 use fusion_host::{Http, enroll};
 use serde_json::json;
 
 const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0";
 const MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15";
 const LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0";
-
-/// A release folder as `fusion-release sign` lays it out (the page lists;
-/// only the device checks signatures, in its own tests).
-fn release_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let artifact = |target: &str, kind: &str, file: &str, body: &[u8]| {
-        std::fs::write(dir.path().join(file), body).unwrap();
-        json!({ "target": target, "kind": kind, "file": file, "size": body.len(),
-                "sha256": format!("{:064x}", body.len()), "signature": "untrusted comment: test\n" })
-    };
-    let manifest = json!({
-        "format": 1, "version": "0.3.0", "issued_at": 1, "expires_at": 4_000_000_000u64,
-        "artifacts": [
-            artifact("x86_64-linux", "binary", "fusion-host-0.3.0-x86_64-linux", b"linux"),
-            artifact("x86_64-windows", "binary", "fusion-host-0.3.0-x86_64-windows.exe", b"windows"),
-            artifact("x86_64-windows", "installer", "fusion-host-0.3.0-x86_64-windows.msi", b"msi"),
-        ],
-    });
-    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
-    std::fs::write(dir.path().join(".secret"), "never served").unwrap();
-    dir
-}
 
 async fn page(app: &App, agent: &str) -> String {
     let r = reqwest::Client::new()

@@ -254,3 +254,25 @@ impl Device {
         Device { dir, host, id }
     }
 }
+
+/// A release folder as `fusion-release sign` lays it out (the page lists;
+/// only the device checks signatures, in its own tests).
+pub fn release_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = |target: &str, kind: &str, file: &str, body: &[u8]| {
+        std::fs::write(dir.path().join(file), body).unwrap();
+        json!({ "target": target, "kind": kind, "file": file, "size": body.len(),
+                "sha256": format!("{:064x}", body.len()), "signature": "untrusted comment: test\n" })
+    };
+    let manifest = json!({
+        "format": 1, "version": "0.3.0", "issued_at": 1, "expires_at": 4_000_000_000u64,
+        "artifacts": [
+            artifact("x86_64-linux", "binary", "fusion-host-0.3.0-x86_64-linux", b"linux"),
+            artifact("x86_64-windows", "binary", "fusion-host-0.3.0-x86_64-windows.exe", b"windows"),
+            artifact("x86_64-windows", "installer", "fusion-host-0.3.0-x86_64-windows.msi", b"msi"),
+        ],
+    });
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(dir.path().join(".secret"), "never served").unwrap();
+    dir
+}
