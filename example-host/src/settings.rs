@@ -170,10 +170,14 @@ pub(crate) fn scope(flags: &[String], config: &ConfigFile, config_dir: &Path) ->
     } else if !config.roots.is_empty() {
         config.roots.iter().map(|s| parse_root(s)).collect()
     } else {
-        vec![(
-            std::env::current_dir().context("cannot read the current directory")?,
-            Access::ReadWrite,
-        )]
+        let here = std::env::current_dir().context("cannot read the current directory")?;
+        if let Some(what) = not_a_work_folder(&here) {
+            bail!(
+                "the current folder {} is {what}, which is never shared by default; start fusion-host in the folder it may work on, or name folders with --root or `roots` in {CONFIG_FILE}",
+                here.display()
+            );
+        }
+        vec![(here, Access::ReadWrite)]
     };
     for (path, _) in &specs {
         if !path.is_dir() {
@@ -184,6 +188,23 @@ pub(crate) fn scope(flags: &[String], config: &ConfigFile, config_dir: &Path) ->
         }
     }
     Ok(Scope::new(specs)?.with_state_dir(config_dir))
+}
+
+/// Why `dir` must not be the folder shared by default, when it is one a
+/// program lands in without being asked (a service started by its
+/// supervisor): a whole disk, or the system's own folder.
+fn not_a_work_folder(dir: &Path) -> Option<&'static str> {
+    if dir.parent().is_none() {
+        return Some("a whole disk");
+    }
+    if !cfg!(windows) {
+        return None;
+    }
+    // Windows compares paths without regard to case.
+    let system = std::env::var_os("SystemRoot").or_else(|| std::env::var_os("windir"))?;
+    let system = system.to_string_lossy().trim_end_matches('\\').to_lowercase();
+    let dir = dir.to_string_lossy().to_lowercase();
+    (dir == system || dir.starts_with(&format!("{system}\\"))).then_some("Windows' own folder")
 }
 
 /// The device's name: flag, config, or the machine's host name.

@@ -887,3 +887,51 @@ fn rename_help_lists_every_token_on_one_line() {
         assert!(tokens.contains(token), "{token} in {tokens}");
     }
 }
+
+#[test]
+fn a_whole_disk_is_never_the_folder_shared_by_default() {
+    let config = tempfile::tempdir().unwrap();
+    let root = std::env::current_dir()
+        .unwrap()
+        .ancestors()
+        .last()
+        .unwrap()
+        .to_path_buf();
+    let out = Command::new(BIN)
+        .args(["call", "stat", "--input", r#"{"path":"."}"#, "--config-dir"])
+        .arg(config.path())
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("is a whole disk, which is never shared by default") && said.contains("--root"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_service_needs_its_folders_named() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("credentials.json"), "{}").unwrap();
+    let out = Command::new(BIN)
+        .args(["service", "install", "--config-dir"])
+        .arg(&config)
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("xdg"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("a service has no current folder to share") && said.contains("roots = ["),
+        "{said}"
+    );
+    assert!(
+        !home.path().join("xdg").exists(),
+        "nothing was written for the service"
+    );
+}

@@ -169,6 +169,21 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
                     config_dir.display()
                 )));
             }
+            // A service starts in the supervisor's folder (`/`, the home
+            // folder, C:\Windows\System32), never in the one the user meant:
+            // it shares only folders named in the configuration.
+            let config = settings::ConfigFile::load(&config_dir)?;
+            if config.roots.is_empty() {
+                return Err(usage(anyhow!(
+                    "a service has no current folder to share, so it needs its allowed folders named: add them to {}, e.g. roots = ['{}'] (':ro' at the end of one makes it read-only), then run `fusion-host service install` again",
+                    config_dir.join(settings::CONFIG_FILE).display(),
+                    if cfg!(windows) {
+                        r"C:\Users\me\Scans"
+                    } else {
+                        "/home/me/scans"
+                    },
+                )));
+            }
             if let Some(parent) = unit.path.parent() {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
