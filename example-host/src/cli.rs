@@ -193,11 +193,11 @@ pub(crate) enum Command {
     },
     /// Convert point clouds: `fusion-host convert e57 --to las|laz [--merge FILE] DIR`.
     Convert {
-        /// The input format.
-        from: Format,
-        /// The output format.
+        /// The input format: E57 scans.
+        from: Source,
+        /// The output format: LAS, or compressed LAZ.
         #[arg(long = "to")]
-        to: Format,
+        to: Target,
         /// Merge every scan into this file (in DIR) instead of one per scan.
         #[arg(long)]
         merge: Option<String>,
@@ -206,9 +206,15 @@ pub(crate) enum Command {
     },
 }
 
+/// What `convert` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
+pub(crate) enum Source {
     E57,
+}
+
+/// What `convert` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Target {
     Las,
     Laz,
 }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, Format};
+use cli::{Cli, Command, Target};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -130,18 +130,14 @@ fn main() -> ExitCode {
                 };
                 commands::update_then_restart(global, &args).await
             }
-            Some(Command::Convert { from, to, merge, dir }) => match (*from, *to) {
-                (Format::E57, Format::Las) => {
-                    commands::convert::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Las)
-                }
-                (Format::E57, Format::Laz) => {
-                    commands::convert::convert(global, dir, merge.as_deref(), e57las::OutputFormat::Laz)
-                }
-                _ => Err(fail::Fail {
-                    code: fail::exit::USAGE,
-                    error: anyhow::anyhow!("only `convert e57 --to las` and `--to laz` are supported"),
-                }),
-            },
+            Some(Command::Convert { from, to, merge, dir }) => {
+                let cli::Source::E57 = from;
+                let format = match to {
+                    Target::Las => e57las::OutputFormat::Las,
+                    Target::Laz => e57las::OutputFormat::Laz,
+                };
+                commands::convert::convert(global, dir, merge.as_deref(), format)
+            }
         }
     });
     match result {

@@ -121,30 +121,45 @@ impl ErrorBody {
 mod tests {
     use super::*;
 
+    /// Every code, from the enum's own schema: a new variant is checked
+    /// without anyone listing it.
+    fn all_codes() -> Vec<ErrorCode> {
+        let schema = schemars::schema_for!(ErrorCode).to_value();
+        // Variants with doc comments come as `oneOf` of `const`s.
+        let names: Vec<serde_json::Value> = match schema["oneOf"].as_array() {
+            Some(variants) => variants
+                .iter()
+                .flat_map(|v| match v["enum"].as_array() {
+                    Some(values) => values.clone(),
+                    None => vec![v["const"].clone()],
+                })
+                .collect(),
+            None => schema["enum"].as_array().cloned().unwrap_or_default(),
+        };
+        assert!(names.len() > 10, "ErrorCode's schema lists its values: {schema}");
+        names
+            .into_iter()
+            .map(|name| serde_json::from_value(name).expect("a listed value reads back"))
+            .collect()
+    }
+
     #[test]
     fn code_strings_match_serde() {
-        for code in [
-            ErrorCode::OutsideScope,
-            ErrorCode::NotFound,
-            ErrorCode::AlreadyExists,
-            ErrorCode::Conflict,
-            ErrorCode::TooLarge,
-            ErrorCode::NotAFile,
-            ErrorCode::NotADirectory,
-            ErrorCode::BinaryFile,
-            ErrorCode::InvalidInput,
-            ErrorCode::PermissionDenied,
-            ErrorCode::UnknownTool,
-            ErrorCode::Cancelled,
-            ErrorCode::Timeout,
-            ErrorCode::ProgramNotFound,
-            ErrorCode::ProgramFailed,
-            ErrorCode::Io,
-            ErrorCode::InvalidBatch,
-            ErrorCode::BatchFailed,
-        ] {
+        let codes = all_codes();
+        assert!(codes.contains(&ErrorCode::TransferFailed), "{codes:?}");
+        for code in codes {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+        }
+    }
+
+    /// `docs/TOOLS.md` names every code a tool can fail with.
+    #[test]
+    fn tools_md_names_every_code() {
+        let doc = include_str!("../../docs/TOOLS.md");
+        for code in all_codes() {
+            let name = format!("`{}`", code.as_str());
+            assert!(doc.contains(&name), "docs/TOOLS.md does not mention {name}");
         }
     }
 }
