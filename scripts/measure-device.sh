@@ -36,6 +36,9 @@ threads=$(awk '/Threads/ {print $2}' "/proc/$pid/status")
 anon_kb=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status")
 file_kb=$(awk '/RssFile/ {print $2}' "/proc/$pid/status")
 size=$(stat -c %s "$bin")
+# Resident pages by file: the binary's own, and the shared libraries'.
+own_kb=$(awk -v exe="$(readlink -f "$bin")" '/^[0-9a-f]+-/ {mine = ($6 == exe)} mine && /^Rss:/ {s += $2} END {print s + 0}' "/proc/$pid/smaps")
+pss_kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
 
 echo "| measurement | value |"
 echo "|---|---|"
@@ -44,5 +47,8 @@ echo "| dynamic libraries | $(ldd "$bin" | awk '{print $1}' | grep -v vdso | tr 
 printf '| idle connected, resident memory | %.1f MiB |\n' "$(echo "$rss_kb / 1024" | bc -l)"
 printf '| of which anonymous (heap, stacks) / file-backed (pages of the binary) | %.1f MiB / %.1f MiB |\n' \
   "$(echo "$anon_kb / 1024" | bc -l)" "$(echo "$file_kb / 1024" | bc -l)"
+printf '| of the file-backed: the binary itself / shared libraries | %.1f MiB / %.1f MiB |\n' \
+  "$(echo "$own_kb / 1024" | bc -l)" "$(echo "($file_kb - $own_kb) / 1024" | bc -l)"
+printf '| proportional set size (shared pages split among their users) | %.1f MiB |\n' "$(echo "$pss_kb / 1024" | bc -l)"
 printf '| peak resident memory so far | %.1f MiB |\n' "$(echo "$hwm_kb / 1024" | bc -l)"
 echo "| threads | $threads |"

@@ -126,7 +126,10 @@ pub(crate) enum Command {
     },
     /// Keep this device running under the system's supervisor: a systemd
     /// user unit on Linux (a system unit with --system), a launchd agent on
-    /// macOS. `install --print` shows the unit without writing it.
+    /// macOS, a log-on task of your user in Task Scheduler on Windows. A
+    /// service shares the folders `roots` names in config.toml, never the
+    /// folder it starts in. `install --print` shows the unit without
+    /// writing it.
     Service {
         /// install, uninstall, status or logs.
         #[command(subcommand)]

@@ -5,7 +5,10 @@ use std::time::Duration;
 use crate::cluster::Cluster;
 use crate::time::Clock;
 
-/// How the dispatcher behaves. `Config::default()` is what production wants.
+/// How the dispatcher behaves. The defaults suit production; what only the
+/// app knows it sets: [`Config::verification_uri`] (device login is off
+/// without it), [`Config::trust_forwarded_for`] behind a proxy, and the
+/// blob store and cluster when it uses them. See `docs/EMBEDDING.md`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How long a call to an offline device waits for it to connect.
