@@ -549,6 +549,15 @@ async fn devices_page_end_to_end_in_chromium() {
     c.switch_to_window(second).await.unwrap();
     let approve = format!("{card} [data-decide=approve]");
     click_live(&c, &approve).await;
+    // The person sees it applied before closing the tab: closing at once
+    // could cancel the request before it left the browser.
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&format!(
+            "//*[@data-proposal='{proposal}']//*[contains(@class, 'outcome')]/*[contains(., 'Applied')] | //*[@id='approvals' and not(.//*[@data-proposal='{proposal}'])]"
+        )))
+        .await
+        .unwrap();
     c.close_window().await.unwrap();
     c.switch_to_window(first).await.unwrap();
     let deadline = std::time::Instant::now() + WAIT;

@@ -952,3 +952,56 @@ async fn a_devices_update_report_shows_it_updating_then_goes_to_the_activity_log
     assert_eq!(error_code(response).await, (401, "token_unknown".into()));
     assert_eq!(server.store.calls("alice", 10).await.unwrap().len(), 1);
 }
+
+/// A person who approves and closes the page at once: the request that
+/// approved goes away mid-apply. The approval still runs to its end (the
+/// device is not told to stop, the proposal ends `applied`, and pages hear
+/// so), instead of the proposal staying `approved` for ever.
+#[tokio::test]
+async fn an_approval_whose_caller_goes_away_is_still_carried_out() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    let planning = server.spawn_call(
+        "alice",
+        &enrolled.device_id,
+        "write_file",
+        json!({ "path": "a.txt", "content": "A" }),
+        CallOptions::default(),
+    );
+    let plan_call = device.next().await.unwrap().call();
+    let plan = json!({
+        "summary": "create a.txt", "effects": [], "effects_total": 0, "truncated": false,
+        "precondition": { "expect": [{ "path": "/x/a.txt", "state": { "kind": "absent" } }] }
+    });
+    device.answer(&plan_call, plan).await;
+    let p = proposal(planning.await.unwrap().unwrap());
+    let mut events = server.dispatcher.subscribe();
+
+    let d = server.dispatcher.clone();
+    let pid = p.id.clone();
+    let approving = tokio::spawn(async move { d.approve("alice", &pid).await });
+    let apply = device.next().await.unwrap().call();
+    approving.abort();
+    let _ = approving.await;
+    // The device hears no `cancel` for the apply.
+    device.quiet(Duration::from_millis(200)).await;
+    let answered = device
+        .answer(&apply, json!({ "path": "/x/a.txt", "created": true }))
+        .await;
+    assert_eq!(answered.status(), 200);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the proposal's end was announced")
+            .unwrap();
+        if let HostEvent::ProposalResolved { status, .. } = event {
+            assert_eq!(status, ProposalStatus::Applied);
+            break;
+        }
+    }
+    let stored = server.dispatcher.proposal("alice", &p.id).await.unwrap();
+    assert_eq!(stored.status, ProposalStatus::Applied);
+}

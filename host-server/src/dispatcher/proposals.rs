@@ -13,8 +13,26 @@ impl Dispatcher {
     /// with the stored precondition. Returns the proposal as it ends up
     /// (`applied`, with the output); a failed apply (a `conflict`, the device
     /// offline) marks it `failed` and returns the error.
+    ///
+    /// Once approved, the apply runs to its end in a task of its own: a
+    /// caller that goes away (the person closed the page, a client timed
+    /// out) neither stops the device mid-apply nor leaves the proposal
+    /// `approved` with no outcome.
     pub async fn approve(&self, owner: &str, proposal_id: &str) -> Result<ProposalRecord> {
         let proposal = self.decide(owner, proposal_id, ProposalStatus::Approved).await?;
+        let this = self.clone();
+        let owner = owner.to_string();
+        tokio::spawn(async move { this.carry_out(&owner, proposal).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "applying an approved proposal panicked");
+                Err(Error::Store(crate::StoreError::new(e)))
+            })
+    }
+
+    /// Applies an approved proposal's stored input and records how it went.
+    async fn carry_out(&self, owner: &str, proposal: ProposalRecord) -> Result<ProposalRecord> {
+        let proposal_id = proposal.id.as_str();
         let timeout = self.inner.config.call_timeout;
         let applied = async {
             let device = self.owned_device(owner, &proposal.device_id).await?;
