@@ -250,31 +250,35 @@ async fn revocation_stops_the_process_with_the_repair_message() {
     assert!(stderr.contains("pairing again"), "{stderr}");
 }
 
-/// A service manager's stop (SIGTERM) while a change is being applied: the
-/// device takes no new calls, finishes the one in progress, reports it, and
-/// exits 0. The change is a real shell-out that takes two seconds.
+/// A stand-in `IfcConvert` that marks `TARGET.started`, takes `seconds`,
+/// then writes its output; and the `PATH` that finds it first.
 #[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_call_in_progress_finish() {
+fn slow_ifc_convert(seconds: u32) -> (tempfile::TempDir, String) {
     use std::os::unix::fs::PermissionsExt;
-    let server = server().await;
-    let config = tempfile::tempdir().unwrap();
-    let folder = tempfile::tempdir().unwrap();
     let bin = tempfile::tempdir().unwrap();
     let program = bin.path().join("IfcConvert");
     std::fs::write(
         &program,
-        "#!/bin/sh\ntouch \"$2.started\"\nsleep 2\necho converted > \"$2\"\n",
+        format!("#!/bin/sh\ntouch \"$2.started\"\nsleep {seconds}\necho converted > \"$2\"\n"),
     )
     .unwrap();
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(folder.path().join("model.ifc"), "ISO-10303-21;").unwrap();
     let path = format!(
         "{}:{}",
         bin.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let (child, _) = one_liner_with(&server, config.path(), folder.path(), &[("PATH", &path)]).await;
+    (bin, path)
+}
+
+/// Proposes converting `model.ifc` in `folder` on alice's device, approves
+/// it in the background, and returns once the program is running.
+#[cfg(unix)]
+async fn conversion_running(
+    server: &Server,
+    folder: &Path,
+) -> tokio::task::JoinHandle<fusion_host_server::Result<fusion_host_server::ProposalRecord>> {
+    std::fs::write(folder.join("model.ifc"), "ISO-10303-21;").unwrap();
     let device_id = server.dispatcher.devices("alice").await.unwrap()[0]
         .device
         .id
@@ -297,13 +301,27 @@ async fn sigterm_lets_the_call_in_progress_finish() {
         let dispatcher = server.dispatcher.clone();
         tokio::spawn(async move { dispatcher.approve("alice", &proposal.id).await })
     };
-    // Stop once the program is running.
-    let started = folder.path().join("model.obj.started");
+    let started = folder.join("model.obj.started");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !started.exists() {
         assert!(std::time::Instant::now() < deadline, "the program never started");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    approve
+}
+
+/// A service manager's stop (SIGTERM) while a change is being applied: the
+/// device takes no new calls, finishes the one in progress, reports it, and
+/// exits 0. The change is a real shell-out that takes two seconds.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_call_in_progress_finish() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (_bin, path) = slow_ifc_convert(2);
+    let (child, _) = one_liner_with(&server, config.path(), folder.path(), &[("PATH", &path)]).await;
+    let approve = conversion_running(&server, folder.path()).await;
     let (code, stderr) = tokio::task::spawn_blocking(move || stop(child)).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("finishing the call in progress"), "{stderr}");
@@ -312,6 +330,58 @@ async fn sigterm_lets_the_call_in_progress_finish() {
     assert_eq!(
         std::fs::read_to_string(folder.path().join("model.obj")).unwrap(),
         "converted\n"
+    );
+}
+
+/// A second stop while the first waits for a call: the device stops at
+/// once, says a call was cut short, and exits 130 (as after Ctrl-C twice).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_signal_stops_at_once_with_130() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (_bin, path) = slow_ifc_convert(60);
+    let (child, _) = one_liner_with(&server, config.path(), folder.path(), &[("PATH", &path)]).await;
+    let _approve = conversion_running(&server, folder.path()).await;
+    let mut child = child.take();
+    let term = |pid: u32| {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+    };
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.push(line);
+        }
+        seen
+    });
+    term(pid);
+    // The first stop waits (a sixty-second call runs); then the second.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first stop waits for the call"
+    );
+    term(pid);
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "it stopped at once"
+    );
+    let said = lines.join().unwrap().join("\n");
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("stopped at once; a running call was cut short"),
+        "{said}"
     );
 }
 
@@ -934,4 +1004,63 @@ fn a_service_needs_its_folders_named() {
         !home.path().join("xdg").exists(),
         "nothing was written for the service"
     );
+}
+
+/// The device's token, and the pairing code it was paired with, appear in
+/// nothing it prints, however verbose: pairing, connecting, answering a
+/// call and stopping with `-vv` (debug logging of every crate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_and_the_code_never_reach_the_output_even_at_vv() {
+    let server = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let mut child = Command::new(BIN)
+        .args(["-vv", "--server", &server.url, "--code", &code.code])
+        .env("FUSION_HOST_CONFIG_DIR", config.path())
+        .env_remove("RUST_LOG")
+        .current_dir(folder.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().unwrap().unwrap();
+        (first, lines)
+    });
+    let running = Running(Some(child));
+    let (first, rest) = first.await.unwrap();
+    let device_id = server.dispatcher.devices("alice").await.unwrap()[0]
+        .device
+        .id
+        .clone();
+    let out = server
+        .dispatcher
+        .call(
+            "alice",
+            &device_id,
+            "list_directory",
+            json!({}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, CallOutcome::Output(_)));
+    let (_, stderr) = tokio::task::spawn_blocking(move || stop(running)).await.unwrap();
+    let stdout: Vec<String> = rest.map_while(Result::ok).collect();
+    let said = format!("{first}\n{}\n{stderr}", stdout.join("\n"));
+    assert!(said.contains("DEBUG"), "-vv logs at debug: {said}");
+    let credentials: Value =
+        serde_json::from_slice(&std::fs::read(config.path().join("credentials.json")).unwrap()).unwrap();
+    let token = credentials["token"].as_str().unwrap();
+    assert!(token.len() > 20);
+    assert!(!said.contains(token), "the token was printed");
+    // Not a recognisable part of it either.
+    assert!(
+        !said.contains(&token[token.len() - 16..]),
+        "part of the token was printed"
+    );
+    assert!(!said.contains(&code.code), "the pairing code was printed");
 }

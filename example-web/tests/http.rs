@@ -1135,11 +1135,27 @@ async fn concurrent_pairing_and_calls(app: &App) {
                 .map_err(|e| e.to_string())
         });
     }
-    let mut answered = 0;
+    // Forty calls at once, beside the pairings.
+    let mut calling = tokio::task::JoinSet::new();
     for _ in 0..40 {
-        let (status, out) = alice
-            .post(&calls, json!({ "tool": "stat", "input": { "path": "." } }))
-            .await;
+        let (client, url, csrf) = (
+            alice.client.clone(),
+            format!("{}{calls}", app.url),
+            alice.csrf.clone(),
+        );
+        calling.spawn(async move {
+            let r = client
+                .post(url)
+                .header("x-csrf-token", csrf)
+                .json(&json!({ "tool": "stat", "input": { "path": "." } }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        });
+    }
+    let mut answered = 0;
+    for (status, out) in calling.join_all().await {
         assert_eq!(status, 200, "{out}");
         answered += 1;
     }

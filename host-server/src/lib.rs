@@ -53,7 +53,9 @@ mod time;
 
 pub use credentials::{CODE_ALPHABET, CODE_LEN};
 pub use device_flow::DeviceAuthorization;
-pub use dispatcher::{CallOptions, CallOutcome, Config, DeviceStatus, Dispatcher, PairingCode, ToolOutput};
+pub use dispatcher::{
+    CallOptions, CallOutcome, Config, DeviceStatus, Dispatcher, MAX_HEARTBEAT, PairingCode, ToolOutput,
+};
 pub use error::{Error, Result};
 pub use events::HostEvent;
 #[cfg(feature = "blobs")]

@@ -1005,3 +1005,62 @@ async fn an_approval_whose_caller_goes_away_is_still_carried_out() {
     let stored = server.dispatcher.proposal("alice", &p.id).await.unwrap();
     assert_eq!(stored.status, ProposalStatus::Applied);
 }
+
+#[tokio::test]
+async fn a_heartbeat_past_the_protocols_ceiling_is_lowered_to_it() {
+    let server = Server::with(|c| c.heartbeat = Duration::from_secs(60)).await;
+    assert_eq!(
+        server.dispatcher.config().heartbeat,
+        fusion_host_server::MAX_HEARTBEAT
+    );
+    let enrolled = server.enroll("alice").await;
+    let response = client(&enrolled.token)
+        .get(server.url("/stream"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let chunk = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut body))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let hello = String::from_utf8_lossy(&chunk);
+    assert!(hello.contains("\"heartbeat_ms\":15000"), "{hello}");
+}
+
+/// The client address that pairing is rate-limited by comes from
+/// `X-Forwarded-For` only when the app says it is behind a proxy: anyone
+/// can send the header, and trusting it would let one client pick a fresh
+/// address for every guess.
+#[tokio::test]
+async fn x_forwarded_for_counts_only_when_the_app_trusts_its_proxy() {
+    let guesses = |server: &Server| {
+        let url = server.url("/enroll");
+        async move {
+            let mut codes = Vec::new();
+            for n in 0..12 {
+                let response = reqwest::Client::new()
+                    .post(&url)
+                    .header("x-forwarded-for", format!("203.0.113.{n}"))
+                    .json(&json!({ "code": "BCDF-GHJK", "name": "n", "platform": "p", "host_version": "1" }))
+                    .send()
+                    .await
+                    .unwrap();
+                codes.push(error_code(response).await.1);
+            }
+            codes
+        }
+    };
+    let direct = Server::start().await;
+    let codes = guesses(&direct).await;
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("rate_limited"),
+        "{codes:?}"
+    );
+
+    let proxied = Server::with(|c| c.trust_forwarded_for = true).await;
+    let codes = guesses(&proxied).await;
+    assert!(codes.iter().all(|c| c == "invalid_code"), "{codes:?}");
+}

@@ -5,6 +5,10 @@ use std::time::Duration;
 use crate::cluster::Cluster;
 use crate::time::Clock;
 
+/// The longest heartbeat the protocol allows: a device takes about three
+/// heartbeats of silence for a dead connection.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(15);
+
 /// How the dispatcher behaves. The defaults suit production; what only the
 /// app knows it sets: [`Config::verification_uri`] (device login is off
 /// without it), [`Config::trust_forwarded_for`] behind a proxy, and the
@@ -17,7 +21,9 @@ pub struct Config {
     pub offline_grace: Duration,
     /// How long a call waits for its result unless the caller says otherwise. Default 60 s.
     pub call_timeout: Duration,
-    /// How often an idle stream gets a `: ping` comment. Default 10 s (the protocol promises ≤ 15 s).
+    /// How often an idle stream gets a `: ping` comment. Default 10 s; at
+    /// most [`MAX_HEARTBEAT`] (15 s, the protocol's promise): more is lowered
+    /// to it.
     pub heartbeat: Duration,
     /// How long a pairing code works. Default 10 minutes.
     pub pairing_ttl: Duration,

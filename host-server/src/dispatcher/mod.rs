@@ -28,7 +28,7 @@ use crate::events::HostEvent;
 use crate::store::Store;
 
 pub use calls::{CallOptions, CallOutcome, ToolOutput};
-pub use config::Config;
+pub use config::{Config, MAX_HEARTBEAT};
 pub(crate) use devices::check_device_fields;
 pub use devices::{DeviceStatus, PairingCode};
 use state::State;
@@ -75,8 +75,20 @@ impl Drop for Inner {
 }
 
 impl Dispatcher {
-    /// A dispatcher over the app's store.
+    /// A dispatcher over the app's store. A heartbeat above the protocol's
+    /// ceiling ([`config::MAX_HEARTBEAT`], 15 s) is lowered to it, with a
+    /// warning: devices count about three silent heartbeats as a dead
+    /// connection, so a slower one would make them reconnect for nothing.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let mut config = config;
+        if config.heartbeat > config::MAX_HEARTBEAT || config.heartbeat.is_zero() {
+            tracing::warn!(
+                asked = ?config.heartbeat,
+                used = ?config::MAX_HEARTBEAT,
+                "the heartbeat must be between 1 ms and 15 s (docs/PROTOCOL.md); using 15 s"
+            );
+            config.heartbeat = config::MAX_HEARTBEAT;
+        }
         let limiter = || {
             EnrollLimiter::new(
                 config.enroll_window,

@@ -211,3 +211,26 @@ impl State {
         self.finished_order.push_back((now, call_id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `POST /result` is idempotent per `call_id` for ten minutes: a result
+    /// posted again within them is acknowledged, not refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_call_is_remembered_for_ten_minutes() {
+        let mut state = State::default();
+        state.remember_finished("call_a".into(), "dev_1");
+        tokio::time::advance(FINISHED_TTL - Duration::from_secs(1)).await;
+        state.remember_finished("call_b".into(), "dev_1");
+        assert_eq!(state.finished.get("call_a").map(String::as_str), Some("dev_1"));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        state.remember_finished("call_c".into(), "dev_1");
+        assert!(
+            !state.finished.contains_key("call_a"),
+            "forgotten after ten minutes"
+        );
+        assert!(state.finished.contains_key("call_b") && state.finished.contains_key("call_c"));
+    }
+}
