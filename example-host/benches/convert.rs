@@ -11,9 +11,14 @@
 //!
 //! The input is one E57 file of three scans (cartesian doubles, intensity,
 //! RGB) written by the `e57` crate, `--points` in all (default 6,000,000).
-//! Each side runs as its own process, timed wall-clock, best of `--reps`
-//! (default 3); peak memory is `/usr/bin/time`'s maximum resident set.
-//! Both outputs are read back by laspy, which must count the same points.
+//! Each side runs as its own process, the two alternating, timed
+//! wall-clock, best of `--reps` (default 3); peak memory is
+//! `/usr/bin/time`'s maximum resident set. Beside the whole process, each
+//! side's own work: the script times itself after Python's start-up and
+//! imports; ours is the whole time less the binary's start-up (`--version`,
+//! timed the same way). The versions in the table are the ones installed.
+//! Both outputs are read back by laspy, which must count every point: the
+//! bench stops if either does not.
 //! A last row converts the same scans with a timestamp per point (GPS time
 //! in the output, point format 3): ours only, as pye57 does not read
 //! `timeStamp`.
@@ -51,11 +56,104 @@ fn main() {
 
     let root = dir.path().display().to_string();
     let config = dir.path().join("config");
-    let convert = |source: &str, out: &str| {
-        let out_path = dir.path().join(out);
-        let input = serde_json::json!({ "sources": [source], "merge_into": out }).to_string();
-        measure(reps, || {
-            let _ = std::fs::remove_file(&out_path);
+    let ours_out = dir.path().join("ours.laz");
+    let ours_input = serde_json::json!({ "sources": ["scans.e57"], "merge_into": "ours.laz" }).to_string();
+    let ours_command = || {
+        let _ = std::fs::remove_file(&ours_out);
+        let mut c = Command::new(BIN);
+        c.arg("--config-dir").arg(&config).args([
+            "call",
+            "convert_e57_to_las",
+            "--apply",
+            "--root",
+            &root,
+            "--input",
+            &ours_input,
+        ]);
+        c
+    };
+    let startup = measure(
+        &[&|| {
+            let mut c = Command::new(BIN);
+            c.arg("--version");
+            c
+        }],
+        reps,
+    )
+    .remove(0)
+    .best;
+
+    println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
+    println!("|---|---|---|---|---|---|");
+    if python_ready {
+        let theirs_out = dir.path().join("theirs.laz");
+        let theirs_command = || {
+            let _ = std::fs::remove_file(&theirs_out);
+            let mut c = Command::new("python3");
+            c.arg(&script).arg(&source).arg(&theirs_out);
+            c
+        };
+        let mut runs = measure(&[&ours_command, &theirs_command], reps);
+        let theirs = runs.pop().expect("theirs");
+        let ours = runs.pop().expect("ours");
+        let said: serde_json::Value = serde_json::from_str(theirs.stdout.lines().last().unwrap_or_default())
+            .expect("the script prints its JSON line");
+        let versions = &said["versions"];
+        row(
+            "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
+            &ours,
+            ours.best.saturating_sub(startup),
+            points,
+            &ours_out,
+        );
+        row(
+            &format!(
+                "pye57 {} + laspy {} (lazrs {}), `scripts/e57-to-laz.py`",
+                versions["pye57"].as_str().unwrap_or("?"),
+                versions["laspy"].as_str().unwrap_or("?"),
+                versions["lazrs"].as_str().unwrap_or("?"),
+            ),
+            &theirs,
+            Duration::from_secs_f64(theirs.work_s.unwrap_or(f64::NAN)),
+            points,
+            &theirs_out,
+        );
+        let (read_ours, read_theirs) = (count_laz(&ours_out), count_laz(&theirs_out));
+        println!(
+            "\n(points read back by laspy: ours {read_ours}, theirs {read_theirs}; the script says it wrote {}; \
+             fusion-host starts in {:.0} ms)",
+            said["points"],
+            startup.as_secs_f64() * 1000.0
+        );
+        assert_eq!(
+            read_ours,
+            points.to_string(),
+            "laspy does not read every point of ours back"
+        );
+        assert_eq!(
+            read_theirs,
+            points.to_string(),
+            "laspy does not read every point of theirs back"
+        );
+    } else {
+        let ours = measure(&[&ours_command], reps).remove(0);
+        row(
+            "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
+            &ours,
+            ours.best.saturating_sub(startup),
+            points,
+            &ours_out,
+        );
+        println!(
+            "| pye57 + laspy | skipped: `python3 -c 'import pye57, laspy, lazrs'` failed (pip install pye57 'laspy[lazrs]') | | | | |"
+        );
+    }
+
+    write_scans(&dir.path().join("timed.e57"), points, true);
+    let timed_input = serde_json::json!({ "sources": ["timed.e57"], "merge_into": "timed.laz" }).to_string();
+    let timed = measure(
+        &[&|| {
+            let _ = std::fs::remove_file(dir.path().join("timed.laz"));
             let mut c = Command::new(BIN);
             c.arg("--config-dir").arg(&config).args([
                 "call",
@@ -64,55 +162,20 @@ fn main() {
                 "--root",
                 &root,
                 "--input",
-                &input,
+                &timed_input,
             ]);
             c
-        })
-    };
-    let ours_out = dir.path().join("ours.laz");
-    let ours = convert("scans.e57", "ours.laz");
-
-    println!("| converter | wall time | points/s | peak memory | output |");
-    println!("|---|---|---|---|---|");
-    row(
-        "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
-        &ours,
-        points,
-        &ours_out,
-    );
-    if python_ready {
-        let theirs_out = dir.path().join("theirs.laz");
-        let theirs = measure(reps, || {
-            let _ = std::fs::remove_file(&theirs_out);
-            let mut c = Command::new("python3");
-            c.arg(&script).arg(&source).arg(&theirs_out);
-            c
-        });
-        row(
-            "pye57 2.7 + laspy 2 (lazrs), `scripts/e57-to-laz.py`",
-            &theirs,
-            points,
-            &theirs_out,
-        );
-        println!(
-            "\n(points read back by laspy: ours {}, theirs {})",
-            count_laz(&ours_out),
-            count_laz(&theirs_out)
-        );
-    } else {
-        println!(
-            "| pye57 + laspy | skipped: `python3 -c 'import pye57, laspy, lazrs'` failed (pip install pye57 'laspy[lazrs]') | | | |"
-        );
-    }
-
-    write_scans(&dir.path().join("timed.e57"), points, true);
-    let timed = convert("timed.e57", "timed.laz");
+        }],
+        reps,
+    )
+    .remove(0);
     println!("\nThe same scans with a timestamp per point:\n");
-    println!("| converter | wall time | points/s | peak memory | output |");
-    println!("|---|---|---|---|---|");
+    println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
+    println!("|---|---|---|---|---|---|");
     row(
         "fusion-host, GPS time kept (point format 3)",
         &timed,
+        timed.best.saturating_sub(startup),
         points,
         &dir.path().join("timed.laz"),
     );
@@ -142,52 +205,77 @@ fn main() {
 }
 
 struct Run {
+    /// The shortest whole-process time.
     best: Duration,
     peak_kib: Option<u64>,
+    /// What the last run printed.
+    stdout: String,
+    /// The shortest time the process says its own work took (`work_s`).
+    work_s: Option<f64>,
 }
 
-/// Runs `command()` `reps` times under `/usr/bin/time` when it is there.
-fn measure(reps: usize, command: impl Fn() -> Command) -> Run {
-    let mut best = Duration::MAX;
-    let mut peak_kib = None;
+/// Runs each command `reps` times, taking turns (one of each, then again),
+/// under `/usr/bin/time` when it is there, so both sides see the same
+/// machine: a busy moment, a warm cache.
+fn measure(commands: &[&dyn Fn() -> Command], reps: usize) -> Vec<Run> {
+    let mut runs: Vec<Run> = commands
+        .iter()
+        .map(|_| Run {
+            best: Duration::MAX,
+            peak_kib: None,
+            stdout: String::new(),
+            work_s: None,
+        })
+        .collect();
     for _ in 0..reps {
-        let inner = command();
-        let timed = Path::new("/usr/bin/time").exists();
-        let mut c = if timed {
-            let mut c = Command::new("/usr/bin/time");
-            c.args(["-f", "%M"])
-                .arg(inner.get_program())
-                .args(inner.get_args());
-            c
-        } else {
-            inner
-        };
-        let started = Instant::now();
-        let out = c.output().expect("run the converter");
-        let took = started.elapsed();
-        assert!(
-            out.status.success(),
-            "{:?} failed: {}",
-            c.get_program(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        best = best.min(took);
-        if timed {
-            peak_kib = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .and_then(|l| l.trim().parse().ok())
-                .max(peak_kib);
+        for (command, run) in commands.iter().zip(runs.iter_mut()) {
+            let inner = command();
+            let timed = Path::new("/usr/bin/time").exists();
+            let mut c = if timed {
+                let mut c = Command::new("/usr/bin/time");
+                c.args(["-f", "%M"])
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
+                c
+            } else {
+                inner
+            };
+            let started = Instant::now();
+            let out = c.output().expect("run the converter");
+            let took = started.elapsed();
+            assert!(
+                out.status.success(),
+                "{:?} failed: {}",
+                c.get_program(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            run.best = run.best.min(took);
+            if timed {
+                run.peak_kib = String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .and_then(|l| l.trim().parse().ok())
+                    .max(run.peak_kib);
+            }
+            run.stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let work =
+                serde_json::from_str::<serde_json::Value>(run.stdout.lines().last().unwrap_or_default())
+                    .ok()
+                    .and_then(|v| v["work_s"].as_f64());
+            if let Some(work) = work {
+                run.work_s = Some(run.work_s.map_or(work, |w: f64| w.min(work)));
+            }
         }
     }
-    Run { best, peak_kib }
+    runs
 }
 
-fn row(name: &str, run: &Run, points: usize, out: &Path) {
+fn row(name: &str, run: &Run, work: Duration, points: usize, out: &Path) {
     println!(
-        "| {name} | {:.2} s | {:.2} M | {} | {:.1} MiB |",
+        "| {name} | {:.2} s | {:.2} s | {:.2} M | {} | {:.1} MiB |",
         run.best.as_secs_f64(),
-        points as f64 / run.best.as_secs_f64() / 1e6,
+        work.as_secs_f64(),
+        points as f64 / work.as_secs_f64() / 1e6,
         run.peak_kib
             .map_or_else(|| "n/a".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
         std::fs::metadata(out).map_or(0.0, |m| m.len() as f64 / 1048576.0),

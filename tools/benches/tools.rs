@@ -95,6 +95,8 @@ struct Row {
     reference: Duration,
     reference_name: String,
     found: String,
+    /// Both found the same thing, so the times compare.
+    agree: bool,
     note: String,
     peak_kb: u64,
     /// The tool call alone, inside our process (median).
@@ -173,6 +175,7 @@ fn compare(
         ours: median(ours_t),
         reference: median(ref_t),
         reference_name: reference.join(" ").replace(&root.display().to_string(), "DIR"),
+        agree: ours["truncated"] != true && ours_found == theirs,
         found: ours_found,
         note,
         peak_kb: ours["peak_kb"].as_u64().unwrap_or(0),
@@ -315,9 +318,14 @@ fn orchestrate(trees: &[PathBuf], reps: usize, write: Option<&Path>) {
     ));
     table.push_str("| row | ours | reference | ours / reference | ours, call only (in-process) | found | our peak memory | note |\n|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
-        let ratio = r.ours.as_secs_f64() / r.reference.as_secs_f64();
+        // Times of two sides that found different things do not compare.
+        let ratio = if r.agree {
+            format!("{:.2}×", r.ours.as_secs_f64() / r.reference.as_secs_f64())
+        } else {
+            "not compared".to_string()
+        };
         table.push_str(&format!(
-            "| {} | {:.1} ms | {:.1} ms (`{}`) | {:.2}× | {:.1} ms | {} | {:.1} MiB | {} |\n",
+            "| {} | {:.1} ms | {:.1} ms (`{}`) | {} | {:.1} ms | {} | {:.1} MiB | {} |\n",
             r.name,
             r.ours.as_secs_f64() * 1000.0,
             r.reference.as_secs_f64() * 1000.0,
