@@ -13,6 +13,19 @@ pub(crate) mod exit {
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
+/// A failure whose JSON document a command already printed on stdout, so
+/// `--json` prints no second one: scripts read one JSON value.
+#[derive(Debug)]
+pub(crate) struct PrintedAsJson(pub(crate) anyhow::Error);
+
+impl std::fmt::Display for PrintedAsJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for PrintedAsJson {}
+
 /// A failure with the exit code it deserves.
 #[derive(Debug)]
 pub(crate) struct Fail {

@@ -149,7 +149,7 @@ fn main() -> ExitCode {
                 // Revoked: a supervisor that would start it again is told not to.
                 commands::service::disable_after_revoke(&dir);
             }
-            if global.json {
+            if global.json && fail.error.downcast_ref::<fail::PrintedAsJson>().is_none() {
                 println!(
                     "{}",
                     serde_json::json!({ "event": "error", "message": format!("{:#}", fail.error) })

@@ -457,6 +457,19 @@ fn call_runs_a_tool_locally_and_applies_only_when_asked() {
     let (code, err) = run(&["call", "read_file", "--input", r#"{"path":"../../etc/passwd"}"#]);
     assert_eq!(code, Some(1));
     assert_eq!(err["code"], "outside_scope");
+    // With --json too, a failed call prints one JSON document: the error.
+    let (code, err) = run(&[
+        "--json",
+        "call",
+        "read_file",
+        "--input",
+        r#"{"path":"../../etc/passwd"}"#,
+    ]);
+    assert_eq!(
+        (code, err["code"].as_str()),
+        (Some(1), Some("outside_scope")),
+        "{err}"
+    );
 
     let out = Command::new(BIN).args(["tools", "--json"]).output().unwrap();
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -582,6 +582,9 @@ mod tests {
         }
         let by_name = |n: &str| tools.iter().find(|t| t["name"] == n).unwrap();
         assert_eq!(by_name("delete")["annotations"]["destructiveHint"], true);
+        // Renaming ends the old names, as `move` does.
+        assert_eq!(by_name("rename_batch")["annotations"]["destructiveHint"], true);
+        assert_eq!(by_name("move")["annotations"]["destructiveHint"], true);
         assert_eq!(by_name("create_directory")["annotations"]["idempotentHint"], true);
         assert_eq!(by_name("append_file")["annotations"]["destructiveHint"], false);
         // Field docs travel into the schema, for the model.

@@ -5,7 +5,7 @@ use fusion_tools::{Class, Context, Mode, Outcome};
 use serde_json::Value;
 
 use crate::cli::Global;
-use crate::fail::{Fail, exit};
+use crate::fail::{Fail, PrintedAsJson, exit};
 use crate::settings;
 
 /// `fusion-host call TOOL --input JSON`: one tool, run here, result as JSON.
@@ -46,7 +46,7 @@ pub(crate) fn call(
             println!("{}", serde_json::to_string_pretty(&e.to_body())?);
             Err(Fail {
                 code: 1,
-                error: e.into(),
+                error: PrintedAsJson(e.into()).into(),
             })
         }
     }

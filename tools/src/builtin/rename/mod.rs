@@ -109,6 +109,8 @@ impl MutateTool for RenameBatch {
              The plan lists every problem (missing source, two sources to one target, an existing target, \
              names Windows cannot hold) before anything moves.",
         )
+        // Like `move`: a name a file had is gone once applied.
+        .destructive(true)
     }
 
     fn plan(&self, cx: &Context<'_>, input: &Self::Input) -> Result<(Plan, Staged)> {
