@@ -48,6 +48,9 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         crs: crs.as_deref(),
         color: has_color,
         time: has_time,
+        // The plan's count is exact or an upper bound: never fewer than
+        // will be written.
+        points: job.points,
     };
     if let Some(extent) = hinted
         && let Ok(transforms) = extent.transforms(&job.sources)
@@ -91,6 +94,26 @@ pub(super) struct Target<'a> {
     pub(super) crs: Option<&'a str>,
     pub(super) color: bool,
     pub(super) time: bool,
+    /// At most this many points will be written.
+    pub(super) points: u64,
+}
+
+/// LAS's version and point format for an output: 1.2 (formats 0–3, which
+/// every reader takes) unless the output needs 1.4 (formats 6 and 7) for a
+/// coordinate system as WKT, or for more points than 1.2's 32-bit count
+/// holds (2³² − 1; 1.4 counts in 64 bits).
+pub(super) fn layout(crs: bool, time: bool, color: bool, points: u64) -> ((u8, u8), u8) {
+    if crs || points > u64::from(u32::MAX) {
+        ((1, 4), if color { 7 } else { 6 })
+    } else {
+        let format = match (time, color) {
+            (false, false) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (true, true) => 3,
+        };
+        ((1, 2), format)
+    }
 }
 
 /// How a write ended.
@@ -115,24 +138,15 @@ pub(super) fn write_las(
         crs,
         color: has_color,
         time: has_time,
+        points: planned,
     } = *target;
     let las_error = |e: las::Error| Error::Io {
         path: out.path(),
         source: std::io::Error::other(e),
     };
     let pending = out.create_file(false)?;
-    // LAS 1.4 carries a coordinate system as WKT, in point formats 6 and 7
-    // (GPS time, and RGB in 7); without one, 1.2 is what every reader
-    // takes, in formats 0–3 (time in 1 and 3, RGB in 2 and 3).
-    let mut builder = las::Builder::from(if crs.is_some() { (1, 4) } else { (1, 2) });
-    let format = match (crs.is_some(), has_time, has_color) {
-        (true, _, false) => 6,
-        (true, _, true) => 7,
-        (false, false, false) => 0,
-        (false, true, false) => 1,
-        (false, false, true) => 2,
-        (false, true, true) => 3,
-    };
+    let (version, format) = layout(crs.is_some(), has_time, has_color, planned);
+    let mut builder = las::Builder::from(version);
     builder.point_format = las::point::Format::new(format).map_err(las_error)?;
     let with_time = builder.point_format.has_gps_time;
     if has_time {
@@ -220,6 +234,18 @@ pub(super) fn write_las(
                     gps_time: with_time.then(|| gps_time.unwrap_or(0.0)),
                     ..las::Point::default()
                 };
+                // Never past what the plan counted: a 1.2 header's count
+                // would wrap, and the person approved that many.
+                if written == planned {
+                    return Err(Error::InvalidInput {
+                        tool: "convert_e57_to_las".into(),
+                        field: "sources".into(),
+                        message: format!(
+                            "{} holds more points than the plan counted ({planned}); nothing was written: plan again",
+                            loc.display()
+                        ),
+                    });
+                }
                 writer.write_point(las_point).map_err(las_error)?;
                 written += 1;
                 if written.is_multiple_of(65_536) {
@@ -234,4 +260,22 @@ pub(super) fn write_las(
     progress(written);
     pending.commit()?;
     Ok(Written::All(written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout;
+
+    /// LAS 1.2 counts points in 32 bits: an output that may hold more is
+    /// written as 1.4, whose count is 64 bits, never with a count that wraps.
+    #[test]
+    fn more_points_than_a_32_bit_count_take_las_1_4() {
+        let most = u64::from(u32::MAX);
+        assert_eq!(layout(false, true, true, most), ((1, 2), 3));
+        assert_eq!(layout(false, true, true, most + 1), ((1, 4), 7));
+        assert_eq!(layout(false, false, false, 5_000_000_000), ((1, 4), 6));
+        // A coordinate system takes 1.4 whatever the count.
+        assert_eq!(layout(true, false, true, 10), ((1, 4), 7));
+        assert_eq!(layout(false, false, false, 10), ((1, 2), 0));
+    }
 }
