@@ -3,15 +3,18 @@
 # real dispatcher over loopback. Prints a Markdown table.
 #
 #   scripts/measure-device.sh
+#   FUSION_DEVICE_BIN=path/to/fusion-host scripts/measure-device.sh   # another build
 #
 # The server is the dispatch bench's own server mode (`--serve`), so nothing
 # else needs to be installed or running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -q -p example-host
+if [ -z "${FUSION_DEVICE_BIN:-}" ]; then
+  cargo build --release -q -p example-host
+fi
 cargo bench -q -p fusion-host-server --bench dispatch --no-run 2>/dev/null
-bin=target/release/fusion-host
+bin=$(realpath "${FUSION_DEVICE_BIN:-target/release/fusion-host}")
 server_bin=$(ls -t target/release/deps/dispatch-* | grep -v '\.d$' | head -1)
 
 work=$(mktemp -d)
@@ -25,7 +28,7 @@ code=$(curl -s -X POST "http://$addr/bench/mint" | sed 's/.*"code":"\([^"]*\)".*
 
 mkdir -p "$work/scans" "$work/config"
 (cd "$work/scans" && FUSION_HOST_CONFIG_DIR="$work/config" \
-    "$OLDPWD/$bin" --server "http://$addr" --code "$code" > "$work/device.out" 2>&1) &
+    "$bin" --server "http://$addr" --code "$code" > "$work/device.out" 2>&1) &
 for _ in $(seq 100); do grep -q "Connected" "$work/device.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "Connected" "$work/device.out" || { cat "$work/device.out" >&2; exit 1; }
 pid=$(pgrep -n -f "$bin" || true)

@@ -57,21 +57,27 @@ fn main() {
     let root = dir.path().display().to_string();
     let config = dir.path().join("config");
     let ours_out = dir.path().join("ours.laz");
-    let ours_input = serde_json::json!({ "sources": ["scans.e57"], "merge_into": "ours.laz" }).to_string();
-    let ours_command = || {
-        let _ = std::fs::remove_file(&ours_out);
-        let mut c = Command::new(BIN);
-        c.arg("--config-dir").arg(&config).args([
-            "call",
-            "convert_e57_to_las",
-            "--apply",
-            "--root",
-            &root,
-            "--input",
-            &ours_input,
-        ]);
-        c
+    // `fusion-host call convert_e57_to_las --apply`, merging `source` into
+    // `out` (removed first).
+    let convert = |source: &str, out: &str| {
+        let input = serde_json::json!({ "sources": [source], "merge_into": out }).to_string();
+        let (out, config, root) = (dir.path().join(out), config.clone(), root.clone());
+        move || {
+            let _ = std::fs::remove_file(&out);
+            let mut c = Command::new(BIN);
+            c.arg("--config-dir").arg(&config).args([
+                "call",
+                "convert_e57_to_las",
+                "--apply",
+                "--root",
+                &root,
+                "--input",
+                &input,
+            ]);
+            c
+        }
     };
+    let ours_command = convert("scans.e57", "ours.laz");
     let startup = measure(
         &[&|| {
             let mut c = Command::new(BIN);
@@ -150,25 +156,7 @@ fn main() {
     }
 
     write_scans(&dir.path().join("timed.e57"), points, true);
-    let timed_input = serde_json::json!({ "sources": ["timed.e57"], "merge_into": "timed.laz" }).to_string();
-    let timed = measure(
-        &[&|| {
-            let _ = std::fs::remove_file(dir.path().join("timed.laz"));
-            let mut c = Command::new(BIN);
-            c.arg("--config-dir").arg(&config).args([
-                "call",
-                "convert_e57_to_las",
-                "--apply",
-                "--root",
-                &root,
-                "--input",
-                &timed_input,
-            ]);
-            c
-        }],
-        reps,
-    )
-    .remove(0);
+    let timed = measure(&[&convert("timed.e57", "timed.laz")], reps).remove(0);
     println!("\nThe same scans with a timestamp per point:\n");
     println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
     println!("|---|---|---|---|---|---|");

@@ -59,6 +59,34 @@ fn find(candidates: &[&str]) -> Option<String> {
         .map(|p| p.to_string())
 }
 
+/// Signs a new account up on the app's page and waits for `/devices`.
+async fn sign_up(c: &fantoccini::Client, url: &str, name: &str) {
+    c.goto(&format!("{url}/signup")).await.unwrap();
+    c.find(Locator::Css("input[name=email]"))
+        .await
+        .unwrap()
+        .send_keys(&unique_email(name))
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#add-device"))
+        .await
+        .unwrap();
+}
+
 /// Headless Chromium under ChromeDriver, with `emulate` as its
 /// `mobileEmulation` (a User-Agent and client hints) when given; `None`
 /// (and a line saying so) where they are not installed.
@@ -139,31 +167,7 @@ async fn devices_page_end_to_end_in_chromium() {
     let c = browser.client.clone();
     let css = |s: &'static str| Locator::Css(s);
 
-    // Sign up.
-    c.goto(&format!("{}/signup", app.url)).await.unwrap();
-    c.find(css("input[name=email]"))
-        .await
-        .unwrap()
-        .send_keys(&unique_email("browser"))
-        .await
-        .unwrap();
-    c.find(css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("correct horse battery")
-        .await
-        .unwrap();
-    c.find(css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(css("#add-device"))
-        .await
-        .unwrap();
+    sign_up(&c, &app.url, "browser").await;
     assert!(
         c.find(css("#no-devices"))
             .await
@@ -738,28 +742,8 @@ async fn download_and_add_a_device_for_windows_macos_and_linux_visitors() {
         assert_eq!(rows.len(), 3);
 
         // "Add a device" links here and gives one line for every shell.
-        c.goto(&format!("{}/signup", app.url)).await.unwrap();
-        c.find(Locator::Css("input[name=email]"))
-            .await
-            .unwrap()
-            .send_keys(&unique_email("visitor"))
-            .await
-            .unwrap();
-        c.find(Locator::Css("input[name=password]"))
-            .await
-            .unwrap()
-            .send_keys("correct horse battery")
-            .await
-            .unwrap();
-        c.find(Locator::Css("button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css("#add-device"))
+        sign_up(c, &app.url, "visitor").await;
+        c.find(Locator::Css("#add-device"))
             .await
             .unwrap()
             .click()

@@ -375,17 +375,18 @@ async fn mutate_proposal_approve_applies_the_stored_input() {
     assert_eq!(modes, [Mode::Apply, Mode::Plan]);
 }
 
-#[tokio::test]
-async fn approve_sends_exactly_the_stored_input_and_precondition() {
-    let server = Server::start().await;
-    let enrolled = server.enroll("alice").await;
-    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
-    let input = json!({ "path": "a.txt", "content": "A" });
+/// A `write_file` of `a.txt` planned by a scripted device: the proposal,
+/// pending.
+async fn proposed_write(
+    server: &Server,
+    device: &mut ScriptedDevice,
+    device_id: &str,
+) -> fusion_host_server::ProposalRecord {
     let planning = server.spawn_call(
         "alice",
-        &enrolled.device_id,
+        device_id,
         "write_file",
-        input.clone(),
+        json!({ "path": "a.txt", "content": "A" }),
         CallOptions::default(),
     );
     let plan_call = device.next().await.unwrap().call();
@@ -395,7 +396,16 @@ async fn approve_sends_exactly_the_stored_input_and_precondition() {
         "precondition": { "expect": [{ "path": "/x/a.txt", "state": { "kind": "absent" } }] }
     });
     device.answer(&plan_call, plan).await;
-    let p = proposal(planning.await.unwrap().unwrap());
+    proposal(planning.await.unwrap().unwrap())
+}
+
+#[tokio::test]
+async fn approve_sends_exactly_the_stored_input_and_precondition() {
+    let server = Server::start().await;
+    let enrolled = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &enrolled).await;
+    let input = json!({ "path": "a.txt", "content": "A" });
+    let p = proposed_write(&server, &mut device, &enrolled.device_id).await;
 
     let d = server.dispatcher.clone();
     let pid = p.id.clone();
@@ -962,20 +972,7 @@ async fn an_approval_whose_caller_goes_away_is_still_carried_out() {
     let server = Server::start().await;
     let enrolled = server.enroll("alice").await;
     let mut device = ScriptedDevice::connect(&server, &enrolled).await;
-    let planning = server.spawn_call(
-        "alice",
-        &enrolled.device_id,
-        "write_file",
-        json!({ "path": "a.txt", "content": "A" }),
-        CallOptions::default(),
-    );
-    let plan_call = device.next().await.unwrap().call();
-    let plan = json!({
-        "summary": "create a.txt", "effects": [], "effects_total": 0, "truncated": false,
-        "precondition": { "expect": [{ "path": "/x/a.txt", "state": { "kind": "absent" } }] }
-    });
-    device.answer(&plan_call, plan).await;
-    let p = proposal(planning.await.unwrap().unwrap());
+    let p = proposed_write(&server, &mut device, &enrolled.device_id).await;
     let mut events = server.dispatcher.subscribe();
 
     let d = server.dispatcher.clone();

@@ -179,16 +179,7 @@ async fn wait_connected(host: &HostHandle) {
 
 /// `stat` of the device's folder, as alice: the call most tests make.
 async fn stat(server: &Server, device_id: &str) -> fusion_host_server::Result<CallOutcome> {
-    server
-        .dispatcher
-        .call(
-            "alice",
-            device_id,
-            "stat",
-            json!({ "path": "." }),
-            CallOptions::default(),
-        )
-        .await
+    stat_as_alice(&server.dispatcher, device_id).await
 }
 
 fn output(outcome: CallOutcome) -> Value {
