@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Size and idle memory of the release `fusion-host` binary, connected to a
+# Size and idle memory of the shipped `fusion-host` binary (dist profile), connected to a
 # real dispatcher over loopback. Prints a Markdown table.
 #
 #   scripts/measure-device.sh
@@ -10,11 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The binary that ships: the dist profile, as scripts/release builds it.
 if [ -z "${FUSION_DEVICE_BIN:-}" ]; then
-  cargo build --release -q -p example-host
+  cargo build --profile dist -q -p example-host
 fi
 cargo bench -q -p fusion-host-server --bench dispatch --no-run 2>/dev/null
-bin=$(realpath "${FUSION_DEVICE_BIN:-target/release/fusion-host}")
+bin=$(realpath "${FUSION_DEVICE_BIN:-${CARGO_TARGET_DIR:-target}/dist/fusion-host}")
 server_bin=$(ls -t target/release/deps/dispatch-* | grep -v '\.d$' | head -1)
 
 work=$(mktemp -d)
@@ -27,11 +28,12 @@ addr=${line#listening on http://}
 code=$(curl -s -X POST "http://$addr/bench/mint" | sed 's/.*"code":"\([^"]*\)".*/\1/')
 
 mkdir -p "$work/scans" "$work/config"
+# `exec`: the job is the device itself, so the exit trap stops it.
 (cd "$work/scans" && FUSION_HOST_CONFIG_DIR="$work/config" \
-    "$bin" --server "http://$addr" --code "$code" > "$work/device.out" 2>&1) &
+    exec "$bin" --server "http://$addr" --code "$code" > "$work/device.out" 2>&1) &
 for _ in $(seq 100); do grep -q "Connected" "$work/device.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "Connected" "$work/device.out" || { cat "$work/device.out" >&2; exit 1; }
-pid=$(pgrep -n -f "$bin" || true)
+pid=$!
 sleep 5  # idle: only heartbeats arrive
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
