@@ -47,7 +47,7 @@ pss_kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
 
 echo "| measurement | value |"
 echo "|---|---|"
-printf '| release binary size | %.1f MiB (%s bytes) |\n' "$(echo "$size / 1048576" | bc -l)" "$size"
+printf '| binary size, stripped | %.1f MiB (%s bytes) |\n' "$(echo "$size / 1048576" | bc -l)" "$size"
 echo "| dynamic libraries | $(ldd "$bin" | awk '{print $1}' | grep -v vdso | tr '\n' ' ') |"
 printf '| idle connected, resident memory | %.1f MiB |\n' "$(echo "$rss_kb / 1024" | bc -l)"
 printf '| of which anonymous (heap, stacks) / file-backed (pages of the binary) | %.1f MiB / %.1f MiB |\n' \
