@@ -116,6 +116,14 @@ pub(super) fn layout(crs: bool, time: bool, color: bool, points: u64) -> ((u8, u
     }
 }
 
+/// Points handed to the LAS writer at once: one LAZ chunk (50,000 points)
+/// per core, at most eight, so every core compresses one. About 12 MiB a
+/// core of points waiting.
+fn batch_points() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    cores * 50_000
+}
+
 /// How a write ended.
 pub(super) enum Written {
     /// Every point, committed.
@@ -165,96 +173,133 @@ pub(super) fn write_las(
     }
     let file = std::io::BufWriter::new(pending.try_clone_file()?);
     let mut writer = las::Writer::new(file, header).map_err(las_error)?;
-    let mut written = 0u64;
-    for (loc, reader) in readers.iter_mut() {
-        for pc in reader.pointclouds() {
-            // A scan with no points may have no data section at all.
-            if pc.records == 0 {
-                continue;
+    // Reading ahead of writing: this thread decodes the scans while another
+    // writes (and, for LAZ, compresses) what was decoded before, in batches
+    // of one LAZ chunk per core that the `laz` crate compresses on every
+    // core. At most two batches wait between them.
+    let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<las::Point>>(2);
+    let outcome = std::thread::scope(|scope| {
+        let writing = scope.spawn(move || -> las::Result<las::Writer<_>> {
+            for batch in batches {
+                writer.write_points(&batch)?;
             }
-            // Timestamps are not in the simple reader's points: a second
-            // reader of the same file yields the same records raw.
-            let time = ScanTime::of(&pc);
-            let mut timing = match &time {
-                Some(_) => {
-                    let (file, _) = loc.open_file()?;
-                    Some(e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?)
-                }
-                None => None,
-            };
-            let mut raw = match &mut timing {
-                Some(reader) => Some(reader.pointcloud_raw(&pc).map_err(|e| e57_error(loc, e))?),
-                None => None,
-            };
-            let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
-            for point in iter {
-                let point = point.map_err(|e| e57_error(loc, e))?;
-                let gps_time = match (&mut raw, &time) {
-                    (Some(raw), Some(time)) => {
-                        let values = raw
-                            .next()
-                            .ok_or_else(|| {
-                                e57_error(
-                                    loc,
-                                    e57::Error::Read {
-                                        desc: "the scan ended early".into(),
-                                        source: None,
-                                    },
-                                )
-                            })?
-                            .map_err(|e| e57_error(loc, e))?;
-                        time.of_record(&values)
+            Ok(writer)
+        });
+        let decoded = (|| -> Result<Option<Written>> {
+            let mut batch: Vec<las::Point> = Vec::with_capacity(batch_points());
+            let mut written = 0u64;
+            for (loc, reader) in readers.iter_mut() {
+                for pc in reader.pointclouds() {
+                    // A scan with no points may have no data section at all.
+                    if pc.records == 0 {
+                        continue;
                     }
-                    _ => None,
-                };
-                let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
-                    continue;
-                };
-                // A point the offsets cannot hold must not reach the LAS
-                // writer (it fails, and panics when dropped): the caller
-                // tries again with offsets from the points.
-                if !fits(transforms, [x, y, z]) {
-                    return Ok(Written::Outside);
-                }
-                let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
-                let las_point = las::Point {
-                    x,
-                    y,
-                    z,
-                    intensity: point.intensity.map_or(0, to_u16),
-                    color: has_color.then(|| {
-                        let c = point.color.unwrap_or(e57::Color {
-                            red: 0.0,
-                            green: 0.0,
-                            blue: 0.0,
-                        });
-                        las::Color::new(to_u16(c.red), to_u16(c.green), to_u16(c.blue))
-                    }),
-                    // A point without a time of its own gets 0.
-                    gps_time: with_time.then(|| gps_time.unwrap_or(0.0)),
-                    ..las::Point::default()
-                };
-                // Never past what the plan counted: a 1.2 header's count
-                // would wrap, and the person approved that many.
-                if written == planned {
-                    return Err(Error::InvalidInput {
-                        tool: "convert_e57_to_las".into(),
-                        field: "sources".into(),
-                        message: format!(
-                            "{} holds more points than the plan counted ({planned}); nothing was written: plan again",
-                            loc.display()
-                        ),
-                    });
-                }
-                writer.write_point(las_point).map_err(las_error)?;
-                written += 1;
-                if written.is_multiple_of(65_536) {
-                    cx.checkpoint()?;
-                    progress(written);
+                    // Timestamps are not in the simple reader's points: a second
+                    // reader of the same file yields the same records raw.
+                    let time = ScanTime::of(&pc);
+                    let mut timing = match &time {
+                        Some(_) => {
+                            let (file, _) = loc.open_file()?;
+                            Some(e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?)
+                        }
+                        None => None,
+                    };
+                    let mut raw = match &mut timing {
+                        Some(reader) => Some(reader.pointcloud_raw(&pc).map_err(|e| e57_error(loc, e))?),
+                        None => None,
+                    };
+                    let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
+                    for point in iter {
+                        let point = point.map_err(|e| e57_error(loc, e))?;
+                        let gps_time = match (&mut raw, &time) {
+                            (Some(raw), Some(time)) => {
+                                let values = raw
+                                    .next()
+                                    .ok_or_else(|| {
+                                        e57_error(
+                                            loc,
+                                            e57::Error::Read {
+                                                desc: "the scan ended early".into(),
+                                                source: None,
+                                            },
+                                        )
+                                    })?
+                                    .map_err(|e| e57_error(loc, e))?;
+                                time.of_record(&values)
+                            }
+                            _ => None,
+                        };
+                        let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
+                            continue;
+                        };
+                        // A point the offsets cannot hold must not reach the LAS
+                        // writer (it fails, and panics when dropped): the caller
+                        // tries again with offsets from the points.
+                        if !fits(transforms, [x, y, z]) {
+                            return Ok(Some(Written::Outside));
+                        }
+                        let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
+                        let las_point = las::Point {
+                            x,
+                            y,
+                            z,
+                            intensity: point.intensity.map_or(0, to_u16),
+                            color: has_color.then(|| {
+                                let c = point.color.unwrap_or(e57::Color {
+                                    red: 0.0,
+                                    green: 0.0,
+                                    blue: 0.0,
+                                });
+                                las::Color::new(to_u16(c.red), to_u16(c.green), to_u16(c.blue))
+                            }),
+                            // A point without a time of its own gets 0.
+                            gps_time: with_time.then(|| gps_time.unwrap_or(0.0)),
+                            ..las::Point::default()
+                        };
+                        // Never past what the plan counted: a 1.2 header's count
+                        // would wrap, and the person approved that many.
+                        if written == planned {
+                            return Err(Error::InvalidInput {
+                                tool: "convert_e57_to_las".into(),
+                                field: "sources".into(),
+                                message: format!(
+                                    "{} holds more points than the plan counted ({planned}); nothing was written: plan again",
+                                    loc.display()
+                                ),
+                            });
+                        }
+                        batch.push(las_point);
+                        if batch.len() == batch.capacity() {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_points()));
+                            if to_writer.send(full).is_err() {
+                                // The writer stopped: its error is what matters.
+                                return Ok(None);
+                            }
+                        }
+                        written += 1;
+                        if written.is_multiple_of(65_536) {
+                            cx.checkpoint()?;
+                            progress(written);
+                        }
+                    }
                 }
             }
-        }
-    }
+            let _ = to_writer.send(batch);
+            drop(to_writer);
+            Ok(Some(Written::All(written)))
+        })();
+        let writer = writing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (decoded, writer)
+    });
+    let (decoded, writer) = outcome;
+    let mut writer = writer.map_err(las_error)?;
+    let written = match decoded? {
+        Some(Written::All(n)) => n,
+        Some(Written::Outside) => return Ok(Written::Outside),
+        None => unreachable!("the writer stopped without an error"),
+    };
     writer.close().map_err(las_error)?;
     drop(writer);
     progress(written);
