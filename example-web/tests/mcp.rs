@@ -240,7 +240,7 @@ async fn the_tool_list_follows_devices_as_they_come() {
     let (_, token) = alice.post("/api/tokens", json!({})).await;
     let token = token["token"].as_str().unwrap().to_string();
 
-    // The stateless revision: a short time to live on the list.
+    // A short time to live on the list, for clients that cache it.
     let fresh = client(&app, &token).await;
     let listed = fresh.list_tools(None).await.unwrap();
     assert_eq!(
@@ -276,4 +276,55 @@ async fn the_tool_list_follows_devices_as_they_come() {
     assert!(tools.iter().any(|t| t.name == "read_file"));
     session.cancel().await.unwrap();
     fresh.cancel().await.unwrap();
+}
+
+/// A client of the 2026-07-28 revision asks for change notifications with
+/// `subscriptions/listen`; the tool list is accepted, and a device coming
+/// online is heard on the subscription.
+#[tokio::test]
+async fn a_2026_client_listens_for_tool_list_changes() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "listener").await;
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+    // The 2026-07-28 lifecycle: `server/discover`, metadata on every request.
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(&token);
+    let client = rmcp::service::serve_client_with_lifecycle(
+        (),
+        StreamableHttpClientTransport::from_config(config),
+        rmcp::service::ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .unwrap();
+    let asked = rmcp::model::SubscriptionFilter::builder()
+        .tools_list_changed()
+        .resources_list_changed()
+        .build();
+    let mut subscription = client
+        .peer()
+        .listen(asked)
+        .await
+        .expect("subscriptions/listen is served");
+    assert_eq!(subscription.acknowledged().tools_list_changed, Some(true));
+    assert_ne!(
+        subscription.acknowledged().resources_list_changed,
+        Some(true),
+        "only what changes here is accepted"
+    );
+    let _device = alice.pair_device().await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap();
+    assert!(
+        matches!(
+            heard,
+            Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))
+        ),
+        "{heard:?}"
+    );
+    client.cancel().await.unwrap();
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use axum::http::request::Parts;
 use fusion_protocol::{Class, ToolDescriptor};
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
@@ -224,6 +225,18 @@ pub(super) fn device_tool(
     serde_json::from_value(tool).unwrap_or_default()
 }
 
+/// Whether `event` changes `owner`'s tool list: a device of theirs came,
+/// went, was paired or revoked.
+fn changes_tools(event: &HostEvent, owner: &str) -> bool {
+    matches!(
+        event,
+        HostEvent::DeviceOnline { owner: o, .. }
+            | HostEvent::DeviceOffline { owner: o, .. }
+            | HostEvent::DeviceEnrolled { owner: o, .. }
+            | HostEvent::DeviceRevoked { owner: o, .. } if o == owner
+    )
+}
+
 /// A dispatcher error as an MCP result: `isError` with the code.
 pub(super) fn error_result(e: &Error) -> CallToolResult {
     let body = e.to_body();
@@ -262,12 +275,7 @@ impl ServerHandler for RemoteMcp {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(
-                        HostEvent::DeviceOnline { owner: o, .. }
-                        | HostEvent::DeviceOffline { owner: o, .. }
-                        | HostEvent::DeviceEnrolled { owner: o, .. }
-                        | HostEvent::DeviceRevoked { owner: o, .. },
-                    ) if o == owner => {
+                    Ok(event) if changes_tools(&event, &owner) => {
                         if peer.notify_tool_list_changed().await.is_err() {
                             return;
                         }
@@ -277,6 +285,38 @@ impl ServerHandler for RemoteMcp {
                 }
             }
         });
+    }
+
+    /// 2026-07-28 clients ask for change notifications with
+    /// `subscriptions/listen`: the tool list is what changes here (devices
+    /// come, go, are paired and revoked).
+    fn accepted_subscription_filter(&self, _requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// One listening client: `notifications/tools/list_changed` whenever
+    /// the owner's devices change, until the client cancels or the server
+    /// shuts down (then the final result says so).
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let owner = user_of(&context.request_context().extensions)?.owner;
+        let mut events = self.dispatcher.subscribe();
+        let stopped = self.dispatcher.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = &mut stopped => return Ok(()),
+                event = events.recv() => match event {
+                    Ok(event) if changes_tools(&event, &owner) => {
+                        if context.sink().notify_tool_list_changed().await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
     }
 
     async fn list_tools(
