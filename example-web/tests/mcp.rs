@@ -216,10 +216,11 @@ async fn mcp_http_rules() {
 }
 
 /// A client of the 2025-11-25 revision, which keeps a session, counting
-/// `notifications/tools/list_changed`.
+/// `notifications/tools/list_changed` and `notifications/progress`.
 #[derive(Clone, Default)]
 struct Watch {
     changed: Arc<AtomicUsize>,
+    progress: Arc<AtomicUsize>,
 }
 
 impl ClientHandler for Watch {
@@ -231,6 +232,63 @@ impl ClientHandler for Watch {
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
         self.changed.fetch_add(1, Ordering::SeqCst);
     }
+
+    async fn on_progress(
+        &self,
+        _: rmcp::model::ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.progress.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A device call that takes long (hashing a file of 16 GiB, all holes):
+/// the client hears progress while it runs, and cancelling the request
+/// stops the device's work, not only the wait for it.
+#[tokio::test]
+async fn a_long_device_call_reports_progress_and_stops_when_cancelled() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "long-call").await;
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+    let device = alice.pair_device().await;
+    std::fs::File::create(device.dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(16 << 30)
+        .unwrap();
+    let watch = Watch::default();
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(&token);
+    let client = watch
+        .clone()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    let call = params("hash_file", json!({ "device": device.id, "path": "big.bin" }));
+    let handle = client
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(call)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let activity = device.host.activity();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while watch.progress.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(watch.progress.load(Ordering::SeqCst) > 0, "progress within 20 s");
+    assert_eq!(activity.running(), 1, "the device is hashing");
+    handle.cancel(Some("the user stopped it".into())).await.unwrap();
+    while activity.running() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        activity.running(),
+        0,
+        "notifications/cancelled stops the device's work"
+    );
+    client.cancel().await.unwrap();
 }
 
 #[tokio::test]

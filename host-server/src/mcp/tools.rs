@@ -10,7 +10,7 @@ use fusion_protocol::{Class, ToolDescriptor};
 use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -225,6 +225,43 @@ pub(super) fn device_tool(
     serde_json::from_value(tool).unwrap_or_default()
 }
 
+/// How often a device call in progress tells a client that asked (with a
+/// `progressToken`) that it is still running.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Awaits a device call for an MCP request: reports progress every
+/// [`PROGRESS_EVERY`] when the client asked for it, and stops when the
+/// request is cancelled (`notifications/cancelled`, or the client hung
+/// up). Stopping drops the call, which tells the device to cancel it
+/// (`caller_gone`); an approved apply is not such a call, and runs on.
+async fn watched<T>(
+    context: &RequestContext<RoleServer>,
+    tool: &str,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::pin!(call);
+    let token = context.meta.get_progress_token();
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            done = &mut call => return done,
+            () = context.ct.cancelled() => {
+                return Err(Error::Tool(fusion_protocol::ErrorBody::new(
+                    "cancelled",
+                    format!("{tool} was cancelled by the client; the device was told to stop"),
+                )));
+            }
+            _ = ticks.tick(), if token.is_some() => {
+                let elapsed = started.elapsed().as_secs_f64().floor();
+                let param = ProgressNotificationParam::new(token.clone().expect("checked above"), elapsed)
+                    .with_message(format!("{tool} running on the device for {elapsed:.0} s"));
+                let _ = context.peer.notify_progress(param).await;
+            }
+        }
+    }
+}
+
 /// Whether `event` changes `owner`'s tool list: a device of theirs came,
 /// went, was paired or revoked.
 fn changes_tools(event: &HostEvent, owner: &str) -> bool {
@@ -388,7 +425,7 @@ impl ServerHandler for RemoteMcp {
                     }
                 }
             }
-            _ => match self.call_device_tool(&user, &name, arguments.clone()).await {
+            _ => match watched(&context, &name, self.call_device_tool(&user, &name, arguments.clone())).await {
                 Err(Error::InvalidRequest(message)) => return Err(McpError::invalid_params(message, None)),
                 Err(Error::UnknownTool { .. }) => {
                     return Err(McpError::invalid_params(
