@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::Global;
 use crate::fail::Fail;
-use crate::install::{Kept, Offered, Releases};
+use crate::install::{Kept, Offered, Releases, Trial};
 use crate::settings::{self, ConfigFile, VERSION};
 
 /// `fusion-host update`'s options.
@@ -82,6 +82,8 @@ pub(crate) async fn update(global: &Global, args: &UpdateArgs<'_>) -> Result<Upd
     }
     let bytes = releases.download(&http, artifact).await?;
     kept.install(&bytes, &manifest.version)?;
+    // Installed by hand: no automatic update is on trial any more.
+    Trial::end(&dir);
     say(global, "updated", manifest, Some(artifact));
     Ok(Updated::Replaced {
         from: VERSION.to_string(),
