@@ -386,3 +386,95 @@ async fn a_2026_client_listens_for_tool_list_changes() {
     );
     client.cancel().await.unwrap();
 }
+
+/// A 2026-07-28 client that can send its user to a page (URL-mode
+/// elicitation). Its "user" approves the change on the app, as a person on
+/// `/devices` would, then says they did.
+#[derive(Clone)]
+struct Approver {
+    user: Arc<User>,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for Approver {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.elicitation =
+            Some(rmcp::model::ElicitationCapability::new().with_url(Default::default()));
+        ClientConfig::new(capabilities, Implementation::new("approver", "0"))
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let rmcp::model::ElicitRequestParams::UrlElicitationParams { url, .. } = request else {
+            panic!("a page to send the person to, not a form")
+        };
+        self.asked.lock().unwrap().push(url.clone());
+        let proposal = url
+            .split("proposal=")
+            .nth(1)
+            .expect("the page names the proposal");
+        let (status, decided) = self
+            .user
+            .post(
+                "/api/host/approve",
+                json!({ "proposal_id": proposal, "decision": "approve" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{decided}");
+        Ok(rmcp::model::ElicitResult::new(
+            rmcp::model::ElicitationAction::Accept,
+        ))
+    }
+}
+
+/// The approval of an exact change, carried inside the protocol: a
+/// 2026-07-28 client gets `input_required` with a URL-mode elicitation of
+/// the proposal's page, sends its person there, retries with the request
+/// state, and gets the applied result — no polling tool in between.
+#[tokio::test]
+async fn a_2026_client_is_sent_to_the_approval_page_and_gets_the_applied_result() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "approver").await;
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+    let device = alice.pair_device().await;
+    let approver = Approver {
+        user: Arc::new(alice.on(&app)),
+        asked: Arc::default(),
+    };
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(&token);
+    let client = rmcp::service::serve_client_with_lifecycle(
+        approver.clone(),
+        StreamableHttpClientTransport::from_config(config),
+        rmcp::service::ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .unwrap();
+    let result = client
+        .call_tool(params(
+            "write_file",
+            json!({ "device": device.id, "path": "agreed.txt", "content": "approved in the protocol\n" }),
+        ))
+        .await
+        .unwrap();
+    let asked = approver.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "one page, once: {asked:?}");
+    assert!(
+        asked[0].starts_with(&format!("{}/devices?proposal=prop_", app.url)),
+        "{asked:?}"
+    );
+    let out = result.structured_content.expect("the proposal as it ended");
+    assert_eq!(out["status"], "applied", "{out}");
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("agreed.txt")).unwrap(),
+        "approved in the protocol\n"
+    );
+    client.cancel().await.unwrap();
+}

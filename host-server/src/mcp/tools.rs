@@ -9,8 +9,10 @@ use axum::http::request::Parts;
 use fusion_protocol::{Class, ToolDescriptor};
 use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
+    ElicitRequestParams, Implementation, InputRequest, InputRequests, InputRequiredResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -140,7 +142,7 @@ impl RemoteMcp {
         user: &McpUser,
         name: &str,
         mut arguments: Map<String, Value>,
-    ) -> Result<Value, Error> {
+    ) -> Result<Answer, Error> {
         let owner = user.owner.as_str();
         let wanted = match arguments.remove("device") {
             Some(Value::String(d)) => d,
@@ -167,10 +169,132 @@ impl RemoteMcp {
             .call(owner, &device.device.id, name, Value::Object(arguments), options)
             .await?
         {
-            CallOutcome::Output(out) => Ok(out.output),
-            CallOutcome::Proposal(p) => Ok(self.proposal_view(&p)),
+            CallOutcome::Output(out) => Ok(Answer::Output(out.output)),
+            CallOutcome::Proposal(p) => Ok(Answer::Proposal(p)),
         }
     }
+
+    /// A person's approval, asked for inside the protocol: a URL-mode
+    /// elicitation pointing at the proposal on the app's page, and the
+    /// proposal's id as the request state the client sends back.
+    fn ask_for_approval(&self, p: &ProposalRecord) -> InputRequiredResult {
+        let url = format!(
+            "{}{}?proposal={}",
+            self.config.public_url, self.config.approve_path, p.id
+        );
+        let message = format!(
+            "Approve this change on {}: {} ({}).",
+            self.config.public_url, p.plan.summary, p.tool
+        );
+        let elicit = ElicitRequest::new(ElicitRequestParams::UrlElicitationParams {
+            meta: None,
+            message,
+            url,
+            elicitation_id: p.id.clone(),
+        });
+        let mut requests = InputRequests::new();
+        requests.insert(APPROVAL_INPUT.to_string(), InputRequest::Elicitation(elicit));
+        InputRequiredResult::new(Some(requests), Some(p.id.clone()))
+    }
+
+    /// The client's retry after [`Self::ask_for_approval`]: `state` names the
+    /// proposal (checked as the owner's, and for this tool). A person who
+    /// declined in the client rejects it; otherwise it is awaited a while,
+    /// then the outcome is the result, or the question is asked again.
+    async fn approval_round(
+        &self,
+        owner: &str,
+        tool: &str,
+        state: &str,
+        responses: Option<&rmcp::model::InputResponses>,
+    ) -> Result<CallToolResponse, McpError> {
+        let proposal = match self.dispatcher.proposal(owner, state).await {
+            Ok(p) if p.tool == tool => p,
+            Ok(_) | Err(Error::ProposalNotFound { .. }) => {
+                return Err(McpError::invalid_params(
+                    format!(
+                        "requestState does not name a change of {tool} waiting for you; call {tool} again"
+                    ),
+                    None,
+                ));
+            }
+            Err(e) => return Ok(error_result(&e).into()),
+        };
+        let action = responses
+            .and_then(|r| r.get(APPROVAL_INPUT))
+            .and_then(|v| v.get("action"))
+            .and_then(Value::as_str);
+        if action == Some("decline") && proposal.status == ProposalStatus::Pending {
+            let rejected = self.dispatcher.reject(owner, &proposal.id).await;
+            return Ok(match rejected {
+                Ok(p) => outcome_result(self.proposal_view(&p), &p),
+                Err(e) => error_result(&e),
+            }
+            .into());
+        }
+        let mut events = self.dispatcher.subscribe();
+        let deadline = tokio::time::Instant::now() + APPROVAL_ROUND;
+        let mut proposal = proposal;
+        while proposal.status == ProposalStatus::Pending && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+            proposal = match self.dispatcher.proposal(owner, state).await {
+                Ok(p) => p,
+                Err(e) => return Ok(error_result(&e).into()),
+            };
+        }
+        if proposal.status == ProposalStatus::Pending {
+            // Not decided yet (or the person closed the page): ask again,
+            // unless the client gave up.
+            return Ok(if action == Some("cancel") {
+                outcome_result(self.proposal_view(&proposal), &proposal).into()
+            } else {
+                self.ask_for_approval(&proposal).into()
+            });
+        }
+        Ok(outcome_result(self.proposal_view(&proposal), &proposal).into())
+    }
+}
+
+/// What a device tool answered: its output, or a change waiting for a person.
+enum Answer {
+    Output(Value),
+    Proposal(Box<ProposalRecord>),
+}
+
+/// The key of the approval among a call's input requests.
+const APPROVAL_INPUT: &str = "approval";
+
+/// How long one round of a client's retry waits for a person's decision.
+const APPROVAL_ROUND: Duration = Duration::from_secs(30);
+
+/// A proposal's state as a tool result: an error result unless it applied
+/// (or still waits, for a client that stopped asking).
+fn outcome_result(view: Value, p: &ProposalRecord) -> CallToolResult {
+    let ok = matches!(p.status, ProposalStatus::Applied | ProposalStatus::Pending);
+    let text = view.to_string();
+    let mut result = if ok {
+        CallToolResult::success(vec![ContentBlock::text(text)])
+    } else {
+        CallToolResult::error(vec![ContentBlock::text(text)])
+    };
+    result.structured_content = Some(view);
+    result
+}
+
+/// Whether the client can send its user to a page (URL-mode elicitation)
+/// inside a 2026-07-28 request, where an input-required result can reach it.
+fn can_send_to_a_page(context: &RequestContext<RoleServer>) -> bool {
+    let v2026 = context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+    let capabilities = context
+        .meta
+        .client_capabilities()
+        .or_else(|| context.peer.peer_info().map(|i| i.capabilities.clone()));
+    v2026
+        && capabilities
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some())
 }
 
 /// A device tool as the remote server lists it: its own input plus `device`.
@@ -376,8 +500,13 @@ impl ServerHandler for RemoteMcp {
     ) -> Result<CallToolResponse, McpError> {
         let user = user_of(&context.extensions)?;
         let owner = user.owner.clone();
-        let arguments = request.arguments.unwrap_or_default();
         let name = request.name.to_string();
+        if let Some(state) = request.request_state.as_deref() {
+            return self
+                .approval_round(&owner, &name, state, request.input_responses.as_ref())
+                .await;
+        }
+        let arguments = request.arguments.unwrap_or_default();
         let proposal_id = || match arguments.get("proposal_id") {
             Some(Value::String(id)) => Ok(id.clone()),
             _ => Err(McpError::invalid_params(
@@ -426,6 +555,11 @@ impl ServerHandler for RemoteMcp {
                 }
             }
             _ => match watched(&context, &name, self.call_device_tool(&user, &name, arguments.clone())).await {
+                Ok(Answer::Proposal(p)) if can_send_to_a_page(&context) => {
+                    return Ok(self.ask_for_approval(&p).into());
+                }
+                Ok(Answer::Proposal(p)) => Ok(self.proposal_view(&p)),
+                Ok(Answer::Output(output)) => Ok(output),
                 Err(Error::InvalidRequest(message)) => return Err(McpError::invalid_params(message, None)),
                 Err(Error::UnknownTool { .. }) => {
                     return Err(McpError::invalid_params(
@@ -436,7 +570,7 @@ impl ServerHandler for RemoteMcp {
                 Err(Error::Tool(body)) if body.code == "invalid_input" => {
                     return Err(McpError::invalid_params(body.message.clone(), serde_json::to_value(&body).ok()));
                 }
-                other => other,
+                Err(e) => Err(e),
             },
         };
         Ok(match result {
