@@ -416,7 +416,9 @@ impl ClientHandler for Approver {
         let proposal = url
             .split("proposal=")
             .nth(1)
+            .and_then(|rest| rest.split(['&', '#']).next())
             .expect("the page names the proposal");
+        assert!(url.ends_with(&format!("#proposal-{proposal}")), "{url}");
         let (status, decided) = self
             .user
             .post(

@@ -12,7 +12,7 @@ use maud::{Markup, html};
 pub(crate) fn proposal_card(proposal: &ProposalRecord, device: Option<&str>) -> Markup {
     let pending = proposal.status == ProposalStatus::Pending;
     html! {
-        div.proposal data-proposal=(proposal.id) {
+        div.proposal id={ "proposal-" (proposal.id) } data-proposal=(proposal.id) {
             div.row {
                 div { strong { (proposal.tool) } " on " (device.unwrap_or("?")) span.muted { " — asked by " (proposal.requested_by) } }
                 div.outcome {

@@ -178,9 +178,13 @@ impl RemoteMcp {
     /// elicitation pointing at the proposal on the app's page, and the
     /// proposal's id as the request state the client sends back.
     fn ask_for_approval(&self, p: &ProposalRecord) -> InputRequiredResult {
+        // The page scrolls to the proposal's card (`id="proposal-…"` on the
+        // reference app's page).
         let url = format!(
-            "{}{}?proposal={}",
-            self.config.public_url, self.config.approve_path, p.id
+            "{}{}?proposal={id}#proposal-{id}",
+            self.config.public_url,
+            self.config.approve_path,
+            id = p.id
         );
         let message = format!(
             "Approve this change on {}: {} ({}).",
