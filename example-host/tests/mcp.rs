@@ -236,6 +236,16 @@ impl Tool for Slow {
 
 /// The server in this process over a pipe, with the `slow` tool added.
 async fn in_process(folder: &Path, person: Person) -> (RunningService<RoleClient, Person>, Arc<AtomicBool>) {
+    in_process_as(folder, person, rmcp::service::ClientLifecycleMode::Initialize).await
+}
+
+/// [`in_process`] with the client's lifecycle: `Initialize` (2025-11-25 and
+/// before) or `Discover` (2026-07-28).
+async fn in_process_as(
+    folder: &Path,
+    person: Person,
+    lifecycle: rmcp::service::ClientLifecycleMode,
+) -> (RunningService<RoleClient, Person>, Arc<AtomicBool>) {
     let cancelled = Arc::new(AtomicBool::new(false));
     let mut toolbox = Toolbox::builtin();
     toolbox.add(Slow {
@@ -249,7 +259,12 @@ async fn in_process(folder: &Path, person: Person) -> (RunningService<RoleClient
             let _ = running.waiting().await;
         }
     });
-    (person.serve(client_io).await.unwrap(), cancelled)
+    (
+        rmcp::service::serve_client_with_lifecycle(person, client_io, lifecycle)
+            .await
+            .unwrap(),
+        cancelled,
+    )
 }
 
 #[tokio::test]
@@ -282,6 +297,51 @@ async fn a_client_that_can_ask_gets_the_question_instead_of_a_token() {
     let (client, _) = in_process(folder.path(), person).await;
     let out = client
         .call_tool(named("write_file", json!({ "path": "b.txt", "content": "no\n" })))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["status"], "rejected");
+    assert!(!folder.path().join("b.txt").exists());
+}
+
+/// The 2026-07-28 revision forbids the server's own questions; the question
+/// travels in an input-required result instead, with the plan's one-time
+/// apply token as its request state, and the client's retry applies (or
+/// rejects) exactly the plan that was shown.
+#[tokio::test]
+async fn a_2026_client_gets_the_question_in_an_input_required_result() {
+    let folder = tempfile::tempdir().unwrap();
+    let v2026 = || rmcp::service::ClientLifecycleMode::Discover {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+    };
+    let person = Person {
+        approve: true,
+        ..Person::default()
+    };
+    let (client, _) = in_process_as(folder.path(), person.clone(), v2026()).await;
+    let out = client
+        .call_tool(named(
+            "write_file",
+            json!({ "path": "a.txt", "content": "agreed
+" }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content.unwrap()["status"], "applied");
+    assert_eq!(
+        std::fs::read_to_string(folder.path().join("a.txt")).unwrap(),
+        "agreed
+"
+    );
+    let asked = person.asked.lock().unwrap().clone();
+    assert!(asked.len() == 1 && asked[0].contains("+agreed"), "{asked:?}");
+
+    let (client, _) = in_process_as(folder.path(), Person::default(), v2026()).await;
+    let out = client
+        .call_tool(named(
+            "write_file",
+            json!({ "path": "b.txt", "content": "no
+" }),
+        ))
         .await
         .unwrap();
     assert_eq!(out.structured_content.unwrap()["status"], "rejected");

@@ -16,8 +16,10 @@ use fusion_tools::{
     Cancellation, Class, Context, Mode, Outcome, Plan, Precondition, Scope, ToolDescriptor, Toolbox,
 };
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
+    ElicitRequestParams, ElicitationSchema, Implementation, InputRequest, InputRequests, InputRequiredResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::{ElicitationError, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -187,27 +189,7 @@ impl LocalMcp {
         if !can_ask {
             return None;
         }
-        let mut message = format!("Approve this change by {tool}?\n\n{}\n", plan.summary);
-        if let Some(diff) = &plan.diff {
-            message.push('\n');
-            message.push_str(&diff.chars().take(8000).collect::<String>());
-        } else {
-            for effect in plan.effects.iter().take(20) {
-                message.push_str(&format!(
-                    "\n{:?} {}{}",
-                    effect.op,
-                    effect.path,
-                    effect
-                        .to
-                        .as_deref()
-                        .map(|t| format!(" → {t}"))
-                        .unwrap_or_default()
-                ));
-            }
-            if plan.effects_total > 20 {
-                message.push_str(&format!("\n… and {} more", plan.effects_total - 20));
-            }
-        }
+        let message = approval_message(tool, plan);
         match context.peer.elicit::<Approval>(message).await {
             Ok(Some(answer)) => Some(answer.approve),
             Ok(None) | Err(ElicitationError::UserDeclined) | Err(ElicitationError::UserCancelled) => {
@@ -226,6 +208,64 @@ struct Approval {
 }
 
 rmcp::elicit_safe!(Approval);
+
+/// The question a person answers to approve `plan`: its summary and the
+/// diff (or the first 20 effects).
+fn approval_message(tool: &str, plan: &Plan) -> String {
+    let mut message = format!("Approve this change by {tool}?\n\n{}\n", plan.summary);
+    if let Some(diff) = &plan.diff {
+        message.push('\n');
+        message.push_str(&diff.chars().take(8000).collect::<String>());
+    } else {
+        for effect in plan.effects.iter().take(20) {
+            message.push_str(&format!(
+                "\n{:?} {}{}",
+                effect.op,
+                effect.path,
+                effect
+                    .to
+                    .as_deref()
+                    .map(|t| format!(" → {t}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if plan.effects_total > 20 {
+            message.push_str(&format!("\n… and {} more", plan.effects_total - 20));
+        }
+    }
+    message
+}
+
+/// The key of the approval among a call's input requests.
+const APPROVAL_INPUT: &str = "approval";
+
+/// Whether this request is of the 2026-07-28 revision from a client that
+/// shows forms: the question then travels in an input-required result.
+fn asks_in_results(context: &RequestContext<RoleServer>) -> bool {
+    let v2026 = context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+    let capabilities = context
+        .meta
+        .client_capabilities()
+        .or_else(|| context.peer.peer_info().map(|i| i.capabilities.clone()));
+    v2026 && capabilities.and_then(|c| c.elicitation).is_some()
+}
+
+/// The approval question as an input-required result whose request state
+/// is the plan's one-time apply token.
+fn approval_request(tool: &str, plan: &Plan, token: String) -> Result<InputRequiredResult, McpError> {
+    let schema = ElicitationSchema::from_type::<Approval>()
+        .map_err(|e| McpError::internal_error(format!("the approval form: {e}"), None))?;
+    let elicit = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: approval_message(tool, plan),
+        requested_schema: schema,
+    });
+    let mut requests = InputRequests::new();
+    requests.insert(APPROVAL_INPUT.to_string(), InputRequest::Elicitation(elicit));
+    Ok(InputRequiredResult::new(Some(requests), Some(token)))
+}
 
 /// A tool as MCP lists it. A mutate tool takes an optional `apply_token`
 /// beside its own input, and its output is the plan or what applying did.
@@ -366,6 +406,29 @@ impl ServerHandler for LocalMcp {
             }
         };
         let input = Value::Object(arguments);
+        // The retry of an approval asked in an input-required result: the
+        // state is the apply token, bound to this tool and this input.
+        let token = match (class, token, request.request_state) {
+            (Class::Mutate, None, Some(state)) => {
+                let answer = request
+                    .input_responses
+                    .as_ref()
+                    .and_then(|r| r.get(APPROVAL_INPUT))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let approved = answer["action"] == "accept" && answer["content"]["approve"] == true;
+                if !approved {
+                    // Spend the token: the person said no (or gave no answer).
+                    self.take_pending(&state, &name, &input)?;
+                    let result = json!({ "status": "rejected" });
+                    let mut done = CallToolResult::success(vec![ContentBlock::text(result.to_string())]);
+                    done.structured_content = Some(result);
+                    return Ok(done.into());
+                }
+                Some(state)
+            }
+            (_, token, _) => token,
+        };
         let outcome = match (class, token) {
             (Class::Mutate, Some(token)) => {
                 let pending = self.take_pending(&token, &name, &input)?;
@@ -374,6 +437,10 @@ impl ServerHandler for LocalMcp {
                     .map(|o| json!({ "status": "applied", "output": o.into_value() }))
             }
             (Class::Mutate, None) => match self.run(&context, &name, Mode::Plan, input.clone(), None).await {
+                Ok(Outcome::Plan(plan)) if asks_in_results(&context) => {
+                    let token = self.remember(&name, input, &plan);
+                    return Ok(approval_request(&name, &plan, token)?.into());
+                }
                 Ok(Outcome::Plan(plan)) => match self.ask(&context, &name, &plan).await {
                     Some(true) => self
                         .run(
