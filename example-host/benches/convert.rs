@@ -91,6 +91,16 @@ fn main() {
 
     println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
     println!("|---|---|---|---|---|---|");
+    // Ours: its work is its whole time less the binary's start-up.
+    let ours_row = |ours: &Run| {
+        row(
+            "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
+            ours,
+            ours.best.saturating_sub(startup),
+            points,
+            &ours_out,
+        );
+    };
     if python_ready {
         let theirs_out = dir.path().join("theirs.laz");
         let theirs_command = || {
@@ -101,17 +111,10 @@ fn main() {
         };
         let mut runs = measure(&[&ours_command, &theirs_command], reps);
         let theirs = runs.pop().expect("theirs");
-        let ours = runs.pop().expect("ours");
+        ours_row(&runs.pop().expect("ours"));
         let said: serde_json::Value = serde_json::from_str(theirs.stdout.lines().last().unwrap_or_default())
             .expect("the script prints its JSON line");
         let versions = &said["versions"];
-        row(
-            "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
-            &ours,
-            ours.best.saturating_sub(startup),
-            points,
-            &ours_out,
-        );
         row(
             &format!(
                 "pye57 {} + laspy {} (lazrs {}), `scripts/e57-to-laz.py`",
@@ -142,14 +145,7 @@ fn main() {
             "laspy does not read every point of theirs back"
         );
     } else {
-        let ours = measure(&[&ours_command], reps).remove(0);
-        row(
-            "fusion-host `convert_e57_to_las` (Rust: e57 + las/laz)",
-            &ours,
-            ours.best.saturating_sub(startup),
-            points,
-            &ours_out,
-        );
+        ours_row(&measure(&[&ours_command], reps).remove(0));
         println!(
             "| pye57 + laspy | skipped: `python3 -c 'import pye57, laspy, lazrs'` failed (pip install pye57 'laspy[lazrs]') | | | | |"
         );

@@ -271,6 +271,30 @@ impl ServerCertVerifier for Capture {
     }
 }
 
+/// Tells the server how an automatic update goes (`POST /update`), for its
+/// activity log and the owner's page. A server that does not know the
+/// route (an older one) or cannot be reached is not an error worth
+/// stopping an update for: the outcome is returned for the log.
+pub async fn report_update(http: &Http, token: &str, report: &fusion_tools::UpdateReport) -> Result<()> {
+    let response = http
+        .client
+        .post(http.url("/update"))
+        .bearer_auth(token)
+        .json(report)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.bytes().await.unwrap_or_default();
+            Err(Error::from_response(&http.base, status, &body))
+        }
+        Err(e) => Err(http.explain(e).await),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod activity;
 mod client;
 mod credentials;
 mod error;
@@ -33,13 +34,13 @@ pub mod mcp;
 mod runtime;
 mod transfer;
 
-pub use client::{DEVICE_PREFIX, Http, device_base};
+pub use activity::Activity;
+pub use client::{DEVICE_PREFIX, Http, device_base, report_update};
 pub use credentials::{CREDENTIALS_FILE, Credentials};
 pub use error::{Error, Result};
 pub use journal::APPLIED_JOURNAL_FILE;
 pub use login::{LoginRequest, request_login, wait_for_approval};
 pub use runtime::{
-    Activity, ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll,
-    report_update, run_host,
+    ConnectionState, FAST_RECONNECT, HostHandle, HostOptions, Stopped, Stopper, enroll, run_host,
 };
 pub use transfer::{BlobHandle, DownloadInput, Downloaded, UploadInput};

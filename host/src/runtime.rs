@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::{Activity, Gate};
 use crate::client::Http;
 use crate::credentials::Credentials;
 use crate::error::{Error, Result};
@@ -227,55 +228,6 @@ impl HostHandle {
                 path: PathBuf::from("<runtime>"),
                 source: std::io::Error::other(e),
             }),
-        }
-    }
-}
-
-/// The calls a device is running, and a hold on new ones; see
-/// [`HostHandle::activity`].
-#[derive(Debug, Clone)]
-pub struct Activity {
-    running: Arc<Mutex<HashMap<String, Cancellation>>>,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug, Default)]
-struct Gate {
-    held: std::sync::atomic::AtomicBool,
-    /// Wakes the session to reconnect when a hold is let go.
-    released: tokio::sync::Notify,
-}
-
-impl Activity {
-    /// How many calls are running now.
-    pub fn running(&self) -> usize {
-        self.running.lock().map(|r| r.len()).unwrap_or(0)
-    }
-
-    /// Takes no new call until [`Activity::release`]: one that arrives is
-    /// left unanswered, and the server sends it again on the device's next
-    /// stream. Running calls go on.
-    pub fn hold(&self) {
-        self.gate.held.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether calls are held.
-    pub fn is_held(&self) -> bool {
-        self.gate.held.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Takes calls again. The device reconnects at once, so the server
-    /// sends the calls it held.
-    pub fn release(&self) {
-        if self.gate.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.gate.released.notify_one();
-        }
-    }
-
-    /// Waits until no call is running, checking every `poll`.
-    pub async fn idle(&self, poll: Duration) {
-        while self.running() > 0 {
-            tokio::time::sleep(poll).await;
         }
     }
 }
@@ -771,30 +723,6 @@ fn failure(call_id: &str, error: ErrorBody, duration_ms: u64) -> CallResult {
 
 /// Posts a result, retrying transient failures a few times. Results are
 /// idempotent per `call_id`, so a retry after a lost response is safe.
-/// Tells the server how an automatic update goes (`POST /update`), for its
-/// activity log and the owner's page. A server that does not know the
-/// route (an older one) or cannot be reached is not an error worth
-/// stopping an update for: the outcome is returned for the log.
-pub async fn report_update(http: &Http, token: &str, report: &fusion_tools::UpdateReport) -> Result<()> {
-    let response = http
-        .client
-        .post(http.url("/update"))
-        .bearer_auth(token)
-        .json(report)
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await;
-    match response {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let body = r.bytes().await.unwrap_or_default();
-            Err(Error::from_response(&http.base, status, &body))
-        }
-        Err(e) => Err(http.explain(e).await),
-    }
-}
-
 async fn post_result(http: &Http, token: &str, result: &CallResult) {
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=5 {
