@@ -21,7 +21,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// The whole app.
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState, oauth: crate::oauth::OAuth) -> Router {
     let api = Router::new()
         .route("/api/session", get(session))
         .route("/api/devices", get(devices))
@@ -36,6 +36,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/pairing-codes", post(pairing_code))
         .route("/api/tokens", get(api_tokens).post(api_token))
         .route("/api/tokens/{id}", axum::routing::delete(revoke_api_token))
+        .route("/api/connected-clients", get(connected_clients))
+        .route(
+            "/api/connected-clients/{id}",
+            axum::routing::delete(disconnect_client),
+        )
         .route("/events", get(events))
         .route("/health", get(health))
         .with_state(state.clone());
@@ -44,9 +49,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state.clone());
     let mcp = fusion_host_server::mcp::McpConfig {
         sessions: state.mcp_sessions.clone(),
+        authorization_servers: vec![oauth.issuer.clone()],
+        scopes_supported: crate::oauth::SCOPES.map(String::from).to_vec(),
         ..fusion_host_server::mcp::McpConfig::new(&state.public_url)
     };
-    let mcp_tokens = std::sync::Arc::new(auth::McpTokens(state.db.clone()));
+    let mcp_tokens = std::sync::Arc::new(crate::oauth::McpTokens {
+        db: state.db.clone(),
+        resource: oauth.resource.clone(),
+    });
     let app = Router::new()
         .nest(
             "/mcp",
@@ -60,25 +70,21 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(api)
         .merge(crate::releases::router(state.clone(), state.releases.as_deref()))
         .merge(crate::updates::router(state.clone()))
+        .merge(crate::oauth::router(state.clone(), oauth))
         .merge(crate::pages::router(state))
         .method_not_allowed_fallback(crate::extract::method_not_allowed)
         .fallback(crate::extract::not_found);
     with_security_headers(app).layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// The pages' Content-Security-Policy: script, styles and connections from
-/// this origin only, no inline script or style, no framing, forms post
-/// here. With the other headers, on every response that set none itself (a
-/// blob download sets a stricter one).
-pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
-     frame-ancestors 'none'; base-uri 'none'";
-
 fn with_security_headers(router: Router) -> Router {
     use axum::http::header;
     let set = |name, value| SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value));
     router
-        .layer(set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .layer(set(
+            header::CONTENT_SECURITY_POLICY,
+            crate::views::CONTENT_SECURITY_POLICY,
+        ))
         .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(set(header::REFERRER_POLICY, "same-origin"))
         .layer(set(header::X_FRAME_OPTIONS, "DENY"))
@@ -332,6 +338,34 @@ async fn revoke_api_token(
 ) -> Result<StatusCode, AppError> {
     p.check_csrf(csrf_header(&headers))?;
     auth::revoke_token(&state, &p.user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The MCP clients signed in with OAuth, as `/devices` lists them.
+async fn connected_clients(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+) -> Result<Json<Value>, AppError> {
+    let clients = crate::oauth::grants::connected(&state.db, &p.user.id).await?;
+    Ok(Json(json!({ "clients": clients })))
+}
+
+/// Ends a client's sign-in: its tokens stop working and its MCP sessions end.
+async fn disconnect_client(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, AppError> {
+    p.check_csrf(csrf_header(&headers))?;
+    if !crate::oauth::grants::disconnect(&state, &p.user.id, &id).await? {
+        return Err(AppError {
+            status: StatusCode::NOT_FOUND,
+            code: "client_not_found".into(),
+            message: format!("you have no connected client {id}; GET /api/connected-clients lists yours"),
+            details: None,
+        });
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

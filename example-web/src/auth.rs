@@ -327,22 +327,6 @@ pub(crate) async fn api_token_user(db: &Db, token: &str) -> Result<Option<(User,
     )))
 }
 
-/// `/mcp` authenticates with the same API tokens.
-#[derive(Debug, Clone)]
-pub(crate) struct McpTokens(pub(crate) Db);
-
-#[async_trait::async_trait]
-impl fusion_host_server::mcp::McpAuth for McpTokens {
-    async fn user(&self, token: &str) -> Option<fusion_host_server::mcp::McpUser> {
-        let (user, token_id) = api_token_user(&self.0, token).await.ok().flatten()?;
-        Some(fusion_host_server::mcp::McpUser {
-            owner: user.id,
-            name: user.email,
-            credential: token_id,
-        })
-    }
-}
-
 /// A request that must be signed in (401 otherwise).
 pub(crate) struct Authed(pub(crate) Principal);
 

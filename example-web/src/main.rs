@@ -8,6 +8,7 @@ mod auth;
 mod db;
 mod error;
 mod extract;
+mod oauth;
 mod pages;
 mod releases;
 mod state;
@@ -83,6 +84,12 @@ struct Args {
     /// nothing past it.
     #[arg(long, env = "FUSION_PIN_VERSION", value_parser = parse_version)]
     pin_version: Option<String>,
+    /// Let MCP clients' metadata documents (their OAuth client ids) live on
+    /// loopback and private addresses. For development and tests only: on a
+    /// public server, a client id could otherwise make the app fetch from
+    /// its own network.
+    #[arg(long, env = "OAUTH_PRIVATE_CLIENT_METADATA")]
+    oauth_private_client_metadata: bool,
 }
 
 /// `--updates`.
@@ -226,7 +233,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         mcp_sessions: Default::default(),
         releases: args.releases.clone().map(releases::check_dir).transpose()?,
     };
-    let app = app::router(state);
+    let app = app::router(
+        state,
+        oauth::OAuth::new(&public_url, args.oauth_private_client_metadata)?,
+    );
     let bound = format!("http://{addr}");
     let public = if public_url == bound {
         String::new()

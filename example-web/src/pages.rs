@@ -29,6 +29,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/devices", get(devices_page))
         .route("/devices/{id}", get(device_page))
         .route("/devices/tokens/{id}/revoke", post(revoke_token))
+        .route("/devices/clients/{id}/disconnect", post(disconnect_client))
         .route("/device", get(crate::approve::page).post(crate::approve::decide))
         .route("/proposals/{id}/card", get(proposal_card_page))
         .route("/assets/{*path}", get(assets::serve))
@@ -177,13 +178,69 @@ async fn revoke_token(
     Ok(Redirect::to("/devices#tokens").into_response())
 }
 
+/// The disconnect button of a connected client on `/devices`.
+async fn disconnect_client(
+    State(s): State<AppState>,
+    MaybeAuthed(p): MaybeAuthed,
+    Path(id): Path<String>,
+    Form(form): Form<SignOut>,
+) -> Result<Response, AppError> {
+    let Some(p) = p else {
+        return Ok(Redirect::to("/signin").into_response());
+    };
+    p.check_csrf(Some(&form.csrf))?;
+    crate::oauth::grants::disconnect(&s, &p.user.id, &id).await?;
+    Ok(Redirect::to("/devices#connected").into_response())
+}
+
+/// The MCP clients a person let sign in with OAuth.
+fn connected_view(clients: &[crate::oauth::grants::Connected], csrf: Option<&str>) -> Markup {
+    let when = |ms: i64| ago(crate::db::time(ms));
+    html! {
+        section.card #connected {
+            h2 { "Connected apps" }
+            p.muted { "MCP clients you let sign in. Disconnecting one ends its sign-in and its MCP sessions at once." }
+            @if clients.is_empty() {
+                p.empty { "No connected apps." }
+            } @else {
+                table.devices {
+                    thead { tr { th { "App" } th { "May" } th { "Connected" } th { "Last used" } th {} } }
+                    tbody {
+                        @for c in clients {
+                            tr data-client=(c.id) {
+                                td {
+                                    (c.client_name)
+                                    @if let Some(host) = url::Url::parse(&c.client_id).ok().filter(|u| u.scheme() == "https").and_then(|u| u.host_str().map(str::to_string)) {
+                                        " " span.muted { "(" (host) ")" }
+                                    }
+                                }
+                                td.muted {
+                                    @if c.scope.split(' ').any(|s| s == crate::oauth::SCOPE_PROPOSE) { "read, propose changes" } @else { "read" }
+                                }
+                                td.muted { (when(c.created_at)) }
+                                td.muted { (c.last_used_at.map_or_else(|| "never".to_string(), when)) }
+                                td.actions {
+                                    form.inline method="post" action={ "/devices/clients/" (c.id) "/disconnect" } {
+                                        input type="hidden" name="csrf" value=[csrf];
+                                        button.danger.small type="submit" { "Disconnect" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The API tokens section of `/devices`.
 fn tokens_view(tokens: &[auth::TokenInfo], csrf: Option<&str>) -> Markup {
     let when = |ms: i64| ago(crate::db::time(ms));
     html! {
         section.card #tokens {
             h2 { "API tokens" }
-            p.muted { "Scripts and MCP clients sign in with these (" code { "POST /api/tokens" } "). Revoking one ends its MCP sessions at once." }
+            p.muted { "Scripts, and MCP clients that cannot sign in with OAuth, use these (" code { "POST /api/tokens" } "). Revoking one ends its MCP sessions at once." }
             @if tokens.is_empty() {
                 p.empty { "No API tokens." }
             } @else {
@@ -264,6 +321,7 @@ async fn devices_page(
         .await?;
     let activity = crate::activity::page(&s.db, &p.user.id, &q).await?;
     let tokens = auth::api_tokens(&s.db, &p.user.id).await?;
+    let connected = crate::oauth::grants::connected(&s.db, &p.user.id).await?;
     let offered = releases::offered(&s).await;
     let (own_updates, told) = updates::for_page(&s, &p.user.id).await?;
     let automatic = told.as_ref().is_some_and(|t| t.automatic);
@@ -351,6 +409,7 @@ async fn devices_page(
         }
         (activity_view(&activity, &q, &devices))
         (tokens_view(&tokens, p.csrf.as_deref()))
+        (connected_view(&connected, p.csrf.as_deref()))
     };
     Ok(layout("Devices", Some(&p), body).into_response())
 }

@@ -11,6 +11,14 @@ pub(crate) use proposal::proposal_card;
 
 use crate::auth::Principal;
 
+/// The pages' Content-Security-Policy: script, styles and connections from
+/// this origin only, no inline script or style, no framing, forms post
+/// here. With the other headers, on every response that set none itself (a
+/// blob download sets a stricter one).
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
 pub(crate) fn layout(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)

@@ -26,6 +26,11 @@ impl App {
 
     /// Starts the app with more command-line arguments.
     pub fn start_with(database_url: Option<&str>, args: &[&str]) -> App {
+        App::start_with_env(database_url, args, &[])
+    }
+
+    /// Starts the app with more arguments and environment variables.
+    pub fn start_with_env(database_url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> App {
         let dir = tempfile::tempdir().unwrap();
         let url = database_url.map_or_else(
             || format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()),
@@ -34,6 +39,7 @@ impl App {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--database-url", &url])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

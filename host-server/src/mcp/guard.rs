@@ -53,25 +53,37 @@ pub(super) async fn authenticate(State(guard): State<Guard>, mut request: Reques
         None => None,
     };
     let Some(owner) = owner else {
-        let (code, message) = match token {
-            None => (
+        let signs_in = !guard.config.authorization_servers.is_empty();
+        let (code, message) = match (token, signs_in) {
+            (None, false) => (
                 "unauthorized",
                 "send `Authorization: Bearer <token>` with an API token from POST /api/tokens",
             ),
-            Some(_) => (
+            (None, true) => (
+                "unauthorized",
+                "sign in with OAuth (the resource metadata names the authorization server), \
+                 or send `Authorization: Bearer <token>` with an API token from POST /api/tokens",
+            ),
+            (Some(_), false) => (
                 "token_unknown",
                 "the token is unknown or revoked; create a new one with POST /api/tokens",
             ),
+            (Some(_), true) => (
+                "token_unknown",
+                "the token is unknown, expired, revoked or for another resource; sign in again, \
+                 or create an API token with POST /api/tokens",
+            ),
         };
-        let challenge = format!(
-            "Bearer resource_metadata=\"{}\"{}",
-            guard.config.metadata_url(),
-            if token.is_some() {
-                ", error=\"invalid_token\""
-            } else {
-                ""
-            }
-        );
+        let mut challenge = format!("Bearer resource_metadata=\"{}\"", guard.config.metadata_url());
+        if !guard.config.scopes_supported.is_empty() {
+            challenge.push_str(&format!(
+                ", scope=\"{}\"",
+                guard.config.scopes_supported.join(" ")
+            ));
+        }
+        if token.is_some() {
+            challenge.push_str(", error=\"invalid_token\"");
+        }
         return refuse(StatusCode::UNAUTHORIZED, code, message, Some(challenge));
     };
     // A session belongs to the credential that opened it: to anyone else it

@@ -39,6 +39,10 @@ pub struct McpUser {
     /// opened it: a request with any other gets 404, and
     /// [`McpSessions::end_credential`] ends them when it is revoked.
     pub credential: String,
+    /// The credential may only read: tools that change files are left out
+    /// of its tool list and refused (an OAuth client a person allowed to
+    /// read, not to propose changes).
+    pub read_only: bool,
 }
 
 /// How the app tells who a Bearer token belongs to.
@@ -60,6 +64,13 @@ pub struct McpConfig {
     pub sessions: McpSessions,
     /// The page a person approves proposals on, `/devices`.
     pub approve_path: String,
+    /// The OAuth authorization servers clients sign in with (their issuer
+    /// URLs), named in the RFC 9728 metadata; empty when the app takes only
+    /// tokens made by hand.
+    pub authorization_servers: Vec<String>,
+    /// The scopes a client may ask for, named in the metadata and in the
+    /// `WWW-Authenticate` challenge.
+    pub scopes_supported: Vec<String>,
 }
 
 impl McpConfig {
@@ -70,6 +81,8 @@ impl McpConfig {
             path: "/mcp".into(),
             approve_path: "/devices".into(),
             sessions: McpSessions::default(),
+            authorization_servers: Vec::new(),
+            scopes_supported: Vec::new(),
         }
     }
 
@@ -148,12 +161,18 @@ pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpCon
 /// `/.well-known/oauth-protected-resource` and `…/mcp` (RFC 9728), at the
 /// app's root: where an OAuth-capable client learns how to authenticate.
 pub fn protected_resource_router(config: McpConfig) -> Router {
-    let metadata = json!({
+    let mut metadata = json!({
         "resource": config.resource(),
         "bearer_methods_supported": ["header"],
         "resource_name": "fusion-host devices",
         "resource_documentation": format!("{}/devices", config.public_url),
     });
+    if !config.authorization_servers.is_empty() {
+        metadata["authorization_servers"] = json!(config.authorization_servers);
+    }
+    if !config.scopes_supported.is_empty() {
+        metadata["scopes_supported"] = json!(config.scopes_supported);
+    }
     let handler = move || {
         let metadata = metadata.clone();
         async move { axum::Json(metadata) }

@@ -106,6 +106,7 @@ mod tests {
             owner: "usr_a".into(),
             name: "a@example.com".into(),
             credential: credential.into(),
+            read_only: false,
         }
     }
 

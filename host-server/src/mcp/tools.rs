@@ -79,10 +79,16 @@ impl RemoteMcp {
         Ok(out)
     }
 
-    async fn tools(&self, owner: &str) -> Result<Vec<Tool>, Error> {
+    /// The tools `user` is offered: a read-only credential sees no tool
+    /// that changes files.
+    async fn tools(&self, user: &McpUser) -> Result<Vec<Tool>, Error> {
         let mut offered: BTreeMap<String, (ToolDescriptor, Vec<String>)> = BTreeMap::new();
-        for (status, manifest) in self.devices(owner).await? {
-            for tool in manifest.map(|m| m.tools).unwrap_or_default() {
+        for (status, manifest) in self.devices(&user.owner).await? {
+            let tools = manifest.map(|m| m.tools).unwrap_or_default();
+            for tool in tools
+                .into_iter()
+                .filter(|t| !(user.read_only && t.class == Class::Mutate))
+            {
                 offered
                     .entry(tool.name.clone())
                     .or_insert_with(|| (tool.clone(), Vec::new()))
@@ -160,6 +166,19 @@ impl RemoteMcp {
             .ok_or_else(|| Error::DeviceNotFound {
                 device_id: wanted.clone(),
             })?;
+        if user.read_only {
+            let (_, manifest) = self.dispatcher.device(owner, &device.device.id).await?;
+            let mutates = manifest
+                .iter()
+                .flat_map(|m| &m.tools)
+                .any(|t| t.name == name && t.class == Class::Mutate);
+            if mutates {
+                return Err(Error::InvalidRequest(format!(
+                    "{name} changes files, and this client was allowed to read only; \
+                     sign it in again and allow it to propose changes"
+                )));
+            }
+        }
         let options = CallOptions {
             requested_by: Some(format!("{} (MCP)", user.name)),
             ..CallOptions::default()
@@ -489,9 +508,9 @@ impl ServerHandler for RemoteMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let owner = user_of(&context.extensions)?.owner;
+        let user = user_of(&context.extensions)?;
         let tools = self
-            .tools(&owner)
+            .tools(&user)
             .await
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOLS_TTL_MS))
@@ -506,6 +525,12 @@ impl ServerHandler for RemoteMcp {
         let owner = user.owner.clone();
         let name = request.name.to_string();
         if let Some(state) = request.request_state.as_deref() {
+            if user.read_only {
+                return Err(McpError::invalid_params(
+                    "this client was allowed to read only, so it has no changes to follow",
+                    None,
+                ));
+            }
             return self
                 .approval_round(&owner, &name, state, request.input_responses.as_ref())
                 .await;
