@@ -260,9 +260,9 @@ fn view(p: &Principal, r: &AuthorizeRequest, c: &Checked, devices: &[String]) ->
                 }
                 input type="hidden" name="csrf" value=[p.csrf.as_deref()];
                 p { "It may list your devices and read the files in their allowed folders (" code { (SCOPE_READ) } ")." }
-                label {
+                label.check {
                     input type="checkbox" name="propose" value="on" checked[asks_to_propose] disabled[!asks_to_propose];
-                    " It may also propose changes to files (" code { (SCOPE_PROPOSE) } "); each change still waits for your approval on this site."
+                    span { "It may also propose changes to files (" code { (SCOPE_PROPOSE) } "); each change still waits for your approval on this site." }
                 }
                 p.muted { "You can disconnect it at any time under Connected apps on your devices page." }
                 div.actions {
