@@ -2,6 +2,14 @@
 
   client-stdio CMD...          list tools and call two through the Python MCP client over stdio
   client-http URL TOKEN        the same over Streamable HTTP with a Bearer token
+  client-oauth URL EMAIL PASS  the same, signed in with the client's own OAuth support: it
+                               discovers the app's authorization server, registers, and sends
+                               the person to the consent page, which this script answers as
+                               that person (EMAIL, PASS) would in a browser
+  allow BASE EMAIL PASS        reads lines on stdin until one is an authorization URL of BASE,
+                               allows it as that person, and follows the redirect (for the
+                               conformance suite's authorization-server scenarios)
+  register BASE REDIRECT_URI   registers a public OAuth client (RFC 7591); prints its client_id
   forward PORT TARGET TOKEN    an HTTP forwarder that adds `Authorization: Bearer TOKEN`
                                (the conformance suite cannot send one); Host and Origin
                                pass through unchanged, bodies and SSE streams are streamed
@@ -10,11 +18,14 @@ Each client check prints one line per step and exits non-zero on the first failu
 """
 
 import asyncio
+import html
 import http.client
 import http.server
 import json
+import re
 import sys
 import urllib.parse
+import urllib.request
 
 
 def fail(message):
@@ -69,6 +80,123 @@ async def client_http(url, token):
             await exercise(session, remote=True)
 
 
+async def person_allows(base, email, password, authorization_url):
+    """The person in the browser: signs in, reads the consent page, allows;
+    returns where the browser is sent (the client's redirect URI and code)."""
+    import httpx2 as httpx
+
+    async with httpx.AsyncClient(follow_redirects=False) as browser:
+        page = await browser.get(f"{base}/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        signed_in = await browser.post(f"{base}/signin", data={"email": email, "password": password, "csrf": csrf})
+        if signed_in.status_code != 303:
+            fail(f"signing in as {email} answered {signed_in.status_code}")
+        consent = await browser.get(authorization_url)
+        if consent.status_code != 200 or "Allow" not in consent.text:
+            fail(f"the consent page answered {consent.status_code}: {consent.text[:300]}")
+        form = consent.text.split('action="/oauth/authorize"', 1)[1].split("</form>", 1)[0]
+        fields = {
+            name: html.unescape(value)
+            for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
+        }
+        fields.update(decision="allow", propose="on")
+        answer = await browser.post(f"{base}/oauth/authorize", data=fields)
+        if answer.status_code != 303:
+            fail(f"allowing answered {answer.status_code}: {answer.text[:300]}")
+        print("ok  the consent page named the client; the person allowed it", flush=True)
+        return answer.headers["location"]
+
+
+async def allow(base, email, password, lines):
+    """Waits for an authorization URL among `lines` (the conformance suite
+    prints one), allows it as the person, and follows the redirect to the
+    suite's callback listener."""
+    import httpx2 as httpx
+
+    for line in lines:
+        line = line.strip()
+        if line.startswith(f"{base}/oauth/authorize?"):
+            location = await person_allows(base, email, password, line)
+            async with httpx.AsyncClient() as browser:
+                await browser.get(location)
+            print("ok  the browser went back to the callback", flush=True)
+            for _ in lines:  # the rest of the suite's output, so it never writes to a closed pipe
+                pass
+            return
+    fail("no authorization URL was printed")
+
+
+async def client_oauth(url, email, password):
+    from mcp import ClientSession
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    class Memory:
+        tokens = None
+        client = None
+
+        async def get_tokens(self):
+            return self.tokens
+
+        async def set_tokens(self, tokens):
+            self.tokens = tokens
+
+        async def get_client_info(self):
+            return self.client
+
+        async def set_client_info(self, client):
+            self.client = client
+
+    base = url.rsplit("/mcp", 1)[0]
+    landed = {}
+
+    async def redirect_handler(authorization_url):
+        landed["url"] = await person_allows(base, email, password, authorization_url)
+
+    async def callback():
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(landed["url"]).query)
+        if "code" not in query:
+            fail(f"the redirect carries no code: {landed['url']}")
+        return AuthorizationCodeResult(
+            code=query["code"][0], state=query.get("state", [None])[0], iss=query.get("iss", [None])[0]
+        )
+
+    storage = Memory()
+    provider = OAuthClientProvider(
+        server_url=url,
+        client_metadata=OAuthClientMetadata(
+            client_name="Python MCP client (interop check)",
+            redirect_uris=["http://127.0.0.1:9/callback"],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage=storage,
+        redirect_handler=redirect_handler,
+        callback_handler=callback,
+    )
+    http = create_mcp_http_client(auth=provider)
+    async with http, streamable_http_client(url, http_client=http) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await exercise(session, remote=True)
+    token = storage.tokens.access_token if storage.tokens else ""
+    if not token.startswith("fha_"):
+        fail(f"the client did not end up with an OAuth access token: {storage.tokens}")
+    print(f"ok  signed in with OAuth: client {storage.client.client_id}, scope {storage.tokens.scope}")
+
+
+def register(base, redirect_uri):
+    request = urllib.request.Request(
+        f"{base}/oauth/register",
+        data=json.dumps({"client_name": "MCP conformance suite", "redirect_uris": [redirect_uri]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        print(json.load(response)["client_id"])
+
+
 def forward(port, target, token):
     base = urllib.parse.urlsplit(target)
 
@@ -118,6 +246,12 @@ def main():
         asyncio.run(client_stdio(rest))
     elif what == "client-http":
         asyncio.run(client_http(rest[0], rest[1]))
+    elif what == "register":
+        register(rest[0], rest[1])
+    elif what == "allow":
+        asyncio.run(allow(rest[0], rest[1], rest[2], sys.stdin))
+    elif what == "client-oauth":
+        asyncio.run(client_oauth(rest[0], rest[1], rest[2]))
     elif what == "forward":
         forward(int(rest[0]), rest[1], rest[2])
     else:
