@@ -857,11 +857,9 @@ async fn an_mcp_client_is_allowed_on_the_consent_page_and_disconnected() {
         .unwrap();
     assert!(host.contains("registered itself"), "{host}");
     let shot = c.screenshot().await.unwrap();
-    std::fs::write(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-oauth-consent.png"),
-        shot,
-    )
-    .unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("browser-oauth-consent.png"), shot).unwrap();
     c.find(Locator::Css("#allow"))
         .await
         .unwrap()
