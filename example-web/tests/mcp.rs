@@ -480,3 +480,203 @@ async fn a_2026_client_is_sent_to_the_approval_page_and_gets_the_applied_result(
     );
     client.cancel().await.unwrap();
 }
+
+/// A 2026-07-28 client that follows tasks (the tasks extension).
+#[derive(Clone)]
+struct Follower;
+
+impl ClientHandler for Follower {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_tasks().build(),
+            Implementation::new("follower", "0"),
+        )
+    }
+}
+
+async fn follower(app: &App, token: &str) -> RunningService<RoleClient, Follower> {
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(token);
+    rmcp::service::serve_client_with_lifecycle(
+        Follower,
+        StreamableHttpClientTransport::from_config(config),
+        rmcp::service::ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Polls a task until `done` says so, within 20 s.
+async fn poll(
+    client: &RunningService<RoleClient, Follower>,
+    id: &str,
+    done: impl Fn(&rmcp::model::DetailedTask) -> bool,
+) -> rmcp::model::DetailedTask {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let task = client
+            .peer()
+            .get_task(rmcp::model::GetTaskParams::new(id))
+            .await
+            .unwrap()
+            .task;
+        if done(&task) || std::time::Instant::now() > deadline {
+            return task;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn task_of(response: rmcp::model::CallToolResponse) -> String {
+    match response {
+        rmcp::model::CallToolResponse::Task(created) => created.task.task_id,
+        other => panic!("a task, not {other:?}"),
+    }
+}
+
+/// Long calls as tasks: a hash answers at once with a task whose result
+/// the client fetches later; a change waits, as a task, for the person's
+/// approval on the app and ends with the applied output; cancelling a
+/// running task stops the device's work; and another user cannot see it.
+#[tokio::test]
+async fn a_client_that_follows_tasks_gets_long_calls_as_tasks() {
+    let app = App::start(None);
+    let alice = User::sign_up(&app, "tasks").await;
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap().to_string();
+    let device = alice.pair_device().await;
+    std::fs::write(device.dir.path().join("small.txt"), "north wall\n").unwrap();
+    let client = follower(&app, &token).await;
+
+    // A hash: a task, then its result.
+    let response = client
+        .peer()
+        .call_tool_once(params(
+            "hash_file",
+            json!({ "device": device.id, "path": "small.txt" }),
+        ))
+        .await
+        .unwrap();
+    let id = task_of(response);
+    let task = poll(&client, &id, |t| t.status().is_terminal()).await;
+    assert_eq!(task.status(), rmcp::model::TaskStatus::Completed, "{task:?}");
+    let text = serde_json::to_string(&task).unwrap();
+    assert!(text.contains("sha256"), "the hash is the task's result: {text}");
+
+    // A quick read stays a plain call.
+    let response = client
+        .peer()
+        .call_tool_once(params(
+            "read_file",
+            json!({ "device": device.id, "path": "small.txt" }),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(response, rmcp::model::CallToolResponse::Complete(_)),
+        "{response:?}"
+    );
+
+    // A change: the task waits for the person, then ends applied.
+    let response = client
+        .peer()
+        .call_tool_once(params(
+            "write_file",
+            json!({ "device": device.id, "path": "agreed.txt", "content": "as a task\n" }),
+        ))
+        .await
+        .unwrap();
+    let id = task_of(response);
+    let waiting = poll(&client, &id, |t| {
+        t.task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("waiting for a person"))
+    })
+    .await;
+    assert!(
+        waiting
+            .task
+            .status_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/devices?proposal="),
+        "{waiting:?}"
+    );
+    let (_, pending) = alice.get("/api/proposals?status=pending").await;
+    let proposal = pending["proposals"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = alice
+        .post(
+            "/api/host/approve",
+            json!({ "proposal_id": proposal, "decision": "approve" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let done = poll(&client, &id, |t| t.status().is_terminal()).await;
+    assert_eq!(done.status(), rmcp::model::TaskStatus::Completed, "{done:?}");
+    assert!(
+        serde_json::to_string(&done).unwrap().contains("applied"),
+        "{done:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(device.dir.path().join("agreed.txt")).unwrap(),
+        "as a task\n"
+    );
+
+    // Another user: no such task.
+    let bob = User::sign_up(&app, "bob").await;
+    let (_, bob_token) = bob.post("/api/tokens", json!({})).await;
+    let other = follower(&app, bob_token["token"].as_str().unwrap()).await;
+    assert!(
+        other
+            .peer()
+            .get_task(rmcp::model::GetTaskParams::new(&id))
+            .await
+            .is_err(),
+        "another user's task does not exist for bob"
+    );
+
+    // Cancelling a running task stops the device.
+    std::fs::File::create(device.dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(16 << 30)
+        .unwrap();
+    let activity = device.host.activity();
+    let response = client
+        .peer()
+        .call_tool_once(params(
+            "hash_file",
+            json!({ "device": device.id, "path": "big.bin" }),
+        ))
+        .await
+        .unwrap();
+    let id = task_of(response);
+    let running = poll(&client, &id, |t| {
+        t.task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("running on the device"))
+    })
+    .await;
+    assert_eq!(running.status(), rmcp::model::TaskStatus::Working, "{running:?}");
+    assert_eq!(activity.running(), 1, "the device is hashing");
+    client
+        .peer()
+        .cancel_task(rmcp::model::CancelTaskParams::new(&id))
+        .await
+        .unwrap();
+    let cancelled = poll(&client, &id, |t| t.status().is_terminal()).await;
+    assert_eq!(
+        cancelled.status(),
+        rmcp::model::TaskStatus::Cancelled,
+        "{cancelled:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while activity.running() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(activity.running(), 0, "tasks/cancel stops the device's work");
+    client.cancel().await.unwrap();
+    other.cancel().await.unwrap();
+}

@@ -10,6 +10,7 @@
 
 mod guard;
 mod sessions;
+mod tasks;
 mod tools;
 
 use std::sync::Arc;
@@ -24,7 +25,15 @@ use crate::Dispatcher;
 pub use sessions::McpSessions;
 
 use guard::{Guard, authenticate};
-use tools::RemoteMcp;
+
+/// The MCP handler: one per session (or per stateless request).
+#[derive(Clone)]
+struct RemoteMcp {
+    dispatcher: Dispatcher,
+    config: Arc<McpConfig>,
+    /// Long calls of clients that follow tasks.
+    tasks: tasks::Tasks,
+}
 
 /// Who a Bearer token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +151,7 @@ pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpCon
     let handler = RemoteMcp {
         dispatcher,
         config: Arc::new(config.clone()),
+        tasks: tasks::Tasks::default(),
     };
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),

@@ -2,7 +2,6 @@
 //! wait for a person's decision.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::request::Parts;
@@ -14,20 +13,14 @@ use rmcp::model::{
     PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
     Tool,
 };
+use rmcp::model::{CancelTaskParams, CreateTaskResult, GetTaskParams, GetTaskResult, UpdateTaskParams};
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
-use crate::{CallOptions, CallOutcome, Dispatcher, Error, HostEvent, ProposalRecord, ProposalStatus};
+use crate::{CallOptions, CallOutcome, Error, HostEvent, ProposalRecord, ProposalStatus};
 
-use super::{McpConfig, McpUser, Owner};
-
-/// The MCP handler: one per session (or per stateless request).
-#[derive(Clone)]
-pub(super) struct RemoteMcp {
-    pub(super) dispatcher: Dispatcher,
-    pub(super) config: Arc<McpConfig>,
-}
+use super::{McpConfig, McpUser, Owner, RemoteMcp};
 
 /// How fresh a tool list is, for clients of the stateless revision: devices
 /// come and go.
@@ -129,7 +122,7 @@ impl RemoteMcp {
         Ok(tools)
     }
 
-    fn proposal_view(&self, p: &ProposalRecord) -> Value {
+    pub(super) fn proposal_view(&self, p: &ProposalRecord) -> Value {
         json!({
             "proposal_id": p.id,
             "status": p.status,
@@ -143,7 +136,7 @@ impl RemoteMcp {
         })
     }
 
-    async fn call_device_tool(
+    pub(super) async fn call_device_tool(
         &self,
         user: &McpUser,
         name: &str,
@@ -279,7 +272,7 @@ impl RemoteMcp {
 }
 
 /// What a device tool answered: its output, or a change waiting for a person.
-enum Answer {
+pub(super) enum Answer {
     Output(Value),
     Proposal(Box<ProposalRecord>),
 }
@@ -292,7 +285,7 @@ const APPROVAL_ROUND: Duration = Duration::from_secs(30);
 
 /// A proposal's state as a tool result: an error result unless it applied
 /// (or still waits, for a client that stopped asking).
-fn outcome_result(view: Value, p: &ProposalRecord) -> CallToolResult {
+pub(super) fn outcome_result(view: Value, p: &ProposalRecord) -> CallToolResult {
     let ok = matches!(p.status, ProposalStatus::Applied | ProposalStatus::Pending);
     let text = view.to_string();
     let mut result = if ok {
@@ -374,7 +367,7 @@ pub(super) fn device_tool(
 
 /// How often a device call in progress tells a client that asked (with a
 /// `progressToken`) that it is still running.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Awaits a device call for an MCP request: reports progress every
 /// [`PROGRESS_EVERY`] when the client asked for it, and stops when the
@@ -421,6 +414,16 @@ fn changes_tools(event: &HostEvent, owner: &str) -> bool {
     )
 }
 
+/// The tools every user has, whatever their devices.
+const BUILTIN: [&str; 3] = ["list_devices", "get_proposal", "wait_for_approval"];
+
+/// A tool's output as a result: structured, and as text for older clients.
+pub(super) fn success(value: Value) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+    result.structured_content = Some(value);
+    result
+}
+
 /// A dispatcher error as an MCP result: `isError` with the code.
 pub(super) fn error_result(e: &Error) -> CallToolResult {
     let body = e.to_body();
@@ -435,6 +438,7 @@ impl ServerHandler for RemoteMcp {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -536,6 +540,13 @@ impl ServerHandler for RemoteMcp {
                 .await;
         }
         let arguments = request.arguments.unwrap_or_default();
+        if !BUILTIN.contains(&name.as_str()) && self.as_task(&context, &owner, &name, &arguments).await {
+            let this = self.clone();
+            let task = self.tasks.spawn(&owner, move |task| {
+                Box::pin(async move { this.run_as_task(task, user, name, arguments).await })
+            });
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+        }
         let proposal_id = || match arguments.get("proposal_id") {
             Some(Value::String(id)) => Ok(id.clone()),
             _ => Err(McpError::invalid_params(
@@ -603,13 +614,37 @@ impl ServerHandler for RemoteMcp {
             },
         };
         Ok(match result {
-            Ok(value) => {
-                let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
-                result.structured_content = Some(value);
-                result
-            }
+            Ok(value) => success(value),
             Err(e) => error_result(&e),
         }
         .into())
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let owner = user_of(&context.extensions)?.owner;
+        self.tasks.get(&owner, &request.task_id).map(GetTaskResult::new)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let owner = user_of(&context.extensions)?.owner;
+        self.tasks
+            .update(&owner, &request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let owner = user_of(&context.extensions)?.owner;
+        self.tasks.cancel(&owner, &request.task_id)
     }
 }

@@ -1,0 +1,192 @@
+//! Long calls as tasks, for clients that declare the tasks extension
+//! (`io.modelcontextprotocol/tasks`, SEP-2663): the call answers at once
+//! with a task that the client polls (`tasks/get`) and may stop
+//! (`tasks/cancel`). rmcp's [`TaskManager`] keeps their state; this keeps
+//! each task with its owner, so a user sees only their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use std::time::Duration;
+
+use fusion_protocol::Class;
+use rmcp::model::{CallToolResult, DetailedTask, InputResponses, Task};
+use rmcp::service::RequestContext;
+use rmcp::task_manager::{TaskContext, TaskExit, TaskFuture, TaskManager, TaskOptions};
+use rmcp::{ErrorData as McpError, RoleServer};
+use serde_json::{Map, Value};
+
+use super::tools::{Answer, PROGRESS_EVERY, error_result, outcome_result, success};
+use super::{McpUser, RemoteMcp};
+use crate::{Error, ProposalStatus};
+
+/// How long a task is kept from its creation: a conversion of a site's
+/// scans takes minutes, and its result must outlive it.
+const TASK_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// How often a client should look again.
+const POLL_MS: u64 = 1_000;
+
+/// Reads that answer at once: a task would only add polling.
+const QUICK: [&str; 5] = ["list_directory", "read_file", "stat", "open_path", "reveal_in_os"];
+
+/// Whether a call of `tool` runs as a task for a client that can follow
+/// one: every change (it waits for a person, then runs on the device), and
+/// every read that can take long (a grep, a hash, an upload, a domain tool).
+pub(super) fn worth_a_task(tool: &str, class: Class) -> bool {
+    class == Class::Mutate || !QUICK.contains(&tool)
+}
+
+/// The tasks of every user on this server, each with its owner.
+#[derive(Clone, Default)]
+pub(super) struct Tasks {
+    manager: TaskManager,
+    owners: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Tasks {
+    /// Starts `work` as a task of `owner`'s.
+    pub(super) fn spawn(&self, owner: &str, work: impl FnOnce(TaskContext) -> TaskFuture) -> Task {
+        let options = TaskOptions::new()
+            .with_ttl_ms(TASK_TTL_MS)
+            .with_poll_interval_ms(POLL_MS);
+        let task = self.manager.spawn(options, work);
+        let mut owners = self.owners.lock().expect("task owners lock poisoned");
+        // Forget the owners of tasks the manager let go of (past their TTL).
+        if owners.len() > 1024 {
+            owners.retain(|id, _| self.manager.get_task(id).is_ok());
+        }
+        owners.insert(task.task_id.clone(), owner.to_string());
+        task
+    }
+
+    /// The task `id`, if it is `owner`'s: another user's task does not
+    /// exist for them, as for an id that never did.
+    fn check(&self, owner: &str, id: &str) -> Result<(), McpError> {
+        let owners = self.owners.lock().expect("task owners lock poisoned");
+        match owners.get(id) {
+            Some(o) if o == owner => Ok(()),
+            _ => Err(McpError::invalid_params(
+                format!("there is no task {id}; it may have ended more than an hour ago"),
+                None,
+            )),
+        }
+    }
+
+    pub(super) fn get(&self, owner: &str, id: &str) -> Result<DetailedTask, McpError> {
+        self.check(owner, id)?;
+        self.manager.get_task(id)
+    }
+
+    pub(super) fn cancel(&self, owner: &str, id: &str) -> Result<(), McpError> {
+        self.check(owner, id)?;
+        self.manager.cancel_task(id)
+    }
+
+    pub(super) fn update(&self, owner: &str, id: &str, responses: InputResponses) -> Result<(), McpError> {
+        self.check(owner, id)?;
+        self.manager.update_task(id, responses)
+    }
+}
+
+impl RemoteMcp {
+    /// Whether a call of device tool `name` runs as a task: the client
+    /// follows tasks, and the tool (by the device's manifest) is one that
+    /// can take long.
+    pub(super) async fn as_task(
+        &self,
+        context: &RequestContext<RoleServer>,
+        owner: &str,
+        name: &str,
+        args: &Map<String, Value>,
+    ) -> bool {
+        if !context.client_capabilities().is_some_and(|c| c.supports_tasks()) {
+            return false;
+        }
+        let Some(Value::String(wanted)) = args.get("device") else {
+            return false;
+        };
+        let Ok(devices) = self.dispatcher.devices(owner).await else {
+            return false;
+        };
+        let Some(device) = devices
+            .iter()
+            .filter(|d| d.device.revoked_at.is_none())
+            .find(|d| &d.device.id == wanted || &d.device.name == wanted)
+        else {
+            return false;
+        };
+        let Ok((_, Some(manifest))) = self.dispatcher.device(owner, &device.device.id).await else {
+            return false;
+        };
+        manifest
+            .tools
+            .iter()
+            .find(|t| t.name == name)
+            .is_some_and(|t| worth_a_task(name, t.class))
+    }
+
+    /// A device call as a task: its status says how long the device has
+    /// been at it; a change waits for the person's decision (`tasks/cancel`
+    /// while it waits withdraws it), then for the apply. Cancelling a
+    /// running call tells the device to stop.
+    pub(super) async fn run_as_task(
+        &self,
+        task: TaskContext,
+        user: McpUser,
+        name: String,
+        arguments: Map<String, Value>,
+    ) -> Result<CallToolResult, TaskExit> {
+        let call = self.call_device_tool(&user, &name, arguments);
+        tokio::pin!(call);
+        let started = tokio::time::Instant::now();
+        let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+        let answer = loop {
+            tokio::select! {
+                done = &mut call => break done,
+                // Dropping the call tells the device to stop (`caller_gone`).
+                () = task.cancelled() => return Err(TaskExit::Cancelled),
+                _ = ticks.tick() => task.set_status_message(format!(
+                    "{name} running on the device for {} s",
+                    started.elapsed().as_secs()
+                )),
+            }
+        };
+        let mut proposal = match answer {
+            Ok(Answer::Output(output)) => return Ok(success(output)),
+            Ok(Answer::Proposal(p)) => *p,
+            Err(Error::InvalidRequest(message)) => return Err(McpError::invalid_params(message, None).into()),
+            Err(e) => return Ok(error_result(&e)),
+        };
+        let owner = user.owner.as_str();
+        let page = format!(
+            "{}{}?proposal={id}#proposal-{id}",
+            self.config.public_url,
+            self.config.approve_path,
+            id = proposal.id
+        );
+        let mut events = self.dispatcher.subscribe();
+        loop {
+            match proposal.status {
+                ProposalStatus::Pending => task.set_status_message(format!(
+                    "waiting for a person to approve on {page}: {}",
+                    proposal.plan.summary
+                )),
+                ProposalStatus::Approved => task.set_status_message("approved; applying on the device"),
+                _ => return Ok(outcome_result(self.proposal_view(&proposal), &proposal)),
+            }
+            tokio::select! {
+                () = task.cancelled(), if proposal.status == ProposalStatus::Pending => {
+                    // Nothing was applied: the change is withdrawn.
+                    let _ = self.dispatcher.reject(owner, &proposal.id).await;
+                    return Err(TaskExit::Cancelled);
+                }
+                _ = tokio::time::timeout(Duration::from_secs(1), events.recv()) => {}
+            }
+            proposal = match self.dispatcher.proposal(owner, &proposal.id).await {
+                Ok(p) => p,
+                Err(e) => return Ok(error_result(&e)),
+            };
+        }
+    }
+}
