@@ -175,16 +175,19 @@ async fn tools_list_and_calls_over_stdio() {
 #[derive(Clone, Default)]
 struct Person {
     approve: bool,
+    /// Declares the tasks extension.
+    follows_tasks: bool,
     asked: Arc<Mutex<Vec<String>>>,
     progress: Arc<Mutex<Vec<f64>>>,
 }
 
 impl ClientHandler for Person {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::builder().enable_elicitation().build(),
-            Implementation::new("person", "0"),
-        )
+        let mut capabilities = ClientCapabilities::builder().enable_elicitation().build();
+        if self.follows_tasks {
+            capabilities.extensions = ClientCapabilities::builder().enable_tasks().build().extensions;
+        }
+        ClientConfig::new(capabilities, Implementation::new("person", "0"))
     }
 
     async fn create_elicitation(
@@ -376,4 +379,104 @@ async fn long_calls_report_progress_and_stop_when_cancelled() {
         cancelled.load(Ordering::SeqCst),
         "notifications/cancelled stops the tool"
     );
+}
+
+/// Polls a task until it ends or `done` says so, within 10 s.
+async fn poll_task(
+    client: &RunningService<RoleClient, Person>,
+    id: &str,
+    done: impl Fn(&rmcp::model::DetailedTask) -> bool,
+) -> rmcp::model::DetailedTask {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let task = client
+            .peer()
+            .get_task(rmcp::model::GetTaskParams::new(id))
+            .await
+            .unwrap()
+            .task;
+        if done(&task) || std::time::Instant::now() > deadline {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that follows tasks (2026-07-28, the tasks extension) gets long
+/// calls as tasks over stdio too: a hash answers at once with a task that
+/// ends with the digest; a long one says how long it has run and stops on
+/// `tasks/cancel`; a read that answers at once stays a plain call.
+#[tokio::test]
+async fn a_client_that_follows_tasks_gets_long_calls_as_tasks() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("notes.txt"), "north wall\n").unwrap();
+    let person = Person {
+        follows_tasks: true,
+        ..Person::default()
+    };
+    let (client, cancelled) = in_process_as(
+        folder.path(),
+        person,
+        rmcp::service::ClientLifecycleMode::Discover {
+            preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await;
+    let task_id = |response: rmcp::model::CallToolResponse| match response {
+        rmcp::model::CallToolResponse::Task(created) => created.task.task_id,
+        other => panic!("a task, not {other:?}"),
+    };
+
+    let id = task_id(
+        client
+            .peer()
+            .call_tool_once(named("hash_file", json!({ "path": "notes.txt" })))
+            .await
+            .unwrap(),
+    );
+    let done = poll_task(&client, &id, |t| t.status().is_terminal()).await;
+    assert_eq!(done.status(), rmcp::model::TaskStatus::Completed, "{done:?}");
+    assert!(
+        serde_json::to_string(&done).unwrap().contains("sha256"),
+        "{done:?}"
+    );
+
+    let quick = client
+        .peer()
+        .call_tool_once(named("read_file", json!({ "path": "notes.txt" })))
+        .await
+        .unwrap();
+    assert!(
+        matches!(quick, rmcp::model::CallToolResponse::Complete(_)),
+        "{quick:?}"
+    );
+
+    let id = task_id(
+        client
+            .peer()
+            .call_tool_once(named("slow", json!({ "seconds": 60 })))
+            .await
+            .unwrap(),
+    );
+    let running = poll_task(&client, &id, |t| {
+        t.task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("slow running for"))
+    })
+    .await;
+    assert_eq!(running.status(), rmcp::model::TaskStatus::Working, "{running:?}");
+    client
+        .peer()
+        .cancel_task(rmcp::model::CancelTaskParams::new(&id))
+        .await
+        .unwrap();
+    let stopped = poll_task(&client, &id, |t| t.status().is_terminal()).await;
+    assert_eq!(
+        stopped.status(),
+        rmcp::model::TaskStatus::Cancelled,
+        "{stopped:?}"
+    );
+    assert!(cancelled.load(Ordering::SeqCst), "tasks/cancel stops the tool");
+    client.cancel().await.unwrap();
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use fusion_tools::{
     Cancellation, Class, Context, Mode, Outcome, Plan, Precondition, Scope, ToolDescriptor, Toolbox,
+    runs_long,
 };
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
@@ -21,7 +22,9 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities,
     ServerConfig, Tool,
 };
+use rmcp::model::{CancelTaskParams, CreateTaskResult, GetTaskParams, GetTaskResult, UpdateTaskParams};
 use rmcp::service::{ElicitationError, RequestContext};
+use rmcp::task_manager::{TaskContext, TaskExit, TaskManager, TaskOptions};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
@@ -53,7 +56,44 @@ pub struct LocalMcp {
     scope: Arc<Scope>,
     version: String,
     pending: Arc<Mutex<HashMap<String, Pending>>>,
+    /// Long calls of a client that follows tasks.
+    tasks: TaskManager,
 }
+
+/// What a running tool answers to: the request that asked for it (its
+/// cancellation, its progress token), or the task it runs as (`tasks/cancel`,
+/// its status message).
+#[derive(Clone, Copy)]
+enum Watcher<'a> {
+    Request(&'a RequestContext<RoleServer>),
+    Task(&'a TaskContext),
+}
+
+impl Watcher<'_> {
+    async fn stopped(self) {
+        match self {
+            Watcher::Request(context) => context.ct.cancelled().await,
+            Watcher::Task(task) => task.cancelled().await,
+        }
+    }
+
+    /// Says how long the tool has run, where anyone listens.
+    async fn report(self, tool: &str, elapsed: f64) {
+        let message = format!("{tool} running for {elapsed:.0} s");
+        match self {
+            Watcher::Request(context) => {
+                if let Some(token) = context.meta.get_progress_token() {
+                    let param = ProgressNotificationParam::new(token, elapsed).with_message(message);
+                    let _ = context.peer.notify_progress(param).await;
+                }
+            }
+            Watcher::Task(task) => task.set_status_message(message),
+        }
+    }
+}
+
+/// How long a task is kept from its creation.
+const TASK_TTL_MS: u64 = 60 * 60 * 1000;
 
 impl LocalMcp {
     /// A server for `toolbox` confined to `scope`; `version` is reported as
@@ -64,6 +104,7 @@ impl LocalMcp {
             scope: Arc::new(scope),
             version: version.to_string(),
             pending: Arc::default(),
+            tasks: TaskManager::new(),
         }
     }
 
@@ -135,11 +176,12 @@ impl LocalMcp {
         token
     }
 
-    /// Runs one toolbox call on the blocking pool, stopped by the request's
-    /// cancellation, reporting progress while it runs when the client asked.
+    /// Runs one toolbox call on the blocking pool, stopped when its
+    /// request or task is cancelled, saying how long it has run (progress
+    /// to a request that asked for it, the status of a task).
     async fn run(
         &self,
-        context: &RequestContext<RoleServer>,
+        watcher: Watcher<'_>,
         tool: &str,
         mode: Mode,
         input: Value,
@@ -156,7 +198,6 @@ impl LocalMcp {
             let cx = Context::new(&scope).with_cancellation(flag);
             toolbox.call(&cx, &name, mode, input, precondition.as_ref())
         });
-        let progress_token = context.meta.get_progress_token();
         let started = Instant::now();
         let mut ticks =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
@@ -168,13 +209,8 @@ impl LocalMcp {
                         source: std::io::Error::other(format!("the tool crashed: {e}")),
                     }));
                 }
-                () = context.ct.cancelled(), if !cancel.is_cancelled() => cancel.cancel(),
-                _ = ticks.tick(), if progress_token.is_some() => {
-                    let elapsed = started.elapsed().as_secs_f64().floor();
-                    let param = ProgressNotificationParam::new(progress_token.clone().expect("checked above"), elapsed)
-                        .with_message(format!("{tool} running for {elapsed:.0} s"));
-                    let _ = context.peer.notify_progress(param).await;
-                }
+                () = watcher.stopped(), if !cancel.is_cancelled() => cancel.cancel(),
+                _ = ticks.tick() => watcher.report(tool, started.elapsed().as_secs_f64().floor()).await,
             }
         }
     }
@@ -357,14 +393,19 @@ impl ServerHandler for LocalMcp {
                 fusion_tools::Access::ReadWrite => r.path.clone(),
             })
             .collect();
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("fusion-host", self.version.clone()))
-            .with_instructions(format!(
-                "Tools on this computer's files, confined to these folders: {}. Relative paths are relative to \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new("fusion-host", self.version.clone()))
+        .with_instructions(format!(
+            "Tools on this computer's files, confined to these folders: {}. Relative paths are relative to \
                  the first. Tools that change files return a plan first; apply it with the apply_token only \
                  after the user approved it.",
-                roots.join(", ")
-            ))
+            roots.join(", ")
+        ))
     }
 
     async fn list_tools(
@@ -429,14 +470,52 @@ impl ServerHandler for LocalMcp {
             }
             (_, token, _) => token,
         };
+        let follows_tasks = context.client_capabilities().is_some_and(|c| c.supports_tasks());
+        let applying = token.is_some();
+        if follows_tasks && runs_long(&name, class) && (class != Class::Mutate || applying) {
+            let precondition = match token {
+                Some(token) => Some(self.take_pending(&token, &name, &input)?.precondition),
+                None => None,
+            };
+            let mode = if applying { Mode::Apply } else { Mode::Run };
+            let this = self.clone();
+            let options = TaskOptions::new()
+                .with_ttl_ms(TASK_TTL_MS)
+                .with_poll_interval_ms(PROGRESS_EVERY.as_millis() as u64);
+            let task = self.tasks.spawn(options, move |task| {
+                Box::pin(async move {
+                    let outcome = this
+                        .run(Watcher::Task(&task), &name, mode, input, precondition)
+                        .await;
+                    if task.is_cancel_requested() && matches!(outcome, Err(fusion_tools::Error::Cancelled)) {
+                        return Err(TaskExit::Cancelled);
+                    }
+                    let applied = outcome.map(|o| match mode {
+                        Mode::Apply => json!({ "status": "applied", "output": o.into_value() }),
+                        _ => o.into_value(),
+                    });
+                    into_result(applied).map_err(TaskExit::Error)
+                })
+            });
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+        }
         let outcome = match (class, token) {
             (Class::Mutate, Some(token)) => {
                 let pending = self.take_pending(&token, &name, &input)?;
-                self.run(&context, &name, Mode::Apply, input, Some(pending.precondition))
-                    .await
-                    .map(|o| json!({ "status": "applied", "output": o.into_value() }))
+                self.run(
+                    Watcher::Request(&context),
+                    &name,
+                    Mode::Apply,
+                    input,
+                    Some(pending.precondition),
+                )
+                .await
+                .map(|o| json!({ "status": "applied", "output": o.into_value() }))
             }
-            (Class::Mutate, None) => match self.run(&context, &name, Mode::Plan, input.clone(), None).await {
+            (Class::Mutate, None) => match self
+                .run(Watcher::Request(&context), &name, Mode::Plan, input.clone(), None)
+                .await
+            {
                 Ok(Outcome::Plan(plan)) if asks_in_results(&context) => {
                     let token = self.remember(&name, input, &plan);
                     return Ok(approval_request(&name, &plan, token)?.into());
@@ -444,7 +523,7 @@ impl ServerHandler for LocalMcp {
                 Ok(Outcome::Plan(plan)) => match self.ask(&context, &name, &plan).await {
                     Some(true) => self
                         .run(
-                            &context,
+                            Watcher::Request(&context),
                             &name,
                             Mode::Apply,
                             input,
@@ -467,25 +546,54 @@ impl ServerHandler for LocalMcp {
                 Err(e) => Err(e),
             },
             _ => self
-                .run(&context, &name, Mode::Run, input, None)
+                .run(Watcher::Request(&context), &name, Mode::Run, input, None)
                 .await
                 .map(Outcome::into_value),
         };
-        match outcome {
-            Ok(value) => {
-                // One serialization for the text, and the value itself as the
-                // structure: a page of a listing is not copied or encoded twice.
-                let mut result = CallToolResult::success(vec![ContentBlock::text(readable(&value))]);
-                result.structured_content = Some(value);
-                Ok(result.into())
-            }
-            // Malformed arguments are the client's error, as JSON-RPC says.
-            Err(e @ fusion_tools::Error::InvalidInput { .. }) => Err(McpError::invalid_params(
-                e.to_string(),
-                Some(serde_json::to_value(e.to_body()).unwrap_or(Value::Null)),
-            )),
-            Err(e) => Ok(error_result(&e).into()),
+        into_result(outcome).map(Into::into)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        self.tasks.get_task(&request.task_id).map(GetTaskResult::new)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.tasks.update_task(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.tasks.cancel_task(&request.task_id)
+    }
+}
+
+/// A tool's outcome as the call's result.
+fn into_result(outcome: Result<Value, fusion_tools::Error>) -> Result<CallToolResult, McpError> {
+    match outcome {
+        Ok(value) => {
+            // One serialization for the text, and the value itself as the
+            // structure: a page of a listing is not copied or encoded twice.
+            let mut result = CallToolResult::success(vec![ContentBlock::text(readable(&value))]);
+            result.structured_content = Some(value);
+            Ok(result)
         }
+        // Malformed arguments are the client's error, as JSON-RPC says.
+        Err(e @ fusion_tools::Error::InvalidInput { .. }) => Err(McpError::invalid_params(
+            e.to_string(),
+            Some(serde_json::to_value(e.to_body()).unwrap_or(Value::Null)),
+        )),
+        Err(e) => Ok(error_result(&e)),
     }
 }
 

@@ -62,5 +62,5 @@ pub use release::{
 pub use wire::{
     Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
     DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, Mode,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor, ToolList,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor, ToolList, runs_long,
 };

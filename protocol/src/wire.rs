@@ -27,6 +27,18 @@ impl Class {
     }
 }
 
+/// Tools that answer at once (a listing, a read, a stat, opening a window):
+/// never worth a background task.
+const QUICK_TOOLS: [&str; 5] = ["list_directory", "read_file", "stat", "open_path", "reveal_in_os"];
+
+/// Whether a call of `tool` may take long enough that an MCP client that
+/// follows tasks should get it as one: every change (it waits for a
+/// person, then runs), and every read that can take long — a grep, a hash,
+/// an upload, a domain tool.
+pub fn runs_long(tool: &str, class: Class) -> bool {
+    class == Class::Mutate || !QUICK_TOOLS.contains(&tool)
+}
+
 /// How a call asks a tool to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

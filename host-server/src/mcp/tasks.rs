@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
-use fusion_protocol::Class;
 use rmcp::model::{CallToolResult, DetailedTask, InputResponses, Task};
 use rmcp::service::RequestContext;
 use rmcp::task_manager::{TaskContext, TaskExit, TaskFuture, TaskManager, TaskOptions};
@@ -26,16 +25,6 @@ const TASK_TTL_MS: u64 = 60 * 60 * 1000;
 
 /// How often a client should look again.
 const POLL_MS: u64 = 1_000;
-
-/// Reads that answer at once: a task would only add polling.
-const QUICK: [&str; 5] = ["list_directory", "read_file", "stat", "open_path", "reveal_in_os"];
-
-/// Whether a call of `tool` runs as a task for a client that can follow
-/// one: every change (it waits for a person, then runs on the device), and
-/// every read that can take long (a grep, a hash, an upload, a domain tool).
-pub(super) fn worth_a_task(tool: &str, class: Class) -> bool {
-    class == Class::Mutate || !QUICK.contains(&tool)
-}
 
 /// The tasks of every user on this server, each with its owner.
 #[derive(Clone, Default)]
@@ -123,7 +112,7 @@ impl RemoteMcp {
             .tools
             .iter()
             .find(|t| t.name == name)
-            .is_some_and(|t| worth_a_task(name, t.class))
+            .is_some_and(|t| fusion_protocol::runs_long(name, t.class))
     }
 
     /// A device call as a task: its status says how long the device has
