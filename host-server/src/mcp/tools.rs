@@ -145,6 +145,12 @@ impl RemoteMcp {
         let owner = user.owner.as_str();
         let wanted = match arguments.remove("device") {
             Some(Value::String(d)) => d,
+            // A tool no device offers is unknown, whatever its arguments.
+            _ if !self.tools(user).await?.iter().any(|t| t.name == name) => {
+                return Err(Error::InvalidRequest(format!(
+                    "unknown tool `{name}`: none of your devices offers it; list the tools again, devices come and go"
+                )));
+            }
             _ => {
                 return Err(Error::InvalidRequest(format!(
                     "{name} needs `device`: a device's id or name from list_devices"
