@@ -467,9 +467,26 @@ impl Hand {
 }
 
 #[tokio::test]
-async fn the_authorization_server_refuses_what_it_must() {
-    let app = App::start(None);
-    let alice = person(&app).await;
+async fn the_authorization_server_refuses_what_it_must_on_sqlite() {
+    refuses_what_it_must(&App::start(None)).await;
+}
+
+/// The same on PostgreSQL (skipped, saying so, without
+/// `FUSION_TEST_POSTGRES_URL`): every statement of the grants and tokens.
+#[tokio::test]
+async fn the_authorization_server_refuses_what_it_must_on_postgres() {
+    match std::env::var("FUSION_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => refuses_what_it_must(&App::start(Some(&url))).await,
+        _ => {
+            eprintln!(
+                "skipped on PostgreSQL: FUSION_TEST_POSTGRES_URL is not set (the SQLite run still ran)"
+            );
+        }
+    }
+}
+
+async fn refuses_what_it_must(app: &App) {
+    let alice = person(app).await;
     let _device = alice.pair_device().await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -488,10 +505,10 @@ async fn the_authorization_server_refuses_what_it_must() {
         bad.json::<Value>().await.unwrap()["error"],
         "invalid_redirect_uri"
     );
-    let hand = Hand::register(&app, "Script").await;
+    let hand = Hand::register(app, "Script").await;
 
     // Signed out: to sign-in and back through next=.
-    let url = hand.authorize_url(&app, &[]);
+    let url = hand.authorize_url(app, &[]);
     let to_signin = http.get(&url).send().await.unwrap();
     let signin = location(&to_signin);
     assert!(
@@ -534,7 +551,7 @@ async fn the_authorization_server_refuses_what_it_must() {
     );
 
     // A redirect URI the client did not register is never followed.
-    let elsewhere = hand.authorize_url(&app, &[("redirect_uri", "http://127.0.0.1:9/other")]);
+    let elsewhere = hand.authorize_url(app, &[("redirect_uri", "http://127.0.0.1:9/other")]);
     let refused = alice.client.get(&elsewhere).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     assert!(refused.headers().get("location").is_none());
@@ -552,7 +569,7 @@ async fn the_authorization_server_refuses_what_it_must() {
     ] {
         let response = alice
             .client
-            .get(hand.authorize_url(&app, &extra))
+            .get(hand.authorize_url(app, &extra))
             .send()
             .await
             .unwrap();
@@ -562,7 +579,7 @@ async fn the_authorization_server_refuses_what_it_must() {
     }
 
     // The consent form needs the session's CSRF token.
-    let html = alice.html(&hand.authorize_url(&app, &[])[app.url.len()..]).await;
+    let html = alice.html(&hand.authorize_url(app, &[])[app.url.len()..]).await;
     let mut forged: Vec<(String, String)> = consent_fields(&html)
         .into_iter()
         .filter(|(k, _)| k != "csrf")
@@ -580,15 +597,15 @@ async fn the_authorization_server_refuses_what_it_must() {
     assert!(response.headers().get("location").is_none());
 
     // Denied: the client hears access_denied.
-    let back = consent(&alice, &hand.authorize_url(&app, &[]), "deny", true).await;
+    let back = consent(&alice, &hand.authorize_url(app, &[]), "deny", true).await;
     assert_eq!(query(&back)["error"], "access_denied");
 
     // A code needs the verifier of its challenge, and works once.
-    let code = hand.code(&app, &alice, true).await;
+    let code = hand.code(app, &alice, true).await;
     let wrong = "w".repeat(43);
     let (status, body) = hand
         .token(
-            &app,
+            app,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
@@ -603,7 +620,7 @@ async fn the_authorization_server_refuses_what_it_must() {
     );
     let (status, body) = hand
         .token(
-            &app,
+            app,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
@@ -616,36 +633,36 @@ async fn the_authorization_server_refuses_what_it_must() {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
-    let (status, tokens) = hand.exchange(&app, &code).await;
+    let (status, tokens) = hand.exchange(app, &code).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "bearer");
     assert_eq!(tokens["expires_in"], 3600);
     assert_eq!(tokens["scope"], "devices:propose devices:read");
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(mcp_status(&app, access).await.0, StatusCode::OK);
+    assert_eq!(mcp_status(app, access).await.0, StatusCode::OK);
     // Used again: refused, and what it gave is revoked.
-    let (status, body) = hand.exchange(&app, &code).await;
+    let (status, body) = hand.exchange(app, &code).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
-    assert_eq!(mcp_status(&app, access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(mcp_status(app, access).await.0, StatusCode::UNAUTHORIZED);
 
     // Refresh tokens rotate; one used twice ends the grant.
-    let (_, tokens) = hand.exchange(&app, &hand.code(&app, &alice, true).await).await;
+    let (_, tokens) = hand.exchange(app, &hand.code(app, &alice, true).await).await;
     let first_refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let (status, renewed) = hand
         .token(
-            &app,
+            app,
             &[("grant_type", "refresh_token"), ("refresh_token", &first_refresh)],
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{renewed}");
     let renewed_access = renewed["access_token"].as_str().unwrap();
-    assert_eq!(mcp_status(&app, renewed_access).await.0, StatusCode::OK);
+    assert_eq!(mcp_status(app, renewed_access).await.0, StatusCode::OK);
     let (status, body) = hand
         .token(
-            &app,
+            app,
             &[("grant_type", "refresh_token"), ("refresh_token", &first_refresh)],
         )
         .await;
@@ -653,10 +670,10 @@ async fn the_authorization_server_refuses_what_it_must() {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
-    assert_eq!(mcp_status(&app, renewed_access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(mcp_status(app, renewed_access).await.0, StatusCode::UNAUTHORIZED);
 
     // Revocation (RFC 7009) of a refresh token ends its access tokens.
-    let (_, tokens) = hand.exchange(&app, &hand.code(&app, &alice, true).await).await;
+    let (_, tokens) = hand.exchange(app, &hand.code(app, &alice, true).await).await;
     let revoked = http
         .post(format!("{}/oauth/revoke", app.url))
         .form(&[
@@ -668,15 +685,15 @@ async fn the_authorization_server_refuses_what_it_must() {
         .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
     assert_eq!(
-        mcp_status(&app, tokens["access_token"].as_str().unwrap()).await.0,
+        mcp_status(app, tokens["access_token"].as_str().unwrap()).await.0,
         StatusCode::UNAUTHORIZED
     );
 
     // A token for another resource is not issued.
-    let code = hand.code(&app, &alice, true).await;
+    let code = hand.code(app, &alice, true).await;
     let (status, body) = hand
         .token(
-            &app,
+            app,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
@@ -692,7 +709,7 @@ async fn the_authorization_server_refuses_what_it_must() {
     );
 
     // Allowed to read only: no tool that changes files, even when named.
-    let (_, tokens) = hand.exchange(&app, &hand.code(&app, &alice, false).await).await;
+    let (_, tokens) = hand.exchange(app, &hand.code(app, &alice, false).await).await;
     assert_eq!(tokens["scope"], "devices:read");
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url))
         .auth_header(tokens["access_token"].as_str().unwrap());
