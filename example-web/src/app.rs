@@ -359,12 +359,10 @@ async fn disconnect_client(
 ) -> Result<StatusCode, AppError> {
     p.check_csrf(csrf_header(&headers))?;
     if !crate::oauth::grants::disconnect(&state, &p.user.id, &id).await? {
-        return Err(AppError {
-            status: StatusCode::NOT_FOUND,
-            code: "client_not_found".into(),
-            message: format!("you have no connected client {id}; GET /api/connected-clients lists yours"),
-            details: None,
-        });
+        return Err(AppError::not_found(
+            "client_not_found",
+            format!("you have no connected client {id}; GET /api/connected-clients lists yours"),
+        ));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -355,12 +355,10 @@ impl FromRequestParts<AppState> for MaybeAuthed {
 /// Revokes a token and ends its MCP sessions at once.
 pub(crate) async fn revoke_token(state: &AppState, user_id: &str, id: &str) -> Result<(), AppError> {
     if !revoke_api_token(&state.db, user_id, id).await? {
-        return Err(AppError {
-            status: axum::http::StatusCode::NOT_FOUND,
-            code: "token_not_found".into(),
-            message: format!("you have no API token {id}; GET /api/tokens lists yours"),
-            details: None,
-        });
+        return Err(AppError::not_found(
+            "token_not_found",
+            format!("you have no API token {id}; GET /api/tokens lists yours"),
+        ));
     }
     let ended = state.mcp_sessions.end_credential(id).await;
     tracing::info!(token = id, mcp_sessions_ended = ended, "API token revoked");

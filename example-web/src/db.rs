@@ -771,6 +771,28 @@ pub(crate) async fn policy(db: &Db, owner: &str) -> sqlx::Result<Option<UpdatePo
     Ok(Some(effective(&db.updates, &own)))
 }
 
+/// A migrated SQLite database in a fresh folder with one user, `usr_1`
+/// (a@example.com), for unit tests; the folder lives as long as the handle.
+#[cfg(test)]
+pub(crate) async fn scratch() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("t.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+        .bind("usr_1")
+        .bind("a@example.com")
+        .bind("x")
+        .bind(0i64)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    (dir, db)
+}
+
 pub(crate) fn effective(operator: &Operator, own: &OwnerPolicy) -> UpdatePolicy {
     UpdatePolicy {
         automatic: !operator.manual && own.automatic,
@@ -795,21 +817,7 @@ mod tests {
     /// entry is in the table (what a clean shutdown relies on).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_call_log_is_written_in_batches_and_flushed() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("t.db").display()
-        ))
-        .await
-        .unwrap();
-        sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind("usr_1")
-            .bind("a@example.com")
-            .bind("x")
-            .bind(0i64)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        let (_dir, db) = scratch().await;
         let n = 3 * LOG_BATCH + 17;
         for i in 0..n {
             db.log_call(CallLogEntry {

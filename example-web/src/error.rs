@@ -44,6 +44,16 @@ impl AppError {
         }
     }
 
+    /// Nothing of the caller's by that name: `code` says what (`token_not_found`).
+    pub(crate) fn not_found(code: &str, message: String) -> Self {
+        AppError {
+            status: StatusCode::NOT_FOUND,
+            code: code.into(),
+            message,
+            details: None,
+        }
+    }
+
     pub(crate) fn internal(detail: String) -> Self {
         tracing::error!(%detail, "internal error");
         AppError {

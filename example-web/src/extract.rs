@@ -115,15 +115,13 @@ fn is_api(uri: &Uri) -> bool {
 /// No route matched: JSON under `/api`, a plain page elsewhere.
 pub(crate) async fn not_found(method: Method, uri: Uri) -> Response {
     if is_api(&uri) {
-        AppError {
-            status: StatusCode::NOT_FOUND,
-            code: "route_not_found".into(),
-            message: format!(
+        AppError::not_found(
+            "route_not_found",
+            format!(
                 "there is no {method} {}; see the JSON API in the README",
                 uri.path()
             ),
-            details: None,
-        }
+        )
         .into_response()
     } else {
         (StatusCode::NOT_FOUND, "not found; go to /devices").into_response()

@@ -145,24 +145,7 @@ async fn person(app: &App) -> User {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let email = common::unique_email("oauth");
-    let response =
-        common::submit_credentials(&client, &app.url, "signup", &email, "correct horse battery").await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let session: Value = client
-        .get(format!("{}/api/session", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    User {
-        client,
-        url: app.url.clone(),
-        csrf: session["csrf"].as_str().unwrap().to_string(),
-        email,
-    }
+    User::sign_up_in(app, "oauth", client).await
 }
 
 /// The hidden fields of the consent form (the page's other forms left

@@ -419,18 +419,8 @@ mod tests {
     /// RFC 8707: a token is good only at the resource it was issued for.
     #[tokio::test]
     async fn a_token_for_another_resource_signs_nobody_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("t.db").display()
-        ))
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch().await;
         for (sql, binds) in [
-            (
-                "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, 0)",
-                vec!["usr_a", "a@example.com", "x"],
-            ),
             (
                 "INSERT INTO oauth_clients (client_id, name, redirect_uris, kind, created_at, updated_at) \
                  VALUES ($1, $2, $3, 'registered', 0, 0)",
@@ -441,7 +431,7 @@ mod tests {
                  VALUES ($1, $2, $3, $4, $5, 0)",
                 vec![
                     "grt_a",
-                    "usr_a",
+                    "usr_1",
                     "fhc_a",
                     "devices:read",
                     "https://other.example/mcp",
@@ -463,7 +453,7 @@ mod tests {
             .await
             .unwrap();
         let signed = there.expect("good where it was issued for");
-        assert_eq!((signed.user_id.as_str(), signed.may_propose), ("usr_a", false));
+        assert_eq!((signed.user_id.as_str(), signed.may_propose), ("usr_1", false));
         assert!(
             access(&db, &issued.refresh, "https://other.example/mcp")
                 .await

@@ -153,9 +153,20 @@ pub async fn submit_credentials(
 impl User {
     pub async fn sign_up(app: &App, name: &str) -> User {
         let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+        User::sign_up_in(app, name, client).await
+    }
+
+    /// Signs up in `client`, a cookie-keeping browser (one that does not
+    /// follow redirects, say, to check each step's `Location`).
+    pub async fn sign_up_in(app: &App, name: &str, client: reqwest::Client) -> User {
         let email = unique_email(name);
         let response = submit_credentials(&client, &app.url, "signup", &email, "correct horse battery").await;
-        assert_eq!(response.url().path(), "/devices", "sign-up lands on /devices");
+        let landed = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map_or_else(|| response.url().path().to_string(), str::to_string);
+        assert_eq!(landed, "/devices", "sign-up lands on /devices");
         let session: Value = client
             .get(format!("{}/api/session", app.url))
             .send()
