@@ -3,8 +3,8 @@
 //! online, run `list_directory`, propose `write_file`, see the diff, approve,
 //! and find the file on disk; a `rename_batch` shows its problems, then its
 //! plan as a table with one Approve; a device that ran `fusion-host login`
-//! is approved on `/device`; an MCP client is allowed on the OAuth consent
-//! page and disconnected. Saves `target/browser-devices.png`,
+//! is approved on `/device`; an MCP client signs a person in through the
+//! OAuth consent page and is disconnected. Saves `target/browser-devices.png`,
 //! `target/browser-rename-batch.png`, `target/browser-device-login.png` and
 //! `target/browser-oauth-consent.png`.
 //!
@@ -783,55 +783,72 @@ async fn download_and_add_a_device_for_windows_macos_and_linux_visitors() {
     }
 }
 
-/// An MCP client signs a person in: the consent page in Chromium, Allow,
-/// and the browser lands on the client's own redirect URI with a code
-/// (the page's Content-Security-Policy lets exactly that redirect through);
-/// then the person disconnects it on `/devices`. Saves
-/// `target/browser-oauth-consent.png`.
+/// The whole sign-in as an MCP client added by URL runs it, with the
+/// person in Chromium: discovery from the 401, the client known by its
+/// metadata document (served over TLS), PKCE, the consent page, Allow —
+/// the browser lands on the client's own redirect URI with the code (the
+/// page's Content-Security-Policy lets exactly that redirect through) —
+/// tokens, a call, a refresh, and Disconnect on `/devices`, after which
+/// the token is refused. Saves `target/browser-oauth-consent.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mcp_client_is_allowed_on_the_consent_page_and_disconnected() {
-    let app = App::start(None);
+async fn an_mcp_client_signs_in_through_the_consent_page_and_is_disconnected() {
+    let docs = common::documents::Documents::start().await;
+    let app = docs.app(true);
     // The client's redirect URI: a local listener, as native clients use.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let callback = axum::Router::new().route(
         "/callback",
         axum::routing::get(move |uri: axum::http::Uri| {
-            let _ = tx.send(uri.query().unwrap_or_default().to_string());
+            let _ = tx.send(uri.to_string());
             async { "Signed in; you can close this tab." }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let redirect = format!("http://{}/callback", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, callback).await.unwrap() });
-    let http = reqwest::Client::new();
-    let client: serde_json::Value = http
-        .post(format!("{}/oauth/register", app.url))
-        .json(&json!({"client_name": "Survey Agent", "redirect_uris": [redirect]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let client_id = docs.client("/survey-agent.json", "Survey Agent", &redirect);
+
+    let mcp_status = |token: String| {
+        let url = format!("{}/mcp", app.url);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("accept", "application/json, text/event-stream")
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+                .send()
+                .await
+                .unwrap();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (response.status().as_u16(), challenge)
+        }
+    };
+    let (status, challenge) = mcp_status(String::new()).await;
+    assert_eq!(status, 401);
+    let mut oauth = rmcp::transport::auth::OAuthState::new(format!("{}/mcp", app.url), None)
         .await
         .unwrap();
-    let client_id = client["client_id"].as_str().unwrap();
-    let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
-    let mut authorize = url::Url::parse(&format!("{}/oauth/authorize", app.url)).unwrap();
-    authorize
-        .query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", &redirect)
-        .append_pair("state", "xyz")
-        .append_pair("scope", "devices:read devices:propose")
-        .append_pair("code_challenge", challenge.as_str())
-        .append_pair("code_challenge_method", "S256");
+    oauth
+        .start_authorization(
+            rmcp::transport::auth::AuthorizationRequest::new(&redirect)
+                .with_client_metadata_url(&client_id)
+                .with_challenge(&challenge),
+        )
+        .await
+        .unwrap();
+    let authorize = oauth.get_authorization_url().await.unwrap();
 
     let Some(browser) = chromium(None).await else {
         return;
     };
     let c = &browser.client;
     sign_up(c, &app.url, "consent").await;
-    c.goto(authorize.as_str()).await.unwrap();
+    c.goto(&authorize).await.unwrap();
     let name = c
         .find(Locator::Css("#client-name"))
         .await
@@ -840,6 +857,14 @@ async fn an_mcp_client_is_allowed_on_the_consent_page_and_disconnected() {
         .await
         .unwrap();
     assert_eq!(name, "Survey Agent");
+    let host = c
+        .find(Locator::Css("#client-host"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(host, "localhost");
     let shown = c
         .find(Locator::Css("#redirect-uri"))
         .await
@@ -848,14 +873,6 @@ async fn an_mcp_client_is_allowed_on_the_consent_page_and_disconnected() {
         .await
         .unwrap();
     assert_eq!(shown, redirect);
-    let host = c
-        .find(Locator::Css("#client-host"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(host.contains("registered itself"), "{host}");
     let shot = c.screenshot().await.unwrap();
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     std::fs::create_dir_all(&target).unwrap();
@@ -866,55 +883,25 @@ async fn an_mcp_client_is_allowed_on_the_consent_page_and_disconnected() {
         .click()
         .await
         .unwrap();
-    let query = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
-    let params: std::collections::HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    assert_eq!(params["state"], "xyz");
-    assert_eq!(params["iss"], app.url);
-    let landed = c.current_url().await.unwrap();
-    assert!(landed.as_str().starts_with(&redirect), "{landed}");
+    let landed = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert!(landed.contains("code="), "{landed}");
+    let current = c.current_url().await.unwrap();
+    assert!(current.as_str().starts_with(&redirect), "{current}");
 
-    let tokens: serde_json::Value = http
-        .post(format!("{}/oauth/token", app.url))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &params["code"]),
-            ("redirect_uri", &redirect),
-            ("client_id", client_id),
-            ("code_verifier", verifier.secret()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().expect("tokens").to_string();
-    let tools = |token: String| {
-        let http = http.clone();
-        let url = format!("{}/mcp", app.url);
-        async move {
-            http.post(url)
-                .bearer_auth(token)
-                .header("accept", "application/json, text/event-stream")
-                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(tools(access.clone()).await, 200);
+    oauth.handle_callback_url(current.as_str()).await.unwrap();
+    let oauth = oauth.into_authorization_manager().expect("signed in");
+    let token = oauth.get_access_token().await.unwrap();
+    assert_eq!(mcp_status(token).await.0, 200);
+    oauth.refresh_token().await.unwrap();
+    let renewed = oauth.get_access_token().await.unwrap();
+    assert_eq!(mcp_status(renewed.clone()).await.0, 200);
 
     // Listed under Connected apps, and disconnected with one click.
     c.goto(&format!("{}/devices", app.url)).await.unwrap();
     let row = c.find(Locator::Css("#connected tbody tr")).await.unwrap();
     let text = row.text().await.unwrap();
     assert!(
-        text.contains("Survey Agent") && text.contains("read, propose changes"),
+        text.contains("Survey Agent") && text.contains("localhost") && text.contains("read, propose changes"),
         "{text}"
     );
     c.find(Locator::Css("#connected button.danger"))
@@ -930,6 +917,12 @@ async fn an_mcp_client_is_allowed_on_the_consent_page_and_disconnected() {
         ))
         .await
         .unwrap();
-    assert_eq!(tools(access).await, 401);
+    let (status, challenge) = mcp_status(renewed).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert!(
+        oauth.refresh_token().await.is_err(),
+        "the refresh token ended too"
+    );
     browser.client.clone().close().await.unwrap();
 }

@@ -299,7 +299,16 @@ async fn a_call_on_one_replica_reaches_a_device_streaming_to_another() {
 
     // Every replica's call log has the calls made on it, and the device's
     // stream never moved.
-    let (_, calls) = on_a.get("/api/calls").await;
+    // The log is written in batches off the call path (the apply's entry by
+    // the replica it ran on): wait for it, as a reader of the log would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let calls = loop {
+        let (_, calls) = on_a.get("/api/calls").await;
+        if calls["calls"].as_array().unwrap().len() >= 3 || std::time::Instant::now() > deadline {
+            break calls;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(calls["calls"].as_array().unwrap().len() >= 3, "{calls}");
     assert!(matches!(
         &*device.host.state().borrow(),

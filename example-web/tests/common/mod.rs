@@ -2,6 +2,8 @@
 //! clients, and devices as the real runtime.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod documents;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
