@@ -19,9 +19,14 @@ bin=$(realpath "${FUSION_DEVICE_BIN:-${CARGO_TARGET_DIR:-target}/dist/fusion-hos
 server_bin=$(ls -t target/release/deps/dispatch-* | grep -v '\.d$' | head -1)
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# The server reads its stdin until it closes: a `sleep` holds it open, and
+# the exit trap stops it with the jobs (its stderr is not the caller's, so a
+# caller reading this script's output through a pipe sees it end).
+exec 3< <(sleep 3600 2>/dev/null)
+holder=$!
+trap 'kill $(jobs -p) "$holder" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkfifo "$work/server.out"
-"$server_bin" --serve < <(sleep 3600) > "$work/server.out" &
+"$server_bin" --serve <&3 > "$work/server.out" &
 read -r line < "$work/server.out"
 addr=${line#listening on http://}
 [ "$addr" != "$line" ] || { echo "the bench server did not start: $line" >&2; exit 1; }
