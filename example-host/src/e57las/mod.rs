@@ -20,6 +20,12 @@ use serde_json::json;
 pub(crate) use read::{PLAN_DECODE_RECORDS, scan_points};
 pub(crate) use write::convert;
 
+/// The smallest and largest cube edge `thin_m` takes, in metres: below a
+/// millimetre is below LAS's scale here, above a kilometre keeps nothing of
+/// a site.
+const MIN_THIN_M: f64 = 0.001;
+const MAX_THIN_M: f64 = 1000.0;
+
 /// The tool.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ConvertE57ToLas;
@@ -40,6 +46,11 @@ pub(crate) struct ConvertInput {
     /// extension decides.
     #[serde(default)]
     pub(crate) to: Option<OutputFormat>,
+    /// Keep one point per cube of this edge, in metres (`0.01`: one per
+    /// centimetre cube): the decimated copy people hand to Revit and web
+    /// viewers. The first point met in a cube is kept. 0.001 to 1000.
+    #[serde(default)]
+    pub(crate) thin_m: Option<f64>,
 }
 
 /// LAS or its compressed form.
@@ -71,6 +82,9 @@ pub(crate) struct Job {
     /// Points: in a plan, its count (see [`scan_points`]); in the output,
     /// what was written.
     pub(crate) points: u64,
+    /// One point per cube of this edge, in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) thin_m: Option<f64>,
 }
 
 /// Output of `convert_e57_to_las`.
@@ -98,7 +112,8 @@ impl MutateTool for ConvertE57ToLas {
              output and counts the points it will write (invalid and direction-only records are dropped): \
              scans that can hold such records are decoded to count them, up to 10 million records per \
              plan, past which it says \"up to\" and the result counts what was written. Outputs must not \
-             exist yet.",
+             exist yet. `thin_m` keeps one point per cube of that edge in metres (a decimated copy); the plan \
+             then counts \"up to\" and the result what remains.",
         )
     }
 
@@ -114,7 +129,21 @@ impl MutateTool for ConvertE57ToLas {
                 state: loc.identity()?,
             });
         }
-        let (jobs, exact) = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
+        let (mut jobs, exact) = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
+        if let Some(edge) = input.thin_m {
+            if !(MIN_THIN_M..=MAX_THIN_M).contains(&edge) {
+                return Err(Error::invalid_input(
+                    "convert_e57_to_las",
+                    "thin_m",
+                    format!(
+                        "{edge} is not a cube edge from {MIN_THIN_M} to {MAX_THIN_M} metres; 0.01 keeps one point per centimetre"
+                    ),
+                ));
+            }
+            for job in &mut jobs {
+                job.thin_m = Some(edge);
+            }
+        }
         let mut effects = Vec::new();
         for job in &jobs {
             let out = cx.scope().resolve(&job.output)?;
@@ -135,7 +164,11 @@ impl MutateTool for ConvertE57ToLas {
         // Counted exactly unless scans that can hold invalid or
         // direction-only records (dropped when written) hold more than a
         // plan decodes: then "up to", and the result counts what was written.
-        let points = if exact {
+        let points = if let Some(edge) = input.thin_m {
+            // How many cubes the points fill is known only once they are
+            // read: the result counts what remains.
+            format!("up to {points} points, thinned to one per {edge} m cube")
+        } else if exact {
             format!("{points} points")
         } else {
             format!(
@@ -223,10 +256,12 @@ pub(crate) fn jobs(
             output: cx.scope().resolve(target)?.display(),
             sources: counted.iter().map(|(s, _)| s.clone()).collect(),
             points: counted.iter().map(|(_, n)| n).sum(),
+            thin_m: None,
         }],
         None => counted
             .into_iter()
             .map(|(source, points)| Job {
+                thin_m: None,
                 output: std::path::Path::new(&source)
                     .with_extension(per_scan)
                     .display()
@@ -561,6 +596,67 @@ pub(crate) mod tests {
             .filter(|n| !n.ends_with(".e57"))
             .collect();
         assert!(names.is_empty(), "nothing left behind: {names:?}");
+    }
+
+    /// `thin_m` keeps the first point of each cube of that edge: as many
+    /// points as the cubes they fill, counted here from the same
+    /// coordinates; the plan says "up to"; an edge out of range and a span
+    /// too wide to tell cubes apart are refused with nothing written.
+    #[test]
+    fn thinning_keeps_one_point_per_cube() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("north.e57"), 2000, true, 512_000.0);
+        write_e57(&dir.path().join("south.e57"), 500, true, 512_003.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let input = json!({ "sources": ["north.e57", "south.e57"], "merge_into": "site.laz", "thin_m": 0.1 });
+        let (plan, out) = call(&scope, input);
+        assert!(
+            plan.summary
+                .contains("up to 2500 points, thinned to one per 0.1 m cube"),
+            "{}",
+            plan.summary
+        );
+        let cubes: std::collections::HashSet<[i64; 3]> = [(2000, 512_000.0), (500, 512_003.0)]
+            .into_iter()
+            .flat_map(|(n, shift)| {
+                (0..n).map(move |i| {
+                    let f = i as f64;
+                    [shift + f * 0.01, 5_400_000.0 + f * 0.02, f * 0.003].map(|v| (v / 0.1).floor() as i64)
+                })
+            })
+            .collect();
+        assert_eq!(out.points, cubes.len() as u64);
+        assert!(out.points < 2500 / 3, "thinned: {}", out.points);
+        let mut reader = las::Reader::from_path(dir.path().join("site.laz")).unwrap();
+        assert_eq!(reader.header().number_of_points(), out.points);
+        let kept: std::collections::HashSet<[i64; 3]> = reader
+            .points()
+            .map(|p| {
+                let p = p.unwrap();
+                // The LAS millimetre grid can move a point across a cube's
+                // edge by half a millimetre: look it up from its cube's middle.
+                [p.x, p.y, p.z].map(|v| (v / 0.1).floor() as i64)
+            })
+            .collect();
+        assert!(
+            kept.len() as u64 >= out.points * 99 / 100,
+            "one point per cube: {}",
+            kept.len()
+        );
+
+        for edge in [0.0, -1.0, 1e6] {
+            let input = json!({ "sources": ["north.e57"], "to": "las", "thin_m": edge });
+            let e = ConvertE57ToLas.plan(&Context::new(&scope), &serde_json::from_value(input).unwrap());
+            let e = e.unwrap_err();
+            assert!(e.to_string().contains("thin_m"), "{e}");
+        }
+        write_e57(&dir.path().join("far.e57"), 10, false, 0.0);
+        write_e57(&dir.path().join("farther.e57"), 10, false, 30_000.0);
+        let input =
+            json!({ "sources": ["far.e57", "farther.e57"], "merge_into": "wide.las", "thin_m": 0.01 });
+        let e = plan_and_apply(&scope, input).1.unwrap_err();
+        assert!(e.to_string().contains("choose a larger thin_m"), "{e}");
+        assert!(!dir.path().join("wide.las").exists(), "nothing written");
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         // The plan's count is exact or an upper bound: never fewer than
         // will be written.
         points: job.points,
+        thin_m: job.thin_m,
     };
     if let Some(extent) = hinted
         && let Ok(transforms) = extent.transforms(&job.sources)
@@ -96,6 +97,45 @@ pub(super) struct Target<'a> {
     pub(super) time: bool,
     /// At most this many points will be written.
     pub(super) points: u64,
+    /// Keep one point per cube of this edge, in metres.
+    pub(super) thin_m: Option<f64>,
+}
+
+/// The cubes of `thin_m` that already hold a point, each packed into 63
+/// bits relative to the first point's cube (21 bits an axis: a million
+/// cubes either way, 10 km at 1 cm).
+struct Cubes {
+    edge: f64,
+    origin: Option<[i64; 3]>,
+    taken: std::collections::HashSet<u64>,
+}
+
+impl Cubes {
+    const HALF: i64 = 1 << 20;
+
+    fn new(edge: f64) -> Cubes {
+        Cubes {
+            edge,
+            origin: None,
+            taken: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Whether the point is the first in its cube; `None` when it lies too
+    /// far from the first point to be told apart at this edge.
+    fn first(&mut self, p: [f64; 3]) -> Option<bool> {
+        let cube = p.map(|v| (v / self.edge).floor() as i64);
+        let origin = *self.origin.get_or_insert(cube);
+        let mut key = 0u64;
+        for axis in 0..3 {
+            let d = cube[axis] - origin[axis] + Cubes::HALF;
+            if !(0..2 * Cubes::HALF).contains(&d) {
+                return None;
+            }
+            key = (key << 21) | d as u64;
+        }
+        Some(self.taken.insert(key))
+    }
 }
 
 /// LAS's version and point format for an output: 1.2 (formats 0–3, which
@@ -147,6 +187,7 @@ pub(super) fn write_las(
         color: has_color,
         time: has_time,
         points: planned,
+        thin_m,
     } = *target;
     let las_error = |e: las::Error| Error::Io {
         path: out.path(),
@@ -188,6 +229,7 @@ pub(super) fn write_las(
         let decoded = (|| -> Result<Option<Written>> {
             let mut batch: Vec<las::Point> = Vec::with_capacity(batch_points());
             let mut written = 0u64;
+            let mut cubes = thin_m.map(Cubes::new);
             for (loc, reader) in readers.iter_mut() {
                 for pc in reader.pointclouds() {
                     // A scan with no points may have no data section at all.
@@ -237,6 +279,25 @@ pub(super) fn write_las(
                         // tries again with offsets from the points.
                         if !fits(transforms, [x, y, z]) {
                             return Ok(Some(Written::Outside));
+                        }
+                        if let Some(cubes) = &mut cubes {
+                            match cubes.first([x, y, z]) {
+                                Some(true) => {}
+                                Some(false) => continue,
+                                None => {
+                                    return Err(Error::invalid_input(
+                                        "convert_e57_to_las",
+                                        "thin_m",
+                                        format!(
+                                            "the points of {} span more than {} cubes of {} m along an axis; \
+                                             nothing was written: choose a larger thin_m",
+                                            loc.display(),
+                                            2 * Cubes::HALF,
+                                            cubes.edge
+                                        ),
+                                    ));
+                                }
+                            }
                         }
                         let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
                         let las_point = las::Point {
