@@ -808,27 +808,7 @@ async fn an_mcp_client_signs_in_through_the_consent_page_and_is_disconnected() {
     tokio::spawn(async move { axum::serve(listener, callback).await.unwrap() });
     let client_id = docs.client("/survey-agent.json", "Survey Agent", &redirect);
 
-    let mcp_status = |token: String| {
-        let url = format!("{}/mcp", app.url);
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .header("accept", "application/json, text/event-stream")
-                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-                .send()
-                .await
-                .unwrap();
-            let challenge = response
-                .headers()
-                .get("www-authenticate")
-                .map(|v| v.to_str().unwrap().to_string())
-                .unwrap_or_default();
-            (response.status().as_u16(), challenge)
-        }
-    };
-    let (status, challenge) = mcp_status(String::new()).await;
+    let (status, challenge) = common::mcp_status(&app, "").await;
     assert_eq!(status, 401);
     let mut oauth = rmcp::transport::auth::OAuthState::new(format!("{}/mcp", app.url), None)
         .await
@@ -891,10 +871,10 @@ async fn an_mcp_client_signs_in_through_the_consent_page_and_is_disconnected() {
     oauth.handle_callback_url(current.as_str()).await.unwrap();
     let oauth = oauth.into_authorization_manager().expect("signed in");
     let token = oauth.get_access_token().await.unwrap();
-    assert_eq!(mcp_status(token).await.0, 200);
+    assert_eq!(common::mcp_status(&app, &token).await.0, 200);
     oauth.refresh_token().await.unwrap();
     let renewed = oauth.get_access_token().await.unwrap();
-    assert_eq!(mcp_status(renewed.clone()).await.0, 200);
+    assert_eq!(common::mcp_status(&app, &renewed).await.0, 200);
 
     // Listed under Connected apps, and disconnected with one click.
     c.goto(&format!("{}/devices", app.url)).await.unwrap();
@@ -917,7 +897,7 @@ async fn an_mcp_client_signs_in_through_the_consent_page_and_is_disconnected() {
         ))
         .await
         .unwrap();
-    let (status, challenge) = mcp_status(renewed).await;
+    let (status, challenge) = common::mcp_status(&app, &renewed).await;
     assert_eq!(status, 401);
     assert!(challenge.contains("invalid_token"), "{challenge}");
     assert!(

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::documents::Documents;
-use common::{App, User};
+use common::{App, User, mcp_status};
 use oauth2::PkceCodeChallenge;
 use reqwest::StatusCode;
 use rmcp::ServiceExt as _;
@@ -97,24 +97,6 @@ fn location(response: &reqwest::Response) -> String {
 
 fn query(url: &str) -> HashMap<String, String> {
     url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
-}
-
-async fn mcp_status(app: &App, token: &str) -> (StatusCode, String) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/mcp", app.url))
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-        .send()
-        .await
-        .unwrap();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (response.status(), challenge)
 }
 
 #[tokio::test]

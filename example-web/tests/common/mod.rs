@@ -108,6 +108,26 @@ pub struct User {
     pub email: String,
 }
 
+/// An MCP `initialize` POST to the app's `/mcp` with `token` as Bearer:
+/// its status and its `WWW-Authenticate` challenge (empty when none).
+pub async fn mcp_status(app: &App, token: &str) -> (reqwest::StatusCode, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/mcp", app.url))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (response.status(), challenge)
+}
+
 pub fn unique_email(name: &str) -> String {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).unwrap();
