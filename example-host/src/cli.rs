@@ -204,6 +204,10 @@ pub(crate) enum Command {
         /// Merge every scan into this file (in DIR) instead of one per scan.
         #[arg(long)]
         merge: Option<String>,
+        /// Keep one point per cube of this edge, in metres (0.01: one per
+        /// centimetre), for a decimated copy.
+        #[arg(long, value_name = "METRES")]
+        thin_m: Option<f64>,
         /// The folder with the scans (searched at any depth).
         dir: PathBuf,
     },

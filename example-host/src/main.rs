@@ -130,13 +130,19 @@ fn main() -> ExitCode {
                 };
                 commands::update_then_restart(global, &args).await
             }
-            Some(Command::Convert { from, to, merge, dir }) => {
+            Some(Command::Convert {
+                from,
+                to,
+                merge,
+                thin_m,
+                dir,
+            }) => {
                 let cli::Source::E57 = from;
                 let format = match to {
                     Target::Las => e57las::OutputFormat::Las,
                     Target::Laz => e57las::OutputFormat::Laz,
                 };
-                commands::convert::convert(global, dir, merge.as_deref(), format)
+                commands::convert::convert(global, dir, merge.as_deref(), format, *thin_m)
             }
         }
     });

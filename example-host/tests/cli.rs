@@ -615,6 +615,31 @@ fn convert_e57_to_las_on_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
 
+/// `--thin-m` keeps one point per cube: 300 points at (i, −i), in cubes of
+/// 10 m, fill 60 (each run of ten along x straddles two cubes along y: the
+/// first lies on a cube's edge).
+#[test]
+fn convert_thins_on_the_command_line() {
+    let folder = tempfile::tempdir().unwrap();
+    write_e57(&folder.path().join("scan.e57"), 300);
+    let out = converted(
+        folder.path(),
+        &["--to", "laz", "--merge", "thin", "--thin-m", "10"],
+    );
+    assert!(out.contains("into 1 LAZ file(s), 60 points"), "{out}");
+    let out = Command::new(BIN)
+        .args(["convert", "e57", "--to", "las", "--thin-m", "0"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("thin_m"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// One scan of `n` points, coordinates only.
 fn write_e57(path: &Path, n: usize) {
     let point = |i: usize| e57_fixture::Point {

@@ -8,12 +8,13 @@ use crate::cli::Global;
 use crate::e57las;
 use crate::fail::Fail;
 
-/// `fusion-host convert e57 --to las [--merge FILE] DIR`.
+/// `fusion-host convert e57 --to las [--merge FILE] [--thin-m METRES] DIR`.
 pub(crate) fn convert(
     global: &Global,
     dir: &Path,
     merge: Option<&str>,
     to: e57las::OutputFormat,
+    thin_m: Option<f64>,
 ) -> Result<(), Fail> {
     let scope = Scope::single(dir, Access::ReadWrite)?;
     // Ctrl-C stops the conversion at its next step; the half-written file
@@ -47,10 +48,18 @@ pub(crate) fn convert(
             )
         }
     });
-    let (jobs, _) = e57las::jobs(&cx, &scans, merge.as_deref(), merge.is_none().then_some(to))?;
+    let (mut jobs, _) = e57las::jobs(&cx, &scans, merge.as_deref(), merge.is_none().then_some(to))?;
+    e57las::thin(&mut jobs, thin_m)?;
     let total: u64 = jobs.iter().map(|j| j.points).sum();
     let bar = if global.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
+    } else if thin_m.is_some() {
+        // How many points thinning keeps is known only at the end: a
+        // count, not a bar towards the scans' total.
+        indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}: {human_pos} points kept")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        )
     } else {
         indicatif::ProgressBar::new(total).with_style(
             indicatif::ProgressStyle::with_template(

@@ -130,20 +130,7 @@ impl MutateTool for ConvertE57ToLas {
             });
         }
         let (mut jobs, exact) = jobs(cx, &scans, input.merge_into.as_deref(), input.to)?;
-        if let Some(edge) = input.thin_m {
-            if !(MIN_THIN_M..=MAX_THIN_M).contains(&edge) {
-                return Err(Error::invalid_input(
-                    "convert_e57_to_las",
-                    "thin_m",
-                    format!(
-                        "{edge} is not a cube edge from {MIN_THIN_M} to {MAX_THIN_M} metres; 0.01 keeps one point per centimetre"
-                    ),
-                ));
-            }
-            for job in &mut jobs {
-                job.thin_m = Some(edge);
-            }
-        }
+        thin(&mut jobs, input.thin_m)?;
         let mut effects = Vec::new();
         for job in &jobs {
             let out = cx.scope().resolve(&job.output)?;
@@ -200,6 +187,25 @@ impl MutateTool for ConvertE57ToLas {
             points,
         })
     }
+}
+
+/// Has `jobs` keep one point per cube of `edge` metres, an edge from
+/// [`MIN_THIN_M`] to [`MAX_THIN_M`].
+pub(crate) fn thin(jobs: &mut [Job], edge: Option<f64>) -> Result<()> {
+    let Some(edge) = edge else { return Ok(()) };
+    if !(MIN_THIN_M..=MAX_THIN_M).contains(&edge) {
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "thin_m",
+            format!(
+                "{edge} is not a cube edge from {MIN_THIN_M} to {MAX_THIN_M} metres; 0.01 keeps one point per centimetre"
+            ),
+        ));
+    }
+    for job in jobs {
+        job.thin_m = Some(edge);
+    }
+    Ok(())
 }
 
 /// The files to write for `scans`: one beside each scan (`.las`, or `.laz`
