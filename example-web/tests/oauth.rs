@@ -661,3 +661,124 @@ async fn client_metadata_documents_are_fetched_within_bounds() {
             .contains("private network")
     );
 }
+
+/// What the registration and token endpoints refuse, each with its RFC
+/// error: more redirect URIs than kept, a body that is not JSON, a client
+/// id too long to be one; a name with control characters is not shown; a
+/// grant type not served, a missing field, and a refresh that asks for
+/// more than was granted (a narrower one is fine).
+#[tokio::test]
+async fn registration_and_token_requests_are_checked() {
+    let app = App::start(None);
+    let alice = person(&app).await;
+    let http = reqwest::Client::new();
+    let register = |body: reqwest::RequestBuilder| async move {
+        let response = body.send().await.unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    let many: Vec<String> = (0..11).map(|i| format!("http://127.0.0.1:9/cb{i}")).collect();
+    let (status, body) = register(
+        http.post(format!("{}/oauth/register", app.url))
+            .json(&json!({ "redirect_uris": many })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_redirect_uri"))
+    );
+    let (status, body) = register(
+        http.post(format!("{}/oauth/register", app.url))
+            .header("content-type", "text/plain")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
+    );
+    let (status, body) = register(
+        http.post(format!("{}/oauth/register", app.url))
+            .header("content-type", "application/json")
+            .body("{\"redirect_uris\": ["),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
+    );
+    let (status, body) = register(
+        http.post(format!("{}/oauth/register", app.url))
+            .json(&json!({ "client_name": "Evil\u{7}\nAgent", "redirect_uris": [CALLBACK] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        body["client_name"], "An MCP client",
+        "a name with control characters is not shown"
+    );
+
+    let long = format!("https://example.com/{}", "a".repeat(2100));
+    let page = http
+        .get(format!(
+            "{}/oauth/authorize?response_type=code&client_id={}",
+            app.url,
+            url::form_urlencoded::byte_serialize(long.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    assert!(page.text().await.unwrap().contains("is not a URL"));
+
+    let hand = Hand::register(&app, "Script").await;
+    let (status, body) = hand.token(&app, &[("grant_type", "password")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+    );
+    let (status, body) = hand.token(&app, &[("grant_type", "authorization_code")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    assert!(
+        body["error_description"].as_str().unwrap().contains("`code`"),
+        "{body}"
+    );
+
+    // Granted read only: asking to propose on refresh is refused.
+    let (_, tokens) = hand.exchange(&app, &hand.code(&app, &alice, false).await).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, body) = hand
+        .token(
+            &app,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("scope", "devices:propose"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    // Granted both: a refresh may narrow to reading.
+    let (_, tokens) = hand.exchange(&app, &hand.code(&app, &alice, true).await).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, body) = hand
+        .token(
+            &app,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("scope", "devices:read"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (StatusCode::OK, Some("devices:read")),
+        "{body}"
+    );
+}

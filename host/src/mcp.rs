@@ -281,11 +281,11 @@ fn asks_in_results(context: &RequestContext<RoleServer>) -> bool {
     let v2026 = context
         .protocol_version()
         .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
-    let capabilities = context
-        .meta
-        .client_capabilities()
-        .or_else(|| context.peer.peer_info().map(|i| i.capabilities.clone()));
-    v2026 && capabilities.and_then(|c| c.elicitation).is_some()
+    v2026
+        && context
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some()
 }
 
 /// The approval question as an input-required result whose request state

@@ -30,7 +30,16 @@ const POLL_MS: u64 = 1_000;
 #[derive(Clone, Default)]
 pub(super) struct Tasks {
     manager: TaskManager,
-    owners: Arc<Mutex<HashMap<String, String>>>,
+    owners: Arc<Mutex<Owners>>,
+}
+
+/// Each task's owner, with when it started: an entry past the tasks' TTL
+/// is dropped (the manager lets such tasks go), in a sweep that runs when
+/// the map has doubled since the last one, so starting a task stays cheap.
+#[derive(Default)]
+struct Owners {
+    of: HashMap<String, (String, std::time::Instant)>,
+    sweep_at: usize,
 }
 
 impl Tasks {
@@ -41,11 +50,15 @@ impl Tasks {
             .with_poll_interval_ms(POLL_MS);
         let task = self.manager.spawn(options, work);
         let mut owners = self.owners.lock().expect("task owners lock poisoned");
-        // Forget the owners of tasks the manager let go of (past their TTL).
-        if owners.len() > 1024 {
-            owners.retain(|id, _| self.manager.get_task(id).is_ok());
+        if owners.of.len() >= owners.sweep_at {
+            let ttl = std::time::Duration::from_millis(TASK_TTL_MS);
+            owners.of.retain(|_, (_, started)| started.elapsed() < ttl);
+            owners.sweep_at = (2 * owners.of.len()).max(1024);
         }
-        owners.insert(task.task_id.clone(), owner.to_string());
+        let started = std::time::Instant::now();
+        owners
+            .of
+            .insert(task.task_id.clone(), (owner.to_string(), started));
         task
     }
 
@@ -53,8 +66,8 @@ impl Tasks {
     /// exist for them, as for an id that never did.
     fn check(&self, owner: &str, id: &str) -> Result<(), McpError> {
         let owners = self.owners.lock().expect("task owners lock poisoned");
-        match owners.get(id) {
-            Some(o) if o == owner => Ok(()),
+        match owners.of.get(id) {
+            Some((o, _)) if o == owner => Ok(()),
             _ => Err(McpError::invalid_params(
                 format!("there is no task {id}; it may have ended more than an hour ago"),
                 None,

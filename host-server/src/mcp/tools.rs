@@ -309,12 +309,9 @@ fn can_send_to_a_page(context: &RequestContext<RoleServer>) -> bool {
     let v2026 = context
         .protocol_version()
         .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
-    let capabilities = context
-        .meta
-        .client_capabilities()
-        .or_else(|| context.peer.peer_info().map(|i| i.capabilities.clone()));
     v2026
-        && capabilities
+        && context
+            .client_capabilities()
             .and_then(|c| c.elicitation)
             .is_some_and(|e| e.url.is_some())
 }
