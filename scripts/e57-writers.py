@@ -7,6 +7,8 @@ pye57's own reading of the scans (read_scan(transform=True)).
 usage:
   e57-writers.py write DIR                      writes the fixtures, prints their names
   e57-writers.py check OUT.las SRC.e57 [...]    compares OUT with the scans, to the millimetre
+  e57-writers.py thin-check OUT EDGE SRC.e57 [...]
+                                                OUT holds one point per cube of EDGE metres the scans fill
 
 Needs pye57, laspy with lazrs, and numpy (pip install pye57 'laspy[lazrs]').
 """
@@ -99,10 +101,36 @@ def check(output: str, sources: list) -> None:
     print(f"{output}: {n} points, every one within {worst * 1000:.2f} mm of pye57's reading")
 
 
+def thin_check(output: str, edge: float, sources: list) -> None:
+    """The thinned output holds one point per cube of `edge` that pye57's
+    reading of the sources fills."""
+    las = laspy.read(output)
+    parts = []
+    for src in sources:
+        e57 = pye57.E57(src)
+        for i in range(e57.scan_count):
+            parts.append(e57.read_scan(i, transform=True, ignore_missing_fields=True))
+    xyz = np.column_stack(
+        [np.concatenate([p[k] for p in parts]) for k in ("cartesianX", "cartesianY", "cartesianZ")]
+    )
+    cubes = len(np.unique(np.floor(xyz / edge).astype(np.int64), axis=0))
+    kept = len(las.x)
+    # A point within a rounding error of a cube's face may fall either side.
+    if abs(kept - cubes) > max(1, cubes // 1000):
+        sys.exit(f"{output}: {kept} points, but pye57's reading fills {cubes} cubes of {edge} m")
+    got = np.column_stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)])
+    distinct = len(np.unique(np.floor(got / edge).astype(np.int64), axis=0))
+    if distinct < kept * 0.99:
+        sys.exit(f"{output}: {kept} points in only {distinct} cubes of {edge} m")
+    print(f"{output}: {kept} points, one per cube of {edge} m that pye57's reading fills ({cubes})")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "write":
         write(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "thin-check":
+        thin_check(sys.argv[2], float(sys.argv[3]), sys.argv[4:])
     else:
         sys.exit(__doc__)
