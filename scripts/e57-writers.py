@@ -6,9 +6,13 @@ pye57's own reading of the scans (read_scan(transform=True)).
 
 usage:
   e57-writers.py write DIR                      writes the fixtures, prints their names
+  e57-writers.py write-dense DIR                writes dense.e57 (320,000 points), for COPC
   e57-writers.py check OUT.las SRC.e57 [...]    compares OUT with the scans, to the millimetre
   e57-writers.py thin-check OUT EDGE SRC.e57 [...]
                                                 OUT holds one point per cube of EDGE metres the scans fill
+  e57-writers.py copc-check OUT.copc.laz SRC.e57 [...]
+                                                OUT is COPC that laspy's CopcReader reads: every point of
+                                                the scans once, to the millimetre, found by its octree
 
 Needs pye57, laspy with lazrs, and numpy (pip install pye57 'laspy[lazrs]').
 """
@@ -76,6 +80,25 @@ def write(folder: str) -> None:
         print(name)
 
 
+def write_dense(folder: str) -> None:
+    """dense.e57: two posed stations of 160,000 points each, more than one
+    COPC node holds."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "dense.e57")
+    if os.path.exists(path):
+        os.remove(path)
+    e57 = pye57.E57(path, mode="w")
+    for k, (degrees, translation) in enumerate([(30.0, SITE), (150.0, SITE + [120.0, 40.0, 1.5])]):
+        e57.write_scan_raw(
+            scan(160_000, 10 + k),
+            name=f"Dense {k + 1}",
+            rotation=quaternion_z(degrees),
+            translation=np.asarray(translation, dtype=float),
+        )
+    e57.close()
+    print("dense.e57")
+
+
 def check(output: str, sources: list) -> None:
     las = laspy.read(output)
     parts = []
@@ -125,11 +148,88 @@ def thin_check(output: str, edge: float, sources: list) -> None:
     print(f"{output}: {kept} points, one per cube of {edge} m that pye57's reading fills ({cubes})")
 
 
+def scans_xyz(sources: list) -> np.ndarray:
+    """Every point of the scans as pye57 reads them, posed, one row each."""
+    parts = []
+    for src in sources:
+        e57 = pye57.E57(src)
+        for i in range(e57.scan_count):
+            parts.append(e57.read_scan(i, transform=True, ignore_missing_fields=True))
+    return np.column_stack(
+        [np.concatenate([p[k] for p in parts]) for k in ("cartesianX", "cartesianY", "cartesianZ")]
+    )
+
+
+def copc_check(output: str, sources: list) -> None:
+    """The COPC file, read through laspy's CopcReader (lazrs): a LAS 1.4
+    header with point format 6 or 7, the scans' points each once within a
+    millimetre of pye57's reading, a root level that samples them, and
+    spatial queries through the octree that miss no point."""
+    from laspy.copc import Bounds, CopcReader
+
+    want = scans_xyz(sources)
+    with CopcReader.open(output) as reader:
+        header = reader.header
+        if str(header.version) != "1.4" or header.point_format.id not in (6, 7):
+            sys.exit(f"{output}: LAS {header.version}, point format {header.point_format.id}; COPC is 1.4 with 6, 7 or 8")
+        if header.point_count != len(want):
+            sys.exit(f"{output}: the header counts {header.point_count} points, the scans hold {len(want)}")
+        every = reader.query()
+        got = np.column_stack([np.asarray(every.x), np.asarray(every.y), np.asarray(every.z)])
+        if len(got) != len(want):
+            sys.exit(f"{output}: the octree yields {len(got)} points, the scans hold {len(want)}")
+        # Each point once: both sides on the file's grid, as one integer a
+        # point, sorted, are the same list; a point rounded the other way
+        # (pose applied in another order) may sit one step off.
+        grid = lambda a: np.round((a - header.offsets) / header.scales).astype(np.int64)
+        g, w = grid(got), grid(want)
+        low = np.minimum(g.min(axis=0), w.min(axis=0))
+        key = lambda a: ((a[:, 0] - low[0]) << 42) | ((a[:, 1] - low[1]) << 21) | (a[:, 2] - low[2])
+        kg, kw = np.sort(key(g)), np.sort(key(w))
+        extra, missing = np.setdiff1d(kg, kw), np.setdiff1d(kw, kg)
+        if len(np.unique(kg)) != len(np.unique(kw)) or len(extra) != len(missing) or len(extra) > len(kw) // 1000:
+            sys.exit(
+                f"{output}: {len(extra)} points are not where pye57 reads them and {len(missing)} of its points "
+                f"are missing ({len(kg) - len(np.unique(kg))} repeated, against {len(kw) - len(np.unique(kw))})"
+            )
+        unpack = lambda k: np.column_stack([k >> 42, (k >> 21) & 0x1FFFFF, k & 0x1FFFFF])
+        for p in unpack(extra):
+            if np.min(np.max(np.abs(unpack(missing) - p), axis=1)) > 1:
+                sys.exit(f"{output}: a point at grid {p + low} is more than a step from every point pye57 reads")
+        root = len(reader.level_query(0).x)
+        # A cloud larger than any node holds is spread over levels, the root
+        # a sample of the whole.
+        if root == 0 or (len(want) > 200_000 and root >= len(want)):
+            sys.exit(f"{output}: the root level holds {root} of {len(want)} points; it should sample them")
+        # Queries through the hierarchy: a box per quarter of the extent finds
+        # exactly the points inside it.
+        lo, hi = got.min(axis=0), got.max(axis=0)
+        mid = (lo + hi) / 2
+        for qlo, qhi in (
+            (lo, mid),
+            (mid, hi),
+            (np.array([lo[0], mid[1], lo[2]]), np.array([mid[0], hi[1], hi[2]])),
+            (np.array([mid[0], lo[1], lo[2]]), np.array([hi[0], mid[1], hi[2]])),
+        ):
+            found = len(reader.query(bounds=Bounds(qlo, qhi)).x)
+            inside = int(np.sum(np.all((got >= qlo - 0.0005) & (got <= qhi + 0.0005), axis=1)))
+            if abs(found - inside) > max(2, inside // 10000):
+                sys.exit(f"{output}: a query of {qlo} to {qhi} found {found} points, {inside} lie there")
+    print(
+        f"{output}: COPC format {header.point_format.id}, {len(want)} points, each once on the grid point where "
+        f"pye57's reading lands ({len(extra)} a step off), {root} at the root, quarter queries complete"
+    )
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "write":
         write(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "write-dense":
+        write_dense(sys.argv[2])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "copc-check":
+        copc_check(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 5 and sys.argv[1] == "thin-check":
         thin_check(sys.argv[2], float(sys.argv[3]), sys.argv[4:])
     else:

@@ -194,11 +194,12 @@ pub(crate) enum Command {
         #[arg(long)]
         server: Option<String>,
     },
-    /// Convert point clouds: `fusion-host convert e57 --to las|laz [--merge FILE] DIR`.
+    /// Convert point clouds: `fusion-host convert e57 --to las|laz|copc [--merge FILE] DIR`.
     Convert {
         /// The input format: E57 scans.
         from: Source,
-        /// The output format: LAS, or compressed LAZ.
+        /// The output format: LAS, compressed LAZ, or COPC (`.copc.laz`,
+        /// compressed and indexed for viewers that stream it).
         #[arg(long = "to")]
         to: Target,
         /// Merge every scan into this file (in DIR) instead of one per scan.
@@ -224,6 +225,7 @@ pub(crate) enum Source {
 pub(crate) enum Target {
     Las,
     Laz,
+    Copc,
 }
 
 /// What `service` is asked to do.

@@ -141,6 +141,7 @@ fn main() -> ExitCode {
                 let format = match to {
                     Target::Las => e57las::OutputFormat::Las,
                     Target::Laz => e57las::OutputFormat::Laz,
+                    Target::Copc => e57las::OutputFormat::Copc,
                 };
                 commands::convert::convert(global, dir, merge.as_deref(), format, *thin_m)
             }

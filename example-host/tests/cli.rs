@@ -613,6 +613,27 @@ fn convert_e57_to_las_on_the_command_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    // COPC, a bare --merge name gets .copc.laz.
+    assert!(
+        converted(folder.path(), &["--to", "copc", "--merge", "site"])
+            .contains("into 1 COPC file(s), 300 points")
+    );
+    assert!(folder.path().join("site.copc.laz").exists());
+
+    // Every output is checked before any is written: with b.copc.laz taken,
+    // a.copc.laz is not written either.
+    write_e57(&folder.path().join("b.e57"), 10);
+    std::fs::write(folder.path().join("b.copc.laz"), "taken").unwrap();
+    std::fs::rename(folder.path().join("scan.e57"), folder.path().join("a.e57")).unwrap();
+    let out = Command::new(BIN)
+        .args(["convert", "e57", "--to", "copc"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b.copc.laz already exists"));
+    assert!(!folder.path().join("a.copc.laz").exists(), "nothing written");
 }
 
 /// `--thin-m` keeps one point per cube: 300 points at (i, −i), in cubes of

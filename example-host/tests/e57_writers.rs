@@ -95,3 +95,47 @@ fn scans_written_by_pye57_convert_point_for_point() {
         .arg(root.join("site.e57")));
     eprintln!("{}", check.trim());
 }
+
+/// COPC, read back by laspy's `CopcReader` (lazrs): the three-station site
+/// merged (one node), and two dense stations (320,000 points, an octree of
+/// several levels) one file per scan; every point once where pye57 reads
+/// it, and queries through the hierarchy that miss none.
+#[test]
+fn copc_from_pye57_scans_reads_back_through_its_octree() {
+    if !python_ready() {
+        return;
+    }
+    let folder = tempfile::tempdir().unwrap();
+    let root = dunce::canonicalize(folder.path()).unwrap();
+    run(Command::new("python3").arg(script()).arg("write").arg(&root));
+    run(Command::new("python3")
+        .arg(script())
+        .arg("write-dense")
+        .arg(&root));
+    for (input, output, sources) in [
+        (
+            serde_json::json!({ "sources": ["posed.e57", "site.e57"], "merge_into": "site.copc.laz" }),
+            "site.copc.laz",
+            &["posed.e57", "site.e57"][..],
+        ),
+        (
+            serde_json::json!({ "sources": ["dense.e57"], "to": "copc" }),
+            "dense.copc.laz",
+            &["dense.e57"][..],
+        ),
+    ] {
+        run(Command::new(BIN)
+            .args(["call", "convert_e57_to_las", "--apply", "--input"])
+            .arg(input.to_string())
+            .arg("--root")
+            .arg(&root)
+            .arg("--config-dir")
+            .arg(root.join(".config")));
+        let check = run(Command::new("python3")
+            .arg(script())
+            .arg("copc-check")
+            .arg(root.join(output))
+            .args(sources.iter().map(|s| root.join(s))));
+        eprintln!("{}", check.trim());
+    }
+}

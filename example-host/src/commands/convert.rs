@@ -1,4 +1,4 @@
-//! `fusion-host convert e57 --to las|laz`: the converter, run here.
+//! `fusion-host convert e57 --to las|laz|copc`: the converter, run here.
 
 use std::path::Path;
 
@@ -8,7 +8,7 @@ use crate::cli::Global;
 use crate::e57las;
 use crate::fail::Fail;
 
-/// `fusion-host convert e57 --to las [--merge FILE] [--thin-m METRES] DIR`.
+/// `fusion-host convert e57 --to las|laz|copc [--merge FILE] [--thin-m METRES] DIR`.
 pub(crate) fn convert(
     global: &Global,
     dir: &Path,
@@ -38,18 +38,16 @@ pub(crate) fn convert(
         if Path::new(m).extension().is_some() {
             m.to_string()
         } else {
-            format!(
-                "{m}.{}",
-                if to == e57las::OutputFormat::Laz {
-                    "laz"
-                } else {
-                    "las"
-                }
-            )
+            format!("{m}.{}", to.extension())
         }
     });
     let (mut jobs, _) = e57las::jobs(&cx, &scans, merge.as_deref(), merge.is_none().then_some(to))?;
     e57las::thin(&mut jobs, thin_m)?;
+    // Every output is checked before the first is written: a name taken
+    // halfway must not leave some files converted and the rest not.
+    for job in &jobs {
+        e57las::writable(&cx, job)?;
+    }
     let total: u64 = jobs.iter().map(|j| j.points).sum();
     let bar = if global.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
@@ -93,11 +91,7 @@ pub(crate) fn convert(
             "converted {} scan(s) into {} {} file(s), {done} points",
             scans.len(),
             jobs.len(),
-            if to == e57las::OutputFormat::Laz {
-                "LAZ"
-            } else {
-                "LAS"
-            }
+            to.label()
         );
     }
     Ok(())

@@ -36,14 +36,16 @@ pub(crate) struct ConvertE57ToLas;
 pub(crate) struct ConvertInput {
     /// E57 files, or folders whose `.e57` files (at any depth) are converted.
     pub(crate) sources: Vec<String>,
-    /// Merge every scan into this one file; `.laz` writes compressed LAZ,
-    /// `.las` plain LAS. Without it each scan becomes `NAME.las` (or
-    /// `NAME.laz`, see `to`) beside `NAME.e57`.
+    /// Merge every scan into this one file; `.copc.laz` writes a Cloud
+    /// Optimized Point Cloud, `.laz` compressed LAZ, `.las` plain LAS.
+    /// Without it each scan becomes `NAME.las` (or `NAME.laz`,
+    /// `NAME.copc.laz`, see `to`) beside `NAME.e57`.
     #[serde(default)]
     pub(crate) merge_into: Option<String>,
-    /// The output format for one file per scan: `las` (default) or `laz`
-    /// (compressed, about a fifth of the size). With `merge_into` its
-    /// extension decides.
+    /// The output format for one file per scan: `las` (default), `laz`
+    /// (compressed, about a fifth of the size) or `copc` (compressed and
+    /// indexed as an octree, for web viewers that stream it). With
+    /// `merge_into` its extension decides.
     #[serde(default)]
     pub(crate) to: Option<OutputFormat>,
     /// Keep one point per cube of this edge, in metres (`0.01`: one per
@@ -61,13 +63,38 @@ pub(crate) enum OutputFormat {
     Las,
     /// LAZ: LAS 1.2 compressed with LASzip.
     Laz,
+    /// COPC: LAZ 1.4 whose chunks are the nodes of an octree, each coarser
+    /// level a sample of the finer ones, with the hierarchy in the file.
+    Copc,
 }
 
 impl OutputFormat {
-    fn extension(self) -> &'static str {
+    /// The file name's ending.
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             OutputFormat::Las => "las",
             OutputFormat::Laz => "laz",
+            OutputFormat::Copc => "copc.laz",
+        }
+    }
+
+    /// The format a file name's ending names, ignoring case.
+    pub(crate) fn of(path: &str) -> Option<OutputFormat> {
+        let name = std::path::Path::new(path)
+            .file_name()?
+            .to_string_lossy()
+            .to_ascii_lowercase();
+        [OutputFormat::Copc, OutputFormat::Laz, OutputFormat::Las]
+            .into_iter()
+            .find(|f| name.ends_with(&format!(".{}", f.extension())))
+    }
+
+    /// What a person calls it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            OutputFormat::Las => "LAS",
+            OutputFormat::Laz => "LAZ",
+            OutputFormat::Copc => "COPC",
         }
     }
 }
@@ -105,9 +132,11 @@ impl MutateTool for ConvertE57ToLas {
         ToolSpec::mutate(
             "convert_e57_to_las",
             "Convert E57 point clouds (registered scans: cartesian coordinates with the scan pose applied, \
-             intensity, colour and per-point GPS time when present) to LAS or compressed LAZ, one file per \
-             scan or merged into one. A coordinate system the scans all declare as WKT is kept (LAS 1.4, \
-             point format 6 or 7); otherwise the output is LAS 1.2 without one (format 0–3). Timestamps \
+             intensity, colour and per-point GPS time when present) to LAS, compressed LAZ, or COPC (Cloud \
+             Optimized Point Cloud, `.copc.laz`: LAZ 1.4 indexed as an octree, which web viewers such as \
+             Potree and QGIS stream), one file per scan or merged into one. A coordinate system the scans all \
+             declare as WKT is kept (LAS 1.4, point format 6 or 7); otherwise LAS and LAZ are LAS 1.2 without \
+             one (format 0–3), and COPC is always 1.4 (format 6 or 7). Timestamps \
              become adjusted standard GPS time when the scan has an acquisition start. The plan lists each \
              output and counts the points it will write (invalid and direction-only records are dropped): \
              scans that can hold such records are decoded to count them, up to 10 million records per \
@@ -133,14 +162,7 @@ impl MutateTool for ConvertE57ToLas {
         thin(&mut jobs, input.thin_m)?;
         let mut effects = Vec::new();
         for job in &jobs {
-            let out = cx.scope().resolve(&job.output)?;
-            out.require_writable()?;
-            if out.state(cx, false)? != PathState::Absent {
-                return Err(Error::AlreadyExists {
-                    path: out.path(),
-                    hint: "move or delete it first, or choose merge_into",
-                });
-            }
+            let out = writable(cx, job)?;
             expect.push(Expectation {
                 path: out.display(),
                 state: PathState::Absent,
@@ -163,15 +185,15 @@ impl MutateTool for ConvertE57ToLas {
                  {PLAN_DECODE_RECORDS} such records are not decoded to count them)"
             )
         };
+        let format = jobs
+            .first()
+            .and_then(|j| OutputFormat::of(&j.output))
+            .unwrap_or(OutputFormat::Las);
         let summary = format!(
             "convert {} E57 scan(s), {points}, into {} {} file(s)",
             scans.len(),
             jobs.len(),
-            if jobs.iter().all(|j| j.output.ends_with(".laz")) {
-                "LAZ"
-            } else {
-                "LAS"
-            }
+            format.label()
         );
         Ok((Plan::new(summary, effects, Precondition::new(expect)), jobs))
     }
@@ -187,6 +209,44 @@ impl MutateTool for ConvertE57ToLas {
             points,
         })
     }
+}
+
+/// Where `job` writes, once checked: a folder it may write in, no file
+/// there yet, and for COPC at least one point to build an octree of.
+pub(crate) fn writable<'s>(cx: &Context<'s>, job: &Job) -> Result<Location<'s>> {
+    if job.points == 0 && OutputFormat::of(&job.output) == Some(OutputFormat::Copc) {
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "sources",
+            format!(
+                "{} holds no valid points, and a COPC file needs at least one; choose `to: \"las\"` for an \
+                 empty file",
+                job.sources.join(", ")
+            ),
+        ));
+    }
+    if job.points > u64::from(u32::MAX) && OutputFormat::of(&job.output) == Some(OutputFormat::Copc) {
+        return Err(Error::invalid_input(
+            "convert_e57_to_las",
+            "sources",
+            format!(
+                "{} hold up to {} points; a COPC file is built with at most {} (its octree indexes points in \
+                 32 bits): convert them into several files, or thin them with thin_m",
+                job.sources.join(", "),
+                job.points,
+                u32::MAX
+            ),
+        ));
+    }
+    let out = cx.scope().resolve(&job.output)?;
+    out.require_writable()?;
+    if out.state(cx, false)? != PathState::Absent {
+        return Err(Error::AlreadyExists {
+            path: out.path(),
+            hint: "move or delete it first, or choose merge_into",
+        });
+    }
+    Ok(out)
 }
 
 /// Has `jobs` keep one point per cube of `edge` metres, an edge from
@@ -218,29 +278,24 @@ pub(crate) fn jobs(
     to: Option<OutputFormat>,
 ) -> Result<(Vec<Job>, bool)> {
     if let Some(target) = merge_into {
-        let ext = std::path::Path::new(target)
-            .extension()
-            .map(|e| e.to_string_lossy().to_ascii_lowercase());
-        let format = match ext.as_deref() {
-            Some("las") => OutputFormat::Las,
-            Some("laz") => OutputFormat::Laz,
-            _ => {
-                return Err(Error::invalid_input(
-                    "convert_e57_to_las",
-                    "merge_into",
-                    format!(
-                        "{target} must end in .las or .laz (compressed); the extension says which is written"
-                    ),
-                ));
-            }
+        let Some(format) = OutputFormat::of(target) else {
+            return Err(Error::invalid_input(
+                "convert_e57_to_las",
+                "merge_into",
+                format!(
+                    "{target} must end in .las, .laz (compressed) or .copc.laz (compressed and indexed for \
+                     streaming); the ending says which is written"
+                ),
+            ));
         };
         if to.is_some_and(|t| t != format) {
             return Err(Error::invalid_input(
                 "convert_e57_to_las",
                 "to",
                 format!(
-                    "says {} but merge_into {target} is the other format; leave `to` out",
-                    to.map_or("", |t| t.extension())
+                    "says {} but merge_into {target} is {}; leave `to` out",
+                    to.map_or("", |t| t.extension()),
+                    format.label()
                 ),
             ));
         }
@@ -460,6 +515,12 @@ pub(crate) mod tests {
         assert!(!dir.path().join("north.las").exists());
     }
 
+    /// Every point of a LAS or LAZ file, in its order.
+    pub(crate) fn points_of(reader: &mut las::Reader) -> Vec<las::Point> {
+        let data = reader.read_all().unwrap();
+        data.points().map(Result::unwrap).collect()
+    }
+
     fn call(scope: &Scope, input: serde_json::Value) -> (Plan, ConvertOutput) {
         let (plan, out) = plan_and_apply(scope, input);
         (plan, serde_json::from_value(out.unwrap().into_value()).unwrap())
@@ -522,7 +583,7 @@ pub(crate) mod tests {
         assert_eq!(out.points, 2500);
 
         let mut reader = las::Reader::from_path(dir.path().join("scans/north.las")).unwrap();
-        let points: Vec<las::Point> = reader.points().map(|p| p.unwrap()).collect();
+        let points = points_of(&mut reader);
         assert_eq!(points.len(), 2500);
         for (i, p) in points.iter().enumerate() {
             let f = i as f64;
@@ -575,7 +636,7 @@ pub(crate) mod tests {
         );
         assert_eq!(out.points, 200);
         let mut reader = las::Reader::from_path(dir.path().join("site.las")).unwrap();
-        let xs: Vec<f64> = reader.points().map(|p| p.unwrap().x).collect();
+        let xs: Vec<f64> = points_of(&mut reader).iter().map(|p| p.x).collect();
         assert!((xs[0] - 0.0).abs() < 0.0006, "{}", xs[0]);
         assert!(
             (xs[199] - (3_000_000.0 + 99.0 * 0.01)).abs() < 0.0006,
@@ -635,10 +696,9 @@ pub(crate) mod tests {
         assert!(out.points < 2500 / 3, "thinned: {}", out.points);
         let mut reader = las::Reader::from_path(dir.path().join("site.laz")).unwrap();
         assert_eq!(reader.header().number_of_points(), out.points);
-        let kept: std::collections::HashSet<[i64; 3]> = reader
-            .points()
+        let kept: std::collections::HashSet<[i64; 3]> = points_of(&mut reader)
+            .into_iter()
             .map(|p| {
-                let p = p.unwrap();
                 // The LAS millimetre grid can move a point across a cube's
                 // edge by half a millimetre: look it up from its cube's middle.
                 [p.x, p.y, p.z].map(|v| (v / 0.1).floor() as i64)
@@ -684,13 +744,183 @@ pub(crate) mod tests {
             let mut reader = las::Reader::from_path(&path).unwrap();
             assert!(reader.header().point_format().is_compressed, "{name}");
             assert!(reader.header().date().is_some(), "{name} has a creation date");
-            let first = reader.points().next().unwrap().unwrap();
+            let first = points_of(&mut reader).swap_remove(0);
             assert!((first.y - 5_400_000.0).abs() < 0.001, "{name}: {first:?}");
             assert_eq!(first.color.unwrap().red, 65535);
         }
         let plain = std::fs::metadata(dir.path().join("north.e57")).unwrap().len();
         let laz = std::fs::metadata(dir.path().join("north.laz")).unwrap().len();
         assert!(laz < plain, "compressed: {laz} bytes against the E57's {plain}");
+    }
+
+    /// COPC: a LAZ 1.4 file whose chunks are the octree's nodes. Read
+    /// node by node through the `las` crate's own COPC reader, every point
+    /// of the LAZ conversion of the same scans is there once, in a node
+    /// whose cube holds it, and the root is a sample of the whole.
+    #[test]
+    fn copc_holds_every_point_once_in_its_node() {
+        const WKT: &str = r#"PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],UNIT["metre",1]]"#;
+        let dir = tempfile::tempdir().unwrap();
+        write_e57_in(
+            &dir.path().join("north.e57"),
+            150_000,
+            true,
+            500_000.0,
+            Some(WKT),
+            Some(1.4e9),
+        );
+        write_e57_in(
+            &dir.path().join("south.e57"),
+            120_000,
+            true,
+            500_900.0,
+            Some(WKT),
+            Some(1.4e9),
+        );
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let sources = json!(["north.e57", "south.e57"]);
+        let (plan, out) = call(
+            &scope,
+            json!({ "sources": sources, "merge_into": "site.copc.laz" }),
+        );
+        assert!(plan.summary.contains("into 1 COPC file"), "{}", plan.summary);
+        assert!(
+            out.outputs[0].output.ends_with("/site.copc.laz"),
+            "{}",
+            out.outputs[0].output
+        );
+        assert_eq!(out.points, 270_000);
+        let (_, laz) = call(&scope, json!({ "sources": sources, "merge_into": "site.laz" }));
+        assert_eq!(laz.points, out.points);
+
+        // The file is LAZ 1.4 with a chunk per node: read whole, its points
+        // come node after node in the order of the chunks' offsets.
+        let mut reader = las::Reader::from_path(dir.path().join("site.copc.laz")).unwrap();
+        let header = reader.header().clone();
+        assert_eq!(header.version(), las::Version::new(1, 4));
+        assert_eq!(header.point_format().to_u8().unwrap(), 7, "colour and time");
+        assert_eq!(header.number_of_points(), out.points);
+        // The WKT record ends in a NUL, as LAS 1.4 asks.
+        let wkt = header.get_wkt_crs_bytes().unwrap();
+        assert_eq!(
+            wkt.strip_suffix(b"\0").unwrap_or(wkt),
+            WKT.as_bytes(),
+            "the shared coordinate system"
+        );
+        assert!(
+            header.vlrs()[0].is_copc_info(),
+            "the COPC info record comes first"
+        );
+        let info = header.copc_info_vlr().unwrap();
+        let mut entries: Vec<las::copc::Entry> = header
+            .copc_hierarchy_evlr()
+            .unwrap()
+            .iter_entries()
+            .map(|e| *e.unwrap())
+            .filter(|e| e.point_count > 0)
+            .collect();
+        assert!(
+            entries.len() > 1,
+            "an octree, not one chunk: {} nodes",
+            entries.len()
+        );
+        entries.sort_by_key(|e| e.offset);
+        let points = points_of(&mut reader);
+        let mut rest = &points[..];
+        for entry in &entries {
+            let (node, after) = rest.split_at(entry.point_count as usize);
+            rest = after;
+            let cube = entry.key.bounds(header.copc_info_vlr().unwrap());
+            for p in node {
+                // Half a millimetre of rounding either side of a face.
+                let inside = |v: f64, lo: f64, hi: f64| v >= lo - 0.0005 && v <= hi + 0.0005;
+                assert!(
+                    inside(p.x, cube.min.x, cube.max.x)
+                        && inside(p.y, cube.min.y, cube.max.y)
+                        && inside(p.z, cube.min.z, cube.max.z),
+                    "{p:?} lies outside its node {:?}",
+                    entry.key
+                );
+            }
+        }
+        assert!(rest.is_empty(), "the nodes hold every point of the file");
+        assert!(info.halfsize > 0.0 && info.spacing > 0.0);
+        let root = entries
+            .iter()
+            .find(|e| e.key.l == 0)
+            .expect("a root node with points");
+        assert!(
+            root.point_count > 0 && (root.point_count as u64) < out.points,
+            "the root is a sample: {} points",
+            root.point_count
+        );
+        let key = |p: &las::Point| {
+            let c = p.color.unwrap();
+            (
+                [p.x, p.y, p.z].map(|v| (v * 1000.0).round() as i64),
+                [c.red, c.green, c.blue, p.intensity],
+                (p.gps_time.unwrap() * 1e6).round() as i64,
+            )
+        };
+        let mut got: Vec<_> = points.iter().map(key).collect();
+        let mut reader = las::Reader::from_path(dir.path().join("site.laz")).unwrap();
+        let mut want: Vec<_> = points_of(&mut reader).iter().map(key).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got.len(), want.len());
+        assert!(
+            got == want,
+            "the COPC file holds the LAZ file's points, each once"
+        );
+
+        // One per scan, and the same refusals as the other formats.
+        let (_, out) = call(&scope, json!({ "sources": ["north.e57"], "to": "copc" }));
+        assert!(
+            out.outputs[0].output.ends_with("/north.copc.laz"),
+            "{}",
+            out.outputs[0].output
+        );
+        let toolbox = crate::toolbox::toolbox();
+        let cx = Context::new(&scope);
+        let refused = |input| {
+            toolbox
+                .call(&cx, "convert_e57_to_las", Mode::Plan, input, None)
+                .unwrap_err()
+        };
+        let e = refused(json!({ "sources": ["south.e57"], "merge_into": "site.copc.laz" }));
+        assert_eq!(e.code().as_str(), "already_exists", "{e}");
+        let e = refused(json!({ "sources": ["south.e57"], "merge_into": "x.copc.laz", "to": "laz" }));
+        assert!(e.to_string().contains("x.copc.laz is COPC"), "{e}");
+    }
+
+    /// A cancelled call stops the COPC writer too (it builds the octree
+    /// after the last point is read), and leaves no file behind.
+    #[test]
+    fn a_cancelled_copc_conversion_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_e57(&dir.path().join("north.e57"), 1_000, true, 0.0);
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        let toolbox = crate::toolbox::toolbox();
+        let input = json!({ "sources": ["north.e57"], "to": "copc" });
+        let plan = plan_of(&toolbox, &Context::new(&scope), &input);
+        let cancel = fusion_tools::Cancellation::new();
+        cancel.cancel();
+        let cx = Context::new(&scope).with_cancellation(cancel);
+        let e = toolbox
+            .call(
+                &cx,
+                "convert_e57_to_las",
+                Mode::Apply,
+                input,
+                Some(&plan.precondition),
+            )
+            .unwrap_err();
+        assert_eq!(e.code().as_str(), "cancelled", "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["north.e57"], "no output and no half-written file");
     }
 
     /// E57 timestamps count from the scan's start; LAS gets adjusted
@@ -724,7 +954,7 @@ pub(crate) mod tests {
         let read = |name: &str| {
             let mut reader = las::Reader::from_path(dir.path().join(name)).unwrap();
             let header = reader.header().clone();
-            let points: Vec<las::Point> = reader.points().map(Result::unwrap).collect();
+            let points = points_of(&mut reader);
             (header, points)
         };
         let expect = |i: usize| {
@@ -798,7 +1028,11 @@ pub(crate) mod tests {
         for (input, says) in [
             (
                 json!({ "sources": ["a.e57"], "merge_into": "site.txt" }),
-                "must end in .las or .laz",
+                "must end in .las, .laz (compressed) or .copc.laz",
+            ),
+            (
+                json!({ "sources": ["a.e57"], "merge_into": "site.copc" }),
+                "must end in .las, .laz (compressed) or .copc.laz",
             ),
             (
                 json!({ "sources": ["a.e57"], "merge_into": "site.las", "to": "laz" }),
@@ -824,6 +1058,23 @@ pub(crate) mod tests {
             json!({ "sources": ["empty.e57", "full.e57"], "merge_into": "site.las" }),
         );
         assert_eq!(out.points, 20);
+        // A COPC file has an octree: with no point there is none to build.
+        let toolbox = crate::toolbox::toolbox();
+        let cx = Context::new(&scope);
+        let e = toolbox
+            .call(
+                &cx,
+                "convert_e57_to_las",
+                Mode::Plan,
+                json!({ "sources": ["empty.e57"], "to": "copc" }),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("holds no valid points, and a COPC file needs at least one"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,10 +4,10 @@ use std::io::BufReader;
 
 use fusion_tools::{Context, Error, Location, Result};
 
-use super::Job;
 use super::e57_error;
 use super::offsets::{Extent, fits, header_extents, scan_extent};
 use super::read::{Readers, ScanTime, shared_wkt};
+use super::{Job, OutputFormat};
 
 /// Writes one LAS file from its scans; `progress` gets the points written so
 /// far. Returns the points written.
@@ -52,6 +52,7 @@ pub(crate) fn convert(cx: &Context<'_>, job: &Job, progress: &mut dyn FnMut(u64)
         // will be written.
         points: job.points,
         thin_m: job.thin_m,
+        format: OutputFormat::of(&job.output).unwrap_or(OutputFormat::Las),
     };
     if let Some(extent) = hinted
         && let Ok(transforms) = extent.transforms(&job.sources)
@@ -99,6 +100,7 @@ pub(super) struct Target<'a> {
     pub(super) points: u64,
     /// Keep one point per cube of this edge, in metres.
     pub(super) thin_m: Option<f64>,
+    pub(super) format: OutputFormat,
 }
 
 /// The cubes of `thin_m` that already hold a point, each packed into 63
@@ -172,6 +174,41 @@ pub(super) enum Written {
     Outside,
 }
 
+/// Where the points go: a LAS or LAZ writer, or the COPC writer, which
+/// takes them all (spilled to a private folder) before it builds the
+/// octree there, and whose file is then copied into the pending output.
+enum Sink {
+    Las {
+        writer: las::Writer<std::io::BufWriter<std::fs::File>>,
+        points: las::PointDataBuilder,
+    },
+    Copc {
+        staging: tempfile::TempDir,
+        layout: copc_core::StreamingLayout,
+        metadata: copc_writer::CopcWriteMetadata,
+        output: std::fs::File,
+    },
+}
+
+/// Stops the COPC writer when the call is cancelled or past its deadline,
+/// or when reading the scans failed and its points are incomplete.
+struct Stop<'a> {
+    cx: &'a Context<'a>,
+    abandoned: &'a std::sync::atomic::AtomicBool,
+}
+
+impl copc_core::CancelCheck for Stop<'_> {
+    fn check(&self) -> copc_core::Result<()> {
+        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) || self.cx.checkpoint().is_err() {
+            return Err(copc_core::Error::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+/// Points per COPC octree node (one LAZ chunk): what viewers fetch at once.
+const COPC_NODE_POINTS: u32 = 100_000;
+
 /// Writes the output with `transforms`, atomically: the file appears whole,
 /// or not at all.
 pub(super) fn write_las(
@@ -188,13 +225,21 @@ pub(super) fn write_las(
         time: has_time,
         points: planned,
         thin_m,
+        format: output_format,
     } = *target;
+    let out_path = out.path();
     let las_error = |e: las::Error| Error::Io {
-        path: out.path(),
+        path: out_path.clone(),
         source: std::io::Error::other(e),
     };
     let pending = out.create_file(false)?;
-    let (version, format) = layout(crs.is_some(), has_time, has_color, planned);
+    let copc = output_format == OutputFormat::Copc;
+    // COPC is LAS 1.4 with point format 6 or 7, whatever it holds.
+    let (version, format) = if copc {
+        ((1, 4), if has_color { 7 } else { 6 })
+    } else {
+        layout(crs.is_some(), has_time, has_color, planned)
+    };
     let mut builder = las::Builder::from(version);
     builder.point_format = las::point::Format::new(format).map_err(las_error)?;
     let with_time = builder.point_format.has_gps_time;
@@ -204,27 +249,96 @@ pub(super) fn write_las(
     builder.generating_software = "fusion-host".into();
     builder.transforms = *transforms;
     builder.date = Some(chrono::Utc::now().date_naive());
-    builder.point_format.is_compressed = out
-        .path()
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("laz"));
-    let mut header = builder.into_header().map_err(las_error)?;
-    if let Some(wkt) = crs {
-        header.set_wkt_crs(wkt.as_bytes().to_vec()).map_err(las_error)?;
-    }
-    let file = std::io::BufWriter::new(pending.try_clone_file()?);
-    let mut writer = las::Writer::new(file, header).map_err(las_error)?;
+    builder.point_format.is_compressed = output_format != OutputFormat::Las;
+    let sink = if copc {
+        let mut metadata = copc_writer::CopcWriteMetadata::default();
+        metadata.wkt_crs = crs.map(str::to_string);
+        metadata.gps_standard_time = has_time;
+        metadata.system_identifier = Some("fusion-host".into());
+        metadata.generating_software = Some("fusion-host".into());
+        let [x, y, z] = [transforms.x, transforms.y, transforms.z];
+        metadata.scale = Some((x.scale, y.scale, z.scale));
+        metadata.offset = Some((x.offset, y.offset, z.offset));
+        // The points wait, spilled, in a folder only this process uses, so
+        // that nothing in the user's folders is opened by name.
+        let staging = tempfile::Builder::new()
+            .prefix("fusion-host-copc-")
+            .tempdir()
+            .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+        Sink::Copc {
+            staging,
+            layout: copc_core::StreamingLayout::from_las_format(builder.point_format),
+            metadata,
+            output: pending.try_clone_file()?,
+        }
+    } else {
+        let mut header = builder.into_header().map_err(las_error)?;
+        if let Some(wkt) = crs {
+            header.set_wkt_crs(wkt.as_bytes().to_vec()).map_err(las_error)?;
+        }
+        let points = las::PointDataBuilder::new().for_header(&header);
+        let file = std::io::BufWriter::new(pending.try_clone_file()?);
+        Sink::Las {
+            writer: las::Writer::new(file, header).map_err(las_error)?,
+            points,
+        }
+    };
     // Reading ahead of writing: this thread decodes the scans while another
     // writes (and, for LAZ, compresses) what was decoded before, in batches
     // of one LAZ chunk per core that the `laz` crate compresses on every
     // core. At most two batches wait between them.
     let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<las::Point>>(2);
+    let abandoned = std::sync::atomic::AtomicBool::new(false);
+    let stop = Stop {
+        cx,
+        abandoned: &abandoned,
+    };
     let outcome = std::thread::scope(|scope| {
-        let writing = scope.spawn(move || -> las::Result<las::Writer<_>> {
-            for batch in batches {
-                writer.write_points(&batch)?;
+        let writing = scope.spawn(|| -> Result<()> {
+            match sink {
+                Sink::Las { mut writer, points } => {
+                    for batch in batches {
+                        let batch = points.clone().build_from_points(batch).map_err(las_error)?;
+                        writer.write_points(&batch).map_err(las_error)?;
+                    }
+                    if !abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+                        writer.close().map_err(las_error)?;
+                    }
+                    Ok(())
+                }
+                Sink::Copc {
+                    staging,
+                    layout,
+                    metadata,
+                    mut output,
+                } => {
+                    let built = staging.path().join("points.copc.laz");
+                    let records = batches
+                        .into_iter()
+                        .flatten()
+                        .map(|p| Ok(copc_core::LasPointRecord::from_las_point(&p)));
+                    copc_writer::write_streaming_with_cancel(
+                        &built,
+                        layout,
+                        records,
+                        &copc_writer::CopcWriterParams::new(COPC_NODE_POINTS),
+                        &metadata,
+                        staging.path(),
+                        &stop,
+                    )
+                    .map_err(|e| match e {
+                        copc_core::Error::Cancelled => cx.checkpoint().err().unwrap_or(Error::Cancelled),
+                        copc_core::Error::Io { source, .. } => Error::io(staging.path(), source),
+                        other => Error::Io {
+                            path: out_path.clone(),
+                            source: std::io::Error::other(other),
+                        },
+                    })?;
+                    let mut built = std::fs::File::open(&built).map_err(|e| Error::io(&built, e))?;
+                    std::io::copy(&mut built, &mut output).map_err(|e| Error::io(&out_path, e))?;
+                    Ok(())
+                }
             }
-            Ok(writer)
         });
         let decoded = (|| -> Result<Option<Written>> {
             let mut batch: Vec<las::Point> = Vec::with_capacity(batch_points());
@@ -345,24 +459,39 @@ pub(super) fn write_las(
                     }
                 }
             }
+            if written == 0 && copc {
+                return Err(Error::invalid_input(
+                    "convert_e57_to_las",
+                    "sources",
+                    "the scans hold no valid points; a COPC file needs at least one",
+                ));
+            }
             let _ = to_writer.send(batch);
-            drop(to_writer);
             Ok(Some(Written::All(written)))
         })();
-        let writer = writing
+        // The writer learns whether what it got is whole before its input
+        // ends: an incomplete set is dropped, not finished.
+        if !matches!(decoded, Ok(Some(Written::All(_)))) {
+            abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(to_writer);
+        let written = writing
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (decoded, writer)
+        (decoded, written)
     });
-    let (decoded, writer) = outcome;
-    let mut writer = writer.map_err(las_error)?;
-    let written = match decoded? {
-        Some(Written::All(n)) => n,
-        Some(Written::Outside) => return Ok(Written::Outside),
-        None => unreachable!("the writer stopped without an error"),
+    let (decoded, written_out) = outcome;
+    let written = match decoded {
+        Ok(Some(Written::All(n))) => n,
+        Ok(Some(Written::Outside)) => return Ok(Written::Outside),
+        // The writer stopped first: its error is what matters.
+        Ok(None) => {
+            written_out?;
+            unreachable!("the writer stopped without an error")
+        }
+        Err(e) => return Err(e),
     };
-    writer.close().map_err(las_error)?;
-    drop(writer);
+    written_out?;
     progress(written);
     pending.commit()?;
     Ok(Written::All(written))
