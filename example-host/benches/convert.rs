@@ -19,9 +19,11 @@
 //! timed the same way). The versions in the table are the ones installed.
 //! Both outputs are read back by laspy, which must count every point: the
 //! bench stops if either does not.
-//! A last row converts the same scans with a timestamp per point (GPS time
+//! A later row converts the same scans with a timestamp per point (GPS time
 //! in the output, point format 3): ours only, as pye57 does not read
-//! `timeStamp`.
+//! `timeStamp`. The last writes COPC, with the peak of what its octree
+//! build keeps in the temporary folder (no reference: laspy reads COPC but
+//! does not write it, and PDAL is not packaged here).
 
 #[path = "../tests/support/e57.rs"]
 mod e57_fixture;
@@ -186,6 +188,82 @@ fn main() {
         "\n(read back by laspy: {read_back}; expected {:.5} to {expected_last:.5})",
         1_400_000_000.0 - 1e9
     );
+
+    // COPC: the untimed scans again, built into an octree. Its points wait
+    // on disk in the temporary folder (TMPDIR, here one of the bench's own)
+    // until the last is read; a thread samples how much lies there.
+    let staging = dir.path().join("tmp");
+    std::fs::create_dir_all(&staging).expect("staging folder");
+    let copc_command = {
+        let base = convert("scans.e57", "ours.copc.laz");
+        let staging = staging.clone();
+        move || {
+            let mut c = base();
+            c.env("TMPDIR", &staging);
+            c
+        }
+    };
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, staging) = (watching.clone(), staging.clone());
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(bytes_under(&staging));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let copc = measure(&[&copc_command], reps).remove(0);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let staged = watcher.join().expect("the watcher");
+    println!("\nThe same untimed scans as COPC (octree, LAZ 1.4, point format 7):\n");
+    println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
+    println!("|---|---|---|---|---|---|");
+    row(
+        "fusion-host, COPC",
+        &copc,
+        copc.best.saturating_sub(startup),
+        points,
+        &dir.path().join("ours.copc.laz"),
+    );
+    let read_back = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from laspy.copc import CopcReader; r = CopcReader.open(sys.argv[1]); \
+             print(f'{len(r.query().x)} points through the octree, {len(r.level_query(0).x)} at the root')",
+        ])
+        .arg(dir.path().join("ours.copc.laz"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "n/a (laspy missing)".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
+    println!(
+        "\n(read back by laspy's CopcReader: {read_back}; at most {:.0} MiB, {:.0} bytes a point, waited in the \
+         temporary folder; {} left there after the runs)",
+        staged as f64 / 1048576.0,
+        staged as f64 / points as f64,
+        bytes_under(&staging)
+    );
+}
+
+/// Bytes in the files under `dir`, at any depth (0 for what vanishes while
+/// it is counted).
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => bytes_under(&e.path()),
+                Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 struct Run {
@@ -220,6 +298,11 @@ fn measure(commands: &[&dyn Fn() -> Command], reps: usize) -> Vec<Run> {
                 c.args(["-f", "%M"])
                     .arg(inner.get_program())
                     .args(inner.get_args());
+                for (key, value) in inner.get_envs() {
+                    if let Some(value) = value {
+                        c.env(key, value);
+                    }
+                }
                 c
             } else {
                 inner
