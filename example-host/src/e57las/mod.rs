@@ -5,6 +5,7 @@
 //! handle, and each LAS file is written beside its final name and renamed into
 //! place only when complete.
 
+mod decode;
 mod offsets;
 mod read;
 mod write;

@@ -3,6 +3,7 @@
 
 use fusion_tools::{Context, Error, Location, Result};
 
+use super::decode::{Pose, samples};
 use super::e57_error;
 use super::read::Readers;
 
@@ -119,38 +120,17 @@ pub(super) fn header_extent(pc: &e57::PointCloud) -> Option<Extent> {
     {
         return None;
     }
+    // A pose that is no rotation is refused when the points are read.
+    let pose = Pose::of(pc).ok()?;
     let mut extent = Extent::empty();
     for x in xs {
         for y in ys {
             for z in zs {
-                extent.add(match &pc.transform {
-                    Some(t) => pose(t, [x, y, z]),
-                    None => [x, y, z],
-                });
+                extent.add(pose.apply([x, y, z]));
             }
         }
     }
     Some(extent)
-}
-
-/// A point moved by a scan's pose: rotated by its unit quaternion, then translated.
-pub(super) fn pose(t: &e57::Transform, v: [f64; 3]) -> [f64; 3] {
-    let (w, q) = (t.rotation.w, [t.rotation.x, t.rotation.y, t.rotation.z]);
-    let cross = |a: [f64; 3], b: [f64; 3]| {
-        [
-            a[1] * b[2] - a[2] * b[1],
-            a[2] * b[0] - a[0] * b[2],
-            a[0] * b[1] - a[1] * b[0],
-        ]
-    };
-    let c = cross(q, v);
-    let t2 = [2.0 * c[0], 2.0 * c[1], 2.0 * c[2]];
-    let c2 = cross(q, t2);
-    [
-        v[0] + w * t2[0] + c2[0] + t.translation.x,
-        v[1] + w * t2[1] + c2[1] + t.translation.y,
-        v[2] + w * t2[2] + c2[2] + t.translation.z,
-    ]
 }
 
 /// A scan's extent by reading its points, for a header without bounds.
@@ -160,9 +140,9 @@ pub(super) fn scan_extent<R: std::io::Read + std::io::Seek>(
     pc: &e57::PointCloud,
     extent: &mut Extent,
 ) -> Result<()> {
-    for point in reader.pointcloud_simple(pc).map_err(|e| e57_error(loc, e))? {
-        if let e57::CartesianCoordinate::Valid { x, y, z } = point.map_err(|e| e57_error(loc, e))?.cartesian {
-            extent.add([x, y, z]);
+    for point in samples(loc, reader, pc)? {
+        if let Some(point) = point.map_err(|e| e57_error(loc, e))? {
+            extent.add(point.xyz);
         }
     }
     Ok(())

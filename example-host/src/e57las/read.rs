@@ -5,6 +5,7 @@ use std::io::BufReader;
 
 use fusion_tools::{Context, Location, Result};
 
+use super::decode::samples;
 use super::e57_error;
 
 /// The open inputs, each with where it lies.
@@ -34,16 +35,11 @@ pub(crate) fn scan_points(cx: &Context<'_>, loc: &Location<'_>, budget: &mut u64
             points += pc.records;
         } else if pc.records <= *budget {
             *budget -= pc.records;
-            for (i, point) in reader
-                .pointcloud_simple(&pc)
-                .map_err(|e| e57_error(loc, e))?
-                .enumerate()
-            {
+            for (i, point) in samples(loc, &mut reader, &pc)?.enumerate() {
                 if i % 65_536 == 0 {
                     cx.checkpoint()?;
                 }
-                let point = point.map_err(|e| e57_error(loc, e))?;
-                points += u64::from(matches!(point.cartesian, e57::CartesianCoordinate::Valid { .. }));
+                points += u64::from(point.map_err(|e| e57_error(loc, e))?.is_some());
             }
         } else {
             points += pc.records;
@@ -51,49 +47,6 @@ pub(crate) fn scan_points(cx: &Context<'_>, loc: &Location<'_>, budget: &mut u64
         }
     }
     Ok((points, exact))
-}
-
-/// How a scan's points are timed: E57 `timeStamp` is seconds since the
-/// scan's `acquisitionStart` (GPS seconds); LAS takes adjusted standard GPS
-/// time, GPS seconds minus 10⁹. A scan with timestamps but no start has no
-/// absolute time, and is written without one.
-pub(super) struct ScanTime {
-    /// `acquisitionStart` as adjusted standard GPS time.
-    start: f64,
-    /// Where `timeStamp` is in a raw record, and its type.
-    field: usize,
-    data_type: e57::RecordDataType,
-    /// Where `isTimeStampInvalid` is, when the scan has one.
-    invalid: Option<(usize, e57::RecordDataType)>,
-}
-
-impl ScanTime {
-    pub(super) fn of(pc: &e57::PointCloud) -> Option<ScanTime> {
-        let start = pc.acquisition_start.as_ref()?.gps_time - 1e9;
-        let find = |name: e57::RecordName| {
-            pc.prototype
-                .iter()
-                .position(|r| r.name == name)
-                .map(|i| (i, pc.prototype[i].data_type.clone()))
-        };
-        let (field, data_type) = find(e57::RecordName::TimeStamp)?;
-        Some(ScanTime {
-            start,
-            field,
-            data_type,
-            invalid: find(e57::RecordName::IsTimeStampInvalid),
-        })
-    }
-
-    /// The time of one raw record, unless it is marked invalid.
-    pub(super) fn of_record(&self, values: &[e57::RecordValue]) -> Option<f64> {
-        if let Some((i, dt)) = &self.invalid
-            && values.get(*i)?.to_i64(dt).ok()? != 0
-        {
-            return None;
-        }
-        Some(self.start + values.get(self.field)?.to_f64(&self.data_type).ok()?)
-    }
 }
 
 /// The coordinate system every scan of a job declares, when they all declare

@@ -4,9 +4,10 @@ use std::io::BufReader;
 
 use fusion_tools::{Context, Error, Location, Result};
 
+use super::decode::{ScanTime, samples};
 use super::e57_error;
 use super::offsets::{Extent, fits, header_extents, scan_extent};
-use super::read::{Readers, ScanTime, shared_wkt};
+use super::read::{Readers, shared_wkt};
 use super::{Job, OutputFormat};
 
 /// Writes one LAS file from its scans; `progress` gets the points written so
@@ -350,44 +351,11 @@ pub(super) fn write_las(
                     if pc.records == 0 {
                         continue;
                     }
-                    // Timestamps are not in the simple reader's points: a second
-                    // reader of the same file yields the same records raw.
-                    let time = ScanTime::of(&pc);
-                    let mut timing = match &time {
-                        Some(_) => {
-                            let (file, _) = loc.open_file()?;
-                            Some(e57::E57Reader::new(BufReader::new(file)).map_err(|e| e57_error(loc, e))?)
-                        }
-                        None => None,
-                    };
-                    let mut raw = match &mut timing {
-                        Some(reader) => Some(reader.pointcloud_raw(&pc).map_err(|e| e57_error(loc, e))?),
-                        None => None,
-                    };
-                    let iter = reader.pointcloud_simple(&pc).map_err(|e| e57_error(loc, e))?;
-                    for point in iter {
-                        let point = point.map_err(|e| e57_error(loc, e))?;
-                        let gps_time = match (&mut raw, &time) {
-                            (Some(raw), Some(time)) => {
-                                let values = raw
-                                    .next()
-                                    .ok_or_else(|| {
-                                        e57_error(
-                                            loc,
-                                            e57::Error::Read {
-                                                desc: "the scan ended early".into(),
-                                                source: None,
-                                            },
-                                        )
-                                    })?
-                                    .map_err(|e| e57_error(loc, e))?;
-                                time.of_record(&values)
-                            }
-                            _ => None,
-                        };
-                        let e57::CartesianCoordinate::Valid { x, y, z } = point.cartesian else {
+                    for point in samples(loc, reader, &pc)? {
+                        let Some(point) = point.map_err(|e| e57_error(loc, e))? else {
                             continue;
                         };
+                        let [x, y, z] = point.xyz;
                         // A point the offsets cannot hold must not reach the LAS
                         // writer (it fails, and panics when dropped): the caller
                         // tries again with offsets from the points.
@@ -420,15 +388,11 @@ pub(super) fn write_las(
                             z,
                             intensity: point.intensity.map_or(0, to_u16),
                             color: has_color.then(|| {
-                                let c = point.color.unwrap_or(e57::Color {
-                                    red: 0.0,
-                                    green: 0.0,
-                                    blue: 0.0,
-                                });
-                                las::Color::new(to_u16(c.red), to_u16(c.green), to_u16(c.blue))
+                                let [red, green, blue] = point.color.unwrap_or([0.0; 3]);
+                                las::Color::new(to_u16(red), to_u16(green), to_u16(blue))
                             }),
                             // A point without a time of its own gets 0.
-                            gps_time: with_time.then(|| gps_time.unwrap_or(0.0)),
+                            gps_time: with_time.then(|| point.gps_time.unwrap_or(0.0)),
                             ..las::Point::default()
                         };
                         // Never past what the plan counted: a 1.2 header's count
