@@ -396,6 +396,57 @@ async fn revoking_on_one_replica_closes_the_stream_on_another() {
     assert_eq!(detail["device"]["online"], false, "{detail}");
 }
 
+/// A device streaming to B says it is updating to A (its load balancer's
+/// pick for that request): the owner's page on B shows it updating, and
+/// stops when A hears how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_reported_to_one_replica_shows_on_another() {
+    let Some((pg, nats)) = servers("an_update_reported_to_one_replica_shows_on_another") else {
+        return;
+    };
+    let apps = replicas(2, &pg, &nats);
+    let (a, b) = (&apps[0], &apps[1]);
+    let on_b = User::sign_up(b, "updating").await;
+    let device = Device::pair(&on_b, &b.url, "x").await;
+    let report = |status| fusion_tools::UpdateReport {
+        status,
+        from: "0.1.0".into(),
+        to: "0.2.0".into(),
+        reason: None,
+    };
+    let http = Http::new(&a.url, None, "test").unwrap();
+    let updating = |want: Option<&'static str>| {
+        let on_b = on_b.on(b);
+        let id = device.id().to_string();
+        async move {
+            for _ in 0..200 {
+                let (_, detail) = on_b.get(&format!("/api/devices/{id}")).await;
+                if detail["device"]["updating"].as_str() == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("B never showed the device updating to {want:?}");
+        }
+    };
+    fusion_host::report_update(
+        &http,
+        &device.credentials.token,
+        &report(fusion_tools::UpdateStatus::Started),
+    )
+    .await
+    .unwrap();
+    updating(Some("0.2.0")).await;
+    fusion_host::report_update(
+        &http,
+        &device.credentials.token,
+        &report(fusion_tools::UpdateStatus::Updated),
+    )
+    .await
+    .unwrap();
+    updating(None).await;
+}
+
 /// Forwards TCP connections to whichever replica `target` names now, as a
 /// load balancer would.
 async fn balancer(target: Arc<Mutex<String>>) -> String {

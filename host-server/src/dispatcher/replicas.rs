@@ -339,6 +339,17 @@ impl Dispatcher {
                 slot.online.send_replace(online);
             }
             Inbound::Event(event) => {
+                // A page on this replica shows a device updating whichever
+                // replica it told.
+                if let HostEvent::DeviceUpdate {
+                    owner,
+                    device_id,
+                    status,
+                    to,
+                } = &event
+                {
+                    self.state().slot(device_id, owner).note_update(*status, to);
+                }
                 let _ = self.inner.events.send(event);
             }
         }

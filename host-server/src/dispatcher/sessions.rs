@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use fusion_protocol::{ClosingEvent, DeviceManifest, Mode, UpdatePolicy, UpdateReport, UpdateStatus};
 use tokio::sync::mpsc;
 
@@ -54,12 +52,10 @@ impl Dispatcher {
                 )));
             }
         }
-        {
-            let mut state = self.state();
-            let slot = state.slot(&device.id, &device.owner);
-            slot.updating =
-                (report.status == UpdateStatus::Started).then(|| (report.to.clone(), Instant::now()));
-        }
+        // Here now; on the other replicas when the event below reaches them.
+        self.state()
+            .slot(&device.id, &device.owner)
+            .note_update(report.status, &report.to);
         tracing::info!(device_id = %device.id, status = report.status.as_str(), from = %report.from, to = %report.to, "device update");
         if report.status != UpdateStatus::Started {
             let error_code = match report.status {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fusion_protocol::{CallEvent, CallResult, CancelEvent, ClosingEvent, DeviceManifest};
+use fusion_protocol::{CallEvent, CallResult, CancelEvent, ClosingEvent, DeviceManifest, UpdateStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -101,6 +101,13 @@ pub(super) struct Ended {
 }
 
 impl Slot {
+    /// Takes note of a device's word on its automatic update, reported
+    /// here or to another replica: `started` marks it updating, any outcome
+    /// ends that.
+    pub(super) fn note_update(&mut self, status: UpdateStatus, to: &str) {
+        self.updating = (status == UpdateStatus::Started).then(|| (to.to_string(), Instant::now()));
+    }
+
     /// The version an automatic update is installing, while that is recent.
     pub(super) fn updating(&self) -> Option<String> {
         self.updating
