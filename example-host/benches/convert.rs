@@ -16,7 +16,10 @@
 //! `/usr/bin/time`'s maximum resident set. Beside the whole process, each
 //! side's own work: the script times itself after Python's start-up and
 //! imports; ours is the whole time less the binary's start-up (`--version`,
-//! timed the same way). The versions in the table are the ones installed.
+//! timed the same way). CPU is the least user plus system time of a run,
+//! which on two cores says what wall-clock time hides: work a busy second
+//! core absorbs. The versions in the table are the ones installed.
+//! `FUSION_BENCH_BIN=path` measures another build of `fusion-host` instead.
 //! Both outputs are read back by laspy, which must count every point: the
 //! bench stops if either does not.
 //! A later row converts the same scans with a timestamp per point (GPS time
@@ -33,6 +36,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fusion-host");
+
+/// The binary measured: this build's, or another (`FUSION_BENCH_BIN`), to
+/// compare two versions of the converter on the same files.
+fn bin() -> String {
+    std::env::var("FUSION_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -66,7 +75,7 @@ fn main() {
         let (out, config, root) = (dir.path().join(out), config.clone(), root.clone());
         move || {
             let _ = std::fs::remove_file(&out);
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.arg("--config-dir").arg(&config).args([
                 "call",
                 "convert_e57_to_las",
@@ -82,7 +91,7 @@ fn main() {
     let ours_command = convert("scans.e57", "ours.laz");
     let startup = measure(
         &[&|| {
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.arg("--version");
             c
         }],
@@ -91,8 +100,10 @@ fn main() {
     .remove(0)
     .best;
 
-    println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     // Ours: its work is its whole time less the binary's start-up.
     let ours_row = |ours: &Run| {
         row(
@@ -156,8 +167,10 @@ fn main() {
     write_scans(&dir.path().join("timed.e57"), points, true);
     let timed = measure(&[&convert("timed.e57", "timed.laz")], reps).remove(0);
     println!("\nThe same scans with a timestamp per point:\n");
-    println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     row(
         "fusion-host, GPS time kept (point format 3)",
         &timed,
@@ -219,8 +232,10 @@ fn main() {
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let staged = watcher.join().expect("the watcher");
     println!("\nThe same untimed scans as COPC (octree, LAZ 1.4, point format 7):\n");
-    println!("| converter | whole process | its own work | points/s (work) | peak memory | output |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     row(
         "fusion-host, COPC",
         &copc,
@@ -270,6 +285,8 @@ struct Run {
     /// The shortest whole-process time.
     best: Duration,
     peak_kib: Option<u64>,
+    /// The least CPU time (user plus system) a run took, in seconds.
+    cpu_s: Option<f64>,
     /// What the last run printed.
     stdout: String,
     /// The shortest time the process says its own work took (`work_s`).
@@ -285,6 +302,7 @@ fn measure(commands: &[&dyn Fn() -> Command], reps: usize) -> Vec<Run> {
         .map(|_| Run {
             best: Duration::MAX,
             peak_kib: None,
+            cpu_s: None,
             stdout: String::new(),
             work_s: None,
         })
@@ -295,7 +313,7 @@ fn measure(commands: &[&dyn Fn() -> Command], reps: usize) -> Vec<Run> {
             let timed = Path::new("/usr/bin/time").exists();
             let mut c = if timed {
                 let mut c = Command::new("/usr/bin/time");
-                c.args(["-f", "%M"])
+                c.args(["-f", "%M %U %S"])
                     .arg(inner.get_program())
                     .args(inner.get_args());
                 for (key, value) in inner.get_envs() {
@@ -318,11 +336,19 @@ fn measure(commands: &[&dyn Fn() -> Command], reps: usize) -> Vec<Run> {
             );
             run.best = run.best.min(took);
             if timed {
-                run.peak_kib = String::from_utf8_lossy(&out.stderr)
+                let said = String::from_utf8_lossy(&out.stderr);
+                let last: Vec<&str> = said
                     .lines()
                     .last()
-                    .and_then(|l| l.trim().parse().ok())
-                    .max(run.peak_kib);
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                if let [peak, user, system] = last[..] {
+                    run.peak_kib = peak.parse().ok().max(run.peak_kib);
+                    if let (Ok(user), Ok(system)) = (user.parse::<f64>(), system.parse::<f64>()) {
+                        run.cpu_s = Some(run.cpu_s.map_or(user + system, |c: f64| c.min(user + system)));
+                    }
+                }
             }
             run.stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             let work =
@@ -339,10 +365,12 @@ fn measure(commands: &[&dyn Fn() -> Command], reps: usize) -> Vec<Run> {
 
 fn row(name: &str, run: &Run, work: Duration, points: usize, out: &Path) {
     println!(
-        "| {name} | {:.2} s | {:.2} s | {:.2} M | {} | {:.1} MiB |",
+        "| {name} | {:.2} s | {:.2} s | {:.2} M | {} | {} | {:.1} MiB |",
         run.best.as_secs_f64(),
         work.as_secs_f64(),
         points as f64 / work.as_secs_f64() / 1e6,
+        run.cpu_s
+            .map_or_else(|| "n/a".to_string(), |c| format!("{c:.2} s")),
         run.peak_kib
             .map_or_else(|| "n/a".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
         std::fs::metadata(out).map_or(0.0, |m| m.len() as f64 / 1048576.0),
