@@ -100,10 +100,7 @@ fn main() {
     .remove(0)
     .best;
 
-    println!(
-        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    table_header();
     // Ours: its work is its whole time less the binary's start-up.
     let ours_row = |ours: &Run| {
         row(
@@ -167,10 +164,7 @@ fn main() {
     write_scans(&dir.path().join("timed.e57"), points, true);
     let timed = measure(&[&convert("timed.e57", "timed.laz")], reps).remove(0);
     println!("\nThe same scans with a timestamp per point:\n");
-    println!(
-        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    table_header();
     row(
         "fusion-host, GPS time kept (point format 3)",
         &timed,
@@ -181,21 +175,12 @@ fn main() {
     // What a standard reader makes of it: laspy's point format, GPS time
     // type and range. The scans start at GPS 1,400,000,000 s and 600 s
     // apart, a point every 10 µs.
-    let read_back = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, laspy; f = laspy.read(sys.argv[1]); h = f.header; \
-             print(f'point format {h.point_format.id}, GPS time {h.global_encoding.gps_time_type.name}, \
-             {f.gps_time.min():.5f} to {f.gps_time.max():.5f}, {h.point_count} points')",
-        ])
-        .arg(dir.path().join("timed.laz"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or_else(
-            || "n/a (laspy missing)".into(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        );
+    let read_back = python_says(
+        "import sys, laspy; f = laspy.read(sys.argv[1]); h = f.header; \
+         print(f'point format {h.point_format.id}, GPS time {h.global_encoding.gps_time_type.name}, \
+         {f.gps_time.min():.5f} to {f.gps_time.max():.5f}, {h.point_count} points')",
+        &dir.path().join("timed.laz"),
+    );
     let expected_last = 1_400_000_000.0 + 2.0 * 600.0 - 1e9 + (points / 3 - 1) as f64 * 1e-5;
     println!(
         "\n(read back by laspy: {read_back}; expected {:.5} to {expected_last:.5})",
@@ -232,10 +217,7 @@ fn main() {
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let staged = watcher.join().expect("the watcher");
     println!("\nThe same untimed scans as COPC (octree, LAZ 1.4, point format 7):\n");
-    println!(
-        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    table_header();
     row(
         "fusion-host, COPC",
         &copc,
@@ -243,20 +225,11 @@ fn main() {
         points,
         &dir.path().join("ours.copc.laz"),
     );
-    let read_back = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; from laspy.copc import CopcReader; r = CopcReader.open(sys.argv[1]); \
+    let read_back = python_says(
+        "import sys; from laspy.copc import CopcReader; r = CopcReader.open(sys.argv[1]); \
              print(f'{len(r.query().x)} points through the octree, {len(r.level_query(0).x)} at the root')",
-        ])
-        .arg(dir.path().join("ours.copc.laz"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or_else(
-            || "n/a (laspy missing)".into(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        );
+        &dir.path().join("ours.copc.laz"),
+    );
     println!(
         "\n(read back by laspy's CopcReader: {read_back}; at most {:.0} MiB, {:.0} bytes a point, waited in the \
          temporary folder; {} left there after the runs)",
@@ -377,21 +350,35 @@ fn row(name: &str, run: &Run, work: Duration, points: usize, out: &Path) {
     );
 }
 
-/// Points in a LAZ file, as laspy reads them.
-fn count_laz(path: &Path) -> String {
+/// The columns of every table this bench prints.
+fn table_header() {
+    println!(
+        "| converter | whole process | its own work | points/s (work) | CPU (user + system) | peak memory | output |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+}
+
+/// What a Python one-liner (`python3 -c CODE PATH`) prints of a file, or
+/// `n/a` when it cannot (laspy missing).
+fn python_says(code: &str, path: &Path) -> String {
     Command::new("python3")
-        .args([
-            "-c",
-            "import sys, laspy; print(laspy.read(sys.argv[1]).header.point_count)",
-        ])
+        .args(["-c", code])
         .arg(path)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map_or_else(
-            || "n/a".into(),
+            || "n/a (laspy missing)".into(),
             |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
         )
+}
+
+/// Points in a LAZ file, as laspy reads them.
+fn count_laz(path: &Path) -> String {
+    python_says(
+        "import sys, laspy; print(laspy.read(sys.argv[1]).header.point_count)",
+        path,
+    )
 }
 
 /// Three scans of a survey: a grid of points with intensity and colour,

@@ -41,6 +41,27 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Applies `convert_e57_to_las` with `input` to the folder `root`.
+fn convert(root: &Path, input: &serde_json::Value) {
+    run(Command::new(BIN)
+        .args(["call", "convert_e57_to_las", "--apply", "--input"])
+        .arg(input.to_string())
+        .arg("--root")
+        .arg(root)
+        .arg("--config-dir")
+        .arg(root.join(".config")));
+}
+
+/// What `scripts/e57-writers.py CHECK ARGS… SOURCES…` says of an output,
+/// which must pass.
+fn check(root: &Path, check: &[&str], sources: &[&str]) {
+    let said = run(Command::new("python3")
+        .arg(script())
+        .args(check)
+        .args(sources.iter().map(|s| root.join(s))));
+    eprintln!("{}", said.trim());
+}
+
 #[test]
 fn scans_written_by_pye57_convert_point_for_point() {
     if !python_ready() {
@@ -51,49 +72,32 @@ fn scans_written_by_pye57_convert_point_for_point() {
     let written = run(Command::new("python3").arg(script()).arg("write").arg(&root));
     let fixtures: Vec<&str> = written.lines().collect();
     assert_eq!(fixtures, ["posed.e57", "site.e57", "local.e57"]);
-    let convert = |sources: &[&str], output: &str| {
-        let input = serde_json::json!({ "sources": sources, "merge_into": output });
-        run(Command::new(BIN)
-            .args(["call", "convert_e57_to_las", "--apply", "--input"])
-            .arg(input.to_string())
-            .arg("--root")
-            .arg(&root)
-            .arg("--config-dir")
-            .arg(root.join(".config")));
-        let check = run(Command::new("python3")
-            .arg(script())
-            .arg("check")
-            .arg(root.join(output))
-            .args(sources.iter().map(|s| root.join(s))));
-        eprintln!("{}", check.trim());
+    let convert_and_check = |sources: &[&str], output: &str| {
+        convert(
+            &root,
+            &serde_json::json!({ "sources": sources, "merge_into": output }),
+        );
+        let output = root.join(output).display().to_string();
+        check(&root, &["check", &output], sources);
     };
     // Each on its own: one posed scan whose header bounds are already posed
     // (and so out of order after rotation), a three-station site, a local scan.
     for fixture in &fixtures {
-        convert(&[fixture], &fixture.replace(".e57", ".las"));
+        convert_and_check(&[fixture], &fixture.replace(".e57", ".las"));
     }
     // The georeferenced ones merged, and compressed.
-    convert(&["posed.e57", "site.e57"], "merged.las");
-    convert(&["site.e57"], "site.laz");
+    convert_and_check(&["posed.e57", "site.e57"], "merged.las");
+    convert_and_check(&["site.e57"], "site.laz");
 
     // Thinned to one point per 2 m cube (about two thirds of its points
     // remain), checked against the cubes pye57's reading of the same scans
     // fills.
-    let input = serde_json::json!({ "sources": ["site.e57"], "merge_into": "site-thin.laz", "thin_m": 2.0 });
-    run(Command::new(BIN)
-        .args(["call", "convert_e57_to_las", "--apply", "--input"])
-        .arg(input.to_string())
-        .arg("--root")
-        .arg(&root)
-        .arg("--config-dir")
-        .arg(root.join(".config")));
-    let check = run(Command::new("python3")
-        .arg(script())
-        .args(["thin-check"])
-        .arg(root.join("site-thin.laz"))
-        .arg("2.0")
-        .arg(root.join("site.e57")));
-    eprintln!("{}", check.trim());
+    convert(
+        &root,
+        &serde_json::json!({ "sources": ["site.e57"], "merge_into": "site-thin.laz", "thin_m": 2.0 }),
+    );
+    let output = root.join("site-thin.laz").display().to_string();
+    check(&root, &["thin-check", &output, "2.0"], &["site.e57"]);
 }
 
 /// COPC, read back by laspy's `CopcReader` (lazrs): the three-station site
@@ -124,18 +128,8 @@ fn copc_from_pye57_scans_reads_back_through_its_octree() {
             &["dense.e57"][..],
         ),
     ] {
-        run(Command::new(BIN)
-            .args(["call", "convert_e57_to_las", "--apply", "--input"])
-            .arg(input.to_string())
-            .arg("--root")
-            .arg(&root)
-            .arg("--config-dir")
-            .arg(root.join(".config")));
-        let check = run(Command::new("python3")
-            .arg(script())
-            .arg("copc-check")
-            .arg(root.join(output))
-            .args(sources.iter().map(|s| root.join(s))));
-        eprintln!("{}", check.trim());
+        convert(&root, &input);
+        let output = root.join(output).display().to_string();
+        check(&root, &["copc-check", &output], sources);
     }
 }

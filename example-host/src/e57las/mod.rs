@@ -469,17 +469,27 @@ pub(crate) mod tests {
         plan
     }
 
-    fn plan_and_apply(scope: &Scope, input: serde_json::Value) -> (Plan, Result<fusion_tools::Outcome>) {
-        let toolbox = crate::toolbox::toolbox();
-        let cx = Context::new(scope);
-        let plan = plan_of(&toolbox, &cx, &input);
-        let applied = toolbox.call(
-            &cx,
+    /// Applies `input` as `plan` approved it.
+    fn apply_as_planned(
+        toolbox: &Toolbox,
+        cx: &Context<'_>,
+        input: serde_json::Value,
+        plan: &Plan,
+    ) -> Result<fusion_tools::Outcome> {
+        toolbox.call(
+            cx,
             "convert_e57_to_las",
             Mode::Apply,
             input,
             Some(&plan.precondition),
-        );
+        )
+    }
+
+    fn plan_and_apply(scope: &Scope, input: serde_json::Value) -> (Plan, Result<fusion_tools::Outcome>) {
+        let toolbox = crate::toolbox::toolbox();
+        let cx = Context::new(scope);
+        let plan = plan_of(&toolbox, &cx, &input);
+        let applied = apply_as_planned(&toolbox, &cx, input, &plan);
         (plan, applied)
     }
 
@@ -503,15 +513,7 @@ pub(crate) mod tests {
         );
 
         write_e57(&scan, 120, false, 0.0);
-        let e = toolbox
-            .call(
-                &cx,
-                "convert_e57_to_las",
-                Mode::Apply,
-                input,
-                Some(&plan.precondition),
-            )
-            .unwrap_err();
+        let e = apply_as_planned(&toolbox, &cx, input, &plan).unwrap_err();
         assert_eq!(e.code().as_str(), "conflict", "{e}");
         assert!(!dir.path().join("north.las").exists());
     }
@@ -907,15 +909,7 @@ pub(crate) mod tests {
         let cancel = fusion_tools::Cancellation::new();
         cancel.cancel();
         let cx = Context::new(&scope).with_cancellation(cancel);
-        let e = toolbox
-            .call(
-                &cx,
-                "convert_e57_to_las",
-                Mode::Apply,
-                input,
-                Some(&plan.precondition),
-            )
-            .unwrap_err();
+        let e = apply_as_planned(&toolbox, &cx, input, &plan).unwrap_err();
         assert_eq!(e.code().as_str(), "cancelled", "{e}");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
