@@ -381,7 +381,7 @@ fn count_laz(path: &Path) -> String {
     )
 }
 
-/// Three scans of a survey: a grid of points with intensity and colour,
+/// Three posed scans of a survey: a grid of points with intensity and colour,
 /// and with `timed` a timestamp per point (10 µs apart, from each scan's
 /// acquisition start).
 fn write_scans(path: &Path, points: usize, timed: bool) {
@@ -392,33 +392,48 @@ fn write_scans(path: &Path, points: usize, timed: bool) {
         time_invalid: false,
         invalid_state: false,
     };
-    let grid = |scan: usize| {
-        move |i: usize| {
-            let (row, col) = ((i / 2000) as f64, (i % 2000) as f64);
-            e57_fixture::Point {
-                xyz: [
-                    scan as f64 * 30.0 + col * 0.005,
-                    row * 0.005,
-                    ((row * 0.1).sin() + (col * 0.05).cos()) * 0.5,
-                ],
-                intensity: (i % 1000) as f32 / 999.0,
-                rgb: [(i % 256) as i64, ((i / 7) % 256) as i64, ((i / 13) % 256) as i64],
-                time: i as f64 * 1e-5,
-                time_invalid: false,
-                invalid_state: 0,
-            }
+    // Each scan in its station's frame, the station posed in UTM: turned
+    // about the vertical by 40° more than the last, 30 m along.
+    let station = |scan: usize| {
+        let half = (scan as f64 * 40.0).to_radians() / 2.0;
+        e57::Transform {
+            rotation: e57::Quaternion {
+                w: half.cos(),
+                x: 0.0,
+                y: 0.0,
+                z: half.sin(),
+            },
+            translation: e57::Translation {
+                x: 512_352.0 + scan as f64 * 30.0,
+                y: 5_401_245.0,
+                z: 148.0,
+            },
         }
     };
-    let grids: Vec<_> = (0..3).map(grid).collect();
-    let scans: Vec<e57_fixture::Scan<'_>> = grids
-        .iter()
-        .enumerate()
-        .map(|(scan, point)| e57_fixture::Scan {
+    // The same grid in every station's frame.
+    let grid = |i: usize| {
+        let (row, col) = ((i / 2000) as f64, (i % 2000) as f64);
+        e57_fixture::Point {
+            xyz: [
+                col * 0.005,
+                row * 0.005,
+                ((row * 0.1).sin() + (col * 0.05).cos()) * 0.5,
+            ],
+            intensity: (i % 1000) as f32 / 999.0,
+            rgb: [(i % 256) as i64, ((i / 7) % 256) as i64, ((i / 13) % 256) as i64],
+            time: i as f64 * 1e-5,
+            time_invalid: false,
+            invalid_state: 0,
+        }
+    };
+    let scans: Vec<e57_fixture::Scan<'_>> = (0..3)
+        .map(|scan| e57_fixture::Scan {
             name: format!("scan-{scan}"),
             fields,
             acquisition_start: timed.then_some(1_400_000_000.0 + scan as f64 * 600.0),
+            pose: Some(station(scan)),
             points: points / 3 + usize::from(scan < points % 3),
-            point,
+            point: &grid,
         })
         .collect();
     e57_fixture::write(path, None, &scans);

@@ -671,6 +671,7 @@ fn write_e57(path: &Path, n: usize) {
         name: "pc".into(),
         fields: e57_fixture::Fields::default(),
         acquisition_start: None,
+        pose: None,
         points: n,
         point: &point,
     };

@@ -451,6 +451,7 @@ pub(crate) mod tests {
             name: format!("pc-{shift}"),
             fields,
             acquisition_start: start,
+            pose: None,
             points: n,
             point: &point,
         };
@@ -546,6 +547,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             acquisition_start: None,
+            pose: None,
             points: 100,
             point: &point,
         };

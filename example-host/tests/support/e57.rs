@@ -40,6 +40,8 @@ pub(crate) struct Scan<'a> {
     pub(crate) fields: Fields,
     /// The scan's `acquisitionStart`, GPS seconds.
     pub(crate) acquisition_start: Option<f64>,
+    /// The station's pose: the points are written in its frame.
+    pub(crate) pose: Option<e57::Transform>,
     pub(crate) points: usize,
     pub(crate) point: &'a dyn Fn(usize) -> Point,
 }
@@ -52,6 +54,7 @@ pub(crate) fn write(path: &Path, crs: Option<&str>, scans: &[Scan<'_>]) {
         let mut pc = writer
             .add_pointcloud(&scan.name, prototype(scan.fields))
             .expect("a point cloud");
+        pc.set_transform(scan.pose.clone());
         pc.set_acquisition_start(scan.acquisition_start.map(|gps_time| DateTime {
             gps_time,
             atomic_reference: true,
