@@ -160,11 +160,54 @@ pub(super) fn layout(crs: bool, time: bool, color: bool, points: u64) -> ((u8, u
 }
 
 /// Points handed to the LAS writer at once: one LAZ chunk (50,000 points)
-/// per core, at most eight, so every core compresses one. About 12 MiB a
-/// core of points waiting.
+/// per core, at most eight, so every core compresses one. 2 MiB a core of
+/// [`Kept`] points waiting.
 fn batch_points() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     cores * 50_000
+}
+
+/// A point on its way to the writer, in 40 bytes (a `las::Point` takes
+/// three times that): the writer's thread makes the record of it, next to
+/// compressing, while this one decodes the next.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    xyz: [f64; 3],
+    intensity: u16,
+    rgb: [u16; 3],
+    gps_time: f64,
+}
+
+impl Kept {
+    fn las(self, color: bool, time: bool) -> las::Point {
+        let [x, y, z] = self.xyz;
+        let [red, green, blue] = self.rgb;
+        las::Point {
+            x,
+            y,
+            z,
+            intensity: self.intensity,
+            color: color.then(|| las::Color::new(red, green, blue)),
+            gps_time: time.then_some(self.gps_time),
+            ..las::Point::default()
+        }
+    }
+
+    fn copc(self) -> copc_core::LasPointRecord {
+        let [x, y, z] = self.xyz;
+        let [red, green, blue] = self.rgb;
+        copc_core::LasPointRecord {
+            x,
+            y,
+            z,
+            intensity: self.intensity,
+            red,
+            green,
+            blue,
+            gps_time: self.gps_time,
+            ..copc_core::LasPointRecord::default()
+        }
+    }
 }
 
 /// How a write ended.
@@ -288,7 +331,7 @@ pub(super) fn write_las(
     // writes (and, for LAZ, compresses) what was decoded before, in batches
     // of one LAZ chunk per core that the `laz` crate compresses on every
     // core. At most two batches wait between them.
-    let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<las::Point>>(2);
+    let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<Kept>>(2);
     let abandoned = std::sync::atomic::AtomicBool::new(false);
     let stop = Stop {
         cx,
@@ -299,7 +342,10 @@ pub(super) fn write_las(
             match sink {
                 Sink::Las { mut writer, points } => {
                     for batch in batches {
-                        let batch = points.clone().build_from_points(batch).map_err(las_error)?;
+                        let batch = points
+                            .clone()
+                            .build_from_points(batch.into_iter().map(|p| p.las(has_color, with_time)))
+                            .map_err(las_error)?;
                         writer.write_points(&batch).map_err(las_error)?;
                     }
                     if !abandoned.load(std::sync::atomic::Ordering::Relaxed) {
@@ -314,10 +360,7 @@ pub(super) fn write_las(
                     mut output,
                 } => {
                     let built = staging.path().join("points.copc.laz");
-                    let records = batches
-                        .into_iter()
-                        .flatten()
-                        .map(|p| Ok(copc_core::LasPointRecord::from_las_point(&p)));
+                    let records = batches.into_iter().flatten().map(|p| Ok(p.copc()));
                     copc_writer::write_streaming_with_cancel(
                         &built,
                         layout,
@@ -342,7 +385,7 @@ pub(super) fn write_las(
             }
         });
         let decoded = (|| -> Result<Option<Written>> {
-            let mut batch: Vec<las::Point> = Vec::with_capacity(batch_points());
+            let mut batch: Vec<Kept> = Vec::with_capacity(batch_points());
             let mut written = 0u64;
             let mut cubes = thin_m.map(Cubes::new);
             for (loc, reader) in readers.iter_mut() {
@@ -382,18 +425,12 @@ pub(super) fn write_las(
                             }
                         }
                         let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
-                        let las_point = las::Point {
-                            x,
-                            y,
-                            z,
+                        let kept = Kept {
+                            xyz: [x, y, z],
                             intensity: point.intensity.map_or(0, to_u16),
-                            color: has_color.then(|| {
-                                let [red, green, blue] = point.color.unwrap_or([0.0; 3]);
-                                las::Color::new(to_u16(red), to_u16(green), to_u16(blue))
-                            }),
+                            rgb: point.color.unwrap_or([0.0; 3]).map(to_u16),
                             // A point without a time of its own gets 0.
-                            gps_time: with_time.then(|| point.gps_time.unwrap_or(0.0)),
-                            ..las::Point::default()
+                            gps_time: point.gps_time.unwrap_or(0.0),
                         };
                         // Never past what the plan counted: a 1.2 header's count
                         // would wrap, and the person approved that many.
@@ -407,7 +444,7 @@ pub(super) fn write_las(
                                 ),
                             });
                         }
-                        batch.push(las_point);
+                        batch.push(kept);
                         if batch.len() == batch.capacity() {
                             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_points()));
                             if to_writer.send(full).is_err() {
