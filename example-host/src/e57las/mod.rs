@@ -918,6 +918,54 @@ pub(crate) mod tests {
         assert_eq!(left, ["north.e57"], "no output and no half-written file");
     }
 
+    /// Writes `digits` over the first `recordCount` of the E57 file at
+    /// `path` (the same number of digits), and seals the page again with
+    /// its CRC, as a writer that miscounted would have: a header that
+    /// disagrees with the binary section.
+    fn miscount(path: &std::path::Path, digits: &str) {
+        const PAGE: usize = 1024;
+        let mut bytes = std::fs::read(path).unwrap();
+        let attribute = b"recordCount=\"";
+        let start = bytes
+            .windows(attribute.len())
+            .position(|w| w == attribute)
+            .unwrap()
+            + attribute.len();
+        let end = start + digits.len();
+        assert_eq!(bytes[end], b'"', "the count has {} digits", digits.len());
+        bytes[start..end].copy_from_slice(digits.as_bytes());
+        let page = start / PAGE * PAGE;
+        let crc = crc32c::crc32c(&bytes[page..page + PAGE - 4]);
+        bytes[page + PAGE - 4..page + PAGE].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A header whose point count disagrees with its binary section: more
+    /// points than the section holds fail when the section ends, naming
+    /// the file, and leave nothing; fewer are what the file says it holds.
+    #[test]
+    fn a_point_count_the_data_does_not_hold_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
+        write_e57(&dir.path().join("over.e57"), 100, false, 0.0);
+        miscount(&dir.path().join("over.e57"), "900");
+        let (plan, applied) = plan_and_apply(&scope, json!({ "sources": ["over.e57"] }));
+        assert!(plan.summary.contains(", 900 points,"), "{}", plan.summary);
+        let e = applied.unwrap_err();
+        assert_eq!(e.code().as_str(), "invalid_input", "{e}");
+        assert!(
+            e.to_string().contains("over.e57 is not a readable E57 file"),
+            "{e}"
+        );
+        assert!(!dir.path().join("over.las").exists(), "nothing written");
+
+        write_e57(&dir.path().join("under.e57"), 100, false, 0.0);
+        miscount(&dir.path().join("under.e57"), "050");
+        let (plan, out) = call(&scope, json!({ "sources": ["under.e57"] }));
+        assert!(plan.summary.contains(", 50 points,"), "{}", plan.summary);
+        assert_eq!(out.points, 50);
+    }
+
     /// E57 timestamps count from the scan's start; LAS gets adjusted
     /// standard GPS time (GPS seconds − 10⁹), in point format 1 or 3 for
     /// LAS 1.2 and 6 or 7 for 1.4. A point whose time is marked invalid,
