@@ -171,6 +171,9 @@ async fn tools_list_and_calls_over_stdio() {
     client.cancel().await.unwrap();
 }
 
+/// A progress notification's progress and total.
+type Reported = (f64, Option<f64>);
+
 /// A client that can ask its user (elicitation) and watches progress.
 #[derive(Clone, Default)]
 struct Person {
@@ -178,7 +181,8 @@ struct Person {
     /// Declares the tasks extension.
     follows_tasks: bool,
     asked: Arc<Mutex<Vec<String>>>,
-    progress: Arc<Mutex<Vec<f64>>>,
+    /// Each progress notification's progress and total.
+    progress: Arc<Mutex<Vec<Reported>>>,
 }
 
 impl ClientHandler for Person {
@@ -202,7 +206,10 @@ impl ClientHandler for Person {
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        self.progress.lock().unwrap().push(params.progress);
+        self.progress
+            .lock()
+            .unwrap()
+            .push((params.progress, params.total));
     }
 }
 
@@ -227,6 +234,11 @@ impl Tool for Slow {
     fn run(&self, cx: &fusion_tools::Context<'_>, input: SlowInput) -> fusion_tools::Result<Value> {
         let started = std::time::Instant::now();
         while started.elapsed() < Duration::from_secs(input.seconds) {
+            cx.progress(
+                started.elapsed().as_millis() as u64,
+                Some(input.seconds * 1000),
+                "ms waited",
+            );
             if let Err(e) = cx.checkpoint() {
                 self.cancelled.store(true, Ordering::SeqCst);
                 return Err(e);
@@ -371,6 +383,10 @@ async fn long_calls_report_progress_and_stop_when_cancelled() {
         !person.progress.lock().unwrap().is_empty(),
         "a progress notification within 10 s"
     );
+    // The tool's own count, of the total it gave, rising.
+    let seen = person.progress.lock().unwrap().clone();
+    assert!(seen.iter().all(|(_, total)| *total == Some(60_000.0)), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
     handle.cancel(Some("the user stopped it".into())).await.unwrap();
     while !cancelled.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

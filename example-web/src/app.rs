@@ -148,6 +148,7 @@ async fn call(
             Some(_) => p.user.email.clone(),
             None => format!("{} (API token)", p.user.email),
         }),
+        ..CallOptions::default()
     };
     let outcome = state
         .dispatcher

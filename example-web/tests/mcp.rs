@@ -221,7 +221,12 @@ async fn mcp_http_rules() {
 struct Watch {
     changed: Arc<AtomicUsize>,
     progress: Arc<AtomicUsize>,
+    /// The last progress notification's total and message.
+    last: Arc<std::sync::Mutex<Option<Heard>>>,
 }
+
+/// A progress notification's total and message.
+type Heard = (Option<f64>, Option<String>);
 
 impl ClientHandler for Watch {
     fn get_info(&self) -> ClientConfig {
@@ -235,9 +240,10 @@ impl ClientHandler for Watch {
 
     async fn on_progress(
         &self,
-        _: rmcp::model::ProgressNotificationParam,
+        param: rmcp::model::ProgressNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
+        *self.last.lock().unwrap() = Some((param.total, param.message));
         self.progress.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -279,6 +285,21 @@ async fn a_long_device_call_reports_progress_and_stops_when_cancelled() {
     }
     assert!(watch.progress.load(Ordering::SeqCst) > 0, "progress within 20 s");
     assert_eq!(activity.running(), 1, "the device is hashing");
+    // The device's own count follows: bytes hashed of the file's size.
+    let from_device = |last: &Option<Heard>| {
+        last.as_ref().is_some_and(|(total, message)| {
+            *total == Some((16u64 << 30) as f64)
+                && message.as_deref().is_some_and(|m| m.contains("bytes hashed"))
+        })
+    };
+    while !from_device(&watch.last.lock().unwrap()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        from_device(&watch.last.lock().unwrap()),
+        "{:?}",
+        watch.last.lock().unwrap()
+    );
     handle.cancel(Some("the user stopped it".into())).await.unwrap();
     while activity.running() > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

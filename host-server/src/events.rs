@@ -74,6 +74,27 @@ pub enum HostEvent {
         /// `run`, `plan` or `apply`.
         mode: Mode,
     },
+    /// A running call's device said how far it has come.
+    CallProgress {
+        /// The owner.
+        owner: String,
+        /// The device.
+        device_id: String,
+        /// The call.
+        call_id: String,
+        /// The proposal an apply carries out, when the replica that heard
+        /// the report knows the call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        proposal_id: Option<String>,
+        /// Units done.
+        done: u64,
+        /// Units in all, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+        /// What the units are.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// A call ended.
     CallFinished {
         /// The owner.
@@ -128,6 +149,7 @@ impl HostEvent {
             | HostEvent::DeviceRenamed { owner, .. }
             | HostEvent::DeviceUpdate { owner, .. }
             | HostEvent::CallStarted { owner, .. }
+            | HostEvent::CallProgress { owner, .. }
             | HostEvent::CallFinished { owner, .. }
             | HostEvent::ProposalCreated { owner, .. }
             | HostEvent::ProposalResolved { owner, .. } => owner,

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Form, Json, Router};
 use fusion_protocol::{
-    CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    ResultAck, UpdateReport,
+    CallProgress, CallResult, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, ResultAck, UpdateReport,
 };
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -42,6 +42,7 @@ pub fn router(dispatcher: Dispatcher) -> Router {
         .route("/stream", get(stream))
         .route("/result", post(result))
         .route("/update", post(update_report))
+        .route("/progress", post(progress_report))
         .merge(blob_routes())
         // Every answer is `{code, message}`, wrong paths and methods too.
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
@@ -281,6 +282,14 @@ async fn update_report(
     AuthedBody(device, report): AuthedBody<UpdateReport>,
 ) -> Result<StatusCode, Error> {
     dispatcher.report_update(&device, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn progress_report(
+    State(dispatcher): State<Dispatcher>,
+    AuthedBody(device, progress): AuthedBody<CallProgress>,
+) -> Result<StatusCode, Error> {
+    dispatcher.report_progress(&device, progress)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

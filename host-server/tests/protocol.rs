@@ -706,6 +706,66 @@ async fn results_are_idempotent_and_checked() {
     assert_eq!(error_code(response).await, (404, "call_unknown".into()));
 }
 
+/// A running call's progress reaches its caller, if it listens, and every
+/// page as an event; another device's report for that call reaches nobody,
+/// and a message that is not plain text is refused.
+#[tokio::test]
+async fn progress_reaches_the_caller_and_no_other_device_can_forge_it() {
+    let server = Server::start().await;
+    let alice = server.enroll("alice").await;
+    let other = server.enroll("alice").await;
+    let mut device = ScriptedDevice::connect(&server, &alice).await;
+    let intruder = ScriptedDevice::connect(&server, &other).await;
+    let mut events = server.dispatcher.subscribe();
+    let (progress, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let options = CallOptions {
+        progress: Some(progress),
+        ..CallOptions::default()
+    };
+    let call = server.spawn_call(
+        "alice",
+        &alice.device_id,
+        "hash_file",
+        json!({ "path": "big.bin" }),
+        options,
+    );
+    let ev = device.next().await.unwrap().call();
+
+    let response = intruder.progress(&ev, 999, 1000, "bytes hashed").await;
+    assert_eq!(
+        response.status(),
+        204,
+        "a report is a courtesy; a forged one goes nowhere"
+    );
+    let response = device.progress(&ev, 512, 1024, "bytes hashed").await;
+    assert_eq!(response.status(), 204);
+    let report = tokio::time::timeout(WAIT, reports.recv()).await.unwrap().unwrap();
+    assert_eq!((report.done, report.total), (512, Some(1024)), "{report:?}");
+    assert_eq!(
+        report.describe("hash_file"),
+        "hash_file: 512 of 1024 bytes hashed"
+    );
+    assert!(
+        reports.try_recv().is_err(),
+        "the intruder's report reached nobody"
+    );
+    let event = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+            e @ HostEvent::CallProgress { done: 512, .. } => break e,
+            _ => continue,
+        }
+    };
+    assert!(
+        matches!(&event, HostEvent::CallProgress { device_id, call_id, .. } if device_id == &alice.device_id && call_id == &ev.call_id),
+        "{event:?}"
+    );
+
+    let response = device.progress(&ev, 600, 1024, "bytes\u{1b}[2J hashed").await;
+    assert_eq!(error_code(response).await, (400, "invalid_request".into()));
+    device.answer(&ev, json!({ "digest": "x" })).await;
+    call.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn offline_device_gets_a_grace_then_device_offline() {
     let server = Server::start().await; // grace 300 ms

@@ -31,6 +31,7 @@ mod journal;
 mod login;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+mod progress;
 mod runtime;
 mod transfer;
 

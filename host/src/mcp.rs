@@ -77,13 +77,16 @@ impl Watcher<'_> {
         }
     }
 
-    /// Says how long the tool has run, where anyone listens.
-    async fn report(self, tool: &str, elapsed: f64) {
-        let message = format!("{tool} running for {elapsed:.0} s");
+    /// Says how far the tool has come (`progress` of `total`, when known),
+    /// where anyone listens.
+    async fn report(self, progress: f64, total: Option<f64>, message: String) {
         match self {
             Watcher::Request(context) => {
                 if let Some(token) = context.meta.get_progress_token() {
-                    let param = ProgressNotificationParam::new(token, elapsed).with_message(message);
+                    let mut param = ProgressNotificationParam::new(token, progress).with_message(message);
+                    if let Some(total) = total {
+                        param = param.with_total(total);
+                    }
                     let _ = context.peer.notify_progress(param).await;
                 }
             }
@@ -194,13 +197,17 @@ impl LocalMcp {
             tool.to_string(),
         );
         let flag = cancel.clone();
+        let (sink, mut reports) = crate::progress::latest(String::new());
         let mut work = tokio::task::spawn_blocking(move || {
-            let cx = Context::new(&scope).with_cancellation(flag);
+            let cx = Context::new(&scope).with_cancellation(flag).with_progress(sink);
             toolbox.call(&cx, &name, mode, input, precondition.as_ref())
         });
         let started = Instant::now();
         let mut ticks =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        // The tool's own count once it reports one, the time until then;
+        // progress only ever increases.
+        let (mut sent, mut counted) = (0.0f64, false);
         loop {
             tokio::select! {
                 joined = &mut work => {
@@ -210,7 +217,20 @@ impl LocalMcp {
                     }));
                 }
                 () = watcher.stopped(), if !cancel.is_cancelled() => cancel.cancel(),
-                _ = ticks.tick() => watcher.report(tool, started.elapsed().as_secs_f64().floor()).await,
+                _ = ticks.tick() => {
+                    let (progress, total, message) = if counted || reports.has_changed().unwrap_or(false) {
+                        counted = true;
+                        let report = reports.borrow_and_update();
+                        (report.done as f64, report.total.map(|t| t as f64), report.describe(tool))
+                    } else {
+                        let elapsed = started.elapsed().as_secs_f64().floor();
+                        (elapsed, None, format!("{tool} running for {elapsed:.0} s"))
+                    };
+                    if progress > sent {
+                        sent = progress;
+                        watcher.report(progress, total, message).await;
+                    }
+                }
             }
         }
     }

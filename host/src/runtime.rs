@@ -583,8 +583,17 @@ impl Runtime {
             let call_id = call.call_id.clone();
             tracing::info!(%call_id, tool = %call.tool, mode = call.mode.as_str(), "call");
             let id = call_id.clone();
+            let (progress, posting) = crate::progress::poster(
+                options.http.clone(),
+                options.credentials.token.clone(),
+                call_id.clone(),
+            );
+            let posting = tokio::spawn(posting);
             let outcome = tokio::task::spawn_blocking(move || {
-                let cx = Context::new(&scope).with_cancellation(c).with_deadline(deadline);
+                let cx = Context::new(&scope)
+                    .with_cancellation(c)
+                    .with_deadline(deadline)
+                    .with_progress(progress);
                 let outcome =
                     toolbox.call(&cx, &call.tool, call.mode, call.input, call.precondition.as_ref());
                 let duration_ms = started.elapsed().as_millis() as u64;
@@ -610,6 +619,8 @@ impl Runtime {
                 result
             })
             .await;
+            // No progress after the result: the call is over.
+            posting.abort();
             let result = outcome.unwrap_or_else(|panic| {
                 failure(
                     &call_id,

@@ -60,7 +60,7 @@ pub use release::{
     UpdateStatus, current_target, is_plain_file_name,
 };
 pub use wire::{
-    Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
+    Annotations, CallEvent, CallProgress, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
     DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, Mode,
     PROTOCOL_HEADER, PROTOCOL_VERSION, ResultAck, TOKEN_PREFIX, ToolDescriptor, ToolList, runs_long,
 };

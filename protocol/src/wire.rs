@@ -296,6 +296,36 @@ pub struct CallResult {
     pub duration_ms: u64,
 }
 
+/// `POST /progress` body: how far a running call has come, as its tool
+/// counts (points converted, bytes hashed). At most one a second per call;
+/// the server passes it on to whoever waits for the call, if anyone does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CallProgress {
+    /// The call, as its `call` event named it.
+    pub call_id: String,
+    /// Units done so far; never decreases within a call.
+    pub done: u64,
+    /// Units in all, when the tool knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// What the units are and where the tool is, for people (at most 200
+    /// printable characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl CallProgress {
+    /// The report for people: "convert_e57_to_las: 3200000 of 10000000
+    /// points written".
+    pub fn describe(&self, tool: &str) -> String {
+        let what = self.message.as_deref().unwrap_or("done");
+        match self.total {
+            Some(total) => format!("{tool}: {} of {total} {what}", self.done),
+            None => format!("{tool}: {} {what}", self.done),
+        }
+    }
+}
+
 /// `POST /result` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultAck {

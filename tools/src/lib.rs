@@ -110,13 +110,13 @@ pub use error::{BatchProblem, BatchProblemCode, Error, Result};
 pub use fence::Fenced;
 // The wire, defined once in `fusion-protocol` and spoken by this crate's tools.
 pub use fusion_protocol::{
-    Access, Annotations, CallEvent, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
-    DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, Effect, EffectOp, EnrollRequest, EnrollResponse,
-    EntryKind, ErrorBody, ErrorCode, Expectation, Gather, HelloEvent, MAX_PLAN_EFFECTS, Mode,
+    Access, Annotations, CallEvent, CallProgress, CallResult, CancelEvent, Class, ClosingEvent,
+    DEVICE_CLIENT_ID, DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, Effect, EffectOp, EnrollRequest,
+    EnrollResponse, EntryKind, ErrorBody, ErrorCode, Expectation, Gather, HelloEvent, MAX_PLAN_EFFECTS, Mode,
     PROTOCOL_HEADER, PROTOCOL_VERSION, PathState, Plan, Precondition, ResultAck, RootInfo, TOKEN_PREFIX,
     ToolDescriptor, ToolList, UpdatePolicy, UpdateReport, UpdateStatus, Written, runs_long, write_hashing,
 };
 pub use pending::{PendingFile, STALE_PARTIAL};
 pub use scope::{Location, Root, Scope};
 pub use shell::{CommandOutput, DEFAULT_PROGRAM_TIMEOUT, MAX_CAPTURE_BYTES, NamedCommand, run_program};
-pub use tool::{Cancellation, Context, MutateTool, Outcome, Tool, ToolSpec, Toolbox};
+pub use tool::{Cancellation, Context, MutateTool, Outcome, ProgressSink, Tool, ToolSpec, Toolbox};

@@ -160,13 +160,37 @@ impl Cancellation {
     }
 }
 
-/// What a tool runs with: the scope, a cancellation flag and a deadline.
+/// Where a running tool says how far it has come: units done, units in all
+/// when known, and what the units are. Called as often as a tool likes;
+/// whoever listens keeps the pace down.
+#[derive(Clone)]
+pub struct ProgressSink(Arc<Report>);
+
+/// What a [`ProgressSink`] calls: units done, units in all, what they are.
+type Report = dyn Fn(u64, Option<u64>, &str) + Send + Sync;
+
+impl ProgressSink {
+    /// A sink that hands each report to `report`.
+    pub fn new(report: impl Fn(u64, Option<u64>, &str) + Send + Sync + 'static) -> Self {
+        ProgressSink(Arc::new(report))
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+/// What a tool runs with: the scope, a cancellation flag, a deadline, and
+/// where to say how far it has come.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     scope: &'a Scope,
     cancel: Cancellation,
     deadline: Option<Instant>,
     replanning: bool,
+    progress: Option<ProgressSink>,
 }
 
 impl<'a> Context<'a> {
@@ -177,6 +201,22 @@ impl<'a> Context<'a> {
             cancel: Cancellation::new(),
             deadline: None,
             replanning: false,
+            progress: None,
+        }
+    }
+
+    /// Sends the tool's progress reports to `sink`.
+    pub fn with_progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
+    }
+
+    /// Says how far the tool has come: `done` units of `total` (when
+    /// known), `what` naming the units ("points written"). Nothing happens
+    /// when nobody listens.
+    pub fn progress(&self, done: u64, total: Option<u64>, what: &str) {
+        if let Some(sink) = &self.progress {
+            (sink.0)(done, total, what);
         }
     }
 

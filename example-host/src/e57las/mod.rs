@@ -200,9 +200,15 @@ impl MutateTool for ConvertE57ToLas {
     }
 
     fn apply(&self, cx: &Context<'_>, _: &ConvertInput, mut jobs: Vec<Job>) -> Result<ConvertOutput> {
+        // The plan's count is exact or an upper bound (thinning, invalid
+        // records): the total said while converting.
+        let total: u64 = jobs.iter().map(|j| j.points).sum();
         let mut points = 0;
         for job in &mut jobs {
-            job.points = convert(cx, job, &mut |_| {})?;
+            let before = points;
+            job.points = convert(cx, job, &mut |n| {
+                cx.progress(before + n, Some(total), "points written");
+            })?;
             points += job.points;
         }
         Ok(ConvertOutput {

@@ -60,7 +60,8 @@ export const startLive = () => {
       });
     }
     document.dispatchEvent(new CustomEvent('fusion:host', { detail: ev }));
-    if (ev.type !== 'call_started') soon();
+    // A call starting or going on changes nothing the page lists.
+    if (ev.type !== 'call_started' && ev.type !== 'call_progress') soon();
   });
   events.addEventListener('lagged', soon);
 };

@@ -4,7 +4,9 @@
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use fusion_protocol::{CallEvent, CallResult, Class, ErrorBody, Mode, Plan, Precondition, ResultAck};
+use fusion_protocol::{
+    CallEvent, CallProgress, CallResult, Class, ErrorBody, Mode, Plan, Precondition, ResultAck,
+};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -24,6 +26,9 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Who asked, when it is not the owner themself (an agent run, say).
     pub requested_by: Option<String>,
+    /// Where the device's progress reports for this call go (`POST
+    /// /progress`): how far the tool has come, at most one a second.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<CallProgress>>,
 }
 
 /// What [`Dispatcher::call`] returns.
@@ -89,6 +94,7 @@ impl Dispatcher {
                 proposal_id.clone(),
                 options.requested_by.as_deref().unwrap_or(owner),
                 timeout,
+                options.progress.clone(),
             )
             .await?;
         let output = ok_output(result)?;
@@ -127,6 +133,53 @@ impl Dispatcher {
             summary: proposal.plan.summary.clone(),
         });
         Ok(CallOutcome::Proposal(Box::new(proposal)))
+    }
+
+    /// A device's word on how far one of its calls has come (`POST
+    /// /progress`): passed to the caller if it waits here and listens,
+    /// and to every replica as an event (naming the proposal of an apply
+    /// this replica knows), where the caller may be instead.
+    pub(crate) fn report_progress(&self, device: &DeviceRecord, progress: CallProgress) -> Result<()> {
+        if let Some(message) = &progress.message
+            && (message.chars().count() > 200 || message.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidRequest(
+                "a progress message must be at most 200 printable characters".into(),
+            ));
+        }
+        let proposal_id = {
+            let state = self.state();
+            state.slots.get(&device.id).and_then(|slot| {
+                slot.outstanding
+                    .values()
+                    .find(|c| c.call_id == progress.call_id)
+                    .and_then(|c| c.proposal_id.clone())
+            })
+        };
+        self.forward_progress(&device.id, &progress);
+        self.emit(HostEvent::CallProgress {
+            owner: device.owner.clone(),
+            device_id: device.id.clone(),
+            call_id: progress.call_id,
+            proposal_id,
+            done: progress.done,
+            total: progress.total,
+            message: progress.message,
+        });
+        Ok(())
+    }
+
+    /// Hands `progress` to the caller waiting here for that call of
+    /// `device_id`'s, if it listens: another device's report reaches
+    /// nobody.
+    pub(super) fn forward_progress(&self, device_id: &str, progress: &CallProgress) {
+        let state = self.state();
+        if let Some(pending) = state.pending.get(&progress.call_id)
+            && pending.device_id == device_id
+            && let Some(listener) = &pending.progress
+        {
+            let _ = listener.send(progress.clone());
+        }
     }
 
     /// The device's tool classes: from its live manifest, else its stored
@@ -172,6 +225,7 @@ impl Dispatcher {
         proposal_id: Option<String>,
         requested_by: &str,
         timeout: Duration,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<CallProgress>>,
     ) -> Result<CallResult> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -199,7 +253,7 @@ impl Dispatcher {
             proposal_id: proposal_id.clone().filter(|_| mode == Mode::Apply),
             precondition,
         };
-        let result = self.send_and_wait(device, call, timeout).await;
+        let result = self.send_and_wait(device, call, timeout, progress).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let error_code = match &result {
             Ok(r) if r.ok => None,
@@ -245,6 +299,7 @@ impl Dispatcher {
         device: &DeviceRecord,
         call: CallEvent,
         timeout: Duration,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<CallProgress>>,
     ) -> Result<CallResult> {
         let (call_id, tool) = (call.call_id.clone(), call.tool.clone());
         let call_id = call_id.as_str();
@@ -258,6 +313,7 @@ impl Dispatcher {
                 Pending {
                     device_id: device.id.clone(),
                     tx,
+                    progress,
                 },
             );
             let slot = state.slot(&device.id, &device.owner);

@@ -49,6 +49,9 @@ impl Dispatcher {
                     Some(proposal.id.clone()),
                     &proposal.requested_by,
                     timeout,
+                    // Whoever follows the proposal hears the apply's
+                    // progress as events that name it.
+                    None,
                 )
                 .await?;
             ok_output(result)

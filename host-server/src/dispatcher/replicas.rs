@@ -350,6 +350,24 @@ impl Dispatcher {
                 {
                     self.state().slot(device_id, owner).note_update(*status, to);
                 }
+                // A report another replica heard, for a caller here.
+                if let HostEvent::CallProgress {
+                    device_id,
+                    call_id,
+                    done,
+                    total,
+                    message,
+                    ..
+                } = &event
+                {
+                    let progress = fusion_protocol::CallProgress {
+                        call_id: call_id.clone(),
+                        done: *done,
+                        total: *total,
+                        message: message.clone(),
+                    };
+                    self.forward_progress(device_id, &progress);
+                }
                 let _ = self.inner.events.send(event);
             }
         }

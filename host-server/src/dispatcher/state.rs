@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fusion_protocol::{CallEvent, CallResult, CancelEvent, ClosingEvent, DeviceManifest, UpdateStatus};
+use fusion_protocol::{
+    CallEvent, CallProgress, CallResult, CancelEvent, ClosingEvent, DeviceManifest, UpdateStatus,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -74,6 +76,8 @@ pub(crate) enum StreamMsg {
 pub(super) struct Pending {
     pub(super) device_id: String,
     pub(super) tx: oneshot::Sender<Result<CallResult>>,
+    /// Where the device's progress reports go, if the caller listens.
+    pub(super) progress: Option<mpsc::UnboundedSender<CallProgress>>,
 }
 
 /// How a call ended, which decides what ending it tells whom.

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::tools::{Answer, PROGRESS_EVERY, error_result, outcome_result, success};
 use super::{McpUser, RemoteMcp};
-use crate::{Error, ProposalStatus};
+use crate::{Error, HostEvent, ProposalStatus};
 
 /// How long a task is kept from its creation: a conversion of a site's
 /// scans takes minutes, and its result must outlive it.
@@ -139,16 +139,23 @@ impl RemoteMcp {
         name: String,
         arguments: Map<String, Value>,
     ) -> Result<CallToolResult, TaskExit> {
-        let call = self.call_device_tool(&user, &name, arguments);
+        let (progress, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let call = self.call_device_tool(&user, &name, arguments, Some(progress));
         tokio::pin!(call);
         let started = tokio::time::Instant::now();
         let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+        // The device's own reports once they come; until then, the time.
+        let mut from_device = false;
         let answer = loop {
             tokio::select! {
                 done = &mut call => break done,
                 // Dropping the call tells the device to stop (`caller_gone`).
                 () = task.cancelled() => return Err(TaskExit::Cancelled),
-                _ = ticks.tick() => task.set_status_message(format!(
+                Some(report) = reports.recv() => {
+                    from_device = true;
+                    task.set_status_message(report.describe(&name));
+                }
+                _ = ticks.tick(), if !from_device => task.set_status_message(format!(
                     "{name} running on the device for {} s",
                     started.elapsed().as_secs()
                 )),
@@ -168,13 +175,18 @@ impl RemoteMcp {
             id = proposal.id
         );
         let mut events = self.dispatcher.subscribe();
+        // Whether the device has said how far the apply has come.
+        let mut applying = false;
         loop {
             match proposal.status {
                 ProposalStatus::Pending => task.set_status_message(format!(
                     "waiting for a person to approve on {page}: {}",
                     proposal.plan.summary
                 )),
-                ProposalStatus::Approved => task.set_status_message("approved; applying on the device"),
+                ProposalStatus::Approved if !applying => {
+                    task.set_status_message("approved; applying on the device");
+                }
+                ProposalStatus::Approved => {}
                 _ => return Ok(outcome_result(self.proposal_view(&proposal), &proposal)),
             }
             tokio::select! {
@@ -183,7 +195,17 @@ impl RemoteMcp {
                     let _ = self.dispatcher.reject(owner, &proposal.id).await;
                     return Err(TaskExit::Cancelled);
                 }
-                _ = tokio::time::timeout(Duration::from_secs(1), events.recv()) => {}
+                event = tokio::time::timeout(Duration::from_secs(1), events.recv()) => {
+                    // The apply's progress, as the device reports it.
+                    if let Ok(Ok(HostEvent::CallProgress { proposal_id: Some(id), call_id, done, total, message, .. })) = event
+                        && id == proposal.id
+                    {
+                        applying = true;
+                        let report = fusion_protocol::CallProgress { call_id, done, total, message };
+                        task.set_status_message(format!("applying: {}", report.describe(&name)));
+                        continue;
+                    }
+                }
             }
             proposal = match self.dispatcher.proposal(owner, &proposal.id).await {
                 Ok(p) => p,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::request::Parts;
-use fusion_protocol::{Class, ToolDescriptor};
+use fusion_protocol::{CallProgress, Class, ToolDescriptor};
 use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
@@ -17,6 +17,7 @@ use rmcp::model::{CancelTaskParams, CreateTaskResult, GetTaskParams, GetTaskResu
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 
 use crate::{CallOptions, CallOutcome, Error, HostEvent, ProposalRecord, ProposalStatus};
 
@@ -141,6 +142,7 @@ impl RemoteMcp {
         user: &McpUser,
         name: &str,
         mut arguments: Map<String, Value>,
+        progress: Option<mpsc::UnboundedSender<CallProgress>>,
     ) -> Result<Answer, Error> {
         let owner = user.owner.as_str();
         let wanted = match arguments.remove("device") {
@@ -180,6 +182,7 @@ impl RemoteMcp {
         }
         let options = CallOptions {
             requested_by: Some(format!("{} (MCP)", user.name)),
+            progress,
             ..CallOptions::default()
         };
         match self
@@ -190,6 +193,20 @@ impl RemoteMcp {
             CallOutcome::Output(out) => Ok(Answer::Output(out.output)),
             CallOutcome::Proposal(p) => Ok(Answer::Proposal(p)),
         }
+    }
+
+    /// A device call for an MCP request, [`watched`]: its progress passed
+    /// on, and stopped when the request is.
+    async fn watched_call(
+        &self,
+        context: &RequestContext<RoleServer>,
+        user: &McpUser,
+        name: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<Answer, Error> {
+        let (progress, reports) = mpsc::unbounded_channel();
+        let call = self.call_device_tool(user, name, arguments, Some(progress));
+        watched(context, name, reports, call).await
     }
 
     /// A person's approval, asked for inside the protocol: a URL-mode
@@ -372,22 +389,28 @@ pub(super) fn device_tool(
 /// `progressToken`) that it is still running.
 pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Awaits a device call for an MCP request: reports progress every
-/// [`PROGRESS_EVERY`] when the client asked for it, and stops when the
+/// Awaits a device call for an MCP request: when the client asked for
+/// progress, passes on the device's own reports (`reports`: units done of
+/// a total, as the tool counts them), and until the first arrives says
+/// every [`PROGRESS_EVERY`] how long the call has run. Stops when the
 /// request is cancelled (`notifications/cancelled`, or the client hung
-/// up). Stopping drops the call, which tells the device to cancel it
+/// up): that drops the call, which tells the device to cancel it
 /// (`caller_gone`); an approved apply is not such a call, and runs on.
 async fn watched<T>(
     context: &RequestContext<RoleServer>,
     tool: &str,
+    mut reports: mpsc::UnboundedReceiver<CallProgress>,
     call: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     tokio::pin!(call);
     let token = context.meta.get_progress_token();
     let started = tokio::time::Instant::now();
     let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    // Progress only ever increases: seconds until the device reports, then
+    // its units, each sent only when above what was sent before.
+    let (mut sent, mut from_device) = (0.0f64, false);
     loop {
-        tokio::select! {
+        let param = tokio::select! {
             done = &mut call => return done,
             () = context.ct.cancelled() => {
                 return Err(Error::Tool(fusion_protocol::ErrorBody::new(
@@ -395,12 +418,24 @@ async fn watched<T>(
                     format!("{tool} was cancelled by the client; the device was told to stop"),
                 )));
             }
-            _ = ticks.tick(), if token.is_some() => {
-                let elapsed = started.elapsed().as_secs_f64().floor();
-                let param = ProgressNotificationParam::new(token.clone().expect("checked above"), elapsed)
-                    .with_message(format!("{tool} running on the device for {elapsed:.0} s"));
-                let _ = context.peer.notify_progress(param).await;
+            Some(report) = reports.recv(), if token.is_some() => {
+                from_device = true;
+                let mut param = ProgressNotificationParam::new(token.clone().expect("checked above"), report.done as f64)
+                    .with_message(report.describe(tool));
+                if let Some(total) = report.total {
+                    param = param.with_total(total as f64);
+                }
+                param
             }
+            _ = ticks.tick(), if token.is_some() && !from_device => {
+                let elapsed = started.elapsed().as_secs_f64().floor();
+                ProgressNotificationParam::new(token.clone().expect("checked above"), elapsed)
+                    .with_message(format!("{tool} running on the device for {elapsed:.0} s"))
+            }
+        };
+        if param.progress > sent {
+            sent = param.progress;
+            let _ = context.peer.notify_progress(param).await;
         }
     }
 }
@@ -597,7 +632,7 @@ impl ServerHandler for RemoteMcp {
                     }
                 }
             }
-            _ => match watched(&context, &name, self.call_device_tool(&user, &name, arguments.clone())).await {
+            _ => match self.watched_call(&context, &user, &name, arguments.clone()).await {
                 Ok(Answer::Proposal(p)) if can_send_to_a_page(&context) => {
                     return Ok(self.ask_for_approval(&p).into());
                 }

@@ -239,6 +239,22 @@ impl ScriptedDevice {
     pub async fn answer(&self, call: &CallEvent, output: Value) -> reqwest::Response {
         self.post_result(&ok(&call.call_id, output)).await
     }
+
+    /// `POST /progress` for `call`: `done` of `total` `message`.
+    pub async fn progress(
+        &self,
+        call: &CallEvent,
+        done: u64,
+        total: u64,
+        message: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/progress", self.base))
+            .json(&serde_json::json!({ "call_id": call.call_id, "done": done, "total": total, "message": message }))
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 pub fn ok(call_id: &str, output: Value) -> CallResult {

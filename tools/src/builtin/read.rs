@@ -339,17 +339,29 @@ impl Tool for HashFile {
 
     fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
         let loc = cx.scope().resolve(&input.path)?;
-        let (file, _) = open_regular(&loc)?;
+        let (file, md) = open_regular(&loc)?;
         let path = loc.path();
+        // Bytes hashed so far, of the size the file had when opened.
+        let mut done = 0u64;
+        let mut hashed = |b: &[u8]| {
+            done += b.len() as u64;
+            cx.progress(done, Some(md.len()), "bytes hashed");
+        };
         let (digest, size) = match input.algorithm {
             HashAlgorithm::Sha256 => {
                 let mut h = Sha256::new();
-                let n = stream(cx, file, &path, |b| h.update(b))?;
+                let n = stream(cx, file, &path, |b| {
+                    h.update(b);
+                    hashed(b);
+                })?;
                 (hex(&h.finalize()), n)
             }
             HashAlgorithm::Md5 => {
                 let mut h = Md5::new();
-                let n = stream(cx, file, &path, |b| h.update(b))?;
+                let n = stream(cx, file, &path, |b| {
+                    h.update(b);
+                    hashed(b);
+                })?;
                 (hex(&h.finalize()), n)
             }
         };
