@@ -447,6 +447,76 @@ async fn an_update_reported_to_one_replica_shows_on_another() {
     updating(None).await;
 }
 
+/// An MCP client that keeps the progress notifications it hears.
+#[derive(Clone, Default)]
+struct Progress(Arc<Mutex<Vec<rmcp::model::ProgressNotificationParam>>>);
+
+impl rmcp::ClientHandler for Progress {
+    async fn on_progress(
+        &self,
+        param: rmcp::model::ProgressNotificationParam,
+        _: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.lock().unwrap().push(param);
+    }
+}
+
+/// A device streaming to B reports its progress to B; the MCP client that
+/// asked on A hears it, with the total the device gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_reported_to_one_replica_reaches_a_caller_on_another() {
+    use rmcp::ServiceExt as _;
+    let Some((pg, nats)) = servers("progress_reported_to_one_replica_reaches_a_caller_on_another") else {
+        return;
+    };
+    let apps = replicas(2, &pg, &nats);
+    let (a, b) = (&apps[0], &apps[1]);
+    let on_a = User::sign_up(a, "progress").await;
+    let device = Device::pair(&on_a.on(b), &b.url, "x").await;
+    wait_online(&on_a, device.id(), true).await;
+    let size: u64 = 16 << 30;
+    std::fs::File::create(device.dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let (_, token) = on_a.post("/api/tokens", json!({})).await;
+    let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+        format!("{}/mcp", a.url),
+    )
+    .auth_header(token["token"].as_str().unwrap());
+    let heard = Progress::default();
+    let client = heard
+        .clone()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_config(
+            config,
+        ))
+        .await
+        .unwrap();
+    let Value::Object(arguments) = json!({ "device": device.id(), "path": "big.bin" }) else {
+        unreachable!()
+    };
+    let call = rmcp::model::CallToolRequestParams::new("hash_file").with_arguments(arguments);
+    let handle = client
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(call)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let from_device = || {
+        heard.0.lock().unwrap().iter().any(|p| {
+            p.total == Some(size as f64) && p.message.as_deref().is_some_and(|m| m.contains("bytes hashed"))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !from_device() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(from_device(), "{:?}", heard.0.lock().unwrap());
+    handle.cancel(Some("enough".into())).await.unwrap();
+    client.cancel().await.unwrap();
+}
+
 /// Forwards TCP connections to whichever replica `target` names now, as a
 /// load balancer would.
 async fn balancer(target: Arc<Mutex<String>>) -> String {
