@@ -25,9 +25,24 @@ const decide = async (card, id, decision) => {
   soon();
 };
 
+/** An approved change's progress, as its device reports it, in its card's
+ * `.outcome` until the decision's answer replaces it. The device's words
+ * are text, never markup. */
+const showProgress = (ev) => {
+  if (ev.type !== 'call_progress' || !ev.proposal_id) return;
+  const card = document.querySelector(`.proposal[data-proposal="${CSS.escape(ev.proposal_id)}"]`);
+  const outcome = card && card.querySelector('.outcome');
+  if (!outcome) return;
+  const n = (v) => Number(v).toLocaleString();
+  const what = ev.message || 'done';
+  const text = ev.total ? `Applying: ${n(ev.done)} of ${n(ev.total)} ${what}` : `Applying: ${n(ev.done)} ${what}`;
+  outcome.replaceChildren(el('span', { class: 'muted' }, text));
+};
+
 /** Listens once, on the document: the buttons inside live parts are
  * re-rendered, and cards arrive later in the runner. */
 export const startProposals = () => {
+  document.addEventListener('fusion:host', ({ detail: ev }) => showProgress(ev));
   document.addEventListener('click', async (event) => {
     const b = event.target.closest('[data-decide], [data-revoke], [data-rename]');
     if (!b || b.disabled) return;
