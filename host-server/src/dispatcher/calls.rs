@@ -147,6 +147,18 @@ impl Dispatcher {
                 "a progress message must be at most 200 printable characters".into(),
             ));
         }
+        // Call ids are the server's own (`call_` and 32 hex digits): anything
+        // else is no call, and is not passed around.
+        if progress.call_id.len() > 64
+            || !progress
+                .call_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::InvalidRequest(
+                "call_id must be the id of a call this device was sent".into(),
+            ));
+        }
         let proposal_id = {
             let state = self.state();
             state.slots.get(&device.id).and_then(|slot| {
