@@ -1,6 +1,8 @@
 """Helpers for scripts/check-mcp-interop, run with the Python `mcp` client's venv.
 
-  client-stdio CMD...          list tools and call two through the Python MCP client over stdio
+  client-stdio CMD...          list tools and call two through the Python MCP client over stdio;
+                               with a big.bin in the --root folder, hash it and check that
+                               progress notifications count its bytes
   client-http URL TOKEN        the same over Streamable HTTP with a Bearer token
   client-oauth URL EMAIL PASS  the same, signed in with the client's own OAuth support: it
                                discovers the app's authorization server, registers, and sends
@@ -22,6 +24,7 @@ import html
 import http.client
 import http.server
 import json
+import os
 import re
 import sys
 import urllib.parse
@@ -59,14 +62,38 @@ async def exercise(session, remote):
     print("ok  an escape is an isError result with code outside_scope")
 
 
+async def progress(session, path):
+    """hash_file on a large (sparse) file, with a progress callback: the tool's
+    own count arrives, of the file's size, and only rises."""
+    size = os.path.getsize(path)
+    seen = []
+
+    async def heard(progress, total, message):
+        seen.append((progress, total, message))
+
+    out = await session.call_tool("hash_file", {"path": os.path.basename(path)}, progress_callback=heard)
+    if out.is_error:
+        fail(f"hash_file failed: {out.content}")
+    counted = [p for p in seen if p[1] == size and p[2] and "bytes hashed" in p[2]]
+    if not counted:
+        fail(f"no progress notification counted bytes of {size}: {seen}")
+    if any(b[0] <= a[0] for a, b in zip(seen, seen[1:])):
+        fail(f"progress went back: {seen}")
+    print(f"ok  hash_file of {size} bytes: {len(seen)} progress notifications, e.g. {counted[-1][2]!r}")
+
+
 async def client_stdio(command):
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
     params = StdioServerParameters(command=command[0], args=command[1:])
+    root = command[command.index("--root") + 1] if "--root" in command else None
+    big = os.path.join(root, "big.bin") if root else None
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             await exercise(session, remote=False)
+            if big and os.path.exists(big):
+                await progress(session, big)
 
 
 async def client_http(url, token):
