@@ -3,7 +3,9 @@
   client-stdio CMD...          list tools and call two through the Python MCP client over stdio;
                                with a big.bin in the --root folder, hash it and check that
                                progress notifications count its bytes
-  client-http URL TOKEN        the same over Streamable HTTP with a Bearer token
+  client-http URL TOKEN [BIG]  the same over Streamable HTTP with a Bearer token; with BIG (a
+                               file in the demo device's folder), hash it on the device and
+                               check the progress notifications
   client-oauth URL EMAIL PASS  the same, signed in with the client's own OAuth support: it
                                discovers the app's authorization server, registers, and sends
                                the person to the consent page, which this script answers as
@@ -62,16 +64,18 @@ async def exercise(session, remote):
     print("ok  an escape is an isError result with code outside_scope")
 
 
-async def progress(session, path):
-    """hash_file on a large (sparse) file, with a progress callback: the tool's
-    own count arrives, of the file's size, and only rises."""
+async def progress(session, path, device=None):
+    """hash_file on a file that takes seconds to hash, with a progress callback: the tool's
+    own count arrives, of the file's size, and only rises. On the app's /mcp
+    the count comes from the device, through the server."""
     size = os.path.getsize(path)
     seen = []
 
     async def heard(progress, total, message):
         seen.append((progress, total, message))
 
-    out = await session.call_tool("hash_file", {"path": os.path.basename(path)}, progress_callback=heard)
+    args = {"path": os.path.basename(path), **({"device": device} if device else {})}
+    out = await session.call_tool("hash_file", args, progress_callback=heard)
     if out.is_error:
         fail(f"hash_file failed: {out.content}")
     counted = [p for p in seen if p[1] == size and p[2] and "bytes hashed" in p[2]]
@@ -96,7 +100,7 @@ async def client_stdio(command):
                 await progress(session, big)
 
 
-async def client_http(url, token):
+async def client_http(url, token, big=None):
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
@@ -105,6 +109,9 @@ async def client_http(url, token):
     async with http, streamable_http_client(url, http_client=http) as streams:
         async with ClientSession(streams[0], streams[1]) as session:
             await exercise(session, remote=True)
+            if big:
+                devices = (await session.call_tool("list_devices", {})).structured_content["devices"]
+                await progress(session, big, device=devices[0]["id"])
 
 
 async def person_allows(base, email, password, authorization_url):
@@ -272,7 +279,7 @@ def main():
     if what == "client-stdio":
         asyncio.run(client_stdio(rest))
     elif what == "client-http":
-        asyncio.run(client_http(rest[0], rest[1]))
+        asyncio.run(client_http(rest[0], rest[1], rest[2] if len(rest) > 2 else None))
     elif what == "register":
         register(rest[0], rest[1])
     elif what == "allow":
