@@ -594,6 +594,40 @@ fn converted(folder: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// On a terminal, a tool that takes a while shows how far it has come;
+/// piped, stdout is the one JSON document and stderr says nothing.
+#[test]
+fn call_shows_progress_on_a_terminal_only() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::File::create(folder.path().join("big.bin"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let args = format!(
+        "{BIN} call hash_file --input '{{\"path\": \"big.bin\"}}' --root '{}'",
+        folder.path().display()
+    );
+    // `script` gives the command a terminal, as a person's shell would.
+    match Command::new("script").args(["-qec", &args, "/dev/null"]).output() {
+        Ok(out) if out.status.success() => {
+            let shown = String::from_utf8_lossy(&out.stdout);
+            assert!(shown.contains("bytes hashed"), "{shown}");
+            assert!(shown.contains("\"digest\""), "{shown}");
+        }
+        Ok(out) => panic!("{}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => eprintln!("skipped: no `script` to run the call on a terminal ({e})"),
+    }
+    let out = Command::new(BIN)
+        .args(["call", "hash_file", "--input", r#"{"path": "big.bin"}"#, "--root"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["size"], 64 << 20);
+}
+
 #[test]
 fn convert_e57_to_las_on_the_command_line() {
     let folder = tempfile::tempdir().unwrap();
