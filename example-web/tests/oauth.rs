@@ -677,37 +677,33 @@ async fn registration_and_token_requests_are_checked() {
         (response.status(), response.json::<Value>().await.unwrap())
     };
     let many: Vec<String> = (0..11).map(|i| format!("http://127.0.0.1:9/cb{i}")).collect();
+    let endpoint = format!("{}/oauth/register", app.url);
+    for (request, error) in [
+        (
+            http.post(&endpoint).json(&json!({ "redirect_uris": many })),
+            "invalid_redirect_uri",
+        ),
+        (
+            http.post(&endpoint)
+                .header("content-type", "text/plain")
+                .body("{}"),
+            "invalid_client_metadata",
+        ),
+        (
+            http.post(&endpoint)
+                .header("content-type", "application/json")
+                .body("{\"redirect_uris\": ["),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let (status, body) = register(request).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(error))
+        );
+    }
     let (status, body) = register(
-        http.post(format!("{}/oauth/register", app.url))
-            .json(&json!({ "redirect_uris": many })),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_redirect_uri"))
-    );
-    let (status, body) = register(
-        http.post(format!("{}/oauth/register", app.url))
-            .header("content-type", "text/plain")
-            .body("{}"),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
-    );
-    let (status, body) = register(
-        http.post(format!("{}/oauth/register", app.url))
-            .header("content-type", "application/json")
-            .body("{\"redirect_uris\": ["),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
-    );
-    let (status, body) = register(
-        http.post(format!("{}/oauth/register", app.url))
+        http.post(&endpoint)
             .json(&json!({ "client_name": "Evil\u{7}\nAgent", "redirect_uris": [CALLBACK] })),
     )
     .await;

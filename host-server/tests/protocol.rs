@@ -762,6 +762,8 @@ async fn progress_reaches_the_caller_and_no_other_device_can_forge_it() {
 
     let response = device.progress(&ev, 600, 1024, "bytes\u{1b}[2J hashed").await;
     assert_eq!(error_code(response).await, (400, "invalid_request".into()));
+    let response = device.progress(&ev, 600, 1024, &"x".repeat(201)).await;
+    assert_eq!(error_code(response).await, (400, "invalid_request".into()));
     let mut forged = ev.clone();
     forged.call_id = format!("call_{}", "x".repeat(100));
     let response = device.progress(&forged, 600, 1024, "bytes hashed").await;

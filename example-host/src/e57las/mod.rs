@@ -902,19 +902,29 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("x.copc.laz is COPC"), "{e}");
     }
 
-    /// A cancelled call stops the COPC writer too (it builds the octree
-    /// after the last point is read), and leaves no file behind.
+    /// A call cancelled once every point is read stops the COPC writer's
+    /// octree build, which runs after the last point, and leaves no file
+    /// behind. The scan holds exactly one progress step of points (65,536):
+    /// the cancel comes with the last point's report, so only the build can
+    /// see it.
     #[test]
-    fn a_cancelled_copc_conversion_writes_nothing() {
+    fn a_copc_conversion_cancelled_during_its_octree_build_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        write_e57(&dir.path().join("north.e57"), 1_000, true, 0.0);
+        write_e57(&dir.path().join("north.e57"), 65_536, true, 0.0);
         let scope = Scope::single(dir.path(), Access::ReadWrite).unwrap();
         let toolbox = crate::toolbox::toolbox();
         let input = json!({ "sources": ["north.e57"], "to": "copc" });
         let plan = plan_of(&toolbox, &Context::new(&scope), &input);
         let cancel = fusion_tools::Cancellation::new();
-        cancel.cancel();
-        let cx = Context::new(&scope).with_cancellation(cancel);
+        let on_last = cancel.clone();
+        let cx =
+            Context::new(&scope)
+                .with_cancellation(cancel)
+                .with_progress(fusion_tools::ProgressSink::new(move |done, _, _| {
+                    if done == 65_536 {
+                        on_last.cancel();
+                    }
+                }));
         let e = apply_as_planned(&toolbox, &cx, input, &plan).unwrap_err();
         assert_eq!(e.code().as_str(), "cancelled", "{e}");
         let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -964,6 +974,16 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(!dir.path().join("over.las").exists(), "nothing written");
+        // The COPC writer, which holds the points until the last, is told
+        // the set is incomplete and builds nothing.
+        let (_, applied) = plan_and_apply(&scope, json!({ "sources": ["over.e57"], "to": "copc" }));
+        assert!(
+            applied
+                .unwrap_err()
+                .to_string()
+                .contains("over.e57 is not a readable E57 file")
+        );
+        assert!(!dir.path().join("over.copc.laz").exists(), "nothing written");
 
         write_e57(&dir.path().join("under.e57"), 100, false, 0.0);
         miscount(&dir.path().join("under.e57"), "050");

@@ -161,6 +161,7 @@ impl Dispatcher {
         }
         let proposal_id = {
             let state = self.state();
+            state.forward_progress(&device.id, &progress);
             state.slots.get(&device.id).and_then(|slot| {
                 slot.outstanding
                     .values()
@@ -168,7 +169,6 @@ impl Dispatcher {
                     .and_then(|c| c.proposal_id.clone())
             })
         };
-        self.forward_progress(&device.id, &progress);
         self.emit(HostEvent::CallProgress {
             owner: device.owner.clone(),
             device_id: device.id.clone(),
@@ -179,19 +179,6 @@ impl Dispatcher {
             message: progress.message,
         });
         Ok(())
-    }
-
-    /// Hands `progress` to the caller waiting here for that call of
-    /// `device_id`'s, if it listens: another device's report reaches
-    /// nobody.
-    pub(super) fn forward_progress(&self, device_id: &str, progress: &CallProgress) {
-        let state = self.state();
-        if let Some(pending) = state.pending.get(&progress.call_id)
-            && pending.device_id == device_id
-            && let Some(listener) = &pending.progress
-        {
-            let _ = listener.send(progress.clone());
-        }
     }
 
     /// The device's tool classes: from its live manifest, else its stored

@@ -366,7 +366,7 @@ impl Dispatcher {
                         total: *total,
                         message: message.clone(),
                     };
-                    self.forward_progress(device_id, &progress);
+                    self.state().forward_progress(device_id, &progress);
                 }
                 let _ = self.inner.events.send(event);
             }

@@ -142,6 +142,18 @@ impl Slot {
 }
 
 impl State {
+    /// Hands `progress` to the caller waiting here for that call of
+    /// `device_id`'s, if it listens: another device's report reaches
+    /// nobody.
+    pub(super) fn forward_progress(&self, device_id: &str, progress: &CallProgress) {
+        if let Some(pending) = self.pending.get(&progress.call_id)
+            && pending.device_id == device_id
+            && let Some(listener) = &pending.progress
+        {
+            let _ = listener.send(progress.clone());
+        }
+    }
+
     pub(super) fn slot(&mut self, device_id: &str, owner: &str) -> &mut Slot {
         self.slots.entry(device_id.to_string()).or_insert_with(|| Slot {
             owner: owner.to_string(),
