@@ -8,9 +8,10 @@
 //! ```
 //!
 //! `FUSION_MCP_FS_SERVER` points at the Node server's `dist/index.js` when it
-//! is elsewhere. Rows: the whole tree of a 20,000-file folder (ours pages
-//! `list_directory`, 1,000 entries a call; theirs is one `directory_tree`),
-//! a search by name, reading a 1 MiB text file, and memory after start-up.
+//! is elsewhere. Rows: the whole tree of a 20,000-file folder, names only
+//! (ours one names-only `list_directory`, theirs one `directory_tree`) and
+//! with sizes (ours pages `list_directory`, 10,000 entries a call; theirs
+//! lists every folder with `list_directory_with_sizes`), a search by name, reading a 1 MiB text file, and memory after start-up.
 //! A row gives the two times side by side only when both found the same
 //! thing (the same number of entries or matches; for the file, the same
 //! text once our fence lines are taken off); otherwise it says they differ
@@ -125,6 +126,47 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Our whole tree: names only, or pages of entries with their metadata.
+/// The entries found, and the calls it took.
+async fn whole_listing(ours: &Client, details: bool) -> (usize, usize) {
+    let mut input = json!({ "recursive": true, "max_depth": 64, "details": details });
+    if details {
+        input["limit"] = json!(10_000);
+    }
+    let (mut n, mut calls) = (0, 0);
+    loop {
+        let out = call(ours, "list_directory", input.clone()).await;
+        let page = out.structured_content.unwrap();
+        n += page[if details { "entries" } else { "names" }]
+            .as_array()
+            .map_or(0, Vec::len);
+        calls += 1;
+        match page.get("next_cursor") {
+            Some(cursor) => input["cursor"] = cursor.clone(),
+            None => return (n, calls),
+        }
+    }
+}
+
+/// Their whole tree with sizes: `list_directory_with_sizes` on every folder,
+/// from the root down. The entries found, and the calls it took.
+async fn sized_tree(theirs: &Client, root: &str) -> (usize, usize) {
+    let (mut n, mut calls, mut folders) = (0, 0, vec![root.to_string()]);
+    while let Some(folder) = folders.pop() {
+        let out = call(theirs, "list_directory_with_sizes", json!({ "path": folder })).await;
+        calls += 1;
+        for line in text(&out).lines() {
+            if let Some(name) = line.strip_prefix("[DIR] ") {
+                folders.push(format!("{folder}/{}", name.trim_end()));
+                n += 1;
+            } else if line.starts_with("[FILE] ") {
+                n += 1;
+            }
+        }
+    }
+    (n, calls)
+}
+
 fn count_tree(node: &Value) -> usize {
     node.as_array().map_or(0, |children| {
         children
@@ -168,48 +210,61 @@ async fn run(corpus: &Path, node_server: &Path, reps: usize, write: Option<&Path
     let (our_idle, their_idle) = (rss_kib(our_pid), rss_kib(their_pid));
 
     let mut rows = Vec::new();
-    // The whole tree: names and kinds, as theirs gives it, and with each
-    // entry's size and mtime (pages of 1,000 chained by cursor).
-    for (name, details, limit) in [
-        ("whole tree, names and kinds", false, 20_000),
-        ("whole tree with size and mtime", true, 1_000),
-    ] {
-        let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n, mut pages) = (vec![], vec![], 0, 0, 0);
-        for _ in 0..reps {
-            let started = Instant::now();
-            let mut input = json!({ "recursive": true, "max_depth": 64, "details": details, "limit": limit });
-            let (mut n, mut calls) = (0, 0);
-            loop {
-                let out = call(&ours, "list_directory", input.clone()).await;
-                let page = out.structured_content.unwrap();
-                n += page["entries"].as_array().map_or(0, Vec::len);
-                calls += 1;
-                match page.get("next_cursor") {
-                    Some(cursor) => input["cursor"] = cursor.clone(),
-                    None => break,
-                }
-            }
-            ours_t.push(started.elapsed());
-            (ours_n, pages) = (n, calls);
-            let started = Instant::now();
-            let out = call(&theirs, "directory_tree", json!({ "path": dir })).await;
-            theirs_t.push(started.elapsed());
-            let tree: Value = serde_json::from_str(&text(&out)).unwrap_or(Value::Null);
-            theirs_n = count_tree(&tree);
-        }
-        rows.push(Row {
-            name,
-            ours: median(ours_t),
-            theirs: median(theirs_t),
-            ours_found: ours_n,
-            theirs_found: theirs_n,
-            same: ours_n == theirs_n,
-            note: format!(
-                "20,000 files in 420 folders; ours: {pages} `list_directory` call(s){}; theirs: one `directory_tree` (names and types)",
-                if details { " of 1,000 chained by `cursor`, each entry stat'ed" } else { ", `details: false`" }
-            ),
-        });
+    // The whole tree, names and kinds: ours one names-only listing, theirs
+    // one `directory_tree`.
+    let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n, mut pages) = (vec![], vec![], 0, 0, 0);
+    for _ in 0..reps {
+        let started = Instant::now();
+        let (n, calls) = whole_listing(&ours, false).await;
+        ours_t.push(started.elapsed());
+        (ours_n, pages) = (n, calls);
+        let started = Instant::now();
+        let out = call(&theirs, "directory_tree", json!({ "path": dir })).await;
+        theirs_t.push(started.elapsed());
+        let tree: Value = serde_json::from_str(&text(&out)).unwrap_or(Value::Null);
+        theirs_n = count_tree(&tree);
     }
+    rows.push(Row {
+        name: "whole tree, names and kinds",
+        ours: median(ours_t),
+        theirs: median(theirs_t),
+        ours_found: ours_n,
+        theirs_found: theirs_n,
+        same: ours_n == theirs_n,
+        note: format!(
+            "20,000 files in 420 folders; ours: {pages} `list_directory` call(s), `details: false`; \
+             theirs: one `directory_tree`"
+        ),
+    });
+
+    // The whole tree with sizes. Theirs has no recursive listing with sizes:
+    // a client lists each folder with `list_directory_with_sizes`, going
+    // down the `[DIR]` lines (sizes rounded, no times). Ours pages a listing
+    // with exact sizes and modification times, each entry stat'ed.
+    let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n, mut pages, mut folders) =
+        (vec![], vec![], 0, 0, 0, 0);
+    for _ in 0..reps {
+        let started = Instant::now();
+        let (n, calls) = whole_listing(&ours, true).await;
+        ours_t.push(started.elapsed());
+        (ours_n, pages) = (n, calls);
+        let started = Instant::now();
+        let (n, calls) = sized_tree(&theirs, dir).await;
+        theirs_t.push(started.elapsed());
+        (theirs_n, folders) = (n, calls);
+    }
+    rows.push(Row {
+        name: "whole tree with sizes",
+        ours: median(ours_t),
+        theirs: median(theirs_t),
+        ours_found: ours_n,
+        theirs_found: theirs_n,
+        same: ours_n == theirs_n,
+        note: format!(
+            "ours: {pages} `list_directory` calls of up to 10,000 chained by `cursor`, exact size and mtime; \
+             theirs: {folders} `list_directory_with_sizes` calls, one a folder (rounded sizes, no mtime)"
+        ),
+    });
 
     // A search by name.
     let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n) = (vec![], vec![], 0, 0);

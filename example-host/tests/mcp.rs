@@ -90,13 +90,35 @@ async fn tools_list_and_calls_over_stdio() {
             .is_none()
     );
 
-    // A read: structured content and the same as text.
+    // A read: structured content and the same as text (a listing's as one
+    // entry a line after its other fields).
     let out = call(&client, "list_directory", json!({})).await;
     assert_eq!(out.is_error, Some(false));
     let structured = out.structured_content.clone().unwrap();
     assert_eq!(structured["entries"][0]["path"], "north.e57");
     let text = out.content[0].as_text().unwrap().text.clone();
-    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), structured);
+    let (head, entries) = text.split_once('\n').unwrap();
+    assert_eq!(serde_json::from_str::<Value>(head).unwrap()["truncated"], false);
+    let modified = structured["entries"][0]["modified"].as_str().unwrap();
+    assert_eq!(entries, format!("file 4 {modified} north.e57"));
+    let out = call(&client, "disk_usage", json!({})).await;
+    let text = out.content[0].as_text().unwrap().text.clone();
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        out.structured_content.unwrap()
+    );
+
+    // A tree at a glance: the names as a list, and as one name a line after
+    // the other fields.
+    let out = call(&client, "list_directory", json!({ "details": false })).await;
+    let structured = out.structured_content.clone().unwrap();
+    assert_eq!(structured["names"], json!(["north.e57"]));
+    let text = out.content[0].as_text().unwrap().text.clone();
+    let (head, names) = text.split_once('\n').unwrap();
+    assert_eq!(names, "north.e57");
+    let head: Value = serde_json::from_str(head).unwrap();
+    assert_eq!(head["truncated"], false);
+    assert!(head.get("names").is_none(), "{head}");
 
     // A tool error: isError, the code in the text and the structure.
     let out = call(&client, "read_file", json!({ "path": "../../etc/passwd" })).await;

@@ -514,7 +514,7 @@ impl ServerHandler for LocalMcp {
                         Mode::Apply => json!({ "status": "applied", "output": o.into_value() }),
                         _ => o.into_value(),
                     });
-                    into_result(applied).map_err(TaskExit::Error)
+                    into_result(&name, applied).map_err(TaskExit::Error)
                 })
             });
             return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
@@ -570,7 +570,7 @@ impl ServerHandler for LocalMcp {
                 .await
                 .map(Outcome::into_value),
         };
-        into_result(outcome).map(Into::into)
+        into_result(&name, outcome).map(Into::into)
     }
 
     async fn get_task(
@@ -598,13 +598,14 @@ impl ServerHandler for LocalMcp {
     }
 }
 
-/// A tool's outcome as the call's result.
-fn into_result(outcome: Result<Value, fusion_tools::Error>) -> Result<CallToolResult, McpError> {
+/// `tool`'s outcome as the call's result.
+fn into_result(tool: &str, outcome: Result<Value, fusion_tools::Error>) -> Result<CallToolResult, McpError> {
     match outcome {
         Ok(value) => {
-            // One serialization for the text, and the value itself as the
-            // structure: a page of a listing is not copied or encoded twice.
-            let mut result = CallToolResult::success(vec![ContentBlock::text(readable(&value))]);
+            // The value itself as the structure, and its text for clients
+            // that read only text.
+            let mut result =
+                CallToolResult::success(vec![ContentBlock::text(fusion_tools::output_text(tool, &value))]);
             result.structured_content = Some(value);
             Ok(result)
         }
@@ -614,20 +615,6 @@ fn into_result(outcome: Result<Value, fusion_tools::Error>) -> Result<CallToolRe
             Some(serde_json::to_value(e.to_body()).unwrap_or(Value::Null)),
         )),
         Err(e) => Ok(error_result(&e)),
-    }
-}
-
-/// The text beside `structuredContent`: the same JSON, compact (a page of a
-/// listing is 1,000 entries); a plan's diff is shown first as it is, so a
-/// client that only shows text shows the change.
-fn readable(value: &Value) -> String {
-    let text = value.to_string();
-    match value["plan"]["diff"].as_str() {
-        Some(diff) => format!(
-            "{}\n\n{diff}\n{text}",
-            value["plan"]["summary"].as_str().unwrap_or_default()
-        ),
-        None => text,
     }
 }
 

@@ -49,6 +49,7 @@ mod error;
 mod folders;
 mod plan;
 mod release;
+mod text;
 mod wire;
 
 pub use digest::{Gather, Written, write_hashing};
@@ -59,6 +60,7 @@ pub use release::{
     Artifact, ArtifactKind, MANIFEST_FORMAT, RELEASES_PATH, ReleaseManifest, UpdatePolicy, UpdateReport,
     UpdateStatus, current_target, is_plain_file_name,
 };
+pub use text::output_text;
 pub use wire::{
     Annotations, CallEvent, CallProgress, CallResult, CancelEvent, Class, ClosingEvent, DEVICE_CLIENT_ID,
     DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, EnrollRequest, EnrollResponse, HelloEvent, Mode,

@@ -114,7 +114,8 @@ pub use fusion_protocol::{
     DEVICE_CLIENT_ID, DEVICE_CODE_GRANT_TYPE, DeviceGrant, DeviceManifest, Effect, EffectOp, EnrollRequest,
     EnrollResponse, EntryKind, ErrorBody, ErrorCode, Expectation, Gather, HelloEvent, MAX_PLAN_EFFECTS, Mode,
     PROTOCOL_HEADER, PROTOCOL_VERSION, PathState, Plan, Precondition, ResultAck, RootInfo, TOKEN_PREFIX,
-    ToolDescriptor, ToolList, UpdatePolicy, UpdateReport, UpdateStatus, Written, runs_long, write_hashing,
+    ToolDescriptor, ToolList, UpdatePolicy, UpdateReport, UpdateStatus, Written, output_text, runs_long,
+    write_hashing,
 };
 pub use pending::{PendingFile, STALE_PARTIAL};
 pub use scope::{Location, Root, Scope};

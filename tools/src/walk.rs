@@ -210,7 +210,7 @@ pub(crate) fn walk(
             }
             reader.schedule(&top, Path::new(""));
         }
-        walker.listing(top, PathBuf::new(), &mut visit)?;
+        walker.listing(top, &mut PathBuf::new(), &mut visit)?;
         Ok(walker.stats)
     })
 }
@@ -222,6 +222,10 @@ struct Listing {
     /// ancestor among its siblings, then its own.
     order: Vec<u32>,
     entries: Vec<Item>,
+    /// Each entry's metadata, in the same order, when the walk reads it
+    /// ahead; empty otherwise. Apart from the entries, so that sorting moves
+    /// small items.
+    metadata: Vec<Option<Metadata>>,
     /// The ignore rules in force inside this directory.
     ignores: Option<Arc<IgnoreChain>>,
 }
@@ -229,7 +233,6 @@ struct Listing {
 struct Item {
     name: OsString,
     file_type: FileType,
-    metadata: Option<Metadata>,
     /// For a directory the walk descends into: where its listing arrives.
     sub: Option<Arc<Slot>>,
 }
@@ -376,7 +379,6 @@ impl Reader<'_> {
             entries.push(Item {
                 name,
                 file_type,
-                metadata: None,
                 sub: None,
             });
         }
@@ -387,11 +389,15 @@ impl Reader<'_> {
             entries.retain(|item| item.name.as_os_str() >= resume);
         }
         let descend = depth < options.max_depth.min(MAX_DEPTH);
+        // A failure here is met again, and reported, when the visitor asks.
+        let metadata = match options.metadata {
+            true => entries
+                .iter()
+                .map(|item| dir.symlink_metadata(&item.name).ok())
+                .collect(),
+            false => Vec::new(),
+        };
         for item in &mut entries {
-            if options.metadata {
-                // A failure here is met again, and reported, when the visitor asks.
-                item.metadata = dir.symlink_metadata(&item.name).ok();
-            }
             if descend && item.file_type.is_dir() {
                 item.sub = Some(Arc::new(Slot {
                     state: Mutex::new(SlotState::Idle),
@@ -403,6 +409,7 @@ impl Reader<'_> {
             dir: Arc::new(dir),
             order,
             entries,
+            metadata,
             ignores,
         })
     }
@@ -560,46 +567,61 @@ struct Walker<'a, 'b> {
 
 impl Walker<'_, '_> {
     /// Visits one directory's entries, descending into sub-directories as
-    /// they come; returns `Ok(false)` when the visitor stopped.
+    /// they come; returns `Ok(false)` when the visitor stopped. `rel` is the
+    /// directory's path below the base: each entry's is pushed onto it while
+    /// the entry is visited, and taken off after.
     fn listing(
         &mut self,
         listing: Listing,
-        rel: PathBuf,
+        rel: &mut PathBuf,
         visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
     ) -> Result<bool> {
         // The entry on the way to the resume point was visited by an earlier
         // page (itself, or as an ancestor of it); what is below it was not.
-        let resume = self
-            .reader
-            .options
-            .resume_component(&rel)
-            .map(OsStr::to_os_string);
+        let resume = self.reader.options.resume_component(rel).map(OsStr::to_os_string);
         for (index, item) in (0u32..).zip(&listing.entries) {
             self.cx.checkpoint()?;
-            let child = rel.join(&item.name);
-            let entry = WalkEntry {
-                rel: &child,
-                file_type: item.file_type,
-                parent: &listing.dir,
-                name: &item.name,
-                metadata: item.metadata.as_ref(),
-                base: self.base,
-            };
-            if resume.as_ref() != Some(&item.name) && !visit(&entry)? {
+            rel.push(&item.name);
+            let went_on = self.item(&listing, index, item, resume.as_deref(), rel, visit);
+            rel.pop();
+            if !went_on? {
                 return Ok(false);
-            }
-            if let Some(slot) = &item.sub {
-                match self.reader.take(slot, &listing, index, &item.name, &child) {
-                    Ok(sub) => {
-                        if !self.listing(sub, child, visit)? {
-                            return Ok(false);
-                        }
-                    }
-                    Err(e) => self.unreadable(&child, &e),
-                }
             }
         }
         Ok(true)
+    }
+
+    /// Visits one entry of `listing`, at `rel`, and what is below it.
+    fn item(
+        &mut self,
+        listing: &Listing,
+        index: u32,
+        item: &Item,
+        resume: Option<&OsStr>,
+        rel: &mut PathBuf,
+        visit: &mut impl FnMut(&WalkEntry<'_>) -> Result<bool>,
+    ) -> Result<bool> {
+        let entry = WalkEntry {
+            rel,
+            file_type: item.file_type,
+            parent: &listing.dir,
+            name: &item.name,
+            metadata: listing.metadata.get(index as usize).and_then(Option::as_ref),
+            base: self.base,
+        };
+        if resume != Some(item.name.as_os_str()) && !visit(&entry)? {
+            return Ok(false);
+        }
+        let Some(slot) = &item.sub else {
+            return Ok(true);
+        };
+        match self.reader.take(slot, listing, index, &item.name, rel) {
+            Ok(sub) => self.listing(sub, rel, visit),
+            Err(e) => {
+                self.unreadable(rel, &e);
+                Ok(true)
+            }
+        }
     }
 
     fn unreadable(&mut self, rel: &Path, e: &io::Error) {

@@ -162,7 +162,7 @@ impl RemoteMcp {
             }
         };
         let mut proposal = match answer {
-            Ok(Answer::Output(output)) => return Ok(success(output)),
+            Ok(Answer::Output(output)) => return Ok(success(&name, output)),
             Ok(Answer::Proposal(p)) => *p,
             Err(Error::InvalidRequest(message)) => return Err(McpError::invalid_params(message, None).into()),
             Err(e) => return Ok(error_result(&e)),

@@ -455,9 +455,12 @@ fn changes_tools(event: &HostEvent, owner: &str) -> bool {
 /// The tools every user has, whatever their devices.
 const BUILTIN: [&str; 3] = ["list_devices", "get_proposal", "wait_for_approval"];
 
-/// A tool's output as a result: structured, and as text for older clients.
-pub(super) fn success(value: Value) -> CallToolResult {
-    let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+/// `tool`'s output as a result: structured, and as text for clients that
+/// read only text.
+pub(super) fn success(tool: &str, value: Value) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(fusion_protocol::output_text(
+        tool, &value,
+    ))]);
     result.structured_content = Some(value);
     result
 }
@@ -652,7 +655,7 @@ impl ServerHandler for RemoteMcp {
             },
         };
         Ok(match result {
-            Ok(value) => success(value),
+            Ok(value) => success(&name, value),
             Err(e) => error_result(&e),
         }
         .into())

@@ -37,9 +37,10 @@ pub struct ListDirectoryInput {
     /// Skip what `.gitignore` / `.ignore` files exclude. Default false.
     #[serde(default)]
     pub respect_ignore: bool,
-    /// Size and modification time of every entry. Default true; false lists
-    /// names and kinds only, without reading each entry's metadata, up to
-    /// 20000 entries per call (a tree at a glance).
+    /// Size and modification time of every entry. Default true; false gives
+    /// `names` instead of `entries`: paths only, a folder's ending in `/`,
+    /// without reading each entry's metadata, up to 100000 names or 4 MiB of
+    /// them per call (a tree at a glance).
     #[serde(default = "default_true")]
     pub details: bool,
     /// Continue a truncated listing: the `next_cursor` of the previous page.
@@ -49,14 +50,23 @@ pub struct ListDirectoryInput {
     /// Skip this many entries (to continue a truncated listing; prefer `cursor`).
     #[serde(default)]
     pub offset: usize,
-    /// Return at most this many entries (1 to 1000, default 1000; with
-    /// `details: false`, 1 to 20000, default 20000).
+    /// Return at most this many entries (default 1000, at most 10000; with
+    /// `details: false`, default and most 100000).
     #[serde(default)]
     pub limit: Option<usize>,
 }
 
 /// The most entries a names-only listing (`details: false`) returns in one call.
-pub const MAX_NAME_ENTRIES: usize = 20_000;
+pub const MAX_NAME_ENTRIES: usize = 100_000;
+
+/// The most entries a listing with details returns in one call, when asked
+/// (`limit`); 1000 unless asked.
+pub const MAX_DETAILED_ENTRIES: usize = 10_000;
+
+/// The most bytes of paths a listing returns in one call: long paths end a
+/// page before its count of entries does, so that a page stays well below
+/// what a server accepts as one result.
+pub const MAX_LISTING_BYTES: usize = 4 << 20;
 
 /// One listed entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -80,8 +90,17 @@ pub struct Entry {
 pub struct ListDirectoryOutput {
     /// The listed folder, as a full path.
     pub path: String,
-    /// The entries, sorted by path, depth first.
+    /// The entries, sorted by path, depth first; empty with `details: false`,
+    /// which gives `names` instead.
     pub entries: Vec<Entry>,
+    /// With `details: false`: every entry's path, relative and `/`-separated,
+    /// in the same order as `entries` would be; a folder's ends in `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// With `details: false`: those of `names` that are symbolic links (never
+    /// followed). Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symlinks: Vec<String>,
     /// True when more entries exist than were returned.
     pub truncated: bool,
     /// The `offset` that continues this listing, when truncated.
@@ -173,18 +192,18 @@ impl Tool for ListDirectory {
         ToolSpec::read(
             "list_directory",
             "List a folder's entries (type, size, modified time, symlink flag); optionally recursive. \
-             Returns at most 1000 entries per call (20000 names with `details: false`) with `truncated` and \
-             `next_cursor` to continue.",
+             Returns 1000 entries per call (up to 10000 with `limit`) with `truncated` and `next_cursor` \
+             to continue. `details: false` gives the whole tree at a glance: `names` only (folders end \
+             in `/`), up to 100000 per call. A page also ends at 4 MiB of paths.",
         )
     }
 
     fn run(&self, cx: &Context<'_>, input: Self::Input) -> Result<Self::Output> {
-        let cap = if input.details {
-            MAX_ENTRIES
-        } else {
-            MAX_NAME_ENTRIES
+        let limit = match (input.details, input.limit) {
+            (true, None) => MAX_ENTRIES,
+            (true, asked) => bounded_limit("list_directory", asked, MAX_DETAILED_ENTRIES)?,
+            (false, asked) => bounded_limit("list_directory", asked, MAX_NAME_ENTRIES)?,
         };
-        let limit = bounded_limit("list_directory", input.limit, cap)?;
         let base = cx.scope().resolve(&input.path)?;
         let max_depth = match (input.recursive, input.max_depth) {
             (false, _) => 1,
@@ -208,6 +227,7 @@ impl Tool for ListDirectory {
             options.resume_after = Some(resume_from("list_directory", cursor, input.offset)?);
         }
         let mut entries = Vec::new();
+        let (mut names, mut symlinks, mut bytes) = (Vec::new(), Vec::new(), 0usize);
         let mut seen = 0usize;
         let mut truncated = false;
         let mut last = std::path::PathBuf::new();
@@ -216,32 +236,46 @@ impl Tool for ListDirectory {
             if seen <= input.offset {
                 return Ok(true);
             }
-            if entries.len() == limit {
+            if entries.len() + names.len() == limit {
                 truncated = true;
                 return Ok(false);
             }
+            let mut path = slash_path(entry.rel);
+            if !input.details && entry.file_type.is_dir() {
+                path.push('/');
+            }
+            if bytes > 0 && bytes + path.len() > MAX_LISTING_BYTES {
+                truncated = true;
+                return Ok(false);
+            }
+            bytes += path.len();
+            if input.details {
+                let md = entry.metadata()?;
+                entries.push(Entry {
+                    path,
+                    kind: entry_kind(entry.file_type),
+                    size: Some(md.len()),
+                    modified: modified(&md),
+                    symlink: entry.file_type.is_symlink(),
+                });
+            } else {
+                if entry.file_type.is_symlink() {
+                    symlinks.push(path.clone());
+                }
+                names.push(path);
+            }
             last.as_mut_os_string().clear();
             last.push(entry.rel);
-            let (size, modified) = if input.details {
-                let md = entry.metadata()?;
-                (Some(md.len()), modified(&md))
-            } else {
-                (None, None)
-            };
-            entries.push(Entry {
-                path: slash_path(entry.rel),
-                kind: entry_kind(entry.file_type),
-                size,
-                modified,
-                symlink: entry.file_type.is_symlink(),
-            });
             Ok(true)
         })?;
+        let returned = entries.len() + names.len();
         Ok(ListDirectoryOutput {
             path: base.display(),
-            next_offset: truncated.then_some(input.offset + entries.len()),
+            next_offset: truncated.then_some(input.offset + returned),
             next_cursor: truncated.then(|| cursor_after(&last)),
             entries,
+            names: (!input.details).then_some(names),
+            symlinks,
             truncated,
             unreadable: stats.unreadable,
         })

@@ -12,7 +12,7 @@ pub use grep::{Grep, GrepInput, GrepMatch, GrepOutput, MAX_CONTEXT, MAX_LINE_BYT
 pub use listing::{
     DISK_USAGE_MAX_ENTRIES, DISK_USAGE_TIME_BUDGET_MS, DiskUsage, DiskUsageInput, DiskUsageOutput, Entry,
     Glob, GlobInput, GlobMatch, GlobOutput, ListDirectory, ListDirectoryInput, ListDirectoryOutput,
-    MAX_NAME_ENTRIES,
+    MAX_DETAILED_ENTRIES, MAX_LISTING_BYTES, MAX_NAME_ENTRIES,
 };
 pub use mutate_files::{
     AppendFile, AppendFileInput, Edit, EditFile, EditFileInput, WriteFile, WriteFileInput, WriteOutput,

@@ -3,12 +3,13 @@ use serde_json::json;
 use super::super::testutil::{Fixture, code};
 use crate::ErrorCode;
 
+/// The paths a listing returned: its entries' `path`s, or its `names`.
 fn paths(v: &serde_json::Value, key: &str) -> Vec<String> {
     v[key]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["path"].as_str().unwrap().to_string())
+        .map(|e| e.as_str().or(e["path"].as_str()).unwrap().to_string())
         .collect()
 }
 
@@ -106,6 +107,11 @@ fn cursor_pages_join_into_the_whole_listing() {
             json!({ "recursive": true, "hidden": false, "respect_ignore": true }),
             "entries",
         ),
+        (
+            "list_directory",
+            json!({ "recursive": true, "details": false }),
+            "names",
+        ),
         ("glob", json!({ "pattern": "*.e57" }), "matches"),
         (
             "glob",
@@ -133,21 +139,57 @@ fn cursor_pages_join_into_the_whole_listing() {
 }
 
 #[test]
-fn names_only_listings_skip_metadata_and_page_by_20000() {
+fn names_only_listings_give_names_and_page_by_100000() {
     let f = Fixture::new();
     f.write("a/b.txt", "12345");
     let out = f.run("list_directory", json!({ "recursive": true, "details": false }));
-    assert_eq!(paths(&out, "entries"), ["a", "a/b.txt"]);
-    assert_eq!(
-        out["entries"][1],
-        json!({ "path": "a/b.txt", "kind": "file", "symlink": false })
-    );
+    assert_eq!(out["names"], json!(["a/", "a/b.txt"]));
+    assert_eq!(out["entries"], json!([]));
+    assert!(out.get("symlinks").is_none(), "{out}");
     let out = f.run("list_directory", json!({ "recursive": true }));
     assert_eq!(out["entries"][1]["size"], 5);
-    let e = f.run_err("list_directory", json!({ "details": false, "limit": 20_001 }));
-    assert!(e.to_string().contains("20000"), "{e}");
-    let e = f.run_err("list_directory", json!({ "limit": 1001 }));
-    assert!(e.to_string().contains("1000"), "{e}");
+    assert!(out.get("names").is_none(), "{out}");
+    let e = f.run_err("list_directory", json!({ "details": false, "limit": 100_001 }));
+    assert!(e.to_string().contains("100000"), "{e}");
+    let e = f.run_err("list_directory", json!({ "limit": 10_001 }));
+    assert!(e.to_string().contains("10000"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn names_only_listings_name_their_symlinks() {
+    let f = Fixture::new();
+    f.write("real/file.txt", "");
+    super::super::testutil::symlink(f.path("real"), f.path("link"));
+    let out = f.run("list_directory", json!({ "recursive": true, "details": false }));
+    assert_eq!(out["names"], json!(["link", "real/", "real/file.txt"]));
+    assert_eq!(out["symlinks"], json!(["link"]));
+}
+
+/// Long paths end a names-only page at 4 MiB of paths, well before its
+/// 100,000 entries, and the cursor goes on from there.
+#[test]
+fn names_only_pages_stop_at_their_byte_bound() {
+    let f = Fixture::new();
+    let segment = "d".repeat(255);
+    let deep = vec![segment.as_str(); 14].join("/");
+    for i in 0..1200 {
+        f.write(&format!("{deep}/{i:04}{}", "f".repeat(196)), "");
+    }
+    let input = json!({ "recursive": true, "max_depth": 20, "details": false });
+    let first = f.run("list_directory", input.clone());
+    let names = paths(&first, "names");
+    let bytes: usize = names.iter().map(String::len).sum();
+    assert_eq!(first["truncated"], true);
+    let mut input = input;
+    input["cursor"] = first["next_cursor"].clone();
+    let rest = f.run("list_directory", input);
+    assert_eq!(rest["truncated"], false);
+    let rest = paths(&rest, "names");
+    assert_eq!(names.len() + rest.len(), 14 + 1200);
+    // Full: the next name would not have fitted.
+    assert!(bytes <= crate::MAX_LISTING_BYTES, "{bytes}");
+    assert!(bytes + rest[0].len() > crate::MAX_LISTING_BYTES, "{bytes}");
 }
 
 /// A name that is not UTF-8 (possible on Linux) is listed lossily, but
@@ -218,8 +260,8 @@ fn bad_inputs_name_the_field() {
     let e = f.run_err("list_directory", json!({ "limit": 0 }));
     assert_eq!(code(&e), ErrorCode::InvalidInput);
     assert!(e.to_string().contains("limit"), "{e}");
-    let e = f.run_err("list_directory", json!({ "limit": 5000 }));
-    assert!(e.to_string().contains("cap of 1000"), "{e}");
+    let e = f.run_err("list_directory", json!({ "limit": 10_001 }));
+    assert!(e.to_string().contains("cap of 10000"), "{e}");
     let e = f.run_err("list_directory", json!({ "recursive": "yes" }));
     assert_eq!(code(&e), ErrorCode::InvalidInput);
     assert!(e.to_string().contains("recursive"), "{e}");
