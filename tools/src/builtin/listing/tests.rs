@@ -167,7 +167,9 @@ fn names_only_listings_name_their_symlinks() {
 }
 
 /// Long paths end a names-only page at 4 MiB of paths, well before its
-/// 100,000 entries, and the cursor goes on from there.
+/// 100,000 entries, and the cursor goes on from there. Unix only: paths of
+/// 3.8 KB are beyond what Windows opens without its `\\?\` prefix.
+#[cfg(unix)]
 #[test]
 fn names_only_pages_stop_at_their_byte_bound() {
     let f = Fixture::new();
