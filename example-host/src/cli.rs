@@ -23,6 +23,12 @@ pub(crate) struct Cli {
     /// BCDF-GHJK (also FUSION_HOST_CODE).
     #[arg(long, env = "FUSION_HOST_CODE")]
     pub(crate) code: Option<String>,
+    /// Without a command: once paired, keep this device running in the
+    /// background, at every log-on, as `fusion-host service install` does
+    /// (the current folder becomes its allowed folder when `roots` names
+    /// none), instead of running it in this terminal.
+    #[arg(long)]
+    pub(crate) service: bool,
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }

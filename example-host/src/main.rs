@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let global = &cli.global;
     let result = runtime.block_on(async {
         match &cli.command {
-            None => commands::default(global, cli.server.as_deref(), cli.code.as_deref()).await,
+            None => commands::default(global, cli.server.as_deref(), cli.code.as_deref(), cli.service).await,
             Some(Command::Enroll { server, code, name }) => {
                 commands::enroll::enroll(global, server.as_deref(), code, name.as_deref())
                     .await

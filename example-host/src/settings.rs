@@ -161,6 +161,34 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
+/// Names `folder` as the one allowed folder in `config.toml` of `dir`, which
+/// names none: a `roots` line goes first (before any `[table]`), the rest of
+/// the file is kept as it is, and the file is replaced whole or not at all.
+pub(crate) fn name_root(dir: &Path, folder: &Path) -> anyhow::Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let shown = folder.display().to_string();
+    // A literal string: Windows paths as they are, no escapes to get wrong.
+    if shown.contains('\'') || shown.chars().any(char::is_control) {
+        bail!(
+            "the folder {shown:?} cannot be written as a `roots` entry here; add it to {} yourself",
+            path.display()
+        );
+    }
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut file, format!("roots = ['{shown}']\n{text}").as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.persist(&path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
 /// The allowed folders: `--root` flags, else the config file's `roots`, else
 /// the current directory (read-write). The device's own bookkeeping for them
 /// (rename journals) stays in `config_dir`, never in an allowed folder.

@@ -1075,6 +1075,65 @@ fn a_whole_disk_is_never_the_folder_shared_by_default() {
     );
 }
 
+/// The pairing line with `--service`: the device is paired, the folder the
+/// line ran in is named in `config.toml` (first, so a table already there
+/// keeps its keys), the user's systemd unit is written and enabled, and the
+/// command returns instead of running in the terminal.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pairing_line_with_service_installs_it_for_this_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = server().await;
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.toml"), "[updates]\nautomatic = false\n").unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    // A stand-in systemctl that notes what it was asked.
+    let bin = tempfile::tempdir().unwrap();
+    let asked = bin.path().join("asked");
+    let systemctl = bin.path().join("systemctl");
+    std::fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", asked.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["--server", &server.url, "--code", &code.code, "--service"])
+        .env("FUSION_HOST_CONFIG_DIR", &config)
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("xdg"))
+        .env("PATH", path)
+        .current_dir(folder.path())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(server.dispatcher.devices("alice").await.unwrap().len(), 1);
+    let here = folder.path().canonicalize().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(config.join("config.toml")).unwrap(),
+        format!("roots = ['{}']\n[updates]\nautomatic = false\n", here.display())
+    );
+    let unit = std::fs::read_to_string(home.path().join("xdg/systemd/user/fusion-host.service")).unwrap();
+    assert!(
+        unit.contains(&format!("run --config-dir {}", config.display())),
+        "{unit}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap(),
+        "--user daemon-reload\n--user enable --now fusion-host.service\n"
+    );
+}
+
 #[test]
 fn a_service_needs_its_folders_named() {
     let home = tempfile::tempdir().unwrap();

@@ -343,6 +343,7 @@ async fn devices_page(
                 div.code-row { code #pair-command {} button #copy-command type="button" { "Copy" } }
                 p.bigcode #pair-code {}
                 p.muted #pair-expiry { "The code works once and expires in " span #pair-countdown {} "." }
+                p.muted { "Add " code { "--service" } " to keep it running in the background and start it at every log-on." }
                 p #pair-expired hidden { "This code expired before a device used it. " button.small #mint-again type="button" { "Mint a new code" } }
                 p.success #pair-done hidden {}
             }

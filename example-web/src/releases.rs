@@ -137,6 +137,7 @@ async fn download_page(
             h2 { "Then pair it" }
             p { "On " a href="/devices" { "/devices" } ", “Add a device” gives a code; run this line in any terminal (PowerShell, cmd or a shell), in the folder the device may work on:" }
             pre.file { "fusion-host --server " (s.public_url) " --code <the code>" }
+            p.muted { "It runs in that terminal. To keep it running in the background and start it at every log-on instead, add " code { "--service" } " (a scheduled task of your user on Windows, a systemd user unit on Linux, a launchd agent on macOS)." }
         }
     };
     Ok(layout("Download", p.as_ref(), body).into_response())

@@ -25,10 +25,16 @@ use crate::settings::{self, ConfigFile};
 const REPAIRING: &str = "This device's pairing was revoked on the server; pairing again with the code given…";
 
 /// `fusion-host` with no subcommand: pair if not paired yet (with `--code`
-/// or `FUSION_HOST_CODE`), then run. Credentials the server refuses (the
+/// or `FUSION_HOST_CODE`), then run here, or with `--service` in the
+/// background at every log-on. Credentials the server refuses (the
 /// device was revoked) are replaced by pairing with the code when one is
 /// given, so the line with a fresh code from /devices always works.
-pub(crate) async fn default(global: &Global, server: Option<&str>, code: Option<&str>) -> Result<(), Fail> {
+pub(crate) async fn default(
+    global: &Global,
+    server: Option<&str>,
+    code: Option<&str>,
+    as_service: bool,
+) -> Result<(), Fail> {
     let dir = settings::config_dir(global.config_dir.as_deref())?;
     let code = code.map(str::to_string).filter(|c| !c.trim().is_empty());
     let stored = Credentials::load(&dir)?;
@@ -45,7 +51,7 @@ pub(crate) async fn default(global: &Global, server: Option<&str>, code: Option<
                     ..Default::default()
                 };
                 login::login(global, &args).await?;
-                return run::run(global, &[], None, false).await;
+                return then_run(global, as_service).await;
             }
             return Err(Fail {
                 code: exit::USAGE,
@@ -59,7 +65,10 @@ pub(crate) async fn default(global: &Global, server: Option<&str>, code: Option<
             eprintln!("{REPAIRING}");
         }
         enroll::enroll(global, server, code, None).await?;
-        return run::run(global, &[], None, false).await;
+        return then_run(global, as_service).await;
+    }
+    if as_service {
+        return service::install_here(global);
     }
     match run::run(global, &[], None, false).await {
         Err(fail) if fail.code == exit::REPAIR => {
@@ -71,6 +80,15 @@ pub(crate) async fn default(global: &Global, server: Option<&str>, code: Option<
             run::run(global, &[], None, false).await
         }
         other => other,
+    }
+}
+
+/// After pairing: run here, or install the service that runs in the
+/// background (`--service`).
+async fn then_run(global: &Global, as_service: bool) -> Result<(), Fail> {
+    match as_service {
+        true => service::install_here(global),
+        false => run::run(global, &[], None, false).await,
     }
 }
 

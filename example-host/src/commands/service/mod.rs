@@ -145,6 +145,33 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
     }
 }
 
+/// `fusion-host --server URL --code CODE --service`, once paired: the
+/// current folder becomes the allowed folder when the configuration names
+/// none (the folder the pairing line was run in, as for a device run in a
+/// terminal), then the service is installed and started.
+pub(crate) fn install_here(global: &Global) -> Result<(), Fail> {
+    let config_dir = settings::config_dir(global.config_dir.as_deref())?;
+    let config = settings::ConfigFile::load(&config_dir)?;
+    if config.roots.is_empty() {
+        // The checks a device run here makes of its folder (not a whole
+        // disk, not the system's own).
+        settings::scope(&[], &config, &config_dir).map_err(|error| Fail {
+            code: exit::USAGE,
+            error,
+        })?;
+        let here = std::env::current_dir()
+            .and_then(dunce::canonicalize)
+            .context("cannot read the current directory")?;
+        settings::name_root(&config_dir, &here)?;
+        println!(
+            "✓ allowed folder: {} (`roots` in {})",
+            here.display(),
+            config_dir.join(settings::CONFIG_FILE).display()
+        );
+    }
+    service(global, Action::Install, false, false)
+}
+
 /// `fusion-host service ACTION [--system] [--print]`.
 pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool) -> Result<(), Fail> {
     let config_dir = settings::config_dir(global.config_dir.as_deref())?;
