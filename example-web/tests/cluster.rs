@@ -517,6 +517,80 @@ async fn progress_reported_to_one_replica_reaches_a_caller_on_another() {
     client.cancel().await.unwrap();
 }
 
+/// A task started on one replica is followed and cancelled through
+/// another: a client need not come back to the replica it started on. The
+/// cancel reaches the device; another user asking the other replica finds
+/// no such task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_started_on_one_replica_is_followed_and_cancelled_on_another() {
+    use common::tasks::{follower, poll, task_of};
+    use rmcp::model::{CancelTaskParams, GetTaskParams, TaskStatus};
+    let Some((pg, nats)) = servers("a_task_started_on_one_replica_is_followed_and_cancelled_on_another")
+    else {
+        return;
+    };
+    let apps = replicas(2, &pg, &nats);
+    let (a, b) = (&apps[0], &apps[1]);
+    let alice = User::sign_up(a, "tasks").await;
+    let device = Device::pair(&alice, &a.url, "x").await;
+    wait_online(&alice, device.id(), true).await;
+    std::fs::File::create(device.dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(16 << 30)
+        .unwrap();
+    let (_, token) = alice.post("/api/tokens", json!({})).await;
+    let token = token["token"].as_str().unwrap();
+    let (on_a, on_b) = (follower(a, token).await, follower(b, token).await);
+    let Value::Object(arguments) = json!({ "device": device.id(), "path": "big.bin" }) else {
+        unreachable!()
+    };
+    let call = rmcp::model::CallToolRequestParams::new("hash_file").with_arguments(arguments);
+    let id = task_of(on_a.peer().call_tool_once(call).await.unwrap());
+    let activity = device.host.activity();
+
+    // B does not run it, and follows it all the same.
+    let running = poll(&on_b, &id, |t| {
+        t.task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("bytes hashed") || m.contains("running on the device"))
+    })
+    .await;
+    assert_eq!(running.status(), TaskStatus::Working, "{running:?}");
+    assert_eq!(activity.running(), 1, "the device is hashing");
+
+    // Another user, on B: no such task, said at once (A answers it).
+    let bob = User::sign_up(b, "tasks-bob").await;
+    let (_, bob_token) = bob.post("/api/tokens", json!({})).await;
+    let other = follower(b, bob_token["token"].as_str().unwrap()).await;
+    let asked = std::time::Instant::now();
+    let e = other.peer().get_task(GetTaskParams::new(&id)).await.unwrap_err();
+    assert!(e.to_string().contains("no task"), "{e}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+    // An id no replica has: no such task, once the others stayed silent.
+    let e = on_b
+        .peer()
+        .get_task(GetTaskParams::new("not-a-task"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no task"), "{e}");
+
+    // Cancelled through B: the task on A ends, and so does the device's work.
+    on_b.peer().cancel_task(CancelTaskParams::new(&id)).await.unwrap();
+    let cancelled = poll(&on_a, &id, |t| t.status().is_terminal()).await;
+    assert_eq!(cancelled.status(), TaskStatus::Cancelled, "{cancelled:?}");
+    let seen_on_b = on_b.peer().get_task(GetTaskParams::new(&id)).await.unwrap().task;
+    assert_eq!(seen_on_b.status(), TaskStatus::Cancelled, "{seen_on_b:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while activity.running() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(activity.running(), 0, "the cancel reached the device");
+    for client in [on_a, on_b, other] {
+        client.cancel().await.unwrap();
+    }
+}
+
 /// Forwards TCP connections to whichever replica `target` names now, as a
 /// load balancer would.
 async fn balancer(target: Arc<Mutex<String>>) -> String {

@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::tasks::{follower, poll, task_of};
 use common::{App, User};
 use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
 use rmcp::service::{NotificationContext, RunningService};
@@ -500,60 +501,6 @@ async fn a_2026_client_is_sent_to_the_approval_page_and_gets_the_applied_result(
         "approved in the protocol\n"
     );
     client.cancel().await.unwrap();
-}
-
-/// A 2026-07-28 client that follows tasks (the tasks extension).
-#[derive(Clone)]
-struct Follower;
-
-impl ClientHandler for Follower {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::builder().enable_tasks().build(),
-            Implementation::new("follower", "0"),
-        )
-    }
-}
-
-async fn follower(app: &App, token: &str) -> RunningService<RoleClient, Follower> {
-    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.url)).auth_header(token);
-    rmcp::service::serve_client_with_lifecycle(
-        Follower,
-        StreamableHttpClientTransport::from_config(config),
-        rmcp::service::ClientLifecycleMode::Discover {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        },
-    )
-    .await
-    .unwrap()
-}
-
-/// Polls a task until `done` says so, within 20 s.
-async fn poll(
-    client: &RunningService<RoleClient, Follower>,
-    id: &str,
-    done: impl Fn(&rmcp::model::DetailedTask) -> bool,
-) -> rmcp::model::DetailedTask {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let task = client
-            .peer()
-            .get_task(rmcp::model::GetTaskParams::new(id))
-            .await
-            .unwrap()
-            .task;
-        if done(&task) || std::time::Instant::now() > deadline {
-            return task;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-fn task_of(response: rmcp::model::CallToolResponse) -> String {
-    match response {
-        rmcp::model::CallToolResponse::Task(created) => created.task.task_id,
-        other => panic!("a task, not {other:?}"),
-    }
 }
 
 /// Long calls as tasks: a hash answers at once with a task whose result

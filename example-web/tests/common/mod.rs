@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod documents;
+pub mod tasks;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

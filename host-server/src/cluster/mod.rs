@@ -14,7 +14,9 @@
 //!   subscribes to; "no responders" means offline everywhere;
 //! - **results** a device posts to another replica: a request on the
 //!   calling replica's subject, found through the call's row in the store;
-//! - **cancels, displacement, revocation and live events**.
+//! - **cancels, displacement, revocation and live events**;
+//! - **MCP tasks**: a replica asked about a task it does not have asks the
+//!   others, and the one that has it answers.
 
 use std::fmt;
 use std::sync::Arc;
@@ -104,6 +106,12 @@ pub(crate) enum Inbound {
     },
     /// A live event from another replica.
     Event(HostEvent),
+    /// Another replica asks about an MCP task (a JSON request): the reply
+    /// when this replica has the task, `None` to stay silent.
+    Task {
+        request: Vec<u8>,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
 }
 
 /// Why a replica refused a result routed to it, as it crosses replicas:
@@ -179,6 +187,9 @@ pub(crate) trait Bus: Send + Sync + 'static {
     ) -> Result<Option<Result<ResultAck, WireError>>>;
     /// Shares a live event with the other replicas.
     fn event(&self, event: &HostEvent);
+    /// Asks the other replicas about an MCP task; the reply of the one that
+    /// has it, or `None` when none answers in time.
+    async fn ask_task(&self, request: Vec<u8>) -> Option<Vec<u8>>;
     /// Stops the background work [`Bus::attach`] started; [`Bus::closed`]
     /// resolves once all of it has ended.
     fn stop(&self);

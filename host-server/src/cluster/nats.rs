@@ -163,6 +163,10 @@ enum Broadcast {
     },
 }
 
+/// How long a question about a task waits for the replica that has it: only
+/// that one answers, so a task no replica has costs this long to refuse.
+const TASK_QUESTION_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What a replica sends on a device's subjects.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -346,6 +350,26 @@ impl Nats {
             let answer = answer.await.unwrap_or(Err(WireError::CallUnknown));
             if let Some(reply) = msg.reply {
                 let _ = self.client.publish(reply, to_json(&answer)).await;
+            }
+        }
+    }
+
+    /// Questions about MCP tasks, which every replica hears and only the
+    /// one that has the task answers.
+    async fn serve_tasks(self: Arc<Self>) {
+        let Ok(mut sub) = self.client.subscribe(format!("{}.tasks", self.prefix)).await else {
+            tracing::error!("could not subscribe to questions about tasks");
+            return;
+        };
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let (answer, answered) = oneshot::channel();
+            self.send(Inbound::Task {
+                request: msg.payload.to_vec(),
+                reply: answer,
+            });
+            if let Ok(Some(answer)) = answered.await {
+                let _ = self.client.publish(reply, Bytes::from(answer)).await;
             }
         }
     }
@@ -560,6 +584,7 @@ impl Bus for Arc<Nats> {
         });
         self.spawn(Arc::clone(self).serve_results());
         self.spawn(Arc::clone(self).serve_broadcasts());
+        self.spawn(Arc::clone(self).serve_tasks());
         self.spawn(Arc::clone(self).follow_holders());
         self.spawn(Arc::clone(self).heartbeat());
     }
@@ -717,6 +742,19 @@ impl Bus for Arc<Nats> {
     fn event(&self, event: &HostEvent) {
         if let Some(events) = self.events.get() {
             let _ = events.send(event.clone());
+        }
+    }
+
+    async fn ask_task(&self, request: Vec<u8>) -> Option<Vec<u8>> {
+        let request = async_nats::Request::new()
+            .payload(Bytes::from(request))
+            .timeout(Some(TASK_QUESTION_TIMEOUT.min(self.options.request_timeout)));
+        let subject = format!("{}.tasks", self.prefix);
+        match self.client.send_request(subject, request).await {
+            Ok(reply) => Some(reply.payload.to_vec()),
+            // Nobody has it (a timeout, since every replica listens), or
+            // NATS is away: either way the task is not found.
+            Err(_) => None,
         }
     }
 

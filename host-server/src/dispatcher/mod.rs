@@ -66,6 +66,8 @@ struct Inner {
     /// Device authorization requests.
     request_limiter: EnrollLimiter,
     shutdown: CancellationToken,
+    /// How this replica answers the others' questions about MCP tasks.
+    task_answers: Mutex<Option<replicas::TaskAnswers>>,
 }
 
 impl Drop for Inner {
@@ -111,6 +113,7 @@ impl Dispatcher {
                 user_code_account_limiter,
                 request_limiter,
                 shutdown: CancellationToken::new(),
+                task_answers: Mutex::new(None),
             }),
         };
         replicas::attach(&dispatcher);

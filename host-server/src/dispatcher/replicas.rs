@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::events::HostEvent;
 use crate::store::{DeviceRecord, PendingCallRecord};
 
+/// How a replica answers another's question about an MCP task (JSON both
+/// ways): the reply when it has the task, `None` when it does not.
+pub(crate) type TaskAnswers = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// Starts hearing the other replicas, for as long as the dispatcher lives.
 pub(super) fn attach(dispatcher: &Dispatcher) {
     if let Some(cluster) = dispatcher.cluster() {
@@ -44,6 +48,21 @@ async fn serve_inbound(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Inbou
 impl Dispatcher {
     fn cluster(&self) -> Option<&Cluster> {
         self.inner.config.cluster.as_ref()
+    }
+
+    /// Sets how this replica answers the others' questions about MCP tasks
+    /// (the MCP endpoint does, once).
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) fn answer_tasks(&self, answers: TaskAnswers) {
+        *self.inner.task_answers.lock().unwrap_or_else(|e| e.into_inner()) = Some(answers);
+    }
+
+    /// Asks the other replicas about an MCP task this one does not have:
+    /// the reply of the one that has it; `None` without replicas or when
+    /// none has it.
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) async fn ask_replicas_about_task(&self, request: Vec<u8>) -> Option<Vec<u8>> {
+        self.cluster()?.bus.ask_task(request).await
     }
 
     /// Shares a live event with the other replicas.
@@ -337,6 +356,15 @@ impl Dispatcher {
                 slot.remote = remote;
                 let online = slot.is_online();
                 slot.online.send_replace(online);
+            }
+            Inbound::Task { request, reply } => {
+                let answers = self
+                    .inner
+                    .task_answers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let _ = reply.send(answers.and_then(|answer| answer(&request)));
             }
             Inbound::Event(event) => {
                 // A page on this replica shows a device updating whichever

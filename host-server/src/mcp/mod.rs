@@ -149,9 +149,9 @@ pub fn mcp_router(dispatcher: Dispatcher, auth: Arc<dyn McpAuth>, config: McpCon
         .with_legacy_session_mode(true)
         .with_sse_keep_alive(Some(Duration::from_secs(15)));
     let handler = RemoteMcp {
+        tasks: tasks::Tasks::new(&dispatcher),
         dispatcher,
         config: Arc::new(config.clone()),
-        tasks: tasks::Tasks::default(),
     };
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),

@@ -3,9 +3,14 @@
 //! with a task that the client polls (`tasks/get`) and may stop
 //! (`tasks/cancel`). rmcp's [`TaskManager`] keeps their state; this keeps
 //! each task with its owner, so a user sees only their own.
+//!
+//! A task runs on the replica that started it. Asked about a task it does
+//! not have, a replica asks the others (through the dispatcher's cluster),
+//! and the one that has it answers: a client need not come back to the same
+//! replica.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use std::time::Duration;
 
@@ -13,11 +18,12 @@ use rmcp::model::{CallToolResult, DetailedTask, InputResponses, Task};
 use rmcp::service::RequestContext;
 use rmcp::task_manager::{TaskContext, TaskExit, TaskFuture, TaskManager, TaskOptions};
 use rmcp::{ErrorData as McpError, RoleServer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::tools::{Answer, PROGRESS_EVERY, error_result, outcome_result, success};
 use super::{McpUser, RemoteMcp};
-use crate::{Error, HostEvent, ProposalStatus};
+use crate::{Dispatcher, Error, HostEvent, ProposalStatus};
 
 /// How long a task is kept from its creation: a conversion of a site's
 /// scans takes minutes, and its result must outlive it.
@@ -26,11 +32,16 @@ const TASK_TTL_MS: u64 = 60 * 60 * 1000;
 /// How often a client should look again.
 const POLL_MS: u64 = 1_000;
 
-/// The tasks of every user on this server, each with its owner.
+/// The tasks of every user on this replica, each with its owner.
 #[derive(Clone, Default)]
 pub(super) struct Tasks {
+    inner: Arc<TasksInner>,
+}
+
+#[derive(Default)]
+struct TasksInner {
     manager: TaskManager,
-    owners: Arc<Mutex<Owners>>,
+    owners: Mutex<Owners>,
 }
 
 /// Each task's owner, with when it started: an entry past the tasks' TTL
@@ -42,14 +53,50 @@ struct Owners {
     sweep_at: usize,
 }
 
+/// What one replica asks another about a task.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Question {
+    Get {
+        owner: String,
+        id: String,
+    },
+    Cancel {
+        owner: String,
+        id: String,
+    },
+    Update {
+        owner: String,
+        id: String,
+        responses: InputResponses,
+    },
+}
+
+/// The reply of the replica that has the task: the task for `Get`.
+type Reply = Result<Option<DetailedTask>, McpError>;
+
 impl Tasks {
+    /// The tasks of this replica, which answer the other replicas'
+    /// questions through `dispatcher`.
+    pub(super) fn new(dispatcher: &Dispatcher) -> Tasks {
+        let tasks = Tasks::default();
+        let here: Weak<TasksInner> = Arc::downgrade(&tasks.inner);
+        dispatcher.answer_tasks(Arc::new(move |request| {
+            let inner = here.upgrade()?;
+            let question: Question = serde_json::from_slice(request).ok()?;
+            let reply = Tasks { inner }.answer(&question)?;
+            serde_json::to_vec(&reply).ok()
+        }));
+        tasks
+    }
+
     /// Starts `work` as a task of `owner`'s.
     pub(super) fn spawn(&self, owner: &str, work: impl FnOnce(TaskContext) -> TaskFuture) -> Task {
         let options = TaskOptions::new()
             .with_ttl_ms(TASK_TTL_MS)
             .with_poll_interval_ms(POLL_MS);
-        let task = self.manager.spawn(options, work);
-        let mut owners = self.owners.lock().expect("task owners lock poisoned");
+        let task = self.inner.manager.spawn(options, work);
+        let mut owners = self.owners();
         if owners.of.len() >= owners.sweep_at {
             let ttl = std::time::Duration::from_millis(TASK_TTL_MS);
             owners.of.retain(|_, (_, started)| started.elapsed() < ttl);
@@ -62,33 +109,100 @@ impl Tasks {
         task
     }
 
-    /// The task `id`, if it is `owner`'s: another user's task does not
-    /// exist for them, as for an id that never did.
-    fn check(&self, owner: &str, id: &str) -> Result<(), McpError> {
-        let owners = self.owners.lock().expect("task owners lock poisoned");
-        match owners.of.get(id) {
-            Some((o, _)) if o == owner => Ok(()),
-            _ => Err(McpError::invalid_params(
-                format!("there is no task {id}; it may have ended more than an hour ago"),
-                None,
-            )),
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.inner.owners.lock().expect("task owners lock poisoned")
+    }
+
+    /// Whether task `id` is here: `None` when it is not, else whether it is
+    /// `owner`'s. Another user's task does not exist for them, as for an id
+    /// that never did.
+    fn here(&self, owner: &str, id: &str) -> Option<Result<(), McpError>> {
+        let owners = self.owners();
+        let (o, _) = owners.of.get(id)?;
+        Some(if o == owner { Ok(()) } else { Err(no_task(id)) })
+    }
+
+    /// Answers `question` about a task of this replica's; `None` when the
+    /// task is not here.
+    fn answer(&self, question: &Question) -> Option<Reply> {
+        let manager = &self.inner.manager;
+        Some(match question {
+            Question::Get { owner, id } => self
+                .here(owner, id)?
+                .and_then(|()| manager.get_task(id).map(Some)),
+            Question::Cancel { owner, id } => self
+                .here(owner, id)?
+                .and_then(|()| manager.cancel_task(id).map(|()| None)),
+            Question::Update { owner, id, responses } => self
+                .here(owner, id)?
+                .and_then(|()| manager.update_task(id, responses.clone()).map(|()| None)),
+        })
+    }
+
+    /// Answers `question` here, or asks the other replicas.
+    async fn ask(&self, dispatcher: &Dispatcher, id: &str, question: Question) -> Reply {
+        if let Some(reply) = self.answer(&question) {
+            return reply;
+        }
+        let request =
+            serde_json::to_vec(&question).map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        match dispatcher.ask_replicas_about_task(request).await {
+            Some(reply) => serde_json::from_slice(&reply).map_err(|e| {
+                McpError::internal_error(format!("a replica's answer about task {id}: {e}"), None)
+            })?,
+            None => Err(no_task(id)),
         }
     }
 
-    pub(super) fn get(&self, owner: &str, id: &str) -> Result<DetailedTask, McpError> {
-        self.check(owner, id)?;
-        self.manager.get_task(id)
+    pub(super) async fn get(
+        &self,
+        dispatcher: &Dispatcher,
+        owner: &str,
+        id: &str,
+    ) -> Result<DetailedTask, McpError> {
+        let question = Question::Get {
+            owner: owner.into(),
+            id: id.into(),
+        };
+        self.ask(dispatcher, id, question)
+            .await?
+            .ok_or_else(|| no_task(id))
     }
 
-    pub(super) fn cancel(&self, owner: &str, id: &str) -> Result<(), McpError> {
-        self.check(owner, id)?;
-        self.manager.cancel_task(id)
+    pub(super) async fn cancel(
+        &self,
+        dispatcher: &Dispatcher,
+        owner: &str,
+        id: &str,
+    ) -> Result<(), McpError> {
+        let question = Question::Cancel {
+            owner: owner.into(),
+            id: id.into(),
+        };
+        self.ask(dispatcher, id, question).await.map(|_| ())
     }
 
-    pub(super) fn update(&self, owner: &str, id: &str, responses: InputResponses) -> Result<(), McpError> {
-        self.check(owner, id)?;
-        self.manager.update_task(id, responses)
+    pub(super) async fn update(
+        &self,
+        dispatcher: &Dispatcher,
+        owner: &str,
+        id: &str,
+        responses: InputResponses,
+    ) -> Result<(), McpError> {
+        let question = Question::Update {
+            owner: owner.into(),
+            id: id.into(),
+            responses,
+        };
+        self.ask(dispatcher, id, question).await.map(|_| ())
     }
+}
+
+fn no_task(id: &str) -> McpError {
+    McpError::invalid_params(
+        format!("there is no task {id}; it may have ended more than an hour ago"),
+        None,
+    )
 }
 
 impl RemoteMcp {

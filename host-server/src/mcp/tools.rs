@@ -667,7 +667,10 @@ impl ServerHandler for RemoteMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let owner = user_of(&context.extensions)?.owner;
-        self.tasks.get(&owner, &request.task_id).map(GetTaskResult::new)
+        self.tasks
+            .get(&self.dispatcher, &owner, &request.task_id)
+            .await
+            .map(GetTaskResult::new)
     }
 
     async fn update_task(
@@ -677,7 +680,13 @@ impl ServerHandler for RemoteMcp {
     ) -> Result<(), McpError> {
         let owner = user_of(&context.extensions)?.owner;
         self.tasks
-            .update(&owner, &request.task_id, request.input_responses)
+            .update(
+                &self.dispatcher,
+                &owner,
+                &request.task_id,
+                request.input_responses,
+            )
+            .await
     }
 
     async fn cancel_task(
@@ -686,6 +695,8 @@ impl ServerHandler for RemoteMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let owner = user_of(&context.extensions)?.owner;
-        self.tasks.cancel(&owner, &request.task_id)
+        self.tasks
+            .cancel(&self.dispatcher, &owner, &request.task_id)
+            .await
     }
 }
