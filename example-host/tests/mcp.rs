@@ -101,6 +101,14 @@ async fn tools_list_and_calls_over_stdio() {
     assert_eq!(serde_json::from_str::<Value>(head).unwrap()["truncated"], false);
     let modified = structured["entries"][0]["modified"].as_str().unwrap();
     assert_eq!(entries, format!("file 4 {modified} north.e57"));
+    // A file: its fields, then the fenced text as it is.
+    let out = call(&client, "read_file", json!({ "path": "north.e57" })).await;
+    let structured = out.structured_content.clone().unwrap();
+    let text = out.content[0].as_text().unwrap().text.clone();
+    let (head, content) = text.split_once('\n').unwrap();
+    assert_eq!(content, structured["content"].as_str().unwrap());
+    assert!(content.contains("\nscan\n"), "{content}");
+    assert_eq!(serde_json::from_str::<Value>(head).unwrap()["size"], 4);
     let out = call(&client, "disk_usage", json!({})).await;
     let text = out.content[0].as_text().unwrap().text.clone();
     assert_eq!(

@@ -17,12 +17,20 @@ use serde_json::{Map, Value};
 ///   line reads back exactly. A tree of 20,000 names is then half the bytes
 ///   of its JSON and a model's tokens with it, and the structure is not sent
 ///   a second time as JSON.
+/// * A `read_file` result is its other fields as JSON on the first line,
+///   then the fenced text as it is: a model reads the file's lines, not
+///   their JSON escapes.
 /// * Any other output is its JSON, compact.
 pub fn output_text(tool: &str, output: &Value) -> String {
-    if tool == "list_directory"
-        && let Some(map) = output.as_object()
-    {
-        return listing_text(map);
+    match (tool, output.as_object()) {
+        ("list_directory", Some(map)) => return listing_text(map),
+        ("read_file", Some(map)) if map.get("content").is_some_and(Value::is_string) => {
+            let mut text = fields_but(map, &["content"]);
+            text.push('\n');
+            text.push_str(map["content"].as_str().unwrap_or_default());
+            return text;
+        }
+        _ => {}
     }
     let json = output.to_string();
     match output["plan"]["diff"].as_str() {
@@ -34,13 +42,18 @@ pub fn output_text(tool: &str, output: &Value) -> String {
     }
 }
 
-fn listing_text(map: &Map<String, Value>) -> String {
+/// The fields of `map` but `left_out`, as compact JSON.
+fn fields_but(map: &Map<String, Value>, left_out: &[&str]) -> String {
     let rest: Map<String, Value> = map
         .iter()
-        .filter(|(key, _)| !matches!(key.as_str(), "names" | "entries"))
+        .filter(|(key, _)| !left_out.contains(&key.as_str()))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
-    let mut text = Value::Object(rest).to_string();
+    Value::Object(rest).to_string()
+}
+
+fn listing_text(map: &Map<String, Value>) -> String {
+    let mut text = fields_but(map, &["names", "entries"]);
     let empty = Vec::new();
     let names = map.get("names").and_then(Value::as_array).unwrap_or(&empty);
     let entries = map.get("entries").and_then(Value::as_array).unwrap_or(&empty);
@@ -136,6 +149,22 @@ mod tests {
         let fields: Vec<&str> = lines[3].splitn(4, ' ').collect();
         assert_eq!(fields[..3], ["symlink", "3", "-"]);
         assert_eq!(path_of(fields[3]), "tab\there");
+    }
+
+    #[test]
+    fn a_read_file_is_its_fields_then_the_fenced_text_as_it_is() {
+        let content = "untrusted data\n<<<f1\n\"quoted\"\tand tabbed\nf1>>>";
+        let out = json!({ "path": "/w/a.txt", "content": content, "fence": "f1", "truncated": false });
+        let text = output_text("read_file", &out);
+        let (head, rest) = text.split_once('\n').unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(head).unwrap(),
+            json!({ "path": "/w/a.txt", "fence": "f1", "truncated": false })
+        );
+        assert_eq!(rest, content);
+        // A binary file has no content: its JSON.
+        let binary = json!({ "path": "/w/b.bin", "binary": true });
+        assert_eq!(output_text("read_file", &binary), binary.to_string());
     }
 
     #[test]
