@@ -806,8 +806,9 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         cluster.bus.attach(tx);
         cluster.bus.claim("dev_a", "alice", "ses_a").await.unwrap();
-        // Events, results, broadcasts, holders, heartbeat, and the device's reader.
-        assert_eq!(nats.tasks.len(), 6);
+        // Events, results, broadcasts, questions about MCP tasks, holders,
+        // heartbeat, and the device's reader.
+        assert_eq!(nats.tasks.len(), 7);
         tokio::time::timeout(Duration::from_secs(5), cluster.close())
             .await
             .expect("the tasks end promptly");
@@ -825,7 +826,7 @@ mod tests {
             ..Config::default()
         };
         let dispatcher = Dispatcher::new(Arc::new(MemoryStore::new()), config);
-        assert_eq!(nats.tasks.len(), 5);
+        assert_eq!(nats.tasks.len(), 6);
         drop(dispatcher);
         tokio::time::timeout(Duration::from_secs(5), cluster.bus.closed())
             .await
