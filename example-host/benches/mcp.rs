@@ -126,6 +126,25 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `ours` and `theirs` one after the other, `reps` times: the median
+/// time of each, and what each found and in how many calls, on its last run.
+async fn alternate(
+    reps: usize,
+    mut ours: impl AsyncFnMut() -> (usize, usize),
+    mut theirs: impl AsyncFnMut() -> (usize, usize),
+) -> (Duration, Duration, (usize, usize), (usize, usize)) {
+    let (mut ours_t, mut theirs_t, mut ours_found, mut theirs_found) = (vec![], vec![], (0, 0), (0, 0));
+    for _ in 0..reps {
+        let started = Instant::now();
+        ours_found = ours().await;
+        ours_t.push(started.elapsed());
+        let started = Instant::now();
+        theirs_found = theirs().await;
+        theirs_t.push(started.elapsed());
+    }
+    (median(ours_t), median(theirs_t), ours_found, theirs_found)
+}
+
 /// Our whole tree: names only, or pages of entries with their metadata.
 /// The entries found, and the calls it took.
 async fn whole_listing(ours: &Client, details: bool) -> (usize, usize) {
@@ -212,22 +231,20 @@ async fn run(corpus: &Path, node_server: &Path, reps: usize, write: Option<&Path
     let mut rows = Vec::new();
     // The whole tree, names and kinds: ours one names-only listing, theirs
     // one `directory_tree`.
-    let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n, mut pages) = (vec![], vec![], 0, 0, 0);
-    for _ in 0..reps {
-        let started = Instant::now();
-        let (n, calls) = whole_listing(&ours, false).await;
-        ours_t.push(started.elapsed());
-        (ours_n, pages) = (n, calls);
-        let started = Instant::now();
-        let out = call(&theirs, "directory_tree", json!({ "path": dir })).await;
-        theirs_t.push(started.elapsed());
-        let tree: Value = serde_json::from_str(&text(&out)).unwrap_or(Value::Null);
-        theirs_n = count_tree(&tree);
-    }
+    let (ours_t, theirs_t, (ours_n, pages), (theirs_n, _)) = alternate(
+        reps,
+        async || whole_listing(&ours, false).await,
+        async || {
+            let out = call(&theirs, "directory_tree", json!({ "path": dir })).await;
+            let tree: Value = serde_json::from_str(&text(&out)).unwrap_or(Value::Null);
+            (count_tree(&tree), 1)
+        },
+    )
+    .await;
     rows.push(Row {
         name: "whole tree, names and kinds",
-        ours: median(ours_t),
-        theirs: median(theirs_t),
+        ours: ours_t,
+        theirs: theirs_t,
         ours_found: ours_n,
         theirs_found: theirs_n,
         same: ours_n == theirs_n,
@@ -241,22 +258,16 @@ async fn run(corpus: &Path, node_server: &Path, reps: usize, write: Option<&Path
     // a client lists each folder with `list_directory_with_sizes`, going
     // down the `[DIR]` lines (sizes rounded, no times). Ours pages a listing
     // with exact sizes and modification times, each entry stat'ed.
-    let (mut ours_t, mut theirs_t, mut ours_n, mut theirs_n, mut pages, mut folders) =
-        (vec![], vec![], 0, 0, 0, 0);
-    for _ in 0..reps {
-        let started = Instant::now();
-        let (n, calls) = whole_listing(&ours, true).await;
-        ours_t.push(started.elapsed());
-        (ours_n, pages) = (n, calls);
-        let started = Instant::now();
-        let (n, calls) = sized_tree(&theirs, dir).await;
-        theirs_t.push(started.elapsed());
-        (theirs_n, folders) = (n, calls);
-    }
+    let (ours_t, theirs_t, (ours_n, pages), (theirs_n, folders)) = alternate(
+        reps,
+        async || whole_listing(&ours, true).await,
+        async || sized_tree(&theirs, dir).await,
+    )
+    .await;
     rows.push(Row {
         name: "whole tree with sizes",
-        ours: median(ours_t),
-        theirs: median(theirs_t),
+        ours: ours_t,
+        theirs: theirs_t,
         ours_found: ours_n,
         theirs_found: theirs_n,
         same: ours_n == theirs_n,

@@ -26,6 +26,14 @@ use cli::{Cli, Command, Target};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.service && cli.command.is_some() {
+        <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--service goes with the pairing line, without a command (`fusion-host --server URL --code CODE --service`); once paired, `fusion-host service install` does the same",
+            )
+            .exit();
+    }
     let filter = match cli.global.verbose {
         0 => "warn,rmcp=error",
         1 => "info,fusion_host=info",

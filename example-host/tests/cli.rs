@@ -1132,6 +1132,12 @@ async fn the_pairing_line_with_service_installs_it_for_this_folder() {
         std::fs::read_to_string(&asked).unwrap(),
         "--user daemon-reload\n--user enable --now fusion-host.service\n"
     );
+
+    // With a command it means nothing, and says so.
+    let out = Command::new(BIN).args(["--service", "status"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("service install"), "{said}");
 }
 
 #[test]
