@@ -123,6 +123,23 @@ async fn devices_over_mcp_with_proposals_and_isolation() {
         "from an agent\n"
     );
 
+    // A device's tree at a glance: the names, and as text one a line after
+    // the listing's other fields.
+    let out = mcp
+        .call_tool(params(
+            "list_directory",
+            json!({ "device": device.id, "details": false }),
+        ))
+        .await
+        .unwrap();
+    let names = out.structured_content.clone().unwrap()["names"].clone();
+    assert!(names.as_array().unwrap().contains(&json!("notes.txt")), "{names}");
+    let text = out.content[0].as_text().unwrap().text.clone();
+    let (head, lines) = text.split_once('\n').unwrap();
+    assert_eq!(serde_json::from_str::<Value>(head).unwrap()["truncated"], false);
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(json!(lines), names);
+
     // Tool errors are results; a bad call is a JSON-RPC error.
     let out = mcp
         .call_tool(params(
