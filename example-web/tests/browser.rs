@@ -246,6 +246,22 @@ async fn devices_page_end_to_end_in_chromium() {
         c.find(css("#result details.raw summary")).await.is_ok(),
         "raw JSON, collapsed"
     );
+    // The tree at a glance: the names, one a line.
+    let input = c.find(css("#input")).await.unwrap();
+    input.clear().await.unwrap();
+    input
+        .send_keys(r#"{"recursive": true, "details": false}"#)
+        .await
+        .unwrap();
+    c.find(css("#run")).await.unwrap().click().await.unwrap();
+    let names = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(css("#result pre.names"))
+        .await
+        .unwrap();
+    let names = names.text().await.unwrap();
+    assert!(names.lines().any(|l| l == "scan-notes.txt"), "{names}");
     // Descriptions are text: `code` spans are code, no literal backticks.
     select.select_by_value("append_file").await.unwrap();
     let description = c.find(css("#tool-description")).await.unwrap();

@@ -119,7 +119,11 @@ const sendBlob = (o) => {
 /** One view per kind of result; the raw JSON goes below, collapsed. */
 const readable = (o) => {
   const parts = [];
-  if (Array.isArray(o.entries)) {
+  if (Array.isArray(o.names)) {
+    // A tree at a glance (up to 100,000 names): text, not a table.
+    const links = new Set(o.symlinks || []);
+    parts.push(el('pre', { class: 'file names' }, o.names.map((n) => (links.has(n) ? `${n}  (symlink)` : n)).join('\n')));
+  } else if (Array.isArray(o.entries)) {
     parts.push(table(o.entries.map((e) => ({ ...e, size: size(e.size), modified: when(e.modified) })), ['path', 'kind', 'size', 'modified']));
   } else if (Array.isArray(o.matches) && o.matches.length && o.matches[0].line !== undefined) {
     parts.push(table(o.matches, ['path', 'line_number', 'line']));
