@@ -171,6 +171,15 @@ pub(crate) fn name_root(dir: &Path, folder: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    // `roots = []` written by hand: a second `roots` would make the file
+    // invalid, and rewriting it would lose the person's layout and comments.
+    if toml::from_str::<toml::Table>(&windows_paths_verbatim(&text)).is_ok_and(|t| t.contains_key("roots")) {
+        bail!(
+            "{} has an empty `roots`; name the folder the device may work on there, e.g. roots = ['{}']",
+            path.display(),
+            folder.display()
+        );
+    }
     let shown = folder.display().to_string();
     // A literal string: Windows paths as they are, no escapes to get wrong.
     if shown.contains('\'') || shown.chars().any(char::is_control) {
@@ -282,6 +291,33 @@ pub(crate) fn local_scope(global: &Global, roots: &[String]) -> Result<Scope, Fa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The folder goes first, the rest of the file stays as it was, and an
+    /// empty `roots` written by hand is left to its author.
+    #[test]
+    fn naming_a_root_keeps_the_file_and_refuses_a_second_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("scans");
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, "# mine\nname = \"rig\"\n[updates]\nautomatic = false\n").unwrap();
+        name_root(dir.path(), &folder).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "roots = ['{}']\n# mine\nname = \"rig\"\n[updates]\nautomatic = false\n",
+                folder.display()
+            )
+        );
+        let config = ConfigFile::load(dir.path()).unwrap();
+        assert_eq!(config.roots, [folder.display().to_string()]);
+        assert_eq!(config.updates.automatic, Some(false));
+
+        std::fs::write(&path, "roots = []\n").unwrap();
+        let e = name_root(dir.path(), &folder).unwrap_err().to_string();
+        assert!(e.contains("empty `roots`"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "roots = []\n");
+    }
 
     #[test]
     fn root_specs() {
