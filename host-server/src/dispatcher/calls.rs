@@ -147,8 +147,8 @@ impl Dispatcher {
                 "a progress message must be at most 200 printable characters".into(),
             ));
         }
-        // Call ids are the server's own (`call_` and 32 hex digits): anything
-        // else is no call, and is not passed around.
+        // Call ids are the server's own (`call_` and 32 hex digits): what
+        // could not be one is no call, and is not passed around.
         if progress.call_id.len() > 64
             || !progress
                 .call_id

@@ -375,3 +375,43 @@ fn disk_usage_totals_and_budgets() {
         (Some(1), Some(1000))
     );
 }
+
+/// Names a planted file can carry (a newline, a leading quote, a tab, a
+/// terminal escape) read back exactly from a listing's text, names only and
+/// with details: each is written as a JSON string where it would not read
+/// back as itself.
+#[cfg(unix)]
+#[test]
+fn hostile_names_read_back_exactly_from_the_listing_text() {
+    let f = Fixture::new();
+    for name in [
+        "two\nlines",
+        "\"quoted",
+        "tab\there",
+        "esc\u{1b}[2J",
+        "plain name",
+    ] {
+        f.write(name, "");
+    }
+    let unquote = |field: &str| -> String {
+        if field.starts_with('"') {
+            serde_json::from_str(field).unwrap()
+        } else {
+            field.to_string()
+        }
+    };
+    let out = f.run("list_directory", json!({ "details": false }));
+    let text = crate::output_text("list_directory", &out);
+    let read: Vec<String> = text.lines().skip(1).map(unquote).collect();
+    assert_eq!(read, paths(&out, "names"));
+    assert_eq!(read.len(), 5, "{text}");
+
+    let out = f.run("list_directory", json!({}));
+    let text = crate::output_text("list_directory", &out);
+    let read: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|line| unquote(line.splitn(4, ' ').nth(3).unwrap()))
+        .collect();
+    assert_eq!(read, paths(&out, "entries"));
+}
