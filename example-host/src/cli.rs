@@ -245,6 +245,11 @@ pub(crate) enum Action {
     Status,
     /// Follow the service's log.
     Logs,
+    /// Wait until standard input closes, then start the service again:
+    /// what a device that updated itself under its Windows task leaves
+    /// behind, since a task does not start again while it runs.
+    #[command(hide = true)]
+    Resume,
 }
 
 /// How the matched files are numbered.

@@ -1140,6 +1140,78 @@ async fn the_pairing_line_with_service_installs_it_for_this_folder() {
     assert!(said.contains("service install"), "{said}");
 }
 
+/// What a device that updated itself under its Windows task leaves behind
+/// (`service resume`) waits for that device to end, then starts the
+/// service again; shown with systemd's commands, as Wine's Task Scheduler
+/// has no `/Run`.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_helper_left_by_an_update_starts_the_service_once_the_device_has_ended() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let asked = bin.path().join("asked");
+    let systemctl = bin.path().join("systemctl");
+    std::fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", asked.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let helper = |unit_installed: bool| {
+        let xdg = home.path().join(if unit_installed { "xdg" } else { "none" });
+        if unit_installed {
+            std::fs::create_dir_all(xdg.join("systemd/user")).unwrap();
+            std::fs::write(xdg.join("systemd/user/fusion-host.service"), "[Service]\n").unwrap();
+        }
+        Command::new(BIN)
+            .args(["service", "resume"])
+            .env("FUSION_HOST_CONFIG_DIR", &config)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", xdg)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut child = helper(true);
+    // The device is still running: nothing is started, however long.
+    child.stdin.as_mut().unwrap().write_all(b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none());
+    assert!(!asked.exists());
+    // It ends (its end of the pipe closes with it).
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap(),
+        "--user restart fusion-host.service\n"
+    );
+
+    // With no service installed there is nothing to start; it says so.
+    std::fs::remove_file(&asked).unwrap();
+    let mut child = helper(false);
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("no service to start again"), "{said}");
+    assert!(!asked.exists());
+}
+
 #[test]
 fn a_service_needs_its_folders_named() {
     let home = tempfile::tempdir().unwrap();

@@ -28,7 +28,7 @@ pub(crate) async fn run(
     // restart starts what is there then.
     let exe = std::env::current_exe().map_err(anyhow::Error::from)?;
     if !once && let Some(restart) = auto_update::before_start(&dir) {
-        return Err(restart_onto(&exe, &restart));
+        return Err(restart_onto(&exe, &dir, global, &restart));
     }
     let config = ConfigFile::load(&dir)?;
     let credentials = Credentials::load(&dir)?.ok_or(HostError::NotEnrolled)?;
@@ -169,7 +169,7 @@ pub(crate) async fn run(
     }
     StateFile::new(&dir).remove();
     if let (Ok(_), Some(restart)) = (&joined, restart.get()) {
-        return Err(restart_onto(&exe, restart));
+        return Err(restart_onto(&exe, &dir, global, restart));
     }
     match joined {
         Ok(stopped) => {
@@ -199,9 +199,14 @@ pub(crate) async fn run(
 
 /// Starts the binary now at `exe` in place of this process; what is
 /// returned is why that failed.
-fn restart_onto(exe: &std::path::Path, restart: &auto_update::Restart) -> Fail {
+fn restart_onto(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    global: &Global,
+    restart: &auto_update::Restart,
+) -> Fail {
     report(&format!("… {}: restarting", restart.why));
-    let error = auto_update::exec(exe);
+    let error = auto_update::exec(exe, dir, global.log_file.as_deref());
     Fail {
         code: 1,
         error: anyhow::anyhow!(

@@ -65,6 +65,10 @@ pub(crate) trait Manager {
     }
     /// Restarts it, so it runs a binary that was replaced.
     fn restart(&self, unit: &Unit) -> Vec<Vec<String>>;
+    /// Starts it again once the process it ran has ended by itself.
+    fn start_again(&self, unit: &Unit) -> Vec<Vec<String>> {
+        self.restart(unit)
+    }
     /// Shows whether it runs.
     fn status(&self) -> Vec<String>;
     /// Follows its log.
@@ -267,7 +271,45 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
             }
             Logs::Follow(log) => follow(&log).map_err(Fail::from),
         },
+        Action::Resume => resume(manager.as_ref(), &unit).map_err(Fail::from),
     }
+}
+
+/// Whether this process is the one the Windows task started: the task's
+/// definition is in this profile and the log goes to a file, as the task
+/// runs it (a device run by hand in a terminal writes to the terminal).
+#[cfg(windows)]
+pub(crate) fn under_windows_task(config_dir: &Path) -> bool {
+    crate::report::to_log_file() && config_dir.join(windows::TASK_FILE).exists()
+}
+
+/// `service resume`: waits for the process that started it to end (it
+/// holds this one's standard input, which closes with it), then starts the
+/// service again. Task Scheduler ignores a start while the task runs, so a
+/// device that updated itself under its task cannot start the new binary
+/// as the task itself; this is what it leaves behind to do it.
+fn resume(manager: &dyn Manager, unit: &Unit) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    while stdin.read(&mut sink).is_ok_and(|n| n > 0) {}
+    if !unit.path.exists() {
+        bail!(
+            "no service to start again ({} does not exist); start `fusion-host run` by hand",
+            unit.path.display()
+        );
+    }
+    // Task Scheduler notes the end of the task's process a moment after it.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for command in manager.start_again(unit) {
+        if !run(&command)? {
+            bail!(
+                "the supervisor did not start the service again; it starts by itself within a minute, or see `fusion-host service status`"
+            );
+        }
+    }
+    crate::report::report("✓ started the service again on the new binary");
+    Ok(())
 }
 
 /// Prints the end of `log`, then what is appended to it, until interrupted

@@ -58,6 +58,10 @@ impl Manager for TaskScheduler {
         vec![schtasks(&["/End", "/TN", UNIT]), schtasks(&["/Run", "/TN", UNIT])]
     }
 
+    fn start_again(&self, _: &Unit) -> Vec<Vec<String>> {
+        vec![schtasks(&["/Run", "/TN", UNIT])]
+    }
+
     fn status(&self) -> Vec<String> {
         schtasks(&["/Query", "/TN", UNIT, "/V", "/FO", "LIST"])
     }
