@@ -251,64 +251,22 @@ impl Updater {
 
 /// Starts `exe` again with this process's arguments: in place of this
 /// process where the system can (Unix, so its supervisor sees the same
-/// process). On Windows, under the log-on task, by the task (a helper
-/// starts it once this process has ended, so the new binary runs as the
-/// task, not beside it); else as a new process this one leaves running.
-/// Returns only when that failed.
-pub(crate) fn exec(exe: &Path, config_dir: &Path, log_file: Option<&Path>) -> std::io::Error {
+/// process), else as a new process this one leaves running (Windows; under
+/// the log-on task `run` has the task start it instead). Returns only when
+/// that failed.
+pub(crate) fn exec(exe: &Path) -> std::io::Error {
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        let _ = (config_dir, log_file);
-        std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .exec()
+        command.exec()
     }
     #[cfg(not(unix))]
     {
-        let spawned = if crate::commands::service::under_windows_task(config_dir) {
-            resume_task_after_exit(exe, config_dir, log_file)
-        } else {
-            std::process::Command::new(exe)
-                .args(std::env::args_os().skip(1))
-                .spawn()
-                .map(drop)
-        };
-        match spawned {
-            Ok(()) => std::process::exit(0),
+        match command.spawn() {
+            Ok(_) => std::process::exit(0),
             Err(e) => e,
         }
     }
-}
-
-/// Leaves `exe service resume` running, holding the other end of its
-/// standard input: the system closes it when this process exits, and the
-/// helper then starts the task again. Should the helper not outlive this
-/// process, the task's every-minute trigger starts the new binary instead.
-#[cfg(not(unix))]
-fn resume_task_after_exit(exe: &Path, config_dir: &Path, log_file: Option<&Path>) -> std::io::Result<()> {
-    use std::os::windows::process::CommandExt as _;
-    /// Not ended with the task's job (where the job allows it), and no
-    /// console of its own.
-    const CREATE_BREAKAWAY_FROM_JOB: u32 = 0x0100_0000;
-    const CREATE_NO_WINDOW: u32 = 0x0800_0000;
-    let helper = |flags: u32| {
-        let mut command = std::process::Command::new(exe);
-        command
-            .arg("--config-dir")
-            .arg(config_dir)
-            .args(["service", "resume"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .creation_flags(flags);
-        if let Some(log) = log_file {
-            command.arg("--log-file").arg(log);
-        }
-        command.spawn()
-    };
-    let child = helper(CREATE_BREAKAWAY_FROM_JOB | CREATE_NO_WINDOW).or_else(|_| helper(CREATE_NO_WINDOW))?;
-    // Held open until this process exits.
-    std::mem::forget(child);
-    Ok(())
 }

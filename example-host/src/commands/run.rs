@@ -206,7 +206,22 @@ fn restart_onto(
     restart: &auto_update::Restart,
 ) -> Fail {
     report(&format!("… {}: restarting", restart.why));
-    let error = auto_update::exec(exe, dir, global.log_file.as_deref());
+    #[cfg(windows)]
+    let error = if super::service::under_windows_task(dir) {
+        // Task Scheduler does not start the task again while this process
+        // runs: a helper does once it has ended.
+        match super::service::resume_task_after_exit(exe, dir, global.log_file.as_deref()) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => e,
+        }
+    } else {
+        auto_update::exec(exe)
+    };
+    #[cfg(not(windows))]
+    let error = {
+        let _ = (dir, global);
+        auto_update::exec(exe)
+    };
     Fail {
         code: 1,
         error: anyhow::anyhow!(

@@ -275,6 +275,9 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
     }
 }
 
+#[cfg(windows)]
+pub(crate) use windows::resume_task_after_exit;
+
 /// Whether this process is the one the Windows task started: the task's
 /// definition is in this profile and the log goes to a file, as the task
 /// runs it (a device run by hand in a terminal writes to the terminal).

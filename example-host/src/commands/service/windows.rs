@@ -189,6 +189,42 @@ pub(super) fn disable_task_after_revoke(config_dir: &Path) {
     }
 }
 
+/// Leaves `exe service resume` running, holding the other end of its
+/// standard input: the system closes it when this process exits, and the
+/// helper then starts the task again. Should the helper not outlive this
+/// process, the task's every-minute trigger starts the new binary instead.
+#[cfg(windows)]
+pub(crate) fn resume_task_after_exit(
+    exe: &Path,
+    config_dir: &Path,
+    log_file: Option<&Path>,
+) -> std::io::Result<()> {
+    use std::os::windows::process::CommandExt as _;
+    /// Not ended with the task's job (where the job allows it), and no
+    /// console of its own.
+    const CREATE_BREAKAWAY_FROM_JOB: u32 = 0x0100_0000;
+    const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+    let helper = |flags: u32| {
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("--config-dir")
+            .arg(config_dir)
+            .args(["service", "resume"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .creation_flags(flags);
+        if let Some(log) = log_file {
+            command.arg("--log-file").arg(log);
+        }
+        command.spawn()
+    };
+    let child = helper(CREATE_BREAKAWAY_FROM_JOB | CREATE_NO_WINDOW).or_else(|_| helper(CREATE_NO_WINDOW))?;
+    // Its standard input stays open until this process exits.
+    std::mem::forget(child);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
