@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Size and idle memory of the shipped `fusion-host` binary (dist profile), connected to a
+# Size and idle memory of the shipped `fusion-host` binary (scripts/build-device), connected to a
 # real dispatcher over loopback. Prints a Markdown table.
 #
 #   scripts/measure-device.sh
@@ -10,35 +10,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The binary that ships: the dist profile, as scripts/release builds it.
-if [ -z "${FUSION_DEVICE_BIN:-}" ]; then
-  cargo build --profile dist -q -p example-host
-fi
-cargo bench -q -p fusion-host-server --bench dispatch --no-run 2>/dev/null
-bin=$(realpath "${FUSION_DEVICE_BIN:-${CARGO_TARGET_DIR:-target}/dist/fusion-host}")
-server_bin=$(ls -t target/release/deps/dispatch-* | grep -v '\.d$' | head -1)
+# The binary that ships, as scripts/release builds it.
+bin=$(realpath "${FUSION_DEVICE_BIN:-$(scripts/build-device)}")
+. scripts/bench-server.sh
 
-work=$(mktemp -d)
-# The server reads its stdin until it closes: a `sleep` holds it open, and
-# the exit trap stops it with the jobs (its stderr is not the caller's, so a
-# caller reading this script's output through a pipe sees it end).
-exec 3< <(sleep 3600 2>/dev/null)
-holder=$!
-trap 'kill $(jobs -p) "$holder" 2>/dev/null || true; rm -rf "$work"' EXIT
-mkfifo "$work/server.out"
-"$server_bin" --serve <&3 > "$work/server.out" &
-read -r line < "$work/server.out"
-addr=${line#listening on http://}
-[ "$addr" != "$line" ] || { echo "the bench server did not start: $line" >&2; exit 1; }
-code=$(curl -s -X POST "http://$addr/bench/mint" | sed 's/.*"code":"\([^"]*\)".*/\1/')
-
-mkdir -p "$work/scans" "$work/config"
 # `exec`: the job is the device itself, so the exit trap stops it.
 (cd "$work/scans" && FUSION_HOST_CONFIG_DIR="$work/config" \
     exec "$bin" --server "http://$addr" --code "$code" > "$work/device.out" 2>&1) &
-for _ in $(seq 100); do grep -q "Connected" "$work/device.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "Connected" "$work/device.out" || { cat "$work/device.out" >&2; exit 1; }
 pid=$!
+wait_connected "$work/device.out" 100
 sleep 5  # idle: only heartbeats arrive
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
