@@ -323,7 +323,8 @@ mod tests {
     }
 
     /// The installer `scripts/release` builds: per user, no elevation, the
-    /// program, a PATH shim and a Start-menu entry (read back with msiinfo).
+    /// program, a PATH shim and a Start-menu entry, and an uninstall that
+    /// removes the device's log-on task first (read back with msiinfo).
     #[test]
     fn the_windows_installer_is_per_user_and_complete() {
         let have = |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok();
@@ -380,6 +381,25 @@ mod tests {
         assert!(run(&["msiinfo", "export", "out.msi", "Shortcut"]).contains("fusion-host.exe"));
         let properties = run(&["msiinfo", "export", "out.msi", "Property"]);
         assert!(properties.contains("MSIINSTALLPERUSER\t1") && properties.contains("ProductVersion\t1.2.3"));
+        // 18 (a program the package installs) + 64 (its exit code ignored) +
+        // 1024 (deferred); not 2048, so it runs as the user, whose task it is.
+        assert!(
+            run(&["msiinfo", "export", "out.msi", "CustomAction"])
+                .contains("RemoveLogOnTask\t1106\tFusionHostExe\tservice uninstall"),
+        );
+        let sequence = run(&["msiinfo", "export", "out.msi", "InstallExecuteSequence"]);
+        let at = |action: &str| -> u32 {
+            let line = sequence
+                .lines()
+                .find(|l| l.starts_with(&format!("{action}\t")))
+                .unwrap_or_else(|| panic!("{action} in {sequence}"));
+            line.rsplit('\t').next().unwrap().trim().parse().unwrap()
+        };
+        assert!(at("RemoveLogOnTask") < at("RemoveFiles"), "{sequence}");
+        assert!(
+            sequence.contains("RemoveLogOnTask\tREMOVE=\"ALL\" AND NOT UPGRADINGPRODUCTCODE\t"),
+            "{sequence}"
+        );
         // Word count 10: compressed (2) and no elevation needed (8).
         assert!(run(&["msiinfo", "suminfo", "out.msi"]).contains("Source: 10 "));
     }
