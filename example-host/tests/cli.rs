@@ -1075,27 +1075,19 @@ fn a_whole_disk_is_never_the_folder_shared_by_default() {
     );
 }
 
-/// The pairing line with `--service`: the device is paired, the folder the
-/// line ran in is named in `config.toml` (first, so a table already there
-/// keeps its keys), the user's systemd unit is written and enabled, and the
-/// command returns instead of running in the terminal.
+/// A folder holding a stand-in `systemctl` that notes each command line it
+/// is given in `asked` beside it, and a PATH that finds it first.
 #[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pairing_line_with_service_installs_it_for_this_folder() {
+fn stand_in_systemctl() -> (tempfile::TempDir, String) {
     use std::os::unix::fs::PermissionsExt;
-    let server = server().await;
-    let home = tempfile::tempdir().unwrap();
-    let config = home.path().join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("config.toml"), "[updates]\nautomatic = false\n").unwrap();
-    let folder = tempfile::tempdir().unwrap();
-    // A stand-in systemctl that notes what it was asked.
     let bin = tempfile::tempdir().unwrap();
-    let asked = bin.path().join("asked");
     let systemctl = bin.path().join("systemctl");
     std::fs::write(
         &systemctl,
-        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", asked.display()),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\n",
+            bin.path().join("asked").display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1104,6 +1096,24 @@ async fn the_pairing_line_with_service_installs_it_for_this_folder() {
         bin.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    (bin, path)
+}
+
+/// The pairing line with `--service`: the device is paired, the folder the
+/// line ran in is named in `config.toml` (first, so a table already there
+/// keeps its keys), the user's systemd unit is written and enabled, and the
+/// command returns instead of running in the terminal.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pairing_line_with_service_installs_it_for_this_folder() {
+    let server = server().await;
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.toml"), "[updates]\nautomatic = false\n").unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (bin, path) = stand_in_systemctl();
+    let asked = bin.path().join("asked");
     let code = server.dispatcher.mint_pairing_code("alice").await.unwrap();
     let out = tokio::process::Command::new(BIN)
         .args(["--server", &server.url, "--code", &code.code, "--service"])
@@ -1148,24 +1158,11 @@ async fn the_pairing_line_with_service_installs_it_for_this_folder() {
 #[test]
 fn the_helper_left_by_an_update_starts_the_service_once_the_device_has_ended() {
     use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt;
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("config");
     std::fs::create_dir_all(&config).unwrap();
-    let bin = tempfile::tempdir().unwrap();
+    let (bin, path) = stand_in_systemctl();
     let asked = bin.path().join("asked");
-    let systemctl = bin.path().join("systemctl");
-    std::fs::write(
-        &systemctl,
-        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", asked.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let helper = |unit_installed: bool| {
         let xdg = home.path().join(if unit_installed { "xdg" } else { "none" });
         if unit_installed {
