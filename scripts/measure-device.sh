@@ -42,3 +42,11 @@ printf '| of the file-backed: the binary itself / shared libraries | %.1f MiB / 
 printf '| proportional set size (shared pages split among their users) | %.1f MiB |\n' "$(echo "$pss_kb / 1024" | bc -l)"
 printf '| peak resident memory so far | %.1f MiB |\n' "$(echo "$hwm_kb / 1024" | bc -l)"
 echo "| threads | $threads |"
+# How much of example-host/fusion-host.order this build still has: a list
+# made before a dependency changed names functions the build no longer has
+# (scripts/order-device makes it again). Read from the unstripped build.
+if [ -z "${FUSION_DEVICE_BIN:-}" ]; then
+  found=$(nm --defined-only "$(dirname "$bin")/../fusion-host" | awk '{print $3}' | LC_ALL=C sort -u \
+    | LC_ALL=C comm -12 - example-host/fusion-host.order | wc -l)
+  echo "| start-up functions laid out together (example-host/fusion-host.order) | $found of $(wc -l < example-host/fusion-host.order) |"
+fi
