@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::auto_update;
 use crate::cli::Global;
+use crate::commands::service;
 use crate::fail::{Fail, exit};
 use crate::report::{self, report};
 use crate::settings::{self, ConfigFile, VERSION};
@@ -206,21 +207,10 @@ fn restart_onto(
     restart: &auto_update::Restart,
 ) -> Fail {
     report(&format!("… {}: restarting", restart.why));
-    #[cfg(windows)]
-    let error = if super::service::under_windows_task(dir) {
-        // Task Scheduler does not start the task again while this process
-        // runs: a helper does once it has ended.
-        match super::service::resume_task_after_exit(exe, dir, global.log_file.as_deref()) {
-            Ok(()) => std::process::exit(0),
-            Err(e) => e,
-        }
-    } else {
-        auto_update::exec(exe)
-    };
-    #[cfg(not(windows))]
-    let error = {
-        let _ = (dir, global);
-        auto_update::exec(exe)
+    let error = match service::restart_by_task(exe, dir, global.log_file.as_deref()) {
+        Some(Ok(())) => std::process::exit(0),
+        Some(Err(e)) => e,
+        None => auto_update::exec(exe),
     };
     Fail {
         code: 1,

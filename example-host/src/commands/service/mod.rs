@@ -275,15 +275,23 @@ pub(crate) fn service(global: &Global, action: Action, system: bool, print: bool
     }
 }
 
-#[cfg(windows)]
-pub(crate) use windows::resume_task_after_exit;
-
-/// Whether this process is the one the Windows task started: the task's
-/// definition is in this profile and the log goes to a file, as the task
-/// runs it (a device run by hand in a terminal writes to the terminal).
-#[cfg(windows)]
-pub(crate) fn under_windows_task(config_dir: &Path) -> bool {
-    crate::report::to_log_file() && config_dir.join(windows::TASK_FILE).exists()
+/// Under the Windows log-on task, leaves starting the new binary to the
+/// task: Task Scheduler does not start the task again while this process
+/// runs, so a helper does once it has ended. `None` when this process is
+/// not the task's: the task's definition is in this profile and the log goes
+/// to a file, as the task runs it (a device run by hand in a terminal
+/// writes to the terminal), and never off Windows.
+pub(crate) fn restart_by_task(
+    exe: &Path,
+    config_dir: &Path,
+    log_file: Option<&Path>,
+) -> Option<std::io::Result<()>> {
+    #[cfg(windows)]
+    if crate::report::to_log_file() && config_dir.join(windows::TASK_FILE).exists() {
+        return Some(windows::resume_task_after_exit(exe, config_dir, log_file));
+    }
+    let _ = (exe, config_dir, log_file);
+    None
 }
 
 /// `service resume`: waits for the process that started it to end (it

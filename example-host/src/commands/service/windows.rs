@@ -194,7 +194,7 @@ pub(super) fn disable_task_after_revoke(config_dir: &Path) {
 /// helper then starts the task again. Should the helper not outlive this
 /// process, the task's every-minute trigger starts the new binary instead.
 #[cfg(windows)]
-pub(crate) fn resume_task_after_exit(
+pub(super) fn resume_task_after_exit(
     exe: &Path,
     config_dir: &Path,
     log_file: Option<&Path>,
